@@ -1,0 +1,81 @@
+"""Statistics of a candidate's instance losses, with percentile-bootstrap confidence intervals.
+
+Pure numpy: the selection loop and the reports use these without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["STATISTICS", "Estimate", "statistic", "summarize"]
+
+
+def _q(q: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda a: np.quantile(a, q, axis=-1)
+
+
+#: name -> function of an array whose last axis holds the losses
+STATISTICS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda a: np.mean(a, axis=-1),
+    "median": lambda a: np.median(a, axis=-1),
+    "min": lambda a: np.min(a, axis=-1),
+    "max": lambda a: np.max(a, axis=-1),
+    # ddof=1 is the unbiased sample std; a single instance has none
+    "std": lambda a: np.std(a, axis=-1, ddof=1) if a.shape[-1] > 1 else np.full(a.shape[:-1], np.nan),
+    "iqr": lambda a: _q(0.75)(a) - _q(0.25)(a),
+    "q90_q10": lambda a: _q(0.90)(a) - _q(0.10)(a),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic's value over the losses and its bootstrap interval (NaN where undefined)."""
+
+    value: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "low": self.low, "high": self.high}
+
+
+def statistic(name: str, losses: Sequence[float]) -> float:
+    """One named statistic of finite losses (failed instances are the caller's business)."""
+    return float(STATISTICS[name](np.asarray(losses, dtype=float)))
+
+
+def summarize(
+    losses: Sequence[float],
+    *,
+    names: Sequence[str] = tuple(STATISTICS),
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """Each statistic with a percentile-bootstrap interval at ``confidence``.
+
+    The bootstrap resamples the instances with replacement ``n_boot`` times with a fixed
+    ``seed``, so the same losses always give the same intervals. With fewer than two losses the
+    intervals are NaN: one instance says nothing about the spread.
+    """
+    a = np.asarray(losses, dtype=float)
+    out: dict[str, Estimate] = {}
+    if a.size == 0:
+        return {n: Estimate(np.nan, np.nan, np.nan) for n in names}
+    rng = np.random.default_rng(seed)
+    resampled = a[rng.integers(0, a.size, size=(n_boot, a.size))] if a.size > 1 else None
+    alpha = (1.0 - confidence) / 2
+    for name in names:
+        fn = STATISTICS[name]
+        value = float(fn(a))
+        if resampled is None:
+            out[name] = Estimate(value, np.nan, np.nan)
+            continue
+        boot = fn(resampled)
+        boot = boot[np.isfinite(boot)]
+        low, high = (np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (np.nan, np.nan))
+        out[name] = Estimate(value, float(low), float(high))
+    return out

@@ -1,0 +1,270 @@
+"""The plugin contract: what a task is, what a candidate is, and what the core asks of them.
+
+A plugin distribution registers a :class:`Task` subclass under the entry-point group
+``robustcli.tasks``::
+
+    [project.entry-points."robustcli.tasks"]
+    my-task = "my_package.task:MyTask"
+
+The core instantiates it with the task options of the study (``MyTask(**options)``), then asks
+for its data, its search space and a model per candidate. Everything here is importable without
+torch: torch types appear in annotations only, so ``robust --help`` stays fast.
+
+Contract, in short:
+
+* ``name``, ``description`` (one line) and ``loss`` (a :class:`Loss`) are class attributes.
+* ``load_data()`` returns a :class:`TaskData`: the training pool and the test set as tensors. The
+  core draws each instance's training sample from the pool; the test set is never trained on.
+* ``search_space()`` returns a :class:`SearchSpace`: candidates with stable ids.
+* ``build_model(candidate)`` returns a fresh ``torch.nn.Module`` mapping a batch of ``x`` to
+  predictions; the core applies He initialisation afterwards (override ``init_weights``).
+* ``test_loss(pred, y)`` is the reported loss (a scalar tensor, lower is better);
+  ``objective(pred, y)`` is what is minimised, by default the test loss itself.
+* ``baselines()`` optionally returns non-deep references scored with the same ``test_loss``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from robustcli.errors import InputError, UnknownNameError
+
+if TYPE_CHECKING:  # torch is imported lazily by the core, never at module import
+    import torch
+
+__all__ = [
+    "Baseline",
+    "Candidate",
+    "Loss",
+    "SearchSpace",
+    "Task",
+    "TaskData",
+    "TaskTags",
+    "TRAINING_KEYS",
+    "candidate_id",
+]
+
+#: Candidate parameters the core reads to build the optimiser and batches. Everything else in a
+#: candidate's params is the task's own (architecture, features...).
+TRAINING_KEYS = ("optimizer", "lr", "batch_size", "weight_decay", "momentum")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The loss a task reports: a short name, its formula in words, and its direction."""
+
+    name: str
+    formula: str
+    lower_is_better: bool = True
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class TaskTags:
+    """Capabilities that decide which checks and engines apply to a task."""
+
+    deterministic_on_cpu: bool = True
+    supports_stacking: bool = True
+    needs_gpu: bool = False
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return list(value)
+        raise TypeError(f"candidate parameter value {value!r} is not JSON-serialisable")
+
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=default)
+
+
+def candidate_id(params: Mapping[str, Any]) -> str:
+    """A stable id from the parameters alone: adding candidates to a space never changes it."""
+    digest = hashlib.blake2b(_canonical(params).encode(), digest_size=5).hexdigest()
+    return f"c{digest}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a search space: an architecture plus its training hyperparameters.
+
+    ``params`` holds everything; the keys in :data:`TRAINING_KEYS` are read by the core
+    (``optimizer`` one of adam, adamw, nadam, rmsprop, sgd; ``lr``; ``batch_size``;
+    ``weight_decay``: L2 for all but adamw, decoupled decay for adamw). ``name`` is an optional
+    human alias such as ``model2``.
+    """
+
+    id: str
+    params: Mapping[str, Any]
+    name: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], name: str | None = None) -> Candidate:
+        return cls(id=candidate_id(params), params=dict(params), name=name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else self.id
+
+    def to_json(self) -> str:
+        return _canonical(self.params)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class SearchSpace:
+    """An ordered collection of candidates with unique stable ids and optional named aliases."""
+
+    def __init__(self, candidates: Iterable[Candidate], named: Mapping[str, Candidate] | None = None):
+        self._by_id: dict[str, Candidate] = {}
+        for cand in candidates:
+            if cand.id in self._by_id and self._by_id[cand.id].params != cand.params:
+                raise ValueError(f"two different candidates share the id {cand.id}")
+            self._by_id[cand.id] = cand
+        self._named = dict(named or {})
+
+    @classmethod
+    def from_grid(
+        cls,
+        grid: Mapping[str, Sequence[Any]],
+        *,
+        fixed: Mapping[str, Any] | None = None,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        named: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SearchSpace:
+        """The cartesian product of ``grid`` (plus ``fixed`` values), filtered by ``keep``.
+
+        Named candidates need not lie on the grid; they are reachable by name and by id.
+        """
+        keys = list(grid)
+        cands = []
+        for values in product(*(grid[k] for k in keys)):
+            params = {**(fixed or {}), **dict(zip(keys, values, strict=True))}
+            if keep is None or keep(params):
+                cands.append(Candidate.from_params(params))
+        named_cands = {n: Candidate.from_params(p, name=n) for n, p in (named or {}).items()}
+        return cls(cands, named_cands)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self._by_id.values())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_id or key in self._named or any(c.id == key for c in self._named.values())
+
+    @property
+    def named(self) -> Mapping[str, Candidate]:
+        return dict(self._named)
+
+    def get(self, key: str, where: str = "--candidate") -> Candidate:
+        """A candidate by id or by name; an unknown key raises with the closest valid ones."""
+        if key in self._named:
+            return self._named[key]
+        for cand in self._named.values():
+            if cand.id == key:
+                return cand
+        if key in self._by_id:
+            cand = self._by_id[key]
+            # a grid point that is also a named model keeps its name
+            for name, named in self._named.items():
+                if named.id == cand.id:
+                    return named
+            return cand
+        raise UnknownNameError("candidate", key, list(self._named) + list(self._by_id)[:50], where)
+
+
+@dataclass
+class TaskData:
+    """The training pool (instances draw their samples from it) and the test set.
+
+    ``x`` tensors have the batch as first dimension; ``y`` tensors too. They must not overlap.
+    """
+
+    pool_x: torch.Tensor
+    pool_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pool_size(self) -> int:
+        return int(self.pool_x.shape[0])
+
+    @property
+    def test_size(self) -> int:
+        return int(self.test_x.shape[0])
+
+
+class Baseline(ABC):
+    """A non-deep reference, fitted on the same training sample as an instance."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def fit_predict(
+        self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, seed: int
+    ) -> torch.Tensor:
+        """Fit on the training sample and return predictions for ``test_x`` shaped like ``y``."""
+
+
+class Task(ABC):
+    """A problem plus its data, search space and models. Subclass it in a plugin."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    loss: ClassVar[Loss] = Loss("loss", "")
+    tags: ClassVar[TaskTags] = TaskTags()
+    #: training-sample size used when the study does not set one
+    default_train_size: ClassVar[int] = 1000
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise InputError(
+                f"task {self.name!r} takes no options; got {', '.join(sorted(options))} (from [task_options])"
+            )
+
+    # -- data and space -------------------------------------------------------------------
+    @abstractmethod
+    def load_data(self) -> TaskData:
+        """The training pool and the test set. Called once per process; cache it if costly."""
+
+    @abstractmethod
+    def search_space(self) -> SearchSpace:
+        """All candidates of the task, with stable ids."""
+
+    # -- models and losses ----------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, candidate: Candidate) -> torch.nn.Module:
+        """A fresh, untrained model for ``candidate``."""
+
+    @abstractmethod
+    def test_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The reported loss over a set of predictions, a scalar tensor."""
+
+    def objective(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What training minimises on a batch; by default the test loss."""
+        return self.test_loss(pred, y)
+
+    def init_weights(self, model: torch.nn.Module) -> None:
+        """He (Kaiming) initialisation of conv and linear weights, zero biases (paper, sec. 3.9)."""
+        from robustcli.training.init import he_init
+
+        he_init(model)
+
+    def baselines(self) -> Mapping[str, Baseline]:
+        """Non-deep references by name. None by default."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What ``robust tasks show`` prints besides the contract's fields."""
+        return {}
+
