@@ -1,0 +1,218 @@
+"""Every setting as a pydantic model, and study files in TOML.
+
+A study file uses the same names as the command-line options (dashes or underscores)::
+
+    task = "calo-energy"
+    study = "energy-2k"
+    seed = 0
+    instances = 5
+    train_size = 2000
+
+    [early_stopping]
+    min_epochs = 100
+    window = 30
+    threshold = 0.10
+    mode = "flatten"        # or "spike"
+    max_epochs = 500
+
+    [task_options]
+    dataset = "A"
+
+    [selection]
+    criterion = ["mean"]
+    rule = "paper"
+
+Options given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from robustcli.errors import InputError
+
+__all__ = [
+    "EarlyStoppingSettings",
+    "SelectionSettings",
+    "StudySettings",
+    "TrainingSettings",
+    "load_settings",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EarlyStoppingSettings(_Strict):
+    """Early stopping after the paper's section 3.7.
+
+    The monitored loss is the per-epoch loss on the scoring set (``monitor = "test"``, as the
+    paper's loss-versus-epoch figures show) or the epoch's mean training objective (``"train"``).
+
+    ``mode = "flatten"`` (reading a, default): after ``min_epochs``, stop once
+    max <= (1 + threshold) * min over the last ``window`` epochs: the loss has flattened.
+    ``mode = "spike"`` (reading b): after ``min_epochs``, stop as soon as max > (1 + threshold) * min
+    over the window (an instability detector); ``max_epochs`` ends calm runs.
+    """
+
+    min_epochs: int = Field(100, ge=0)
+    window: int = Field(30, ge=2)
+    threshold: float = Field(0.10, gt=0)
+    mode: Literal["flatten", "spike"] = "flatten"
+    max_epochs: PositiveInt = 500
+    monitor: Literal["test", "train"] = "test"
+
+    @model_validator(mode="after")
+    def _cap_after_min(self) -> EarlyStoppingSettings:
+        if self.max_epochs < self.min_epochs:
+            raise ValueError(f"max_epochs ({self.max_epochs}) is below min_epochs ({self.min_epochs})")
+        return self
+
+
+class TrainingSettings(_Strict):
+    """Everything that decides an instance's result besides the candidate and its seeds."""
+
+    train_size: PositiveInt | None = None
+    test_size: PositiveInt | None = None
+    sampling: Literal["bootstrap", "without-replacement"] = "bootstrap"
+    early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+    def fingerprint(self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool) -> str:
+        """A short hash of what makes two instances comparable. Device is left out on purpose:
+        a GPU run and a CPU run of the same instance are the same experiment."""
+        payload = {
+            "task": task,
+            "task_options": task_options,
+            "seed": seed,
+            "mix_candidate_seed": mix_candidate_seed,
+            **self.model_dump(exclude={"device"}),
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+class SelectionSettings(_Strict):
+    """Algorithm 1's knobs (see ``robust select --help``)."""
+
+    criterion: list[str] = ["mean"]
+    combine: Literal["lexicographic", "pareto"] = "lexicographic"
+    rule: str = "paper"
+    warmup: int = Field(1, ge=1)
+    fraction: float = Field(0.5, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    baseline_margin: float = Field(0.20, ge=0)
+    budget: PositiveInt | None = None
+    max_steps: PositiveInt | None = None
+    candidates: list[str] | None = None
+    sample: PositiveInt | None = None
+
+
+class StudySettings(_Strict):
+    """A whole study: what a study file holds."""
+
+    task: str | None = None
+    study: str | None = None
+    seed: int = 0
+    mix_candidate_seed: bool = False
+    instances: PositiveInt = 5
+    candidate: str | None = None
+    tracking_uri: str | None = None
+    task_options: dict[str, Any] = {}
+    training: TrainingSettings = TrainingSettings()
+    selection: SelectionSettings = SelectionSettings()
+
+    @property
+    def study_name(self) -> str:
+        return self.study or str(self.task)
+
+    def fingerprint(self) -> str:
+        return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed)
+
+
+# Top-level keys of a study file that live inside `training` in the model.
+_TRAINING_KEYS = {"train_size", "test_size", "sampling", "early_stopping", "device"}
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        out[key] = _normalise(value) if isinstance(value, dict) and key != "task_options" else value
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    data = dict(flat)
+    training = dict(data.pop("training", {}) or {})
+    for key in list(data):
+        if key in _TRAINING_KEYS:
+            training[key] = data.pop(key)
+    if training:
+        data["training"] = training
+    return data
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe_validation_error(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {field!r} ({where})"
+    value = err.get("input")
+    shown = f" {value!r}" if not isinstance(value, dict) else ""
+    return f"invalid value{shown} for {field!r} ({where}): {err['msg']}"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings:
+    """Settings from a study file (optional) with command-line ``overrides`` on top.
+
+    ``overrides`` use the flat command-line names (``train_size``, ``min_epochs``...); ``None``
+    means "not given". Early-stopping options may be passed flat too.
+    """
+    file_data: dict[str, Any] = {}
+    where = "command line"
+    if config is not None:
+        where = str(config)
+        try:
+            file_data = _normalise(tomllib.loads(Path(config).read_text()))
+        except FileNotFoundError:
+            raise InputError(f"study file not found: {config}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{config}: not valid TOML: {exc}") from None
+        try:
+            StudySettings.model_validate(_nest(file_data))
+        except ValidationError as exc:
+            raise InputError(_describe_validation_error(exc, where)) from None
+    cli: dict[str, Any] = {}
+    early = {k: v for k, v in overrides.items() if k in EarlyStoppingSettings.model_fields and v is not None}
+    selection = {k: v for k, v in overrides.items() if k in SelectionSettings.model_fields and v is not None}
+    for key, value in overrides.items():
+        if value is None or key in early or key in selection:
+            continue
+        cli[key] = value
+    if early:
+        cli["early_stopping"] = early
+    if selection:
+        cli["selection"] = selection
+    data = _merge(_nest(file_data), _nest(cli))
+    try:
+        return StudySettings.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_describe_validation_error(exc, where if not cli else f"{where} and options")) from None
