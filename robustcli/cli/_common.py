@@ -64,3 +64,84 @@ ConfigFile = Annotated[
     typer.Option("--config", "-c", help="Study file (TOML). Command-line options override it.", show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+# -- options shared by the commands that train -------------------------------------------------
+TaskName = Annotated[str | None, typer.Option("--task", "-t", help="Task name (see `robust tasks`).", show_default=False)]
+StudyName = Annotated[
+    str | None, typer.Option("--study", help="Study (= MLflow experiment) name. Default: the task name.", show_default=False)
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Study seed; instance seeds derive from it. Default 0.", show_default=False)]
+TrainSize = Annotated[
+    int | None, typer.Option("--train-size", help="Training-sample size per instance. Default: the task's.", show_default=False)
+]
+TestSize = Annotated[
+    int | None, typer.Option("--test-size", help="Score on a test subsample of this size. Default: the whole test set.", show_default=False)
+]
+Sampling = Annotated[
+    str | None, typer.Option("--sampling", help="bootstrap (default) or without-replacement.", show_default=False)
+]
+Device = Annotated[str | None, typer.Option("--device", help="cpu (default), cuda or auto.", show_default=False)]
+MinEpochs = Annotated[int | None, typer.Option("--min-epochs", help="Early stopping: train at least this many epochs (100).", show_default=False)]
+Window = Annotated[int | None, typer.Option("--window", help="Early stopping: window in epochs (30).", show_default=False)]
+Threshold = Annotated[float | None, typer.Option("--threshold", help="Early stopping: relative threshold (0.10).", show_default=False)]
+StopMode = Annotated[
+    str | None, typer.Option("--stop-mode", help="Early stopping reading: flatten (default) or spike.", show_default=False)
+]
+MaxEpochs = Annotated[int | None, typer.Option("--max-epochs", help="Epoch cap (500).", show_default=False)]
+TaskOptions = Annotated[
+    list[str] | None,
+    typer.Option("--task-option", "-o", help="Task option KEY=VALUE (repeatable), e.g. -o dataset=B.", show_default=False),
+]
+
+
+def parse_task_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``["dataset=B", "events=5000"]`` -> ``{"dataset": "B", "events": 5000}`` (JSON values where they parse)."""
+    from robustcli.errors import InputError
+
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--task-option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def training_overrides(
+    *,
+    task: str | None,
+    study: str | None,
+    seed: int | None,
+    train_size: int | None,
+    test_size: int | None,
+    sampling: str | None,
+    device: str | None,
+    min_epochs: int | None,
+    window: int | None,
+    threshold: float | None,
+    stop_mode: str | None,
+    max_epochs: int | None,
+    task_options: list[str] | None,
+) -> dict[str, Any]:
+    """The command-line values in the names `robustcli.config.load_settings` takes."""
+    return {
+        "task": task,
+        "study": study,
+        "seed": seed,
+        "train_size": train_size,
+        "test_size": test_size,
+        "sampling": sampling,
+        "device": device,
+        "min_epochs": min_epochs,
+        "window": window,
+        "threshold": threshold,
+        "mode": stop_mode,
+        "max_epochs": max_epochs,
+        "task_options": parse_task_options(task_options),
+    }

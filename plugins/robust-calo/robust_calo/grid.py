@@ -1,0 +1,104 @@
+"""The paper's search grid (section 3.10) and its named models (Tables 1 and 2, appendix 6.1).
+
+How 6,912 arises. The paper states the hyperparameter lists (learning rate 4 values, batch size 5,
+weight decay 3) and the architecture options (two convolutions with 2x2, 3x3 or 5x5 filters; two
+to four dense layers; ReLU or PReLU; NAdam or AdamW; with or without the inductive-bias
+feature), and says the combination "yields 6 912 models". 6,912 = 2^8 x 3^3 has no factor 5, so
+the five batch sizes cannot all be in it. The reconstruction used here, the only product of the
+paper's own dimensions we found that gives 6,912 and also explains the appendix::
+
+    optimizer      nadam, adamw                        2   (section 3.5: "we used NAdam and AdamW")
+    activation     relu, prelu                         2   (section 3.4; ReLU for Models 1-2, PReLU for 3-4)
+    features       none, esum | barycenter             2   (section 3.8)
+    kernel         2, 3, 5                             3   (section 3.10)
+    hidden         (9,), (64, 9), (64, 32, 9)          3   (2, 3 or 4 dense layers counting the output)
+    pool           3, 1                                2   (second pooling to 3x3 (Models 1-2) or 1x1 (Models 3-4))
+    lr             1e-4, 1e-3, 1e-2, 1e-1              4
+    batch_size     32, 64, 128, 256                    4   (the text's 16 left out; see below)
+    weight_decay   1e-3, 1e-2, 1e-1                    3
+                                                       = 2*2*2*3*3*2*4*4*3 = 6,912
+
+Assumptions, all visible in the candidates' parameters: the filters are fixed at 32 then 64 (every
+selected model has them); the last hidden layer has 9 neurons (all four Models and both NAS models
+end with Linear(., 9)); the 4-layer widths (64, 32, 9) are a guess (no selected model has them); the
+second pooling size is a grid dimension because Models 1-2 and 3-4 differ in it. The batch sizes
+are 32-256 (the list of the paper's activation study, section 3.4, and it holds every selected
+model's batch size); ``grid="text"`` instead takes the five batch sizes the text of section 3.10
+lists, 8,640 candidates. The position grid is the same with the barycentre as the feature
+(the paper: "the same procedure is used", 2 x 6,912 models in all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from math import prod
+from typing import Any
+
+from robustcli.task import SearchSpace
+
+__all__ = ["GRIDS", "grid_dimensions", "grid_summary", "named_models", "search_space"]
+
+GRIDS = ("paper", "text")
+
+_FEATURE = {"energy": "esum", "position": "barycenter"}
+
+
+def grid_dimensions(target: str, grid: str = "paper") -> dict[str, list[Any]]:
+    """The grid's dimensions in a fixed order (the order decides candidate order, never ids)."""
+    if target not in _FEATURE:
+        raise ValueError(f"target must be 'energy' or 'position', got {target!r}")
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    batch = [32, 64, 128, 256] if grid == "paper" else [16, 32, 64, 128, 256]
+    return {
+        "optimizer": ["nadam", "adamw"],
+        "activation": ["relu", "prelu"],
+        "features": ["none", _FEATURE[target]],
+        "kernel": [2, 3, 5],
+        "hidden": [(9,), (64, 9), (64, 32, 9)],
+        "pool": [3, 1],
+        "lr": [1e-4, 1e-3, 1e-2, 1e-1],
+        "batch_size": batch,
+        "weight_decay": [1e-3, 1e-2, 1e-1],
+    }
+
+
+def _fixed(input_mode: str) -> dict[str, Any]:
+    return {"filters": (32, 64), "input": input_mode}
+
+
+def named_models(target: str, input_mode: str = "raw") -> dict[str, dict[str, Any]]:
+    """Models 1 and 2 (energy, Table 1) or 3 and 4 (position, Table 2), all on the paper grid."""
+    base = {**_fixed(input_mode), "kernel": 3}
+    if target == "energy":
+        common = {**base, "activation": "relu", "hidden": (9,), "pool": 3}
+        return {
+            "model1": {**common, "features": "none", "optimizer": "nadam", "lr": 1e-4, "batch_size": 64, "weight_decay": 1e-2},
+            "model2": {**common, "features": "esum", "optimizer": "adamw", "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-1},
+        }
+    if target == "position":
+        common = {
+            **base, "activation": "prelu", "hidden": (64, 9), "pool": 1,
+            "optimizer": "adamw", "lr": 1e-4, "batch_size": 32, "weight_decay": 1e-1,
+        }  # fmt: skip
+        return {"model3": {**common, "features": "none"}, "model4": {**common, "features": "barycenter"}}
+    raise ValueError(f"target must be 'energy' or 'position', got {target!r}")
+
+
+def search_space(target: str, grid: str = "paper", input_mode: str = "raw") -> SearchSpace:
+    """The task's search space: the grid plus its named models."""
+    return SearchSpace.from_grid(
+        grid_dimensions(target, grid), fixed=_fixed(input_mode), named=named_models(target, input_mode)
+    )
+
+
+def grid_summary(target: str, grid: str = "paper", input_mode: str = "raw") -> dict[str, Any]:
+    """Each dimension's values and the product, for ``describe()``."""
+    dims = grid_dimensions(target, grid)
+    sizes: Mapping[str, int] = {k: len(v) for k, v in dims.items()}
+    return {
+        "dimensions": {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in dims.items()},
+        "size": " x ".join(str(n) for n in sizes.values()) + f" = {prod(sizes.values())}",
+        "candidates": prod(sizes.values()),
+        "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in _fixed(input_mode).items()},
+    }

@@ -1,0 +1,178 @@
+"""`robust assess`: train the missing instances of one candidate and show how robust it is."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+
+from robustcli.cli._common import (
+    ConfigFile,
+    Device,
+    JsonFlag,
+    MaxEpochs,
+    MinEpochs,
+    Sampling,
+    Seed,
+    StopMode,
+    StudyName,
+    TaskName,
+    TaskOptions,
+    TestSize,
+    Threshold,
+    TrackingUri,
+    TrainSize,
+    Window,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    training_overrides,
+)
+
+
+@handle_errors
+def assess(
+    task: TaskName = None,
+    candidate: Annotated[
+        str | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
+    ] = None,
+    instances: Annotated[int | None, typer.Option("--instances", "-n", help="Instances wanted (default 5).", show_default=False)] = None,
+    train_size: TrainSize = None,
+    test_size: TestSize = None,
+    sampling: Sampling = None,
+    seed: Seed = None,
+    study: StudyName = None,
+    config: ConfigFile = None,
+    tracking_uri: TrackingUri = None,
+    device: Device = None,
+    min_epochs: MinEpochs = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    stop_mode: StopMode = None,
+    max_epochs: MaxEpochs = None,
+    task_option: TaskOptions = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Train N instances of one candidate (only those not yet in MLflow) and print the statistics
+    of their test losses with bootstrap 95% intervals.
+
+    Example: robust assess --task calo-energy --candidate model2 --instances 5 --train-size 2000
+    """
+    from robustcli.config import load_settings
+    from robustcli.errors import InputError
+
+    if instances is not None and instances <= 0:
+        raise InputError(f"--instances must be a positive count, got {instances}")
+    settings = load_settings(
+        config,
+        candidate=candidate,
+        instances=instances,
+        **training_overrides(
+            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
+            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
+            max_epochs=max_epochs, task_options=task_option,
+        ),
+    )
+    from robustcli.execution.session import StudySession
+
+    session = StudySession(settings, tracking_uri)
+    if not settings.candidate:
+        raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {settings.task}`)")
+    cand = session.candidate(settings.candidate)
+    session.validate_sizes()
+    n = settings.instances
+    known = session.known([cand.id]).get(cand.id, {})
+    missing = [i for i in range(n) if i not in known]
+    records = {i: r for i, r in known.items() if i < n}
+    if missing:
+        records.update(_train(session, cand, missing, quiet=json_output))
+    report = _report(session, cand, [records[i] for i in range(n)], trained_now=len(missing))
+    _update_parent(session, cand, report)
+    if json_output:
+        print_json(report)
+    else:
+        _render(report)
+
+
+def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    out: dict[int, Any] = {}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=err_console,
+        disable=quiet,
+    )
+    with progress:
+        bar = progress.add_task(f"training {cand.label}", total=len(missing), last="")
+        for _, rec in session.train([(cand, i) for i in missing]):
+            out[rec.index] = rec
+            last = f"#{rec.index}: {rec.loss:.5g} ({rec.stop_reason}, {rec.epochs} ep)" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
+            progress.update(bar, advance=1, last=last)
+    return out
+
+
+def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> dict[str, Any]:
+    from robustcli.robustness import summarize
+
+    finite = [r.loss for r in records if math.isfinite(r.loss)]
+    stats = summarize(finite, seed=session.settings.seed)
+    task = session.task
+    return {
+        "task": session.settings.task,
+        "study": session.settings.study_name,
+        "candidate": cand.id,
+        "candidate_name": cand.name,
+        "loss": {"name": task.loss.name, "formula": task.loss.formula},
+        "instances": len(records),
+        "trained_now": trained_now,
+        "failed": sum(r.status == "failed" for r in records),
+        "spiked": sum(r.spiked for r in records),
+        "stop_reasons": dict(Counter(r.stop_reason for r in records)),
+        "train_size": session.train_size,
+        "mean_epochs": (sum(r.epochs for r in records) / len(records)) if records else 0,
+        "mean_seconds": (sum(r.seconds for r in records) / len(records)) if records else 0,
+        "losses": [r.loss if math.isfinite(r.loss) else None for r in records],
+        "run_ids": [r.run_id for r in records],
+        "statistics": {k: v.as_dict() for k, v in stats.items()},
+        "tracking_uri": session.store.uri,
+        "fingerprint": session.fingerprint,
+    }
+
+
+def _update_parent(session: Any, cand: Any, report: dict[str, Any]) -> None:
+    tags = {f"robust.stat.{k}": f"{v['value']:.6g}" for k, v in report["statistics"].items()}
+    tags["robust.instances"] = str(report["instances"])
+    tags["robust.failed"] = str(report["failed"])
+    session.store.set_tags(session.parent_run(cand), tags)
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    name = f"{report['candidate_name']} ({report['candidate']})" if report["candidate_name"] else report["candidate"]
+    table = Table(
+        title=f"{report['task']} / {name}: {report['loss']['name']} over {report['instances']} instances "
+        f"(train size {report['train_size']})",
+    )
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval (bootstrap)", justify="right")
+    for key, est in report["statistics"].items():
+        interval = "-" if math.isnan(est["low"]) else f"[{est['low']:.5g}, {est['high']:.5g}]"
+        table.add_row(key, f"{est['value']:.5g}", interval)
+    console.print(table)
+    reasons = ", ".join(f"{k} {v}" for k, v in report["stop_reasons"].items())
+    console.print(
+        f"{report['trained_now']} trained now, {report['failed']} failed, {report['spiked']} spiked after the minimum "
+        f"epochs; stopped: {reasons}; mean {report['mean_epochs']:.0f} epochs, {report['mean_seconds']:.1f} s per instance"
+    )
+    console.print(f"runs in MLflow: {report['tracking_uri']} (experiment {report['study']!r})")

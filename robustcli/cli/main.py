@@ -1,0 +1,81 @@
+"""`robust`: the command-line entry point. Commands import their heavy parts lazily."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from robustcli.cli import assess, baseline, reproduce, tasks
+from robustcli.cli._common import err_console
+
+app = typer.Typer(
+    name="robust",
+    help="Find deep-learning models that are accurate and robust to the training sample and the "
+    "initialisation.\n\nExample: robust assess --task synthetic --candidate small --instances 5",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import version
+
+    from robustcli.plugins import COMMAND_GROUP, TASK_GROUP, discover
+
+    print(f"robustcli {version('robustcli')}")
+    for group in (TASK_GROUP, COMMAND_GROUP):
+        for p in discover(group):
+            print(f"  {group}: {p.name} = {p.value} ({p.distribution} {p.version})")
+    raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print versions and plugins, then exit.")
+    ] = False,
+) -> None:
+    """Find deep-learning models that are accurate and robust to sample and initialisation."""
+
+
+app.add_typer(tasks.app, name="tasks")
+app.command("assess")(assess.assess)
+app.command("baseline")(baseline.baseline)
+app.command("reproduce")(reproduce.reproduce)
+
+
+def _add_optional_commands() -> None:
+    # the selection commands live in their own modules; they are registered when present
+    try:
+        from robustcli.cli import select
+    except ImportError:
+        return
+    app.command("select")(select.select)
+
+
+def _add_plugin_commands() -> None:
+    from robustcli.plugins import command_plugins
+
+    for info, sub_app, error in command_plugins():
+        if sub_app is not None:
+            app.add_typer(sub_app, name=info.name)
+            continue
+
+        def broken(_error: str = error or "") -> None:
+            err_console.print(f"error: {_error}", markup=False, highlight=False)
+            raise typer.Exit(2)
+
+        app.command(info.name, help=f"(broken plugin: {error})")(broken)
+
+
+_add_optional_commands()
+_add_plugin_commands()
+
+
+def main() -> None:
+    app()

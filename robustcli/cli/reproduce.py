@@ -1,0 +1,90 @@
+"""`robust reproduce RUN_ID`: retrain one logged instance and compare bit for bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Annotated, Any
+
+import typer
+
+from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, print_json
+
+
+def _bits(x: float) -> str:
+    return struct.pack(">d", x).hex()
+
+
+@handle_errors
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="The MLflow run id of an instance (a child run).")],
+    tracking_uri: TrackingUri = None,
+    device: Device = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Retrain one logged instance from what its MLflow run holds (task, candidate, seeds,
+    settings) and say whether the test loss matches bit for bit; if not, which recorded version or
+    setting differs. Exit code 0 on a match, 1 otherwise. Nothing is written to the store.
+
+    Example: robust reproduce 3f2a9c0d4e5b4a7f8e1d2c3b4a5f6e7d
+    """
+    from robustcli.config import StudySettings
+    from robustcli.errors import InputError
+    from robustcli.plugins import load_task_class
+    from robustcli.task import Candidate
+    from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
+    from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
+    from robustcli.training.instance import InstanceSpec, train_instance
+
+    store = MlflowStore(resolve_tracking_uri(tracking_uri))
+    run = store.get_run(run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    if tags.get("robust.kind") != "instance":
+        raise InputError(f"run {run_id} is not an instance run of robust (tag robust.kind={tags.get('robust.kind')!r})")
+    settings = StudySettings.model_validate(json.loads(tags["robust.settings_json"]))
+    if device:
+        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
+    cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
+    task = cls(**settings.task_options)
+    candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
+    spec = InstanceSpec(
+        index=int(params["instance_index"]),
+        init_seed=int(params["init_seed"]),
+        data_seed=int(params["data_seed"]),
+        train_size=int(params["train_size"]),
+        test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
+    )
+    result = train_instance(task, candidate, task.load_data(), spec, settings.training)
+    logged = metrics.get("test_loss", math.nan)
+    same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
+    now = provenance_tags(info.distribution, result.device)
+    differences = {k: {"logged": tags.get(k), "now": now[k]} for k in COMPARED_TAGS if tags.get(k) != now[k]}
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "task": settings.task,
+        "candidate": candidate.id,
+        "instance_index": spec.index,
+        "logged_test_loss": None if math.isnan(logged) else logged,
+        "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,
+        "logged_stop_reason": tags.get("robust.stop_reason"),
+        "reproduced_stop_reason": result.stop_reason,
+        "logged_epochs": int(metrics.get("epochs", 0)),
+        "reproduced_epochs": result.epochs,
+        "bitwise_equal": same,
+        "differences": differences,
+    }
+    if json_output:
+        print_json(report)
+    else:
+        verdict = "[green]bit-for-bit identical[/green]" if same else "[red]differs[/red]"
+        console.print(
+            f"run {run_id} ({settings.task}, {candidate.id}, instance {spec.index}): logged "
+            f"{report['logged_test_loss']!r}, reproduced {report['reproduced_test_loss']!r}: {verdict}"
+        )
+        for key, diff in differences.items():
+            console.print(f"  {key}: logged {diff['logged']!r}, now {diff['now']!r}")
+        if not same and not differences:
+            console.print("  no recorded version or setting differs: the difference comes from the hardware or the library's kernels")
+    if not same:
+        raise typer.Exit(1)

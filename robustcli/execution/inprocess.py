@@ -1,0 +1,23 @@
+"""The in-process executor: instances one after another in this process (the plain loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from robustcli.config import TrainingSettings
+from robustcli.task import Candidate, Task, TaskData
+
+
+class InProcessExecutor:
+    """Trains (candidate, spec) jobs in order and yields (candidate, result) as each finishes."""
+
+    name = "inprocess"
+
+    def run(
+        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
+    ) -> Iterator[tuple[Candidate, Any]]:
+        from robustcli.training.instance import train_instance
+
+        for candidate, spec in jobs:
+            yield candidate, train_instance(task, candidate, data, spec, settings)

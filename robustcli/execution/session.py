@@ -1,0 +1,145 @@
+"""A study session: the task, its data, the store, and the one place instances are trained and logged.
+
+Everything is validated before anything is written: the experiment is created only when the
+first finished instance is about to be logged, so a refused command leaves the store untouched.
+Only this (coordinating) process writes to MLflow; executors return results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from robustcli.config import StudySettings
+from robustcli.errors import InputError
+from robustcli.plugins import PluginInfo, load_task_class
+from robustcli.task import Candidate, Task, TaskData
+from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
+
+__all__ = ["StudySession"]
+
+
+class StudySession:
+    def __init__(self, settings: StudySettings, tracking_uri: str | None = None) -> None:
+        if not settings.task:
+            raise InputError("no task given: pass --task NAME or set task in the study file (see `robust tasks`)")
+        self.settings = settings
+        cls, self.plugin = load_task_class(settings.task)
+        try:
+            self.task: Task = cls(**settings.task_options)
+        except TypeError as exc:
+            raise InputError(f"bad [task_options] for task {settings.task!r}: {exc}") from None
+        self.store = MlflowStore(resolve_tracking_uri(tracking_uri, settings.tracking_uri))
+        self.fingerprint = settings.fingerprint()
+        self._data: TaskData | None = None
+        self._exp_id: str | None = None
+        self._parents: dict[str, str] = {}
+        self._space = None
+
+    # -- what the study is about -------------------------------------------------------------
+    @property
+    def plugin_info(self) -> PluginInfo:
+        return self.plugin
+
+    @property
+    def space(self):
+        if self._space is None:
+            self._space = self.task.search_space()
+        return self._space
+
+    def candidate(self, key: str) -> Candidate:
+        return self.space.get(key)
+
+    @property
+    def data(self) -> TaskData:
+        if self._data is None:
+            self._data = self.task.load_data()
+        return self._data
+
+    @property
+    def train_size(self) -> int:
+        return self.settings.training.train_size or self.task.default_train_size
+
+    def validate_sizes(self) -> None:
+        """Refuse sizes the data cannot give, before anything is written."""
+        t = self.settings.training
+        if t.sampling == "without-replacement" and self.train_size > self.data.pool_size:
+            raise InputError(
+                f"--train-size {self.train_size} exceeds the training pool of {self.data.pool_size} examples "
+                f"of task {self.settings.task!r} (sampling without replacement; use bootstrap or a smaller size)"
+            )
+        if t.test_size is not None and t.test_size > self.data.test_size:
+            raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
+
+    # -- seeds and specs --------------------------------------------------------------------
+    def spec(self, candidate: Candidate, index: int):
+        from robustcli.training.instance import InstanceSpec
+        from robustcli.training.seeds import derive_seeds
+
+        seeds = derive_seeds(
+            self.settings.seed, index, candidate.id if self.settings.mix_candidate_seed else None
+        )
+        return InstanceSpec(index, seeds.init_seed, seeds.data_seed, self.train_size, self.settings.training.test_size)
+
+    def settings_json(self) -> str:
+        keep = {"task", "seed", "mix_candidate_seed", "task_options", "training"}
+        return json.dumps(self.settings.model_dump(mode="json", include=keep), sort_keys=True)
+
+    # -- the store --------------------------------------------------------------------------
+    def existing_experiment(self) -> str | None:
+        if self._exp_id is None:
+            self._exp_id = self.store.find_experiment(self.settings.study_name)
+        return self._exp_id
+
+    def experiment(self) -> str:
+        if self._exp_id is None:
+            self._exp_id = self.store.ensure_experiment(
+                self.settings.study_name, tags={"robust.task": str(self.settings.task)}
+            )
+        return self._exp_id
+
+    def known(self, candidate_ids: Iterable[str] | None = None) -> dict[str, dict[int, InstanceRecord]]:
+        exp_id = self.existing_experiment()
+        if exp_id is None:
+            return {}
+        return self.store.instances(exp_id, self.fingerprint, candidate_ids)
+
+    def parent_run(self, candidate: Candidate) -> str:
+        if candidate.id not in self._parents:
+            self._parents[candidate.id] = self.store.candidate_run(self.experiment(), str(self.settings.task), candidate)
+        return self._parents[candidate.id]
+
+    # -- training ---------------------------------------------------------------------------
+    def train(
+        self,
+        requests: Sequence[tuple[Candidate, int]],
+        *,
+        on_result: Callable[[Candidate, Any], None] | None = None,
+        executor: Any = None,
+    ) -> Iterator[tuple[Candidate, InstanceRecord]]:
+        """Train each (candidate, index), log it the moment it finishes, yield what was logged."""
+        from robustcli.execution.inprocess import InProcessExecutor
+        from robustcli.tracking.provenance import provenance_tags
+
+        executor = executor or InProcessExecutor()
+        data = self.data
+        device = None
+        tags: dict[str, str] = {}
+        jobs = [(c, self.spec(c, i)) for c, i in requests]
+        for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
+            if device != result.device:
+                device = result.device
+                tags = provenance_tags(self.plugin.distribution, device)
+            run_id = self.store.log_instance(
+                self.experiment(),
+                self.parent_run(candidate),
+                candidate=candidate,
+                result=result,
+                fingerprint=self.fingerprint,
+                settings_json=self.settings_json(),
+                provenance={**tags, "robust.task": str(self.settings.task), "robust.study": self.settings.study_name},
+            )
+            if on_result is not None:
+                on_result(candidate, result)
+            yield candidate, InstanceRecord.from_result(run_id, candidate.id, result)

@@ -1,0 +1,1 @@
+"""Where studies are kept: MLflow (runs, metrics, tags), read back for every report and resume."""

@@ -1,0 +1,292 @@
+"""The MLflow store: one experiment per study, a parent run per candidate, a child run per instance.
+
+Layout (what ``mlflow ui`` shows):
+
+* experiment = the study's name;
+* a parent run per candidate: params = the whole candidate, tags ``robust.kind=candidate``,
+  ``robust.task``, ``robust.candidate_id`` and the running statistics of its instances;
+* a child run per instance: params ``init_seed``, ``data_seed``, ``train_size``,
+  ``instance_index`` (and the settings), per-epoch ``train_loss``/``test_loss``, final
+  ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance (versions, git
+  commit, device, host). An instance's run is written in one batch once it has finished, then
+  closed, so an interrupted process leaves at most a RUNNING run that readers ignore.
+
+Instances are matched by ``robust.fingerprint``: the hash of every setting that changes the
+result (task, task options, study seed, sampling, early stopping...). Only instances with the
+same fingerprint are reused, so asking for N instances when K are logged trains N - K.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustcli.errors import StoreError
+
+__all__ = ["DEFAULT_TRACKING_URI", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+_MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+
+
+def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = None) -> str:
+    """--tracking-uri, else the study file's, else $MLFLOW_TRACKING_URI, else the local default.
+
+    A relative sqlite path is made absolute: MLflow caches stores by URI, and the runs printed
+    must say where they are.
+    """
+    uri = option or settings_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        uri = f"sqlite:///{db.resolve()}"
+    return uri
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An instance as read back from MLflow."""
+
+    run_id: str
+    candidate_id: str
+    index: int
+    loss: float  # NaN for a failed instance
+    status: str
+    stop_reason: str
+    epochs: int
+    seconds: float
+    spiked: bool
+    init_seed: int
+    data_seed: int
+
+    @classmethod
+    def from_result(cls, run_id: str, candidate_id: str, result: Any) -> InstanceRecord:
+        """The record of a result just logged, without reading it back."""
+        return cls(
+            run_id=run_id,
+            candidate_id=candidate_id,
+            index=result.spec.index,
+            loss=result.test_loss,
+            status=result.status,
+            stop_reason=result.stop_reason,
+            epochs=result.epochs,
+            seconds=result.seconds,
+            spiked=result.spiked,
+            init_seed=result.spec.init_seed,
+            data_seed=result.spec.data_seed,
+        )
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+class MlflowStore:
+    """Reads and writes a study's runs. Only the coordinating process holds one."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._client: Any = None
+
+    # -- connection -----------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        db = _sqlite_path(self.uri)
+        if db is not None:
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the tracking store {self.uri}: {exc}") from None
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        # MLflow configures its loggers on import and logs its migrations at INFO: noise for a CLI
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        try:
+            client = MlflowClient(tracking_uri=self.uri)
+            client.search_experiments(max_results=1)
+        except Exception as exc:  # MLflow raises many types for an unreachable or bad store
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first[:300]}") from None
+        return client
+
+    def _artifact_location(self, name: str) -> str | None:
+        db = _sqlite_path(self.uri)
+        if db is None:
+            return None  # a server decides where artifacts go
+        return (db.parent.resolve() / "artifacts" / name).as_uri()
+
+    # -- experiments ----------------------------------------------------------------------
+    def find_experiment(self, name: str) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        return exp.experiment_id if exp is not None else None
+
+    def ensure_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+        exp_id = self.find_experiment(name)
+        if exp_id is None:
+            exp_id = self.client.create_experiment(name, artifact_location=self._artifact_location(name), tags=dict(tags or {}))
+        return exp_id
+
+    def list_experiments(self) -> list[Any]:
+        return list(self.client.search_experiments())
+
+    # -- runs -----------------------------------------------------------------------------
+    def search(self, exp_id: str, filter_string: str) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([exp_id], filter_string=filter_string, max_results=5000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def candidate_run(self, exp_id: str, task: str, candidate: Any) -> str:
+        """The candidate's parent run, created on first use."""
+        found = self.search(
+            exp_id, f"tags.`robust.kind` = 'candidate' and tags.`robust.candidate_id` = '{candidate.id}'"
+        )
+        if found:
+            return found[0].info.run_id
+        from mlflow.entities import Param, RunTag
+
+        tags = {
+            "robust.kind": "candidate",
+            "robust.task": task,
+            "robust.candidate_id": candidate.id,
+            "robust.candidate_json": candidate.to_json(),
+            "mlflow.runName": candidate.name or candidate.id,
+        }
+        if candidate.name:
+            tags["robust.candidate_name"] = candidate.name
+        run = self.client.create_run(exp_id, tags=tags, run_name=candidate.name or candidate.id)
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(candidate.params.items())]
+        self.client.log_batch(run.info.run_id, params=params)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_instance(
+        self,
+        exp_id: str,
+        parent_run_id: str,
+        *,
+        candidate: Any,
+        result: Any,
+        fingerprint: str,
+        settings_json: str,
+        provenance: Mapping[str, str],
+        extra_tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write one finished (or failed) instance as a child run, in batches, then close it."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        spec = result.spec
+        name = f"{candidate.name or candidate.id}/{spec.index}"
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "robust.kind": "instance",
+            "robust.candidate_id": candidate.id,
+            "robust.instance_index": str(spec.index),
+            "robust.fingerprint": fingerprint,
+            "robust.status": result.status,
+            "robust.stop_reason": result.stop_reason,
+            "robust.spiked": str(bool(result.spiked)).lower(),
+            "robust.settings_json": settings_json,
+            "robust.candidate_json": candidate.to_json(),
+            **provenance,
+            **(extra_tags or {}),
+        }
+        if result.failure:
+            tags["robust.failure"] = result.failure[:5000]
+        run = self.client.create_run(exp_id, tags={"mlflow.parentRunId": parent_run_id}, run_name=name)
+        run_id = run.info.run_id
+        try:
+            params = [
+                Param("init_seed", str(spec.init_seed)),
+                Param("data_seed", str(spec.data_seed)),
+                Param("train_size", str(spec.train_size)),
+                Param("test_size", str(spec.test_size) if spec.test_size else "all"),
+                Param("instance_index", str(spec.index)),
+            ]
+            ts = int(time.time() * 1000)
+            metrics = [
+                Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result.train_curve) if math.isfinite(v)
+            ] + [Metric("epoch_test_loss", v, ts, i + 1) for i, v in enumerate(result.test_curve) if math.isfinite(v)]
+            final = {"epochs": result.epochs, "seconds": result.seconds, "spiked": float(result.spiked)}
+            if not result.failed:
+                final["test_loss"] = result.test_loss
+            metrics += [Metric(k, float(v), ts, 0) for k, v in final.items()]
+            self.client.log_batch(run_id, params=params, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            for lo in range(0, len(metrics), _MAX_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[lo : lo + _MAX_BATCH])
+        except BaseException:
+            # never leave a half-written instance that looks finished
+            self.client.delete_run(run_id)
+            raise
+        self.client.set_terminated(run_id, "FAILED" if result.failed else "FINISHED")
+        return run_id
+
+    def instances(
+        self, exp_id: str, fingerprint: str, candidate_ids: Iterable[str] | None = None
+    ) -> dict[str, dict[int, InstanceRecord]]:
+        """Finished and failed instances with this fingerprint, by candidate then index."""
+        filt = f"tags.`robust.kind` = 'instance' and tags.`robust.fingerprint` = '{fingerprint}'"
+        wanted = set(candidate_ids) if candidate_ids is not None else None
+        if wanted is not None and len(wanted) == 1:
+            filt += f" and tags.`robust.candidate_id` = '{next(iter(wanted))}'"
+        out: dict[str, dict[int, InstanceRecord]] = {}
+        for run in self.search(exp_id, filt):
+            if run.info.status not in ("FINISHED", "FAILED"):
+                continue  # interrupted mid-write: as if never trained
+            rec = _record(run)
+            if wanted is not None and rec.candidate_id not in wanted:
+                continue
+            # two runs of the same instance (a race between processes): keep the first logged
+            out.setdefault(rec.candidate_id, {}).setdefault(rec.index, rec)
+        return out
+
+    def get_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception as exc:
+            raise StoreError(f"no run {run_id!r} in {self.uri}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _record(run: Any) -> InstanceRecord:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    failed = tags.get("robust.status") == "failed"
+    return InstanceRecord(
+        run_id=run.info.run_id,
+        candidate_id=tags["robust.candidate_id"],
+        index=int(tags["robust.instance_index"]),
+        loss=math.nan if failed else float(metrics.get("test_loss", math.nan)),
+        status=tags.get("robust.status", "finished"),
+        stop_reason=tags.get("robust.stop_reason", ""),
+        epochs=int(metrics.get("epochs", 0)),
+        seconds=float(metrics.get("seconds", 0.0)),
+        spiked=tags.get("robust.spiked") == "true",
+        init_seed=int(params.get("init_seed", -1)),
+        data_seed=int(params.get("data_seed", -1)),
+    )
+

@@ -1,0 +1,60 @@
+"""Tags that say where and with what an instance was trained, for `robust reproduce`."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the robustcli checkout, when it runs from one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else "unknown"
+
+
+def provenance_tags(plugin_distribution: str, device: str) -> dict[str, str]:
+    import torch
+
+    return {
+        "robust.version.robustcli": _version("robustcli"),
+        "robust.version.plugin": f"{plugin_distribution} {_version(plugin_distribution)}",
+        "robust.version.torch": torch.__version__,
+        "robust.version.mlflow": _version("mlflow"),
+        "robust.version.python": platform.python_version(),
+        "robust.git_commit": git_commit(),
+        "robust.device": device,
+        "robust.host": socket.gethostname(),
+        "robust.torch_threads": str(torch.get_num_threads()),
+        "robust.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
+    }
+
+
+#: provenance tags whose difference can explain a reproduction that is not bit for bit
+COMPARED_TAGS = (
+    "robust.version.robustcli",
+    "robust.version.plugin",
+    "robust.version.torch",
+    "robust.version.python",
+    "robust.device",
+    "robust.torch_threads",
+    "robust.deterministic_algorithms",
+)

@@ -1,0 +1,181 @@
+"""One instance: draw its training sample, initialise, train to the stop, score once at the end.
+
+This is the plain one-at-a-time loop: the reference every faster engine is measured against.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from robustcli.config import TrainingSettings
+from robustcli.errors import InputError
+from robustcli.task import Candidate, Task, TaskData
+from robustcli.training.early_stopping import EarlyStopping
+
+__all__ = ["InstanceResult", "InstanceSpec", "draw_indices", "make_optimizer", "resolve_device", "train_instance"]
+
+OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
+EVAL_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Which instance to train: its index in the study and its two seeds."""
+
+    index: int
+    init_seed: int
+    data_seed: int
+    train_size: int
+    test_size: int | None = None
+
+
+@dataclass
+class InstanceResult:
+    """What one training produced. ``test_loss`` is NaN when the instance failed."""
+
+    spec: InstanceSpec
+    status: str  # "finished" or "failed"
+    stop_reason: str  # converged | spiked | epoch_cap | diverged
+    test_loss: float
+    epochs: int
+    seconds: float
+    spiked: bool
+    train_curve: list[float] = field(default_factory=list)
+    test_curve: list[float] = field(default_factory=list)
+    failure: str | None = None
+    device: str = "cpu"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available (valid: cpu, cuda, auto)")
+    return torch.device(device)
+
+
+def draw_indices(n: int, size: int, seed: int, replace: bool) -> torch.Tensor:
+    """``size`` indices into ``range(n)``: a bootstrap draw or a draw without replacement."""
+    gen = torch.Generator().manual_seed(seed)
+    if replace:
+        return torch.randint(0, n, (size,), generator=gen)
+    if size > n:
+        raise InputError(f"train size {size} exceeds the pool of {n} examples (sampling without replacement)")
+    return torch.randperm(n, generator=gen)[:size]
+
+
+def make_optimizer(params: Any, candidate: Candidate) -> torch.optim.Optimizer:
+    """The candidate's optimiser. weight_decay is L2 (added to the gradient) except for AdamW,
+    whose decay is decoupled, as in the paper (section 3.6). foreach=False keeps the math identical
+    to the stacked engine's per-instance optimiser."""
+    p = candidate.params
+    name = str(p.get("optimizer", "adam")).lower()
+    lr = float(p.get("lr", 1e-3))
+    wd = float(p.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, foreach=False)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, foreach=False)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr, weight_decay=wd, foreach=False)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, foreach=False)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(p.get("momentum", 0.0)), foreach=False)
+    raise InputError(f"candidate {candidate.id}: unknown optimizer {name!r} (valid: {', '.join(OPTIMIZERS)})")
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    preds = [model(x[i : i + EVAL_CHUNK]) for i in range(0, x.shape[0], EVAL_CHUNK)]
+    model.train()
+    return float(task.test_loss(torch.cat(preds), y))
+
+
+def train_instance(
+    task: Task,
+    candidate: Candidate,
+    data: TaskData,
+    spec: InstanceSpec,
+    settings: TrainingSettings,
+    *,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> InstanceResult:
+    """Train one instance from scratch and score it on the test set at the end of training.
+
+    The result is the test loss after the last epoch, never the best epoch's. A non-finite loss
+    ends the instance as failed with reason ``diverged``: it is returned, never dropped.
+    """
+    device = resolve_device(settings.device)
+    start = time.perf_counter()
+    replace = settings.sampling == "bootstrap"
+    train_idx = draw_indices(data.pool_size, spec.train_size, spec.data_seed, replace)
+    x, y = data.pool_x[train_idx].to(device), data.pool_y[train_idx].to(device)
+    if spec.test_size is not None and spec.test_size < data.test_size:
+        # a test subsample of its own size (the paper's sample-size study); a separate stream
+        test_idx = draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
+        tx, ty = data.test_x[test_idx].to(device), data.test_y[test_idx].to(device)
+    else:
+        tx, ty = data.test_x.to(device), data.test_y.to(device)
+
+    torch.manual_seed(spec.init_seed)
+    model = task.build_model(candidate)
+    task.init_weights(model)
+    model.to(device).train()
+    optimizer = make_optimizer(model.parameters(), candidate)
+    batch = int(candidate.params.get("batch_size", 64))
+    shuffle = torch.Generator().manual_seed(spec.init_seed)
+    stopper = EarlyStopping(settings.early_stopping)
+    monitor_test = settings.early_stopping.monitor == "test"
+
+    train_curve: list[float] = []
+    test_curve: list[float] = []
+    n = x.shape[0]
+    reason: str | None = None
+    while reason is None:
+        order = torch.randperm(n, generator=shuffle).to(device)
+        total = torch.zeros((), device=device)
+        for lo in range(0, n, batch):
+            idx = order[lo : lo + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.objective(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * idx.shape[0]  # stays on the device: no sync per batch
+        train_loss = float(total) / n
+        test_loss = evaluate(task, model, tx, ty)
+        train_curve.append(train_loss)
+        test_curve.append(test_loss)
+        if on_epoch is not None:
+            on_epoch(len(train_curve), train_loss, test_loss)
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            stopper.update(math.nan)
+            reason = "diverged"
+        else:
+            reason = stopper.update(test_loss if monitor_test else train_loss)
+
+    failed = reason == "diverged"
+    return InstanceResult(
+        spec=spec,
+        status="failed" if failed else "finished",
+        stop_reason=reason,
+        test_loss=math.nan if failed else test_curve[-1],
+        epochs=len(train_curve),
+        seconds=time.perf_counter() - start,
+        spiked=stopper.spiked,
+        train_curve=train_curve,
+        test_curve=test_curve,
+        failure=(f"non-finite loss at epoch {len(train_curve)} (train {train_loss}, test {test_loss})" if failed else None),
+        device=str(device),
+    )

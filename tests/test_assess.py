@@ -1,0 +1,123 @@
+"""`robust assess`: trains what is missing, logs everything, reads it back, same numbers twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import FAST, experiments
+
+
+def _assess(app, runner, *args):
+    return runner.invoke(app, ["assess", "--task", "synthetic", *FAST, "--json", *args])
+
+
+def test_assess_trains_logs_and_reports(app, runner, workdir):
+    result = _assess(app, runner, "--candidate", "small", "-n", "3")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["instances"] == 3 and report["trained_now"] == 3 and report["failed"] == 0
+    assert set(report["statistics"]) == {"mean", "median", "min", "max", "std", "iqr", "q90_q10"}
+    stats = report["statistics"]["mean"]
+    assert stats["low"] <= stats["value"] <= stats["high"]
+    assert experiments() == ["synthetic"]
+
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0])
+    assert {"init_seed", "data_seed", "train_size", "instance_index"} <= set(run.data.params)
+    assert {"test_loss", "epochs", "seconds"} <= set(run.data.metrics)
+    for tag in ("robust.stop_reason", "robust.version.torch", "robust.version.robustcli", "robust.device", "robust.host"):
+        assert tag in run.data.tags
+    assert run.data.tags["mlflow.parentRunId"]
+
+
+def test_resume_trains_only_what_is_missing(app, runner, workdir):
+    first = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2").stdout)
+    second = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)
+    assert second["trained_now"] == 1
+    assert second["losses"][:2] == first["losses"]
+    again = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)
+    assert again["trained_now"] == 0 and again["losses"] == second["losses"]
+
+
+def test_same_command_same_numbers_on_cpu(app, runner, workdir, tmp_path):
+    a = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2").stdout)
+    b = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2", "--tracking-uri", f"sqlite:///{tmp_path}/other.db").stdout)
+    assert b["trained_now"] == 2
+    assert a["losses"] == b["losses"]
+
+
+def test_other_settings_are_another_experiment_of_instances(app, runner, workdir):
+    a = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1").stdout)
+    b = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1", "--train-size", "128").stdout)
+    assert b["trained_now"] == 1 and a["fingerprint"] != b["fingerprint"]
+
+
+def test_diverging_instance_is_recorded_as_failed(app, runner, workdir):
+    result = _assess(app, runner, "--candidate", "unstable", "-n", "2")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["failed"] == 2 and report["stop_reasons"] == {"diverged": 2}
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0])
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["robust.failure"]
+
+
+def test_reproduce_is_bit_for_bit(app, runner, workdir):
+    report = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1").stdout)
+    result = runner.invoke(app, ["reproduce", report["run_ids"][0], "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["bitwise_equal"] is True
+    assert out["reproduced_test_loss"] == report["losses"][0]
+
+
+def test_study_file_with_cli_override(app, runner, workdir):
+    (workdir / "study.toml").write_text(
+        'task = "synthetic"\ncandidate = "small"\ninstances = 2\ntrain_size = 100\n'
+        "[early_stopping]\nmin_epochs = 8\nwindow = 4\nmax_epochs = 30\n"
+    )
+    result = runner.invoke(app, ["assess", "-c", "study.toml", "--train-size", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["instances"] == 2 and report["train_size"] == 64
+
+
+BAD = [
+    (["--task", "nope", "--candidate", "small"], "unknown task 'nope'"),
+    (["--task", "synthetic", "--candidate", "nope"], "unknown candidate 'nope'"),
+    (["--task", "synthetic", "--candidate", "small", "-n", "0"], "--instances must be a positive count"),
+    (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "train_size"),
+    (["--task", "synthetic", "--candidate", "small", "--train-size", "5000", "--sampling", "without-replacement"], "exceeds the training pool of 2000"),
+    (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "sampling"),
+    (["--task", "synthetic", "--candidate", "small", "-o", "colour=red"], "unknown option 'colour'"),
+    (["--task", "synthetic", "--candidate", "small", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach tracking URI"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(app, runner, workdir, args, message):
+    result = runner.invoke(app, ["assess", *FAST, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert experiments() == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('task = "synthetic"\ncandidate = "small"\ncolour = 3\n', "unknown field 'colour'"),
+        ('task = "synthetic"\n[early_stopping]\nwindow = "x"\n', "training.early_stopping.window"),
+        ("task = \n", "not valid TOML"),
+    ],
+)
+def test_bad_study_file(app, runner, workdir, toml, message):
+    (workdir / "bad.toml").write_text(toml)
+    result = runner.invoke(app, ["assess", "-c", "bad.toml"])
+    assert result.exit_code == 2
+    assert message in result.stderr and "bad.toml" in result.stderr
+    assert experiments() == []
