@@ -108,6 +108,7 @@ class SelectionSettings(_Strict):
     warmup: int = Field(1, ge=1)
     fraction: float = Field(0.5, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
+    delta: float = Field(0.005, gt=0)
     baseline_margin: float = Field(0.20, ge=0)
     budget: PositiveInt | None = None
     max_steps: PositiveInt | None = None

@@ -41,9 +41,12 @@ def test_resume_trains_only_what_is_missing(app, runner, workdir):
     assert again["trained_now"] == 0 and again["losses"] == second["losses"]
 
 
-def test_same_command_same_numbers_on_cpu(app, runner, workdir, tmp_path):
+def test_same_command_same_numbers_on_cpu(app, runner, workdir, empty_store):
+    import shutil
+
+    shutil.copy(empty_store, workdir / "other.db")
     a = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2").stdout)
-    b = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2", "--tracking-uri", f"sqlite:///{tmp_path}/other.db").stdout)
+    b = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2", "--tracking-uri", f"sqlite:///{workdir}/other.db").stdout)
     assert b["trained_now"] == 2
     assert a["losses"] == b["losses"]
 

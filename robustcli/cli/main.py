@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, reproduce, tasks
+from robustcli.cli import assess, baseline, reproduce, studies, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ app.add_typer(tasks.app, name="tasks")
 app.command("assess")(assess.assess)
 app.command("baseline")(baseline.baseline)
 app.command("reproduce")(reproduce.reproduce)
+app.command("studies")(studies.studies)
+app.command("export")(studies.export)
 
 
 def _add_optional_commands() -> None:

@@ -9,7 +9,9 @@ from rich.table import Table
 
 from robustcli.cli._common import JsonFlag, console, handle_errors, print_json
 
-app = typer.Typer(help="List installed tasks, or show one.", no_args_is_help=False)
+app = typer.Typer(
+    help="List installed tasks, or show one.\n\nExample: robust tasks; robust tasks show synthetic", no_args_is_help=False
+)
 
 
 def _summary(info: Any) -> dict[str, Any]:

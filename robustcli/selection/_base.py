@@ -35,12 +35,14 @@ class StepRecord:
     undefined), ``trainings`` the instances the selection has used so far (this step included,
     whether trained now or found in the store), ``trained`` how many of this step's instances the
     executor trained in this run (0 for a step replayed from the store), ``exhaustive_trainings``
-    what an exhaustive search over the same candidates would cost.
+    what an exhaustive search over the same candidates would cost, ``best`` the best evaluated
+    candidate by the criterion at this step (ties by id).
     """
 
     step: int
     evaluated: tuple[str, ...]
     survivors: tuple[str, ...]
+    best: str
     values: Mapping[str, tuple[float, ...]]
     criterion: tuple[str, ...]
     trainings: int
@@ -52,6 +54,7 @@ class StepRecord:
             "step": self.step,
             "evaluated": len(self.evaluated),
             "survivors": list(self.survivors),
+            "best": self.best,
             "criterion": list(self.criterion),
             "values": {k: list(v) for k, v in self.values.items()},
             "trainings": self.trainings,
@@ -76,6 +79,7 @@ class LossView:
     warmup: int = 1
     baseline: float | None = None
     _values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _order: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         arr = np.array(self.losses, dtype=float, copy=True)
@@ -94,8 +98,12 @@ class LossView:
         return self._values  # type: ignore[return-value]
 
     def order(self) -> np.ndarray:
-        """Row indices from best to worst by the objective; ties by id."""
-        return self.objective.order(self.ids, self.losses, self.values)
+        """Row indices from best to worst by the objective; ties by id (computed once)."""
+        if self._order is None:
+            o = self.objective.order(self.ids, self.losses, self.values)
+            o.flags.writeable = False
+            object.__setattr__(self, "_order", o)
+        return self._order  # type: ignore[return-value]
 
     def ranked(self) -> list[str]:
         """Ids from best to worst by the objective; ties by id."""
@@ -167,9 +175,11 @@ class Rule(ABC):
     :class:`LossView` of the candidates that took part in it, and returns a non-empty subset of
     ``view.ids``; returning one id ends the selection with it. A rule must be a pure function
     of ``(step, view)``: no state carried between calls, no randomness. That is what makes a
-    resumed selection decide exactly as an uninterrupted one. A rule should not rank candidates
-    during the first ``view.warmup`` steps (a cut against an absolute threshold, like the paper's
-    baseline cut, may come earlier). Ties are broken by candidate id.
+    resumed selection decide exactly as an uninterrupted one. A rule should not rank
+    candidates during the first ``view.warmup`` steps (a cut against an absolute threshold,
+    like the paper's baseline cut, may come earlier). Ties are broken by candidate id.
+    :meth:`validate` is called once, before anything is trained, to refuse a criterion the rule
+    cannot use.
     """
 
     #: the name ``--rule`` selects it by
@@ -178,6 +188,9 @@ class Rule(ABC):
     @abstractmethod
     def survivors(self, step: int, view: LossView) -> list[str]:
         """The ids that go on to the next step."""
+
+    def validate(self, objective: Objective) -> None:
+        """Refuse (InputError) a criterion this rule cannot work with; called before any training."""
 
     def describe(self) -> str:
         """One line for tables and logs."""

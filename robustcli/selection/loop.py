@@ -51,6 +51,7 @@ class SelectionResult:
     values: Mapping[str, tuple[float, ...]]
     criterion: tuple[str, ...]
     rule: str
+    rule_description: str
     history: tuple[StepRecord, ...]
 
     @property
@@ -68,6 +69,7 @@ class SelectionResult:
             "selected": self.selected,
             "reason": self.reason,
             "rule": self.rule,
+            "rule_description": self.rule_description,
             "criterion": list(self.criterion),
             "candidates": self.candidates,
             "steps": self.steps,
@@ -83,6 +85,7 @@ class SelectionResult:
                     "step": r.step,
                     "evaluated": len(r.evaluated),
                     "survivors": len(r.survivors),
+                    "best": r.best,
                     "trainings": r.trainings,
                     "trained": r.trained,
                 }
@@ -149,6 +152,7 @@ def select(
     if max_steps is not None and max_steps < 1:
         raise InputError(f"max_steps must be at least 1, got {max_steps}")
     objective = make_objective(criterion)
+    rule.validate(objective)
     baseline = store.baseline_loss()
 
     survivors = list(ids)
@@ -207,6 +211,7 @@ def select(
             step=s,
             evaluated=tuple(survivors),
             survivors=tuple(new_survivors),
+            best=view.ids[int(view.order()[0])],
             values={cid: tuple(float(x) for x in values[i]) for i, cid in enumerate(survivors)},
             criterion=tuple(objective.names),
             trainings=trainings,
@@ -241,6 +246,7 @@ def select(
         survivors=tuple(survivors),
         values={cid: final_values[cid] for cid in survivors if cid in final_values},
         criterion=tuple(objective.names),
-        rule=rule.describe(),
+        rule=rule.name,
+        rule_description=rule.describe(),
         history=tuple(history),
     )

@@ -7,7 +7,7 @@ live elsewhere and follow the same contracts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -105,10 +105,3 @@ class TableExecutor(Executor):
             self.requests.append((candidate, instance))
             yield candidate, instance, loss
 
-
-def table_from_rows(rows: Iterable[tuple[str, int, float]]) -> dict[str, dict[int, float]]:
-    """candidate -> {instance -> loss} from ``(candidate, instance, loss)`` triples."""
-    out: dict[str, dict[int, float]] = {}
-    for cid, j, loss in rows:
-        out.setdefault(str(cid), {})[int(j)] = float(loss)
-    return out

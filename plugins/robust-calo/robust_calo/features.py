@@ -3,8 +3,8 @@
 Everything here is vectorised numpy over a batch of clusters shaped ``[n, H, W]`` (a leading
 channel axis ``[n, 1, H, W]`` is accepted and dropped). Conventions:
 
-* ``deposits[n, i, j]`` is the cell at x index ``i`` and y index ``j`` (the simulator's layout:
-  axis 1 is x, axis 2 is y), both increasing with the index;
+* ``deposits[n, i, j]`` is the cell in row ``i`` along y and column ``j`` along x (the simulator's
+  layout, an image: axis 1 is y, axis 2 is x), both increasing with the index;
 * positions are relative to the centre of the central cell, in units of ``pitch`` (pass the cell
   size in mm or cm to get mm or cm; the default 1.0 gives cell units);
 * the *seed* is the hottest cell.
@@ -17,6 +17,7 @@ check that they agree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,7 +26,8 @@ __all__ = [
     "barycenter",
     "cell_centres",
     "energy_sum",
-    "fit_s_curve_b",
+    "SCurveFit",
+    "fit_s_curve",
     "hottest_cell",
     "local_barycenter",
     "polynomial_features",
@@ -65,30 +67,31 @@ def barycenter(deposits, pitch: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     An empty cluster (sum <= 0) gives 0.
     """
     e = _clusters(deposits)
-    _, nx, ny = e.shape
+    _, ny, nx = e.shape
     total = e.sum(axis=(1, 2))
     safe = np.where(total > 0, total, 1.0)
-    x = (e.sum(axis=2) @ cell_centres(nx, pitch)) / safe
-    y = (e.sum(axis=1) @ cell_centres(ny, pitch)) / safe
+    x = (e.sum(axis=1) @ cell_centres(nx, pitch)) / safe
+    y = (e.sum(axis=2) @ cell_centres(ny, pitch)) / safe
     return np.where(total > 0, x, 0.0), np.where(total > 0, y, 0.0)
 
 
 def hottest_cell(deposits) -> tuple[np.ndarray, np.ndarray]:
-    """The x and y indices of the hottest cell of each cluster, ``([n], [n])``."""
+    """The x (column) and y (row) indices of the hottest cell of each cluster, ``([n], [n])``."""
     e = _clusters(deposits)
     flat = e.reshape(e.shape[0], -1).argmax(axis=1)
-    return np.divmod(flat, e.shape[2])
+    iy, ix = np.divmod(flat, e.shape[2])
+    return ix, iy
 
 
 def _windows(e: np.ndarray, size: int, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
-    """The ``size x size`` cells around (ix, iy), zero outside the grid: ``[n, size, size]``."""
+    """The ``size x size`` cells around column ix, row iy, zero outside the grid: ``[n, size (y), size (x)]``."""
     if size < 1 or size % 2 == 0:
         raise ValueError(f"window size must be odd and positive, got {size}")
     half = size // 2
     padded = np.pad(e, ((0, 0), (half, half), (half, half)))
     off = np.arange(size)
-    i = ix[:, None, None] + off[None, :, None]  # padded coordinates: ix - half + off + half
-    j = iy[:, None, None] + off[None, None, :]
+    i = iy[:, None, None] + off[None, :, None]  # padded coordinates: iy - half + off + half
+    j = ix[:, None, None] + off[None, None, :]
     return padded[np.arange(e.shape[0])[:, None, None], i, j]
 
 
@@ -100,15 +103,22 @@ def window_sum(deposits, size: int) -> np.ndarray:
 
 
 def local_barycenter(deposits, size: int = 3, pitch: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Barycentre of the ``size x size`` cells around the hottest cell, in grid coordinates."""
+    """Barycentre of the ``size x size`` cells around the hottest cell, ``(x, y)``.
+
+    Bounded: its offset from the hottest cell's centre is clipped to the window's half-width
+    (noise can make a few cells negative), and an empty window gives the hottest cell's centre.
+    With cell noise this is the barycentre to use: the all-cell one divides by a sum that noise
+    can bring near zero for low-energy photons.
+    """
     e = _clusters(deposits)
     ix, iy = hottest_cell(e)
     win = _windows(e, size, ix, iy)
     rel = cell_centres(size, 1.0)
     total = win.sum(axis=(1, 2))
     safe = np.where(total > 0, total, 1.0)
-    dx = np.where(total > 0, (win.sum(axis=2) @ rel) / safe, 0.0)
-    dy = np.where(total > 0, (win.sum(axis=1) @ rel) / safe, 0.0)
+    lim = size / 2.0
+    dx = np.where(total > 0, np.clip((win.sum(axis=1) @ rel) / safe, -lim, lim), 0.0)
+    dy = np.where(total > 0, np.clip((win.sum(axis=2) @ rel) / safe, -lim, lim), 0.0)
     sx, sy = seed_centre(e, pitch)
     return sx + dx * pitch, sy + dy * pitch
 
@@ -116,7 +126,7 @@ def local_barycenter(deposits, size: int = 3, pitch: float = 1.0) -> tuple[np.nd
 def seed_centre(deposits, pitch: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Centre of the hottest cell, ``(x, y)``, in the unit of ``pitch``."""
     e = _clusters(deposits)
-    _, nx, ny = e.shape
+    _, ny, nx = e.shape
     ix, iy = hottest_cell(e)
     return (ix - (nx - 1) / 2.0) * pitch, (iy - (ny - 1) / 2.0) * pitch
 
@@ -140,21 +150,54 @@ def s_curve_correct(x_bar, x_seed, b: float, pitch: float):
     return x_seed + b * np.arcsinh(u)
 
 
-def fit_s_curve_b(
-    x_bar, x_seed, x_true, pitch: float, bounds: tuple[float, float] = (0.02, 1.0), iters: int = 60
-) -> float:
-    """The ``b`` minimising the mean squared error of :func:`s_curve_correct` against ``x_true``.
+@dataclass(frozen=True)
+class SCurveFit:
+    """A fitted S-curve correction followed by a linear calibration: ``slope * x_corr + offset``."""
 
-    A coarse scan over ``b/d`` in ``bounds`` followed by a golden-section refinement around the
-    best point; returns ``b`` in the unit of ``pitch``.
+    b: float
+    pitch: float
+    slope: float = 1.0
+    offset: float = 0.0
+
+    def apply(self, x_bar, x_seed):
+        return self.slope * s_curve_correct(x_bar, x_seed, self.b, self.pitch) + self.offset
+
+
+def fit_s_curve(
+    x_bar,
+    x_seed,
+    x_true,
+    pitch: float,
+    *,
+    calibrate: bool = True,
+    bounds: tuple[float, float] = (0.02, 1.0),
+    iters: int = 60,
+) -> SCurveFit:
+    """Fit ``b`` (and, with ``calibrate``, a least-squares line on top) to minimise the mean squared
+    error against ``x_true``: a coarse scan of ``b/d`` over ``bounds`` (log-spaced), then a
+    golden-section refinement around the best point.
+
+    The line matters for inclined showers (dataset B): the barycentre is shifted by the unknown
+    angle, and the best linear predictor shrinks it towards the mean; at normal incidence the slope
+    stays ~1. ``b`` is returned in the unit of ``pitch``.
     """
     x_bar = np.asarray(x_bar, dtype=np.float64)
     x_seed = np.asarray(x_seed, dtype=np.float64)
     x_true = np.asarray(x_true, dtype=np.float64)
     d = float(pitch)
 
+    def line(ratio: float) -> tuple[float, float, float]:
+        xc = s_curve_correct(x_bar, x_seed, ratio * d, d)
+        slope, offset = 1.0, 0.0
+        if calibrate:
+            var = float(np.var(xc))
+            if var > 0:
+                slope = float(np.mean((xc - xc.mean()) * (x_true - x_true.mean())) / var)
+            offset = float(x_true.mean() - slope * xc.mean())
+        return float(np.mean((slope * xc + offset - x_true) ** 2)), slope, offset
+
     def mse(ratio: float) -> float:
-        return float(np.mean((s_curve_correct(x_bar, x_seed, ratio * d, d) - x_true) ** 2))
+        return line(ratio)[0]
 
     grid = np.geomspace(bounds[0], bounds[1], 40)
     losses = [mse(r) for r in grid]
@@ -172,8 +215,9 @@ def fit_s_curve_b(
             lo, a, fa = a, c, fc
             c = lo + g * (hi - lo)
             fc = mse(c)
-    best = min((fa, a), (fc, c), (losses[i], grid[i]))[1]
-    return float(best * d)
+    best = float(min((fa, a), (fc, c), (losses[i], grid[i]))[1])
+    _, slope, offset = line(best)
+    return SCurveFit(b=best * d, pitch=d, slope=slope, offset=offset)
 
 
 # -- XGBoost feature matrix ------------------------------------------------------------------------

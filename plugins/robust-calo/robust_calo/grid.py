@@ -100,5 +100,11 @@ def grid_summary(target: str, grid: str = "paper", input_mode: str = "raw") -> d
         "dimensions": {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in dims.items()},
         "size": " x ".join(str(n) for n in sizes.values()) + f" = {prod(sizes.values())}",
         "candidates": prod(sizes.values()),
+        "note": (
+            "the paper's 6,912 (section 3.10); its text lists 5 batch sizes, but 6,912 = 2^8 x 3^3, so 16 is "
+            "left out; the 2nd pooling (3x3 for Models 1-2, 1x1 for Models 3-4) is a dimension"
+            if grid == "paper"
+            else "section 3.10's lists as written (5 batch sizes): not the paper's 6,912"
+        ),
         "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in _fixed(input_mode).items()},
     }

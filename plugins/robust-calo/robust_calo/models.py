@@ -15,7 +15,10 @@ Layout (appendix 6.1 of the paper, checked against its torchinfo parameter count
 * PReLU has one slope per channel (conv) or per neuron (dense), as the paper says and as its
   counts show (32, 64, 64, 9).
 * Inductive bias (paper section 3.8): the physics features are computed inside ``forward`` from the
-  input cluster, so the data stay one tensor. They are concatenated *after the first hidden dense
+  input cluster, so the data stay one tensor: ``esum`` is the sum of all cells (the paper's);
+  ``barycenter`` is the (x, y) barycentre of the 3x3 cells around the hottest cell, in cm. The
+  paper's all-cell barycentre is not used: with per-cell noise its denominator (the noisy sum) can
+  approach zero for ~1 GeV photons and feed the net values of metres; the 3x3 one is bounded. They are concatenated *after the first hidden dense
   layer* when there are at least two hidden layers (Model 4: Linear(64 + 2, 9) = 603 parameters),
   and to the flattened convolution output when there is only one (Model 2: Linear(576 + 1, 9) =
   5,202 parameters; the paper's text says "after the first fully connected layer" but its count
@@ -42,7 +45,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "FEATURES", "INPUTS", "CaloNet", "build_calo_net", "count_parameters"]
+__all__ = [
+    "ACTIVATIONS",
+    "FEATURES",
+    "INPUTS",
+    "CaloNet",
+    "build_calo_net",
+    "count_parameters",
+    "local_barycenter_torch",
+]
 
 ACTIVATIONS = ("relu", "prelu")
 FEATURES = ("none", "esum", "barycenter")
@@ -125,13 +136,9 @@ class CaloNet(nn.Module):
     def _features(self, x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
         if self.features == "esum":
             if self.input_mode == "fraction":
-                return torch.log(total.clamp_min(1e-6)).unsqueeze(1)
+                return torch.log(total.clamp_min(1e-3)).unsqueeze(1)
             return total.unsqueeze(1)
-        e = x[:, 0]  # [N, x, y]: axis 1 is x, axis 2 is y (the simulator's layout)
-        safe = torch.where(total > 0, total, torch.ones_like(total))
-        bx = (e.sum(dim=2) @ self.centres) / safe
-        by = (e.sum(dim=1) @ self.centres) / safe
-        return torch.stack([bx, by], dim=1)
+        return local_barycenter_torch(x, self.centres)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = x.sum(dim=(1, 2, 3))
@@ -149,6 +156,29 @@ class CaloNet(nn.Module):
         if self.input_mode == "fraction" and self.target == "energy":
             out = out * total.unsqueeze(1)
         return out
+
+
+def local_barycenter_torch(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Barycentre ``[N, 2]`` (x, y) of the 3x3 cells around the hottest cell of ``x`` ``[N, 1, H, W]``,
+    in the unit of ``centres``; its offset from the hottest cell is clipped to +-1.5 cells. Matches
+    :func:`robust_calo.features.local_barycenter`; the hottest cell is found by comparison with the
+    maximum (a tie averages the tied cells' centres), so it runs under ``torch.func.vmap``."""
+    e = x[:, 0]  # [N, y, x]: rows along y, columns along x (the simulator's layout)
+    peak = e.amax(dim=(1, 2), keepdim=True)
+    seed = (e == peak).to(e.dtype)
+    n_seed = seed.sum(dim=(1, 2)).clamp_min(1.0)
+    sx = (seed.sum(dim=1) @ centres) / n_seed
+    sy = (seed.sum(dim=2) @ centres) / n_seed
+    mask = torch.nn.functional.max_pool2d(seed.unsqueeze(1), 3, stride=1, padding=1)[:, 0]
+    w = e * mask
+    s = w.sum(dim=(1, 2))
+    ok = s > 0
+    safe = torch.where(ok, s, torch.ones_like(s))
+    pitch = centres[1] - centres[0]
+    lim = 1.5 * pitch
+    dx = torch.where(ok, (w.sum(dim=1) @ centres) / safe - sx, torch.zeros_like(s)).clamp(-lim, lim)
+    dy = torch.where(ok, (w.sum(dim=2) @ centres) / safe - sy, torch.zeros_like(s)).clamp(-lim, lim)
+    return torch.stack([sx + dx, sy + dy], dim=1)
 
 
 def build_calo_net(params: Mapping[str, Any], *, target: str, outputs: int = 1, pitch_cm: float = 4.04) -> CaloNet:

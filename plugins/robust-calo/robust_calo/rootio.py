@@ -265,31 +265,29 @@ def _scalar(p, name, arr, n) -> np.ndarray:
 
 
 def _deposits(p, name, arr, n) -> np.ndarray:
+    """[n, 15, 15] float32 from a fixed-size ([225] or [15][15]) or jagged (225 per entry) branch."""
     import awkward as ak
 
     try:
-        layout_ok = True
-        flat_counts = None
-        a = arr
-        # regular (fixed-size) dimensions convert directly; jagged ones are checked per entry
         try:
-            np_arr = ak.to_numpy(a)
+            regular = ak.to_numpy(arr)  # fixed-size dimensions convert directly
         except Exception:
-            layout_ok = False
-        if layout_ok:
-            if np_arr.dtype.fields is not None or not np.issubdtype(np_arr.dtype, np.number):
-                raise _fail(p, f"branch {name!r} is not a numeric array ({np_arr.dtype})")
-            per = int(np.prod(np_arr.shape[1:])) if np_arr.ndim > 1 else 1
+            regular = None
+        if regular is not None:
+            if regular.dtype.fields is not None or not np.issubdtype(regular.dtype, np.number):
+                raise _fail(p, f"branch {name!r} is not a numeric array ({regular.dtype})")
+            per = int(np.prod(regular.shape[1:])) if regular.ndim > 1 else 1
             if per != NCELLS:
-                raise _fail(p, f"branch {name!r} has {per} values per entry (shape {tuple(np_arr.shape[1:])}); expected 225 (15x15)")
-            return np.ascontiguousarray(np_arr.reshape(n, GRID, GRID), dtype=np.float32)
-        flat = a
+                shape = tuple(regular.shape[1:])
+                raise _fail(p, f"branch {name!r} has {per} values per entry (shape {shape}); expected 225 (15x15)")
+            return np.ascontiguousarray(regular.reshape(n, GRID, GRID), dtype=np.float32)
+        flat = arr
         while flat.ndim > 2:
             flat = ak.flatten(flat, axis=2)
-        flat_counts = ak.to_numpy(ak.num(flat, axis=1))
-        bad = np.flatnonzero(flat_counts != NCELLS)
+        counts = ak.to_numpy(ak.num(flat, axis=1))
+        bad = np.flatnonzero(counts != NCELLS)
         if bad.size:
-            raise _fail(p, f"branch {name!r} has {int(flat_counts[bad[0]])} values at entry {int(bad[0])}; expected 225 (15x15) per entry")
+            raise _fail(p, f"branch {name!r} has {int(counts[bad[0]])} values at entry {int(bad[0])}; expected 225 (15x15) per entry")
         return np.ascontiguousarray(ak.to_numpy(ak.flatten(flat, axis=1)).reshape(n, GRID, GRID), dtype=np.float32)
     except InputError:
         raise

@@ -33,7 +33,9 @@ sample equal a k-event sample). See PHYSICS.md for parameters, sources and the m
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -47,6 +49,7 @@ __all__ = [
     "CaloParams",
     "cell_edges_mm",
     "simulate",
+    "with_params",
 ]
 
 GRID = 15
@@ -84,8 +87,15 @@ class CaloParams:
     visible_fraction: float = 0.159  # e/gamma visible (scintillator) fraction, 1/6.3
     stochastic: float = 0.095  # c_s [sqrt(GeV)]: spot count N = 10.3/c_s E^0.959 and sampling Gamma
     cell_gain_spread: float = 0.01  # per-cell relative gain spread (LHCb GainError)
-    constant_term: float = 0.005  # per-event global relative spread (non-uniformity); total ~0.8-1 %
-    noise_gev: float = 0.0634  # per-cell incoherent noise, calibrated GeV: 1.3 counts x 2.44 MeV / sin(0.05)
+    constant_term: float = 0.0  # extra per-event global relative spread; leakage + gains already give ~1.2 %
+    # electronic noise per cell, fixed in E_T (LHCb: 1.3 ADC counts incoherent, 2.44 MeV E_T per
+    # count), converted to E with sin(theta) of the photon as seen from the target (dataset B) or of
+    # a reference angle (normal incidence, dataset A): sigma_E = counts x gain / sin(theta)
+    noise_counts: float = 1.3
+    gev_per_count_et: float = 0.00244
+    noise_theta_ref: float = 0.05  # rad: middle of LHCb's inner section (r ~ 0.6 m at z ~ 12.5 m)
+    noise_theta_min: float = 0.025  # rad: inner edge of the inner section (beam plug)
+    noise_gev: float | None = None  # fixed per-cell sigma in calibrated GeV instead (0 = no noise)
     units: str = "calibrated"  # "calibrated": sum ~ E; "visible": scintillator energy (x visible_fraction)
     # dataset B kinematics
     theta_max: float = 0.3  # |theta_x|, |theta_y| < theta_max [rad]
@@ -108,6 +118,7 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     chunk: int = 20000,
     params: CaloParams | None = None,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate ``n_events`` single photons of ``dataset`` ("A" or "B").
 
@@ -116,7 +127,7 @@ def simulate(
     ``x``, ``y`` [n] impact point in mm at the ECAL front face relative to the centre of the
     central cell, ``theta_x``, ``theta_y`` [n] rad. ``progress(k)`` is called with the number of
     events finished after each chunk of about ``chunk`` events. Deterministic for a given seed,
-    independent of ``chunk``.
+    independent of ``chunk`` and ``workers`` (threads; default: the usable CPUs, at most 8).
     """
     ds = str(dataset).upper()
     if ds not in DATASETS:
@@ -129,23 +140,52 @@ def simulate(
         raise ValueError(f"units must be 'calibrated' or 'visible', got {p.units!r}")
 
     n_blocks = -(-n_events // BLOCK)
-    per_chunk = max(1, int(chunk) // BLOCK) if chunk else n_blocks
+    per_chunk = max(1, int(chunk) // BLOCK) if chunk else max(n_blocks, 1)
     out = {k: np.empty((n_events, GRID, GRID) if k == "deposits" else n_events, np.float32) for k in _KEYS}
+    if n_blocks == 0:
+        return out
+    if workers is None:
+        workers = _default_workers()
+    workers = max(1, min(int(workers), n_blocks))
+
+    import torch
+
     geo = _Geometry(p)
-    done = 0
-    for b in range(n_blocks):
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _DATASET_CODE[ds], b, SIM_VERSION])
-        res = _simulate_block(ds, rng, p, geo)
-        lo, hi = b * BLOCK, min((b + 1) * BLOCK, n_events)
-        for k in _KEYS:
-            out[k][lo:hi] = res[k][: hi - lo]
-        done = hi
-        if progress is not None and ((b + 1) % per_chunk == 0 or b == n_blocks - 1):
-            progress(done)
+    code = _DATASET_CODE[ds]
+    seed32 = int(seed) & 0xFFFFFFFF
+
+    def run(b: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed32, code, b, SIM_VERSION])
+        return _simulate_block(ds, rng, p, geo)
+
+    # Blocks run in parallel Python threads, each single-threaded inside torch (torch and numpy
+    # release the GIL): no intra-op thread barriers, which stall badly on a busy machine.
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for lo_b in range(0, n_blocks, per_chunk):
+                blocks = range(lo_b, min(lo_b + per_chunk, n_blocks))
+                for b, res in zip(blocks, pool.map(run, blocks)):
+                    lo, hi = b * BLOCK, min((b + 1) * BLOCK, n_events)
+                    for k in _KEYS:
+                        out[k][lo:hi] = res[k][: hi - lo]
+                if progress is not None:
+                    progress(min(blocks[-1] * BLOCK + BLOCK, n_events))
+    finally:
+        torch.set_num_threads(prev_threads)
     return out
 
 
 _KEYS = ("deposits", "energy", "x", "y", "theta_x", "theta_y")
+
+
+def _default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
 
 
 class _Geometry:
@@ -155,7 +195,8 @@ class _Geometry:
         import torch
 
         self.torch = torch
-        self.edges = torch.tensor(cell_edges_mm(p), dtype=torch.float32)
+        edges = cell_edges_mm(p) / math.sqrt(2.0)
+        self.edge_mat = torch.tensor(np.stack([edges, np.full_like(edges, 1.0 / math.sqrt(2.0))], 1), dtype=torch.float32)
         self.t_edges = torch.tensor(_T_EDGES, dtype=torch.float64)
         self.mix_a = torch.tensor(_MIX_A, dtype=torch.float32)
         self.mix_c = torch.tensor(_MIX_C, dtype=torch.float32)
@@ -245,21 +286,25 @@ def _simulate_block(ds: str, rng: np.random.Generator, p: CaloParams, geo: _Geom
     yc = torch.from_numpy(y_imp)[:, None] + s_mm * torch.from_numpy(uy)[:, None]
 
     f32 = torch.float32
-    # Gaussians: [n, K, 2 components, 4 mixture terms] -> [n, G]
-    radius = torch.stack([r_c, r_t], dim=2).to(f32)[..., None] * geo.mix_a  # [n,K,2,4]
+    # Gaussians g = (slice, component, mixture term): [n, K, 2, 4] -> [n, G]
+    radius = torch.stack([r_c, r_t], dim=2).to(f32)[..., None] * geo.mix_a
     weight = (de[..., None] * torch.stack([pc, 1.0 - pc], dim=2)).to(f32)[..., None] * geo.mix_c
-    sx = radius * torch.from_numpy(np.sqrt(1.0 - ux**2)).to(f32)[:, None, None, None]
-    sy = radius * torch.from_numpy(np.sqrt(1.0 - uy**2)).to(f32)[:, None, None, None]
-    ng = radius.shape[1] * 8
-    sx, sy, weight = sx.reshape(n, ng), sy.reshape(n, ng), weight.reshape(n, ng)
-    xc = xc.to(f32)[:, :, None].expand(-1, -1, 8).reshape(n, ng)
-    yc = yc.to(f32)[:, :, None].expand(-1, -1, 8).reshape(n, ng)
-    inv_sqrt2 = 1.0 / math.sqrt(2.0)
-    cx = torch.erf((geo.edges[None, None, :] - xc[..., None]) * (inv_sqrt2 / sx[..., None]))  # [n,G,16]
-    cy = torch.erf((geo.edges[None, None, :] - yc[..., None]) * (inv_sqrt2 / sy[..., None]))
-    fx = 0.5 * (cx[..., 1:] - cx[..., :-1]) * weight[..., None]  # [n,G,15]
-    fy = 0.5 * (cy[..., 1:] - cy[..., :-1])
-    mean_cells = torch.bmm(fx.transpose(1, 2), fy).numpy().astype(np.float64)  # [n,15,15] GeV, mean
+    ng = radius.shape[1] * radius.shape[2] * radius.shape[3]
+    radius, weight = radius.reshape(n, ng), weight.reshape(n, ng)
+
+    def cell_fractions(centre: torch.Tensor, u_axis: np.ndarray) -> torch.Tensor:
+        """[n, 15, G]: fraction of each Gaussian in each cell column (or row)."""
+        # projected width: a disc perpendicular to the axis seen along z is narrower by sqrt(1 - u^2)
+        inv = 1.0 / (radius * torch.from_numpy(np.sqrt(1.0 - u_axis**2)).to(f32)[:, None])
+        cen = centre.to(f32)[:, :, None].expand(-1, -1, radius.shape[1] // centre.shape[1]).reshape(n, ng)
+        coef = torch.stack([inv, -cen * inv], dim=1)  # [n, 2, G]
+        c = torch.erf(torch.bmm(geo.edge_mat.expand(n, -1, -1), coef))  # [n, 16, G]: erf((edge - c)/(sqrt2 sigma))
+        return c[:, 1:, :] - c[:, :-1, :]  # 2 x fraction
+
+    fx = cell_fractions(xc, ux)
+    fy = cell_fractions(yc, uy) * (0.25 * weight)[:, None, :]
+    # deposits[k, i, j]: row i along y, column j along x
+    mean_cells = torch.bmm(fy, fx.transpose(1, 2)).numpy().astype(np.float64)  # [n, 15, 15] GeV
 
     # ---- fluctuations: spots + sampling as Dirichlet x Gamma(total) ----
     flat = mean_cells.reshape(n, GRID * GRID).clip(min=0.0)
@@ -277,8 +322,9 @@ def _simulate_block(ds: str, rng: np.random.Generator, p: CaloParams, geo: _Geom
     gains = 1.0 + p.cell_gain_spread * rng.standard_normal((n, GRID * GRID), dtype=np.float32)
     glob = 1.0 + p.constant_term * rng.standard_normal(n)
     cells = cells.astype(np.float32) * gains * glob.astype(np.float32)[:, None]
-    if p.noise_gev > 0:
-        cells += np.float32(p.noise_gev) * rng.standard_normal((n, GRID * GRID), dtype=np.float32)
+    sigma_noise = _noise_sigma(p, ds, tan_x, tan_y)
+    if np.any(sigma_noise > 0):
+        cells += sigma_noise.astype(np.float32)[:, None] * rng.standard_normal((n, GRID * GRID), dtype=np.float32)
     if p.units == "visible":
         cells *= np.float32(p.visible_fraction)
     return {
@@ -291,6 +337,18 @@ def _simulate_block(ds: str, rng: np.random.Generator, p: CaloParams, geo: _Geom
     }
 
 
+def _noise_sigma(p: CaloParams, ds: str, tan_x: np.ndarray, tan_y: np.ndarray) -> np.ndarray:
+    """Per-event noise sigma per cell in calibrated GeV."""
+    if p.noise_gev is not None:
+        return np.full(tan_x.shape, float(p.noise_gev))
+    if ds == "A":
+        theta = np.full(tan_x.shape, p.noise_theta_ref)
+    else:
+        theta = np.arctan(np.sqrt(tan_x**2 + tan_y**2))
+    theta = np.maximum(theta, p.noise_theta_min)
+    return p.noise_counts * p.gev_per_count_et / np.sin(theta)
+
+
 def with_params(**changes) -> CaloParams:
-    """``CaloParams`` with some fields changed, e.g. ``with_params(noise_gev=0.0)``."""
+    """``CaloParams`` with some fields changed, e.g. ``with_params(noise_gev=0.0)`` (no noise)."""
     return replace(CaloParams(), **changes)

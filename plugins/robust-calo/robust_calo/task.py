@@ -176,6 +176,7 @@ class CaloTask(Task):
         out: dict[str, Any] = {
             "options": {k: v for k, v in o.items() if v is not None},
             "grid": summary["size"],
+            "grid source": summary["note"],
             "grid dimensions": summary["dimensions"],
             "fixed parameters": summary["fixed"],
             "data": (
@@ -210,7 +211,7 @@ class CaloEnergyTask(CaloTask):
     def baselines(self) -> Mapping[str, Baseline]:
         from robust_calo.baselines import ScaledEnergySum, XGBoostEnergy
 
-        return {"energy-sum": ScaledEnergySum(), "xgboost": XGBoostEnergy()}
+        return {"energy-sum": ScaledEnergySum(), "energy-sum-3x3": ScaledEnergySum(window=3), "xgboost": XGBoostEnergy()}
 
 
 class CaloPositionTask(CaloTask):
@@ -253,5 +254,6 @@ class CaloPositionTask(CaloTask):
 
         return {
             "barycenter": SCurveBarycenter(pitch=self.pitch_cm, coords=self.coords),
+            "barycenter-3x3": SCurveBarycenter(pitch=self.pitch_cm, coords=self.coords, window=3),
             "xgboost": XGBoostPosition(pitch=self.pitch_cm, coords=self.coords),
         }

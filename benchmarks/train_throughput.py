@@ -1,0 +1,264 @@
+"""Training throughput: the plain one-instance loop against the stacked engine, in one run.
+
+Both engines train the same instances (same seeds, same samples, same data, same epochs); the
+figure is instance-epochs per second. Printed per model, batch size and stack size K:
+
+* ``plain`` and ``stacked`` instance-epochs/s and their ratio (stacked / plain);
+* the achieved GFLOP/s of each (training ~ 3x the forward FLOPs of the convolutions and dense
+  layers) against the fp32 matmul peak timed at the start of the same run;
+* fidelity: for the instances both engines trained, the largest |test loss stacked - plain|
+  next to the across-seed standard deviation of the plain test losses.
+
+Models: the synthetic task's MLP, and the paper's Model 1 and Model 2 (``robust_calo``, on
+freshly simulated showers; a stand-in conv net of the same shapes if the plugin is missing).
+Headline: Model 2, batch 32, K = 64.
+
+    .venv/bin/python benchmarks/train_throughput.py            # a few minutes on 2 cores
+    .venv/bin/python benchmarks/train_throughput.py --full     # K up to 512, more epochs
+    .venv/bin/python benchmarks/train_throughput.py --threads 1 --models model2 --batches 32
+
+The plain loop's throughput does not depend on K (instances are independent), so it is timed
+once per (model, batch) on the first ``--plain-instances`` instances; the stacked engine is
+timed for each K. Timings on a shared machine are noisy: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from robustcli.config import EarlyStoppingSettings, TrainingSettings  # noqa: E402
+from robustcli.task import Candidate, Loss, SearchSpace, Task, TaskData  # noqa: E402
+from robustcli.training.instance import InstanceSpec, train_instance  # noqa: E402
+from robustcli.training.seeds import derive_seeds  # noqa: E402
+from robustcli.training.stacked import train_stacked  # noqa: E402
+
+
+# -- a stand-in for the calorimeter task when robust_calo is not installed --------------------
+class StandInCaloTask(Task):
+    """Model 1 / Model 2 shapes on random 15x15 showers: Conv(1->32,3x3) -> ReLU -> MaxPool(2) ->
+    Conv(32->64,3x3) -> ReLU -> MaxPool(2, stride 1) -> Linear(576, 9) -> ReLU -> Linear(9, 1)."""
+
+    name = "stand-in-calo"
+    loss = Loss("rmse_rel", "sqrt(mean(((E_pred - E_true) / E_true)^2))")
+
+    def __init__(self, events: int = 4000) -> None:
+        self.events = events
+
+    def load_data(self) -> TaskData:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(self.events, 1, 15, 15, generator=gen) ** 8 * 20
+        y = x.sum(dim=(1, 2, 3)).unsqueeze(1) * 1.05 + 0.1
+        half = self.events // 2
+        return TaskData(x[:half], y[:half], x[half:], y[half:])
+
+    def search_space(self) -> SearchSpace:
+        named = {
+            "model1": {"optimizer": "nadam", "lr": 1e-4, "batch_size": 64, "weight_decay": 1e-2},
+            "model2": {"optimizer": "adamw", "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-1},
+        }
+        return SearchSpace([], {k: Candidate.from_params(v, name=k) for k, v in named.items()})
+
+    def build_model(self, candidate: Candidate) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+            nn.Flatten(), nn.Linear(576, 9), nn.ReLU(), nn.Linear(9, 1),
+        )  # fmt: skip
+
+    def test_loss(self, pred, y):
+        return (((pred - y) / y) ** 2).mean().sqrt()
+
+
+def _tasks(names: list[str], events: int) -> dict[str, tuple[Task, Candidate, str]]:
+    from robustcli.builtin.synthetic import SyntheticTask
+
+    out: dict[str, tuple[Task, Candidate, str]] = {}
+    if "mlp" in names:
+        syn = SyntheticTask(pool_size=4000, test_size=1000)
+        out["mlp"] = (syn, syn.search_space().get("small"), "synthetic MLP 6-16-1")
+    calo_names = [n for n in names if n.startswith("model")]
+    if calo_names:
+        try:
+            from robust_calo.task import CaloEnergyTask
+
+            calo: Task = CaloEnergyTask(events=events)
+            source = f"robust_calo, {events} simulated showers"
+        except ImportError:
+            calo = StandInCaloTask(events=events)
+            source = "stand-in conv net (robust_calo not installed)"
+        for n in calo_names:
+            out[n] = (calo, calo.search_space().get(n), source)
+    return out
+
+
+# -- FLOPs ---------------------------------------------------------------------------------------
+def forward_flops_per_example(task: Task, candidate: Candidate, data: TaskData) -> float:
+    """2 x MACs of the convolutions and linear layers for one example (hooks on one batch)."""
+    model = task.build_model(candidate)
+    macs = 0
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            k = module.weight[0].numel()  # Cin/groups * kh * kw
+            macs += output.numel() * k
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(data.pool_x[:8])
+    for h in handles:
+        h.remove()
+    return 2.0 * macs / 8
+
+
+def matmul_peak(device: torch.device, size: int = 2048, reps: int = 8) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    _sync(device)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# -- one measurement -----------------------------------------------------------------------------
+@dataclass
+class Row:
+    model: str
+    batch: int
+    k: int
+    plain_ips: float
+    stacked_ips: float
+    plain_gflops: float
+    stacked_gflops: float
+    max_dloss: float
+    seed_std: float
+    compared: int
+
+
+def specs_for(count: int, train_size: int) -> list[InstanceSpec]:
+    out = []
+    for i in range(count):
+        s = derive_seeds(0, i)
+        out.append(InstanceSpec(i, s.init_seed, s.data_seed, train_size))
+    return out
+
+
+def run_plain(task, cand, data, specs, settings, device):
+    _sync(device)
+    t = time.perf_counter()
+    results = [train_instance(task, cand, data, s, settings) for s in specs]
+    _sync(device)
+    return results, time.perf_counter() - t
+
+
+def run_stacked(task, cand, data, specs, settings, device, fast_layout=True):
+    _sync(device)
+    t = time.perf_counter()
+    results = train_stacked(task, cand, data, specs, settings, fast_layout=fast_layout)
+    _sync(device)
+    return results, time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="K up to 512 and 5 epochs")
+    p.add_argument("--models", default="mlp,model1,model2", help="comma list of mlp, model1, model2")
+    p.add_argument("--batches", default="16,32,64,256")
+    p.add_argument("--ks", default=None, help="stack sizes (default 1,8,64; with --full 1,8,64,512)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per instance (default 3; --full 5)")
+    p.add_argument("--train-size", type=int, default=512)
+    p.add_argument("--events", type=int, default=4000, help="simulated showers (half pool, half test set)")
+    p.add_argument("--plain-instances", type=int, default=8, help="instances the plain loop trains per config")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--devices", default="cpu,cuda")
+    p.add_argument("--vmap-only", action="store_true", help="also time the stacked engine without its layout tricks")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    epochs = args.epochs or (5 if args.full else 3)
+    ks = [int(k) for k in (args.ks or ("1,8,64,512" if args.full else "1,8,64")).split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    models = args.models.split(",")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
+          f"load average {os.getloadavg()[0]:.1f} (timings on a shared machine are noisy)")  # fmt: skip
+    print(f"epochs {epochs} per instance (min_epochs = max_epochs), train size {args.train_size}, "
+          f"plain loop on the first {args.plain_instances} instances of each config")  # fmt: skip
+    tasks = _tasks(models, args.events)
+    for device_name in args.devices.split(","):
+        device = torch.device(device_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("\nCUDA: not available here, skipped")
+            continue
+        if device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = False
+        peak = matmul_peak(device)
+        print(f"\n== {device_name}: fp32 matmul peak {peak:.1f} GFLOP/s (2048^3, best of 8)")
+        settings = TrainingSettings(
+            early_stopping=EarlyStoppingSettings(min_epochs=epochs, window=2, max_epochs=epochs), device=device_name
+        )
+        rows: list[Row] = []
+        for name, (task, base_cand, source) in tasks.items():
+            data = task.load_data()
+            flops = 3 * forward_flops_per_example(task, base_cand, data)
+            print(f"-- {name} ({source}); {flops / 1e6:.2f} MFLOP per example per training step")
+            print(f"{'batch':>5} {'K':>4} {'plain i-ep/s':>12} {'stacked i-ep/s':>14} {'ratio':>6} "
+                  f"{'plain GF/s':>10} {'stk GF/s':>9} {'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
+            for batch in batches:
+                cand = Candidate.from_params({**base_cand.params, "batch_size": batch}, name=base_cand.name)
+                n_plain = min(args.plain_instances, max(ks))
+                plain, t_plain = run_plain(task, cand, data, specs_for(n_plain, args.train_size), settings, device)
+                plain_ips = n_plain * epochs / t_plain
+                plain_losses = [r.test_loss for r in plain]
+                seed_std = statistics.stdev(plain_losses) if len(plain_losses) > 1 else math.nan
+                for k in ks:
+                    specs = specs_for(k, args.train_size)
+                    variants = [("", True)] + ([("vmap ", False)] if args.vmap_only else [])
+                    for label, fast in variants:
+                        stacked, t_stk = run_stacked(task, cand, data, specs, settings, device, fast_layout=fast)
+                        ips = k * epochs / t_stk
+                        both = min(k, n_plain)
+                        dl = max(abs(a.test_loss - b.test_loss) for a, b in zip(plain[:both], stacked[:both]))
+                        gf = lambda ips_: ips_ * args.train_size * flops / 1e9  # noqa: E731
+                        row = Row(name, batch, k, plain_ips, ips, gf(plain_ips), gf(ips), dl, seed_std, both)
+                        rows.append(row)
+                        print(f"{batch:>5} {label + str(k):>4} {plain_ips:>12.2f} {ips:>14.2f} {ips / plain_ips:>5.2f}x "
+                              f"{row.plain_gflops:>10.2f} {row.stacked_gflops:>9.2f} {100 * row.stacked_gflops / peak:>5.1f}% "
+                              f"{dl:>10.2e} {seed_std:>9.2e}", flush=True)  # fmt: skip
+        head = [r for r in rows if r.model == "model2" and r.batch == 32 and r.k == 64]
+        if head:
+            h = head[0]
+            print(f"\nHEADLINE ({device_name}): Model 2, batch 32, K=64: stacked {h.stacked_ips:.1f} vs plain "
+                  f"{h.plain_ips:.1f} instance-epochs/s = {h.stacked_ips / h.plain_ips:.2f}x; "
+                  f"test-loss difference max {h.max_dloss:.2e} over {h.compared} instances "
+                  f"vs across-seed std {h.seed_std:.2e} ({100 * h.max_dloss / h.seed_std:.1f}%)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""`robust data`: make and inspect photon-shower samples (ROOT files).
+
+Imported when `robust --help` runs, so it imports only typer and robustcli's light helpers at
+module level; numpy, torch, uproot and matplotlib are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustcli.cli._common import handle_errors
+from robustcli.errors import InputError
+
+app = typer.Typer(
+    name="data",
+    help="Make and inspect calorimeter shower samples (ROOT files).\n\n"
+    "Example: robust data make-calo --dataset A --events 500000 --out calo_A.root",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_DATASETS = ("A", "B")
+
+
+def _check_dataset(value: str) -> str:
+    ds = value.strip().upper()
+    if ds not in _DATASETS:
+        from robustcli.errors import unknown_message
+
+        raise InputError(unknown_message("dataset", value, _DATASETS, "from --dataset"))
+    return ds
+
+
+@app.command("make-calo")
+@handle_errors
+def make_calo(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="A: normal incidence, E uniform 1-100 GeV; B: angles |θ|<0.3 rad, falling E spectrum.")] = "A",
+    events: Annotated[int, typer.Option("--events", "-n", help="Number of photons to simulate.")] = 500_000,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output ROOT file. Default: calo_<dataset>_<events>_seed<seed>.root", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same events.")] = 0,
+) -> None:
+    """Simulate single photons in a 15x15 cluster of an LHCb-like Shashlik ECAL and write a ROOT file.
+
+    Fast GFlash-type parameterisation (see PHYSICS.md of robust-calo); one TTree "showers" with
+    the branches deposits[15][15] (GeV), energy (GeV), x, y (mm), theta_x, theta_y (rad).
+
+    Example: robust data make-calo --dataset B --events 500000 --out calo_B.root --seed 1
+    """
+    ds = _check_dataset(dataset)
+    if events <= 0:
+        raise InputError(f"--events must be a positive number of photons, got {events}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    path = out if out is not None else Path(f"calo_{ds}_{events}_seed{seed}.root")
+    if path.exists() and path.is_dir():
+        raise InputError(f"--out {path} is a directory; give a file name such as {path / 'calo.root'}")
+    if not path.parent.exists():
+        raise InputError(f"--out {path}: folder {path.parent} does not exist")
+
+    import os
+    import tempfile
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from robust_calo.rootio import write_showers
+    from robust_calo.simulation import simulate
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn(f"simulating dataset {ds}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    ) as bar:
+        task = bar.add_task("sim", total=events)
+        arrays = simulate(ds, events, seed, progress=lambda k: bar.update(task, completed=k))
+    t_sim = time.perf_counter() - t0
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with console.status(f"writing {path}"):
+            write_showers(tmp, arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    size = path.stat().st_size / 1e6
+    console.print(
+        f"{events} photons of dataset {ds} (seed {seed}) in {t_sim:.1f} s "
+        f"({events / max(t_sim, 1e-9):,.0f} events/s); {size:.1f} MB", highlight=False,
+    )
+    print(path)
+
+
+@app.command("show")
+@handle_errors
+def show(
+    file: Annotated[Path, typer.Argument(help="A shower ROOT file (from make-calo, or your own with --tree).", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write. Default: FILE with the suffix .png.", show_default=False)] = None,
+    tree: Annotated[str, typer.Option("--tree", help="Name of the TTree.")] = "showers",
+    event: Annotated[int | None, typer.Option("--event", help="Event to draw as the example cluster. Default: the one closest to 65 GeV.", show_default=False)] = None,
+    max_events: Annotated[int, typer.Option("--max-events", help="Read at most this many events for the histograms.")] = 200_000,
+) -> None:
+    """Draw an overview of a shower sample into one PNG and print its path.
+
+    Panels, after the paper's Figures 1 and 11: an example cluster (15x15, log colour), the
+    energy spectrum, the angle spectra, all cell values and the hottest cell per event (log y),
+    and the 15x15 energy sum over the true energy versus energy.
+
+    Example: robust data show calo_A.root --out calo_A.png
+    """
+    if max_events <= 0:
+        raise InputError(f"--max-events must be positive, got {max_events}")
+    target = out if out is not None else file.with_suffix(".png")
+    if target.suffix.lower() != ".png":
+        raise InputError(f"--out {target}: the figure is a PNG, give a name ending in .png")
+    if not target.parent.exists():
+        raise InputError(f"--out {target}: folder {target.parent} does not exist")
+
+    from robust_calo.plots import show_figure
+    from robust_calo.rootio import read_showers
+
+    arrays = read_showers(file, tree=tree, max_events=max_events)
+    n = len(arrays["energy"])
+    if event is not None and not 0 <= event < n:
+        raise InputError(f"--event {event} is out of range: {file} has {n} events read (0..{n - 1})")
+    show_figure(arrays, target, title=f"{file.name}  ({n} events)", event=event)
+    print(target)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

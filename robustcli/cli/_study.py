@@ -1,0 +1,202 @@
+"""`robust select` with training: Algorithm 1 over a study session, with a live view.
+
+The loop itself (robustcli.selection) knows nothing of MLflow or torch; this module hands it the
+MLflow store and the training executor, renders its steps, and ends with the systematic
+uncertainty summary of the surviving candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from robustcli.cli._common import console, err_console, print_json
+from robustcli.config import StudySettings
+from robustcli.errors import InputError
+
+__all__ = ["run_training_selection", "resolve_candidates"]
+
+
+def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
+    """The candidate ids a selection runs over: given ids/names, a seeded sample, or the space."""
+    sel = settings.selection
+    if sel.candidates:
+        ids = [session.candidate(c.strip()).id for c in sel.candidates if c.strip()]
+        if len(set(ids)) != len(ids):
+            raise InputError("--candidates names the same candidate twice")
+    else:
+        ids = sorted(c.id for c in session.space)
+    if sel.sample is not None:
+        if sel.sample > len(ids):
+            raise InputError(f"--sample {sel.sample} exceeds the {len(ids)} candidates available")
+        import numpy as np
+
+        rng = np.random.default_rng(settings.seed)
+        ids = sorted(rng.choice(sorted(ids), size=sel.sample, replace=False).tolist())
+    if len(ids) < 2:
+        raise InputError(f"a selection needs at least 2 candidates, got {len(ids)}")
+    return ids
+
+
+def run_training_selection(settings: StudySettings, json_output: bool = False, engine: Any = None) -> dict[str, Any]:
+    from robustcli.execution.session import StudySession
+    from robustcli.execution.session_executor import SessionExecutor
+    from robustcli.robustness.criteria import make_objective
+    from robustcli.selection import make_rule, select
+    from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
+
+    session = StudySession(settings)
+    sel = settings.selection
+    objective = make_objective(sel.criterion, sel.combine, where="--criterion")
+    rule = make_rule(sel.rule, sel)
+    candidates = resolve_candidates(session, settings)
+    session.validate_sizes()
+    description = {
+        "rule": rule.describe(),
+        **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps"}),
+        "candidates": len(candidates),
+        "train_size": session.train_size,
+    }
+    key = selection_key(session.fingerprint, description, candidates)
+    store = MlflowSelectionStore(session, key, description)
+    store.check_not_running_elsewhere()
+
+    view = _LiveView(quiet=json_output, total_candidates=len(candidates))
+    executor = SessionExecutor(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
+    try:
+        with view:
+            result = select(
+                candidates,
+                store,
+                executor,
+                rule,
+                objective,
+                warmup=sel.warmup,
+                budget=sel.budget,
+                max_steps=sel.max_steps,
+                on_step=view.step,
+            )
+    except BaseException:
+        store.abandon()
+        raise
+    store.finish(result)
+    summary = survivor_summary(session, result.survivors, result.steps, seed=settings.seed)
+    report = {
+        **result.as_dict(),
+        "task": settings.task,
+        "study": settings.study_name,
+        "tracking_uri": session.store.uri,
+        "baseline_loss": store.baseline_loss(),
+        "summary": summary,
+    }
+    if json_output:
+        print_json(report)
+    else:
+        _render(report, summary)
+    return report
+
+
+def survivor_summary(session: Any, survivors: Any, steps: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Per surviving candidate: the spread of its instance losses as a systematic uncertainty."""
+    from robustcli.robustness import summarize
+
+    known = session.known(list(survivors))
+    out = []
+    for cid in survivors:
+        recs = known.get(cid, {})
+        losses = [r.loss for _, r in sorted(recs.items())]
+        finite = [x for x in losses if math.isfinite(x)]
+        stats = summarize(finite, seed=seed, names=("mean", "median", "std", "q90_q10", "min", "max"))
+        mean = stats["mean"].value
+        cand = session.candidate(cid)
+        out.append(
+            {
+                "candidate": cid,
+                "name": cand.name,
+                "instances": len(losses),
+                "failed": len(losses) - len(finite),
+                "statistics": {k: v.as_dict() for k, v in stats.items()},
+                # the instance-to-instance spread is the systematic uncertainty of "the" model's loss
+                "systematic_abs": stats["std"].value,
+                "systematic_rel": stats["std"].value / mean if mean else math.nan,
+            }
+        )
+    return out
+
+
+def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"selected [bold]{report['selected']}[/bold] after {report['steps']} steps ({report['reason']}); "
+        f"{report['trainings']:,} trainings versus {report['exhaustive_trainings']:,} exhaustive "
+        f"({report['ratio']}x fewer); survivors per step {report['survivors_per_step']}"
+    )
+    table = Table(title="Systematic uncertainty of the surviving candidates (spread over instances)")
+    for col in ("candidate", "instances", "mean loss", "95% interval", "std (syst.)", "rel. syst.", "Q90-Q10", "failed"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for row in summary:
+        s = row["statistics"]
+        label = f"{row['name']} ({row['candidate']})" if row["name"] else row["candidate"]
+        interval = "-" if math.isnan(s["mean"]["low"]) else f"[{s['mean']['low']:.5g}, {s['mean']['high']:.5g}]"
+        table.add_row(
+            label,
+            str(row["instances"]),
+            f"{s['mean']['value']:.5g}",
+            interval,
+            f"{row['systematic_abs']:.3g}",
+            f"{100 * row['systematic_rel']:.2f}%" if math.isfinite(row["systematic_rel"]) else "-",
+            f"{s['q90_q10']['value']:.3g}",
+            str(row["failed"]),
+        )
+    console.print(table)
+    console.print(f"history in MLflow: {report['tracking_uri']} (experiment {report['study']!r}, run selection-*)")
+
+
+class _LiveView:
+    """A progress bar over each step's trainings and one line per finished step."""
+
+    def __init__(self, quiet: bool, total_candidates: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.total = total_candidates
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+        )
+        self.bar: Any = None
+        self.step_no = 1
+
+    def __enter__(self) -> _LiveView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def start_batch(self, n: int) -> None:
+        if self.bar is not None:
+            self.progress.remove_task(self.bar)
+        self.bar = self.progress.add_task(f"step {self.step_no}: training", total=n)
+
+    def done_one(self, cid: str, index: int, loss: float) -> None:
+        if self.bar is not None:
+            self.progress.advance(self.bar)
+
+    def step(self, record: Any) -> None:
+        self.step_no = record.step + 1
+        if self.quiet:
+            return
+        leaders = sorted(
+            ((v[0], cid) for cid, v in record.values.items() if cid in record.survivors and v), key=lambda t: (t[0], t[1])
+        )[:3]
+        lead = ", ".join(f"{cid}={val:.4g}" for val, cid in leaders)
+        self.progress.console.print(
+            f"step {record.step}: {len(record.evaluated)} -> {len(record.survivors)} candidates; "
+            f"{record.trainings:,} trainings (exhaustive {record.exhaustive_trainings:,}); leaders {lead}"
+        )

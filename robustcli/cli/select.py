@@ -1,0 +1,229 @@
+"""`robust select`: run Algorithm 1, on a study (training) or on a table of losses (replay).
+
+Kept free of torch and MLflow at import: the training path is imported inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from robustcli.cli._common import (
+    ConfigFile,
+    Device,
+    JsonFlag,
+    MaxEpochs,
+    MinEpochs,
+    Sampling,
+    StopMode,
+    TaskOptions,
+    TestSize,
+    Threshold,
+    TrackingUri,
+    TrainSize,
+    Window,
+    console,
+    handle_errors,
+    print_json,
+    training_overrides,
+)
+from robustcli.errors import InputError, UnknownNameError
+
+__all__ = ["select"]
+
+
+def _split(values: list[str] | str | None) -> list[str] | None:
+    """'a,b' and repeated options -> ['a', 'b']; None when nothing was given."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else values
+    out = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    return out or None
+
+
+def _fmt(value: float) -> str:
+    if not np.isfinite(value):
+        return "failed" if value > 0 else str(value)
+    return f"{value:.5g}"
+
+
+@handle_errors
+def select(
+    task: Annotated[str | None, typer.Option("--task", help="Task name (training mode).", show_default=False)] = None,
+    config: ConfigFile = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default: the task's).", show_default=False)] = None,
+    criterion: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--criterion",
+            help="Criterion: mean, median, min, max, std, iqr, q90_q10, or pkg.module:function. "
+            "Repeat (or comma-separate) for several. Default: mean.",
+            show_default=False,
+        ),
+    ] = None,
+    combine: Annotated[
+        str | None,
+        typer.Option("--combine", help="How several criteria combine: lexicographic or pareto.", show_default=False),
+    ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option("--rule", help="Pruning rule: paper, halving, quantile, race, race-strict. Default: paper.",
+                     show_default=False),
+    ] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Steps before any ranking cut. Default: 1.",
+                                               show_default=False)] = None,
+    fraction: Annotated[float | None, typer.Option("--fraction", help="Share dropped per cut (paper, halving, "
+                                                   "quantile). Default: 0.5.", show_default=False)] = None,
+    confidence: Annotated[float | None, typer.Option("--confidence", help="Confidence of the race's tests. "
+                                                     "Default: 0.95.", show_default=False)] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="Race: indifference zone on the mean loss. "
+                                                "Default: 0.005.", show_default=False)] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="Most instances to use in all.",
+                                               show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Most steps (instances per candidate).",
+                                                  show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Study seed (and --sample's). Default: 0.",
+                                             show_default=False)] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option("--candidates", help="Only these candidate ids (comma-separated).", show_default=False),
+    ] = None,
+    sample: Annotated[int | None, typer.Option("--sample", metavar="K", help="Only K candidates drawn at random "
+                                               "with --seed.", show_default=False)] = None,
+    tracking_uri: TrackingUri = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option("--replay", metavar="FILE.csv", help="Replay the selection on a loss table "
+                     "(columns candidate,instance,loss) instead of training.", show_default=False),
+    ] = None,
+    baseline_loss: Annotated[
+        float | None,
+        typer.Option("--baseline-loss", metavar="X", help="Baseline loss for the paper's cut (replay mode).",
+                     show_default=False),
+    ] = None,
+    train_size: TrainSize = None,
+    test_size: TestSize = None,
+    sampling: Sampling = None,
+    device: Device = None,
+    min_epochs: MinEpochs = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    stop_mode: StopMode = None,
+    max_epochs: MaxEpochs = None,
+    task_option: TaskOptions = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Select a robust candidate with Algorithm 1: train one instance of every survivor per step, cut by a rule.
+
+    Example, on a study (trains, resumes where it stopped):
+
+        robust select --task calo-energy --study energy-grid --rule paper --criterion mean
+
+    Example, replaying a table of losses (no training):
+
+        robust select --replay losses.csv --rule race --json
+    """
+    settings = _settings(
+        config, tracking_uri=tracking_uri,
+        criterion=_split(criterion), combine=combine, rule=rule, warmup=warmup, fraction=fraction,
+        confidence=confidence, delta=delta, budget=budget, max_steps=max_steps, candidates=_split(candidates),
+        sample=sample,
+        **training_overrides(
+            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
+            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
+            max_epochs=max_epochs, task_options=task_option,
+        ),
+    )
+    if replay is None:
+        if baseline_loss is not None:
+            raise InputError("--baseline-loss applies to --replay only; a study takes its baseline from the task")
+        from robustcli.cli._study import run_training_selection  # lazy: pulls in torch and MLflow
+
+        run_training_selection(settings, json_output)
+        return
+    _replay(settings, replay, baseline_loss, json_output)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Any:
+    from robustcli.config import load_settings
+
+    return load_settings(config, **overrides)
+
+
+def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output: bool) -> None:
+    from robustcli.robustness.criteria import make_objective
+    from robustcli.selection import MemoryStore, TableExecutor, make_rule, read_loss_table, select as run_selection
+
+    sel = settings.selection
+    objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
+    rule = make_rule(sel.rule, sel)
+    table = read_loss_table(path)
+    if sel.candidates:
+        unknown = [c for c in sel.candidates if c not in set(table.candidates)]
+        if unknown:
+            raise UnknownNameError("candidate", unknown[0], table.candidates, f"from --candidates, not in {path}")
+        table = table.subset(sel.candidates)
+    if sel.sample is not None:
+        if sel.sample > len(table.candidates):
+            raise InputError(f"--sample {sel.sample} is more than the {len(table.candidates)} candidates in {path}")
+        rng = np.random.default_rng(settings.seed)
+        picked = rng.choice(len(table.candidates), size=sel.sample, replace=False)
+        table = table.subset([table.candidates[i] for i in picked])
+    if sel.max_steps is not None:
+        table.require_steps(sel.max_steps)
+    max_steps = sel.max_steps or table.instances
+    store = MemoryStore(baseline=baseline_loss)
+    result = run_selection(
+        table.candidates, store, TableExecutor(table, store), rule, objective,
+        warmup=sel.warmup, budget=sel.budget, max_steps=max_steps, exhaustive_instances=table.instances,
+    )
+    if json_output:
+        payload = result.as_dict()
+        payload.update(
+            {
+                "table": str(path),
+                "instances": table.instances,
+                "combine": objective.combine,
+                "baseline_loss": baseline_loss,
+            }
+        )
+        print_json(payload)
+        return
+    _render(result, objective.names, path, table.instances)
+
+
+def _render(result: Any, names: list[str], path: Path, instances: int) -> None:
+    steps = Table(title=f"Selection on {path.name}: {result.rule_description}, criterion {' then '.join(names)}")
+    steps.add_column("step", justify="right")
+    steps.add_column("evaluated", justify="right")
+    steps.add_column("survivors", justify="right")
+    steps.add_column("trainings", justify="right")
+    steps.add_column("best")
+    steps.add_column(" / ".join(names), justify="right")
+    for rec in result.history:
+        value = ", ".join(_fmt(v) for v in rec.values[rec.best])
+        steps.add_row(str(rec.step), str(len(rec.evaluated)), str(len(rec.survivors)), str(rec.trainings),
+                      rec.best, value)
+    console.print(steps)
+    final = Table(title="Survivors")
+    final.add_column("candidate")
+    for name in names:
+        final.add_column(name, justify="right")
+    for cid in list(result.survivors)[:20]:
+        final.add_row(("* " if cid == result.selected else "  ") + cid, *(_fmt(v) for v in result.values.get(cid, ())))
+    if len(result.survivors) > 20:
+        final.caption = f"{len(result.survivors) - 20} more not shown"
+    console.print(final)
+    why = {"one-left": "one candidate left", "budget": "budget reached", "max-steps": "step limit reached"}
+    if not result.trainings:
+        console.print(f"selected [bold]{result.selected}[/bold]: the only candidate, nothing to train")
+        return
+    console.print(
+        f"selected [bold]{result.selected}[/bold] ({why[result.reason]}) after {result.steps} steps: "
+        f"{result.trainings} trainings vs {result.exhaustive_trainings} exhaustive "
+        f"({result.candidates} candidates x {instances} instances), {result.ratio:.1f}x fewer"
+    )

@@ -1,0 +1,42 @@
+"""The selection loop's :class:`~robustcli.selection.Executor` over a study session.
+
+It trains the (candidate id, index) pairs the loop asks for with the session's training engine,
+and tells the store each loss the moment its run is logged, so an interrupted selection loses
+nothing it was told about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from robustcli.selection import Executor
+
+__all__ = ["SessionExecutor"]
+
+
+class SessionExecutor(Executor):
+    def __init__(
+        self,
+        session: Any,
+        store: Any,
+        *,
+        engine: Any = None,
+        on_start: Callable[[int], None] | None = None,
+        on_done: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.engine = engine
+        self.on_start = on_start
+        self.on_done = on_done
+
+    def run(self, requests: Sequence[tuple[str, int]]) -> Iterator[tuple[str, int, float]]:
+        if self.on_start is not None:
+            self.on_start(len(requests))
+        jobs = [(self.session.candidate(cid), index) for cid, index in requests]
+        for candidate, record in self.session.train(jobs, executor=self.engine):
+            self.store.add(candidate.id, record.index, record.loss)
+            if self.on_done is not None:
+                self.on_done(candidate.id, record.index, record.loss)
+            yield candidate.id, record.index, record.loss

@@ -1,0 +1,181 @@
+"""The MLflow side of a selection: what is known (instances), the history (the study run), the lock.
+
+The study run (tag ``robust.kind=selection``) holds the selection's own history: per step the
+number of survivors, trainings so far, the exhaustive cost and the leader's criterion value as
+metrics, and the whole history as the artifact ``history.json``. It is identified by a key made
+of the instance fingerprint and the selection settings, so re-running the same command finds it
+and resumes; another rule or criterion is another study run in the same experiment (and reuses
+the same instances).
+
+A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid). A second
+``robust select`` on it refuses while that process is alive; a dead owner's run is taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from robustcli.errors import InputError
+from robustcli.selection import StepRecord, Store
+
+__all__ = ["MlflowSelectionStore", "selection_key"]
+
+
+def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: list[str]) -> str:
+    text = json.dumps({"fp": fingerprint, "sel": selection, "cands": sorted(candidates)}, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # cannot tell for another host: assume it is running
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class MlflowSelectionStore(Store):
+    """A :class:`Store` over a study session; the executor adds losses as it logs them."""
+
+    def __init__(self, session: Any, key: str, description: Mapping[str, Any]) -> None:
+        self.session = session
+        self.key = key
+        self.description = dict(description)
+        self._known: dict[str, dict[int, float]] = {
+            cid: {i: r.loss for i, r in recs.items()} for cid, recs in session.known().items()
+        }
+        self._history: dict[int, StepRecord] = {}
+        self._run_id: str | None = None
+
+    # -- Store ------------------------------------------------------------------------------
+    def known_losses(self) -> Mapping[str, Mapping[int, float]]:
+        return self._known
+
+    def add(self, candidate_id: str, index: int, loss: float) -> None:
+        self._known.setdefault(candidate_id, {})[index] = loss
+
+    def record_step(self, record: StepRecord) -> None:
+        from mlflow.entities import Metric
+
+        self._history[record.step] = record
+        run_id = self.open_run()
+        values = [v[0] for cid, v in record.values.items() if cid in record.survivors and v and math.isfinite(v[0])]
+        metrics = {
+            "survivors": len(record.survivors),
+            "trainings": record.trainings,
+            "exhaustive_trainings": record.exhaustive_trainings,
+        }
+        if values:
+            metrics["best_criterion"] = min(values)
+        client = self.session.store.client
+        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, record.step) for k, v in metrics.items()])
+        self._write_history()
+
+    def baseline_loss(self) -> float | None:
+        """The best baseline's mean loss logged by `robust baseline` under the same settings."""
+        exp_id = self.session.existing_experiment()
+        if exp_id is None:
+            return None
+        runs = self.session.store.search(
+            exp_id,
+            f"tags.`robust.kind` = 'baseline' and tags.`robust.fingerprint` = '{self.session.fingerprint}'",
+        )
+        means = [r.data.metrics["loss_mean"] for r in runs if "loss_mean" in r.data.metrics]
+        return min(means) if means else None
+
+    # -- the study run and its lock ----------------------------------------------------------
+    def find_run(self) -> Any | None:
+        exp_id = self.session.existing_experiment()
+        if exp_id is None:
+            return None
+        runs = self.session.store.search(
+            exp_id, f"tags.`robust.kind` = 'selection' and tags.`robust.selection_key` = '{self.key}'"
+        )
+        return runs[0] if runs else None
+
+    def check_not_running_elsewhere(self) -> None:
+        run = self.find_run()
+        if run is None or run.info.status != "RUNNING":
+            return
+        owner = run.data.tags.get("robust.owner", "")
+        if owner and owner != _owner() and _alive(owner):
+            raise InputError(
+                f"study {self.session.settings.study_name!r} is being selected by another process ({owner}, "
+                f"run {run.info.run_id}); wait for it to finish, or stop it: re-running then resumes"
+            )
+
+    def open_run(self) -> str:
+        if self._run_id is not None:
+            return self._run_id
+        client = self.session.store.client
+        run = self.find_run()
+        tags = {"robust.owner": _owner(), "robust.state": "running"}
+        if run is None:
+            exp_id = self.session.experiment()
+            run = client.create_run(
+                exp_id,
+                run_name=f"selection-{self.key}",
+                tags={
+                    "robust.kind": "selection",
+                    "robust.selection_key": self.key,
+                    "robust.task": str(self.session.settings.task),
+                    "robust.fingerprint": self.session.fingerprint,
+                    "robust.selection_json": json.dumps(self.description, sort_keys=True, default=str)[:7900],
+                    **tags,
+                },
+            )
+        else:
+            client.update_run(run.info.run_id, status="RUNNING")
+            self.session.store.set_tags(run.info.run_id, tags)
+        self._run_id = run.info.run_id
+        return self._run_id
+
+    def finish(self, result: Any) -> None:
+        run_id = self.open_run()
+        done = result.reason == "one-left"
+        self.session.store.set_tags(
+            run_id,
+            {
+                "robust.state": "finished" if done else f"stopped ({result.reason})",
+                "robust.selected": result.selected,
+                "robust.trainings": result.trainings,
+                "robust.exhaustive_trainings": result.exhaustive_trainings,
+            },
+        )
+        self._write_history(result)
+        self.session.store.client.set_terminated(run_id, "FINISHED")
+
+    def abandon(self) -> None:
+        """An interrupted selection: leave the run resumable, not running."""
+        if self._run_id is not None:
+            self.session.store.set_tags(self._run_id, {"robust.state": "interrupted"})
+            self.session.store.client.set_terminated(self._run_id, "KILLED")
+
+    def _write_history(self, result: Any = None) -> None:
+        payload = {
+            "selection": self.description,
+            "steps": [self._history[s].as_dict() for s in sorted(self._history)],
+        }
+        if result is not None:
+            payload["result"] = result.as_dict()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "history.json"
+            path.write_text(json.dumps(payload, indent=1, default=str))
+            self.session.store.client.log_artifact(self.open_run(), str(path))

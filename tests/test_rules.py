@@ -1,0 +1,215 @@
+"""Rules, each on a hand-made LossView: paper (baseline cut, halving), halving, quantile, race."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustcli.config import SelectionSettings
+from robustcli.errors import InputError, UnknownNameError
+from robustcli.robustness.criteria import make_objective
+from robustcli.selection import (
+    HalvingRule,
+    LossView,
+    MemoryStore,
+    PaperRule,
+    QuantileRule,
+    RaceRule,
+    TableExecutor,
+    make_rule,
+    select,
+)
+from robustcli.selection.rules import t_quantile
+
+
+def view(losses, ids=None, *, baseline=None, warmup=1, criterion="mean", combine="lexicographic") -> LossView:
+    a = np.asarray(losses, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    ids = ids or [f"c{i}" for i in range(a.shape[0])]
+    return LossView(step=a.shape[1], ids=tuple(ids), losses=a, objective=make_objective(criterion, combine),
+                    warmup=warmup, baseline=baseline)
+
+
+def test_view_is_read_only() -> None:
+    v = view([[0.1, 0.2]])
+    with pytest.raises(ValueError):
+        v.losses[0, 0] = 1.0
+
+
+# --- paper ----------------------------------------------------------------------------------
+
+
+def test_paper_baseline_cut_after_step_one() -> None:
+    v = view([0.10, 0.119, 0.121, 0.30, np.inf], baseline=0.10)
+    assert PaperRule().survivors(1, v) == ["c0", "c1"]
+
+
+def test_paper_no_baseline_no_cut_at_step_one() -> None:
+    v = view([0.10, 0.119, 0.121, 0.30])
+    assert PaperRule().survivors(1, v) == ["c0", "c1", "c2", "c3"]
+
+
+def test_paper_keeps_everyone_when_nobody_passes_the_baseline() -> None:
+    v = view([0.5, 0.6], baseline=0.1)
+    assert PaperRule().survivors(1, v) == ["c0", "c1"]
+
+
+def test_paper_halves_after_warmup_by_mean() -> None:
+    losses = [[0.3, 0.3], [0.1, 0.2], [0.2, 0.2], [0.1, 0.1], [0.5, 0.1]]
+    assert PaperRule().survivors(2, view(losses)) == ["c1", "c2", "c3"]  # ceil(5/2) = 3 kept
+    assert PaperRule().survivors(2, view(losses, warmup=2)) == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_paper_baseline_cut_uses_margin() -> None:
+    v = view([0.10, 0.129, 0.131], baseline=0.10)
+    assert PaperRule(baseline_margin=0.3).survivors(1, v) == ["c0", "c1"]
+
+
+# --- halving ---------------------------------------------------------------------------------
+
+
+def test_halving_keeps_better_share_ties_by_id() -> None:
+    losses = [[0.2, 0.2], [0.1, 0.3], [0.2, 0.2], [0.3, 0.3]]  # c0, c1, c2 tie on the mean
+    assert HalvingRule().survivors(2, view(losses, ids=["b", "c", "a", "d"])) == ["b", "a"]
+    assert HalvingRule(fraction=0.75).survivors(2, view(losses, ids=["b", "c", "a", "d"])) == ["a"]
+
+
+def test_halving_waits_for_warmup_and_ranks_failed_last() -> None:
+    losses = [[0.1, np.nan], [0.5, 0.5], [0.6, 0.6]]
+    assert HalvingRule().survivors(2, view(losses, warmup=2)) == ["c0", "c1", "c2"]
+    assert HalvingRule(fraction=0.6).survivors(2, view(losses)) == ["c1", "c2"]
+
+
+def test_halving_bad_fraction() -> None:
+    with pytest.raises(InputError, match="fraction"):
+        HalvingRule(fraction=1.0)
+
+
+# --- quantile --------------------------------------------------------------------------------
+
+
+def test_quantile_keeps_ties_at_threshold() -> None:
+    losses = [[0.1, 0.1], [0.2, 0.2], [0.2, 0.2], [0.4, 0.4], [0.9, 0.9]]
+    # median of the means is 0.2: both 0.2s survive
+    assert QuantileRule(fraction=0.5).survivors(2, view(losses)) == ["c0", "c1", "c2"]
+    assert QuantileRule(fraction=0.8).survivors(2, view(losses)) == ["c0"]
+
+
+def test_quantile_on_pareto_fronts() -> None:
+    losses = [[0.10, 0.30], [0.25, 0.26], [0.30, 0.32], [0.5, 0.9]]
+    v = view(losses, criterion=["mean", "std"], combine="pareto")
+    assert QuantileRule(fraction=0.5).survivors(2, v) == ["c0", "c1"]
+
+
+# --- race ------------------------------------------------------------------------------------
+
+
+def race_table(seed: int = 0, n_bad: int = 12, n_inst: int = 40):
+    """Three near-tied good candidates (within 0.001) and clearly worse ones, with a shared
+    per-instance data effect (common random numbers)."""
+    rng = np.random.default_rng(seed)
+    data = 0.004 * rng.standard_normal(n_inst)
+    means = [0.050, 0.0505, 0.051] + list(0.07 + 0.01 * np.arange(n_bad))
+    rows = {f"m{i:02d}": mu + data + 0.0015 * rng.standard_normal(n_inst) for i, mu in enumerate(means)}
+    return rows
+
+
+def run_table(rows, rule, **kw):
+    store = MemoryStore(baseline=kw.pop("baseline", None))
+    return select(rows, store, TableExecutor(rows, store), rule, "mean", **kw)
+
+
+def test_race_drops_clearly_worse_early_and_stops_on_near_ties() -> None:
+    rows = race_table()
+    result = run_table(rows, RaceRule(delta=0.005), max_steps=40, exhaustive_instances=40)
+    assert result.selected in {"m00", "m01", "m02"}
+    assert result.reason == "one-left"
+    assert result.survivors_per_step[1] <= 4  # the bad ones go after two instances
+    assert result.trainings < 0.2 * result.exhaustive_trainings
+
+
+def test_race_with_zero_delta_runs_until_separated_or_out_of_steps() -> None:
+    rows = race_table()
+    result = run_table(rows, RaceRule(delta=0.0), max_steps=40)
+    assert result.selected == "m00"
+
+
+def test_race_strict_picks_a_near_best() -> None:
+    strict = run_table(race_table(), make_rule("race-strict"), max_steps=40)
+    assert strict.selected in {"m00", "m01", "m02"}
+    assert strict.rule == "race-strict"
+
+
+def test_race_strict_screens_less_than_race_after_two_instances() -> None:
+    rng = np.random.default_rng(3)
+    losses = 0.05 + np.linspace(0, 0.02, 30)[:, None] + 0.003 * rng.standard_normal((30, 2))
+    v = view(losses)
+    loose = RaceRule(delta=0.0).survivors(2, v)
+    strict = RaceRule(delta=0.0, strict=True).survivors(2, v)
+    assert set(loose) <= set(strict) and len(strict) > len(loose)
+
+
+def test_race_drops_failed_at_once_and_applies_baseline_cut() -> None:
+    v = view([[0.05], [np.inf], [0.09], [0.051]], baseline=0.05)
+    assert RaceRule().survivors(1, v) == ["c0", "c3"]
+
+
+def test_race_needs_two_instances() -> None:
+    v = view([[0.05], [0.5]])
+    assert RaceRule().survivors(1, v) == ["c0", "c1"]
+
+
+def test_race_identical_candidates_pick_smallest_id() -> None:
+    rows = {cid: np.full(10, 0.05) for cid in ["b", "a", "c"]}
+    result = run_table(rows, RaceRule(), max_steps=10)
+    assert result.selected == "a" and result.steps == 2
+
+
+def test_race_requires_mean_criterion() -> None:
+    v = view([[0.05, 0.06], [0.07, 0.08]], criterion="std")
+    with pytest.raises(InputError, match="first criterion must be 'mean'"):
+        RaceRule().survivors(2, v)
+
+
+def test_race_relative_delta() -> None:
+    rows = race_table()
+    result = run_table(rows, RaceRule(delta=0.1, relative=True), max_steps=40)
+    assert result.selected in {"m00", "m01", "m02"}
+    assert "of the best mean" in RaceRule(delta=0.1, relative=True).describe()
+
+
+# --- factory and t quantiles -----------------------------------------------------------------
+
+
+def test_make_rule_routes_settings() -> None:
+    s = SelectionSettings(fraction=0.25, confidence=0.9, baseline_margin=0.1)
+    paper = make_rule("paper", s)
+    assert isinstance(paper, PaperRule) and paper.fraction == 0.25 and paper.baseline_margin == 0.1
+    race = make_rule("race", s)
+    assert isinstance(race, RaceRule) and race.confidence == 0.9 and race.delta == 0.005
+    assert make_rule("race", s, delta=0.01).delta == 0.01
+    assert isinstance(make_rule("Quantile"), QuantileRule)
+
+
+def test_make_rule_unknown() -> None:
+    with pytest.raises(UnknownNameError, match="unknown rule 'halve'.*did you mean 'halving'"):
+        make_rule("halve")
+
+
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [(0.975, 1, 12.7062047), (0.975, 10, 2.2281389), (0.95, 5, 2.0150484), (0.999, 3, 10.2145319),
+     (0.95, 1e6, 1.6448550), (0.025, 10, -2.2281389)],
+)
+def test_t_quantile(p: float, df: float, expected: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(expected, rel=1e-6)
+
+
+def test_race_refuses_a_spread_criterion_before_training() -> None:
+    rows = race_table()
+    store = MemoryStore()
+    executor = TableExecutor(rows, store)
+    with pytest.raises(InputError, match="use paper, halving or quantile"):
+        select(rows, store, executor, RaceRule(), ["std", "mean"])
+    assert executor.trained == 0

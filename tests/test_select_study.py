@@ -1,0 +1,71 @@
+"""`robust select` on a real (tiny) study: trains, logs, resumes, locks, exports, replays."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from conftest import FAST
+
+
+
+def _grid_ids(n):
+    from robustcli.builtin.synthetic import SyntheticTask
+
+    return [c.id for c in list(SyntheticTask().search_space())[:n]]
+
+
+def _select(app, runner, *args):
+    cands = ",".join(["small", "wide", *_grid_ids(2)])
+    return runner.invoke(
+        app, ["select", "--task", "synthetic", *FAST, "--candidates", cands, "--rule", "halving", "--json", *args]
+    )
+
+
+def test_select_trains_then_resumes_without_retraining(app, runner, workdir):
+    first = _select(app, runner, "--budget", "5")
+    assert first.exit_code == 0, first.output
+    partial = json.loads(first.stdout)
+    assert partial["reason"] == "budget" and partial["trained"] == 4
+    done = json.loads(_select(app, runner).stdout)
+    assert done["reason"] == "one-left"
+    assert done["trainings"] == done["trained"] + 4  # the first step came from MLflow
+    again = json.loads(_select(app, runner).stdout)
+    assert again["trained"] == 0
+    assert again["selected"] == done["selected"]
+    assert again["survivors_per_step"] == done["survivors_per_step"]
+    assert len(done["summary"]) == 1 and done["summary"][0]["candidate"] == done["selected"]
+
+
+def test_a_running_selection_refuses_a_second_one(app, runner, workdir):
+    assert _select(app, runner, "--budget", "4").exit_code == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("synthetic")
+    run = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'selection'")[0]
+    client.update_run(run.info.run_id, status="RUNNING")
+    client.set_tag(run.info.run_id, "robust.owner", f"{socket.gethostname()}:1")  # pid 1 is alive
+    result = _select(app, runner)
+    assert result.exit_code == 2
+    assert "being selected by another process" in result.stderr
+
+
+def test_studies_lists_and_export_writes_a_loss_table(app, runner, workdir):
+    done = json.loads(_select(app, runner).stdout)
+    listing = json.loads(runner.invoke(app, ["studies", "--json"]).stdout)
+    row = listing["studies"][0]
+    assert row["study"] == "synthetic" and row["instances"] == done["trainings"]
+    assert any(s.startswith("finished") for s in row["selections"])
+    out = runner.invoke(app, ["export", "--study", "synthetic", "losses.csv"])
+    assert out.exit_code == 0, out.output
+    header = (workdir / "losses.csv").read_text().splitlines()[0]
+    assert header.startswith("candidate,instance,loss")
+
+
+def test_unknown_rule_is_refused_before_training(app, runner, workdir):
+    result = _select(app, runner, "--rule", "halfing")
+    assert result.exit_code == 2 and "unknown rule 'halfing'" in result.stderr
+    from conftest import experiments
+
+    assert experiments() == []
