@@ -137,6 +137,18 @@ class StudySettings(_Strict):
     def fingerprint(self) -> str:
         return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed)
 
+    def data_fingerprint(self) -> str:
+        """What decides the training samples and the test set only (baselines are keyed by it):
+        a baseline fitted on the same samples serves studies with other early stopping."""
+        payload = {
+            "task": self.task,
+            "task_options": self.task_options,
+            "seed": self.seed,
+            **self.training.model_dump(include={"train_size", "test_size", "sampling"}),
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
 
 # Top-level keys of a study file that live inside `training` in the model.
 _TRAINING_KEYS = {"train_size", "test_size", "sampling", "early_stopping", "device"}

@@ -124,3 +124,18 @@ def test_bad_study_file(app, runner, workdir, toml, message):
     assert result.exit_code == 2
     assert message in result.stderr and "bad.toml" in result.stderr
     assert experiments() == []
+
+
+def test_baseline_is_logged_and_found_by_the_paper_rule(app, runner, workdir):
+    result = runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["baselines"]
+    assert rows[0]["name"] == "least-squares" and len(rows[0]["losses"]) == 3
+    # the same samples give the same losses
+    again = json.loads(runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "3", "--json"]).stdout)
+    assert again["baselines"][0]["losses"] == rows[0]["losses"]
+    sel = runner.invoke(
+        app, ["select", "--task", "synthetic", *FAST, "--candidates", "small,wide", "--rule", "paper", "--json"]
+    )
+    assert sel.exit_code == 0, sel.output
+    assert json.loads(sel.stdout)["baseline_loss"] == min(r["mean"] for r in rows)

@@ -10,7 +10,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from robustcli.errors import InputError
-from robustcli.task import Loss, SearchSpace, Task, TaskData
+from robustcli.task import Baseline, Loss, SearchSpace, Task, TaskData
+
+class LeastSquares(Baseline):
+    """Ordinary least squares on the raw features: the non-deep reference."""
+
+    name = "least-squares"
+    description = "linear regression on the features (least squares)"
+
+    def fit_predict(self, train_x, train_y, test_x, seed):
+        import torch
+
+        ones = torch.ones(train_x.shape[0], 1)
+        coef = torch.linalg.lstsq(torch.cat([train_x, ones], 1).double(), train_y.double()).solution
+        return (torch.cat([test_x, torch.ones(test_x.shape[0], 1)], 1).double() @ coef).float()
+
 
 _OPTIONS = {"noise": 0.1, "pool_size": 2000, "test_size": 1000, "population_seed": 1234}
 
@@ -82,6 +96,9 @@ class SyntheticTask(Task):
 
     def objective(self, pred, y):
         return ((pred - y) ** 2).mean()
+
+    def baselines(self):
+        return {"least-squares": LeastSquares()}
 
     def describe(self) -> dict[str, Any]:
         return {"options": self.options, "best achievable loss": f"about {self.options['noise']} (the noise)"}

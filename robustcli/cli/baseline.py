@@ -132,7 +132,7 @@ def _log(session: Any, row: dict[str, Any]) -> None:
         "robust.kind": "baseline",
         "robust.baseline": row["name"],
         "robust.task": str(session.settings.task),
-        "robust.fingerprint": session.fingerprint,
+        "robust.data_fingerprint": session.settings.data_fingerprint(),
         "robust.instances": str(len(row["losses"])),
     }
     client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])

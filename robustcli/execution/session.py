@@ -24,8 +24,12 @@ class StudySession:
     def __init__(self, settings: StudySettings, tracking_uri: str | None = None) -> None:
         if not settings.task:
             raise InputError("no task given: pass --task NAME or set task in the study file (see `robust tasks`)")
-        self.settings = settings
         cls, self.plugin = load_task_class(settings.task)
+        if settings.training.train_size is None:
+            # resolve the task's default now, so that fingerprints do not depend on how it was given
+            training = settings.training.model_copy(update={"train_size": cls.default_train_size})
+            settings = settings.model_copy(update={"training": training})
+        self.settings = settings
         try:
             self.task: Task = cls(**settings.task_options)
         except TypeError as exc:
@@ -59,7 +63,7 @@ class StudySession:
 
     @property
     def train_size(self) -> int:
-        return self.settings.training.train_size or self.task.default_train_size
+        return int(self.settings.training.train_size or self.task.default_train_size)
 
     def validate_sizes(self) -> None:
         """Refuse sizes the data cannot give, before anything is written."""

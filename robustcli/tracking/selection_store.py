@@ -95,7 +95,8 @@ class MlflowSelectionStore(Store):
             return None
         runs = self.session.store.search(
             exp_id,
-            f"tags.`robust.kind` = 'baseline' and tags.`robust.fingerprint` = '{self.session.fingerprint}'",
+            f"tags.`robust.kind` = 'baseline' and "
+            f"tags.`robust.data_fingerprint` = '{self.session.settings.data_fingerprint()}'",
         )
         means = [r.data.metrics["loss_mean"] for r in runs if "loss_mean" in r.data.metrics]
         return min(means) if means else None
