@@ -233,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{flops / 1e9:.3f} GFLOP per instance-epoch (test set {data.test_size})")  # fmt: skip
             print(f"{'batch':>5} {'K':>4} {'plain i-ep/s':>12} {'stacked i-ep/s':>14} {'ratio':>6} "
                   f"{'plain GF/s':>10} {'stk GF/s':>9} {'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
+            # warm-up (lazy kernel initialisation, allocator) outside the timings
+            warm = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=1, window=2, max_epochs=1), device=device_name)
+            run_plain(task, base_cand, data, specs_for(1, min(args.train_size, 64)), warm, device)
+            run_stacked(task, base_cand, data, specs_for(2, min(args.train_size, 64)), warm, device)
             for batch in batches:
                 cand = Candidate.from_params({**base_cand.params, "batch_size": batch}, name=base_cand.name)
                 n_plain = min(args.plain_instances, max(ks))

@@ -50,7 +50,8 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     objective = make_objective(sel.criterion, sel.combine, where="--criterion")
     rule = make_rule(sel.rule, sel)
     candidates = resolve_candidates(session, settings)
-    session.validate_sizes()
+    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
+        session.validate_sizes()
     description = {
         "rule": rule.describe(),
         **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps"}),

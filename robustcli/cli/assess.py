@@ -82,7 +82,8 @@ def assess(
     if not settings.candidate:
         raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {settings.task}`)")
     cand = session.candidate(settings.candidate)
-    session.validate_sizes()
+    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
+        session.validate_sizes()
     n = settings.instances
     known = session.known([cand.id]).get(cand.id, {})
     missing = [i for i in range(n) if i not in known]

@@ -19,6 +19,7 @@ from robustcli.cli._common import (
     TrackingUri,
     TrainSize,
     console,
+    err_console,
     handle_errors,
     print_json,
     training_overrides,
@@ -64,7 +65,8 @@ def baseline(
     baselines = session.task.baselines()
     if not baselines:
         raise InputError(f"task {settings.task!r} defines no baselines")
-    session.validate_sizes()
+    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
+        session.validate_sizes()
     session.store.client  # noqa: B018 - fail on an unreachable store before the work
     rows = [_run_baseline(session, name, b, instances) for name, b in baselines.items()]
     if json_output:

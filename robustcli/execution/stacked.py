@@ -96,8 +96,24 @@ class StackedExecutor:
                 for cand, spec in group:
                     yield cand, train_instance(task, cand, data, spec, settings)
                 continue
-            for lo in range(0, len(group), self.max_stack):
-                chunk = group[lo : lo + self.max_stack]
+            for chunk in _balanced_chunks(group, self.max_stack):
+                if len(chunk) == 1 and self.mode == "auto":
+                    cand, spec = chunk[0]
+                    yield cand, train_instance(task, cand, data, spec, settings)
+                    continue
                 specs = [spec for _, spec in chunk]
                 for result in iter_stacked(task, candidate, data, specs, settings, compact=self.compact):
                     yield candidate, result
+
+
+def _balanced_chunks(items: list[Any], most: int) -> list[list[Any]]:
+    """``items`` in order, cut into the fewest chunks of at most ``most``, of near-equal sizes
+    (65 jobs with most=64 make stacks of 33 and 32, not 64 and 1)."""
+    count = -(-len(items) // most)
+    size, extra = divmod(len(items), count)
+    out, lo = [], 0
+    for i in range(count):
+        hi = lo + size + (1 if i < extra else 0)
+        out.append(items[lo:hi])
+        lo = hi
+    return out

@@ -16,10 +16,22 @@ them:
   others go on.
 
 The training data stay on the device as one tensor; each step gathers a ``[B, K, ...]`` batch by
-index. The model runs through ``torch.func.vmap(functional_call)``, which works for any task model
-without batch norm or data-dependent control flow (vmap turns convolutions into one grouped
-convolution and linear layers into batched matmuls). The loss is the sum over instances of each
-instance's own mean objective, so each instance receives exactly its own gradient.
+index (no DataLoader). The model runs through ``torch.func.vmap(functional_call)``, which works
+for any task model free of data-dependent Python control flow (:func:`check_stackable` probes it):
+vmap turns convolutions into one grouped convolution and linear layers into batched matmuls. The
+loss is the sum over instances of each instance's own mean objective, so each instance receives
+exactly its own gradient.
+
+Two layout measures, both exact, make the generic path fast on the CPU (``fast_layout``):
+image batches are gathered channels-last with the K instances' channels side by side, which
+vmap's grouped convolution takes without a copy; and 2-d max-pooling modules are swapped (in the
+stateless copy of the model only) for a twin whose vmap rule pools the ``K*C`` channels as one
+image, instead of vmap's default rule that folds K into the batch (a copy per pooling, and the
+slow channels-first CPU kernel).
+
+Timing: an instance's ``seconds`` is its share of the stack's wall time (each epoch's time split
+evenly among the instances trained in it), so the seconds of a stack's results add up to its
+wall time.
 
 Fidelity: the optimiser math is exact, but the forward/backward of the stacked model is not
 bitwise equal to the single model's (different kernels, different summation orders), so a stacked
@@ -43,7 +55,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from robustcli.config import TrainingSettings
 from robustcli.errors import InputError
-from robustcli.task import TRAINING_KEYS, Candidate, Task, TaskData
+from robustcli.task import Candidate, Task, TaskData
 from robustcli.training.early_stopping import EarlyStopping
 from robustcli.training.instance import EVAL_CHUNK, InstanceResult, InstanceSpec, draw_indices, resolve_device
 from robustcli.training.stacked_optim import make_stacked_optimizer
