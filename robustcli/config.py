@@ -80,7 +80,9 @@ class TrainingSettings(_Strict):
     """Everything that decides an instance's result besides the candidate and its seeds."""
 
     train_size: PositiveInt | None = None
-    test_size: PositiveInt | None = None
+    #: a number, "all" (the whole test set) or "train" (a subsample as large as the training
+    #: sample, the paper's convention); None: the task's default
+    test_size: PositiveInt | Literal["all", "train"] | None = None
     sampling: Literal["bootstrap", "without-replacement"] = "bootstrap"
     early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     device: Literal["cpu", "cuda", "auto"] = "cpu"

@@ -225,6 +225,9 @@ class Task(ABC):
     tags: ClassVar[TaskTags] = TaskTags()
     #: training-sample size used when the study does not set one
     default_train_size: ClassVar[int] = 1000
+    #: test set scored when the study does not say: "all", "train" (a subsample of the training
+    #: sample's size, drawn with the instance's data seed) or a number
+    default_test_size: ClassVar[int | str] = "all"
 
     def __init__(self, **options: Any) -> None:
         if options:

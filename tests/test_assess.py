@@ -96,6 +96,8 @@ BAD = [
     (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "train_size"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "5000", "--sampling", "without-replacement"], "exceeds the training pool of 2000"),
     (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "sampling"),
+    (["--task", "synthetic", "--candidate", "small", "--test-size", "most"], "test_size"),
+    (["--task", "synthetic", "--candidate", "small", "--test-size", "5000"], "exceeds the test set of 1000"),
     (["--task", "synthetic", "--candidate", "small", "-o", "colour=red"], "unknown option 'colour'"),
     (["--task", "synthetic", "--candidate", "small", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach tracking URI"),
 ]
@@ -139,3 +141,11 @@ def test_baseline_is_logged_and_found_by_the_paper_rule(app, runner, workdir):
     )
     assert sel.exit_code == 0, sel.output
     assert json.loads(sel.stdout)["baseline_loss"] == min(r["mean"] for r in rows)
+
+
+def test_test_size_train_scores_a_subsample_as_large_as_the_training_sample(app, runner, workdir):
+    report = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1", "--train-size", "100", "--test-size", "train").stdout)
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0])
+    assert run.data.params["test_size"] == "100"

@@ -76,7 +76,13 @@ TrainSize = Annotated[
     int | None, typer.Option("--train-size", help="Training-sample size per instance. Default: the task's.", show_default=False)
 ]
 TestSize = Annotated[
-    int | None, typer.Option("--test-size", help="Score on a test subsample of this size. Default: the whole test set.", show_default=False)
+    str | None,
+    typer.Option(
+        "--test-size",
+        help="Test examples scored per instance: a number, 'all', or 'train' (as many as the training sample, "
+        "the paper's convention). Default: the task's.",
+        show_default=False,
+    ),
 ]
 Sampling = Annotated[
     str | None, typer.Option("--sampling", help="bootstrap (default) or without-replacement.", show_default=False)
@@ -119,7 +125,7 @@ def training_overrides(
     study: str | None,
     seed: int | None,
     train_size: int | None,
-    test_size: int | None,
+    test_size: str | None,
     sampling: str | None,
     device: str | None,
     min_epochs: int | None,
@@ -135,7 +141,7 @@ def training_overrides(
         "study": study,
         "seed": seed,
         "train_size": train_size,
-        "test_size": test_size,
+        "test_size": int(test_size) if test_size is not None and test_size.isdigit() else test_size,
         "sampling": sampling,
         "device": device,
         "min_epochs": min_epochs,

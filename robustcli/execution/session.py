@@ -25,10 +25,12 @@ class StudySession:
         if not settings.task:
             raise InputError("no task given: pass --task NAME or set task in the study file (see `robust tasks`)")
         cls, self.plugin = load_task_class(settings.task)
-        if settings.training.train_size is None:
-            # resolve the task's default now, so that fingerprints do not depend on how it was given
-            training = settings.training.model_copy(update={"train_size": cls.default_train_size})
-            settings = settings.model_copy(update={"training": training})
+        # resolve the task's defaults now, so that fingerprints do not depend on how they were given
+        train_size = settings.training.train_size or cls.default_train_size
+        test_size = settings.training.test_size or cls.default_test_size
+        test_size = train_size if test_size == "train" else test_size
+        training = settings.training.model_copy(update={"train_size": train_size, "test_size": test_size})
+        settings = settings.model_copy(update={"training": training})
         self.settings = settings
         try:
             self.task: Task = cls(**settings.task_options)
@@ -73,7 +75,7 @@ class StudySession:
                 f"--train-size {self.train_size} exceeds the training pool of {self.data.pool_size} examples "
                 f"of task {self.settings.task!r} (sampling without replacement; use bootstrap or a smaller size)"
             )
-        if t.test_size is not None and t.test_size > self.data.test_size:
+        if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
 
     # -- seeds and specs --------------------------------------------------------------------
@@ -84,7 +86,13 @@ class StudySession:
         seeds = derive_seeds(
             self.settings.seed, index, candidate.id if self.settings.mix_candidate_seed else None
         )
-        return InstanceSpec(index, seeds.init_seed, seeds.data_seed, self.train_size, self.settings.training.test_size)
+        return InstanceSpec(index, seeds.init_seed, seeds.data_seed, self.train_size, self.test_size)
+
+    @property
+    def test_size(self) -> int | None:
+        """Scored test examples per instance; None for the whole test set."""
+        size = self.settings.training.test_size
+        return size if isinstance(size, int) else None
 
     def settings_json(self) -> str:
         keep = {"task", "seed", "mix_candidate_seed", "task_options", "training"}

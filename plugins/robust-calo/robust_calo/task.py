@@ -31,6 +31,8 @@ class CaloTask(Task):
 
     target: ClassVar[str] = ""
     default_train_size: ClassVar[int] = 2000
+    #: the paper scores on a test sample as large as the training sample (section 4.1)
+    default_test_size: ClassVar[int | str] = "train"
 
     #: option -> default; ``None`` means "decided at load time"
     _common_options: ClassVar[dict[str, Any]] = {
