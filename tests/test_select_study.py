@@ -69,3 +69,10 @@ def test_unknown_rule_is_refused_before_training(app, runner, workdir):
     from conftest import experiments
 
     assert experiments() == []
+
+
+def test_report_draws_the_study(app, runner, workdir):
+    assert _select(app, runner).exit_code == 0
+    result = runner.invoke(app, ["report", "--study", "synthetic", "--out", "fig.png"])
+    assert result.exit_code == 0, result.output
+    assert (workdir / "fig.png").read_bytes()[:4] == b"\x89PNG"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, reproduce, studies, tasks
+from robustcli.cli import assess, baseline, report, reproduce, studies, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("baseline")(baseline.baseline)
 app.command("reproduce")(reproduce.reproduce)
 app.command("studies")(studies.studies)
 app.command("export")(studies.export)
+app.command("report")(report.report)
 
 
 def _add_optional_commands() -> None:
