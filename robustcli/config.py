@@ -86,6 +86,12 @@ class TrainingSettings(_Strict):
     sampling: Literal["bootstrap", "without-replacement"] = "bootstrap"
     early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: stacked: instances of a candidate train together as one vectorised model (default);
+    #: plain: one at a time. Results agree to floating-point noise, so it is not in the fingerprint.
+    engine: Literal["stacked", "plain"] = "stacked"
+    max_stack: PositiveInt = 64
+    #: torch threads on the CPU; None leaves torch's default
+    threads: PositiveInt | None = None
 
     def fingerprint(self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool) -> str:
         """A short hash of what makes two instances comparable. Device is left out on purpose:
@@ -95,7 +101,7 @@ class TrainingSettings(_Strict):
             "task_options": task_options,
             "seed": seed,
             "mix_candidate_seed": mix_candidate_seed,
-            **self.model_dump(exclude={"device"}),
+            **self.model_dump(exclude={"device", "engine", "max_stack", "threads"}),
         }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
@@ -153,7 +159,7 @@ class StudySettings(_Strict):
 
 
 # Top-level keys of a study file that live inside `training` in the model.
-_TRAINING_KEYS = {"train_size", "test_size", "sampling", "early_stopping", "device"}
+_TRAINING_KEYS = {"train_size", "test_size", "sampling", "early_stopping", "device", "engine", "max_stack", "threads"}
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:

@@ -149,3 +149,22 @@ def test_test_size_train_scores_a_subsample_as_large_as_the_training_sample(app,
 
     run = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0])
     assert run.data.params["test_size"] == "100"
+
+
+def test_stacked_instances_reproduce_bit_for_bit_and_agree_with_plain(app, runner, workdir, empty_store):
+    import shutil
+
+    stacked = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(stacked["tracking_uri"]).get_run(stacked["run_ids"][1])
+    assert run.data.tags["robust.engine"] == "stacked" and run.data.tags["robust.stack"] == "0,1,2"
+    out = json.loads(runner.invoke(app, ["reproduce", stacked["run_ids"][1], "--json"]).stdout)
+    assert out["bitwise_equal"] is True
+    shutil.copy(empty_store, workdir / "plain.db")
+    plain = json.loads(
+        _assess(app, runner, "--candidate", "small", "-n", "3", "--engine", "plain", "--tracking-uri", f"sqlite:///{workdir}/plain.db").stdout
+    )
+    spread = max(plain["losses"]) - min(plain["losses"])
+    for a, b in zip(stacked["losses"], plain["losses"], strict=True):
+        assert abs(a - b) < 0.01 * spread  # floating-point reordering only: far below the spread

@@ -33,8 +33,6 @@ from robustcli.training.stacked_optim import (
     StackedSGD,
 )
 
-torch.set_num_threads(1)
-
 
 class TinyConvTask(Task):
     """A tiny conv net (conv, max-pool, conv, PReLU, adaptive max-pool, dense) on 10x10 images."""
@@ -284,11 +282,11 @@ def test_executor_groups_by_candidate_and_falls_back_where_stacking_does_not_pay
     big = Candidate.from_params({**SMALL.params, "batch_size": 256})
     settings = _settings(min_epochs=2, window=2, max_epochs=2)
     specs = _specs(5)
-    jobs = [(SMALL, s) for s in specs] + [(big, specs[0]), (big, specs[1])] + [(CONV_CAND, specs[2])]
-    ex = StackedExecutor(max_stack=3)
-    out = list(ex.run(SYN, data, jobs[:-1], settings))
-    assert sorted((c.id, r.spec.index) for c, r in out) == sorted((c.id, s.index) for c, s in jobs[:-1])
-    assert ex.decisions == [(SMALL.id, "stacked", 5), (big.id, "plain", 2)]
+    jobs = [(SMALL, s) for s in specs] + [(big, specs[0]), (big, specs[1])]
+    ex = StackedExecutor(max_stack=3, plain_batch=256)
+    out = list(ex.run(SYN, data, jobs, settings))
+    assert sorted((c.id, r.spec.index) for c, r in out) == sorted((c.id, s.index) for c, s in jobs)
+    assert ex.decisions == [(SMALL.id, "stacked", 5, 3), (big.id, "plain", 2, 1)]
     # stacks of 3 and 2 give what one stack of 5 gives, up to floating-point noise
     ref = train_stacked(SYN, SMALL, data, specs, settings)
     got = {r.spec.index: r for c, r in out if c.id == SMALL.id}
@@ -313,4 +311,16 @@ def test_unstackable_models_are_reported_and_trained_plainly():
     assert check_stackable(SYN, SMALL, data) is None
     ex = StackedExecutor()
     out = list(ex.run(task, data, [(SMALL, s) for s in _specs(2)], _settings(min_epochs=1, window=2, max_epochs=1)))
-    assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2)] and ex.why_plain(SMALL.id)
+    assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2, 1)] and ex.why_plain(SMALL.id)
+
+
+def test_cpu_stacks_of_conv_nets_are_kept_cache_sized():
+    from robustcli.execution.stacked import StackedExecutor
+
+    ex = StackedExecutor(max_stack=64, cpu_cache_bytes=1 << 20, cpu_min_stack=2)
+    settings = _settings()
+    assert ex.plan(SYN, SYN.load_data(), SMALL, 100, settings) == ("stacked", 64)  # tiny MLP: all of it
+    conv = Candidate.from_params({**CONV_CAND.params, "batch_size": 64})
+    engine, k = ex.plan(CONV, CONV.load_data(), conv, 100, settings)
+    assert engine == "stacked" and 2 <= k < 64
+    assert ex.plan(SYN, SYN.load_data(), SMALL, 1, settings) == ("plain", 1)

@@ -95,6 +95,12 @@ StopMode = Annotated[
     str | None, typer.Option("--stop-mode", help="Early stopping reading: flatten (default) or spike.", show_default=False)
 ]
 MaxEpochs = Annotated[int | None, typer.Option("--max-epochs", help="Epoch cap (500).", show_default=False)]
+Engine = Annotated[
+    str | None,
+    typer.Option("--engine", help="stacked (default: a candidate's instances train together) or plain (one at a time).", show_default=False),
+]
+MaxStack = Annotated[int | None, typer.Option("--max-stack", help="Most instances in one stack (64).", show_default=False)]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).", show_default=False)]
 TaskOptions = Annotated[
     list[str] | None,
     typer.Option("--task-option", "-o", help="Task option KEY=VALUE (repeatable), e.g. -o dataset=B.", show_default=False),
@@ -134,6 +140,9 @@ def training_overrides(
     stop_mode: str | None,
     max_epochs: int | None,
     task_options: list[str] | None,
+    engine: str | None = None,
+    max_stack: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """The command-line values in the names `robustcli.config.load_settings` takes."""
     return {
@@ -150,4 +159,7 @@ def training_overrides(
         "mode": stop_mode,
         "max_epochs": max_epochs,
         "task_options": parse_task_options(task_options),
+        "engine": engine,
+        "max_stack": max_stack,
+        "threads": threads,
     }

@@ -11,6 +11,8 @@ import typer
 from robustcli.cli._common import (
     ConfigFile,
     Device,
+    Engine,
+    MaxStack,
     JsonFlag,
     MaxEpochs,
     MinEpochs,
@@ -21,6 +23,7 @@ from robustcli.cli._common import (
     TaskName,
     TaskOptions,
     TestSize,
+    Threads,
     Threshold,
     TrackingUri,
     TrainSize,
@@ -54,6 +57,9 @@ def assess(
     stop_mode: StopMode = None,
     max_epochs: MaxEpochs = None,
     task_option: TaskOptions = None,
+    engine: Engine = None,
+    max_stack: MaxStack = None,
+    threads: Threads = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Train N instances of one candidate (only those not yet in MLflow) and print the statistics
@@ -73,7 +79,7 @@ def assess(
         **training_overrides(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-            max_epochs=max_epochs, task_options=task_option,
+            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
         ),
     )
     from robustcli.execution.session import StudySession

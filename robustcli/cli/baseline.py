@@ -75,8 +75,9 @@ def baseline(
     from rich.table import Table
 
     table = Table(title=f"{settings.task}: baselines over {instances} training samples of {session.train_size}")
-    for col in ("baseline", "mean", "std", "min", "max", "description"):
-        table.add_column(col, justify="right" if col in ("mean", "std", "min", "max") else "left")
+    for col in ("baseline", "mean", "std", "min", "max"):
+        table.add_column(col, justify="left" if col == "baseline" else "right")
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=48)
     for r in rows:
         table.add_row(r["name"], *(f"{r[k]:.5g}" for k in ("mean", "std", "min", "max")), r["description"])
     console.print(table)

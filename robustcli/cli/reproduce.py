@@ -55,7 +55,22 @@ def reproduce(
         train_size=int(params["train_size"]),
         test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
     )
-    result = train_instance(task, candidate, task.load_data(), spec, settings.training)
+    data = task.load_data()
+    stack = [int(i) for i in tags.get("robust.stack", "").split(",") if i]
+    if tags.get("robust.engine") == "stacked" and stack:
+        # a stacked instance is reproduced by retraining its whole stack, in the same order
+        from robustcli.training.seeds import derive_seeds
+        from robustcli.training.stacked import train_stacked
+
+        specs = []
+        for index in stack:
+            seeds = derive_seeds(settings.seed, index, candidate.id if settings.mix_candidate_seed else None)
+            specs.append(InstanceSpec(index, seeds.init_seed, seeds.data_seed, spec.train_size, spec.test_size))
+        if specs[stack.index(spec.index)] != spec:
+            raise InputError(f"run {run_id}: its seeds do not derive from the study seed; cannot rebuild its stack")
+        result = train_stacked(task, candidate, data, specs, settings.training)[stack.index(spec.index)]
+    else:
+        result = train_instance(task, candidate, data, spec, settings.training)
     logged = metrics.get("test_loss", math.nan)
     same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
     now = provenance_tags(info.distribution, result.device)

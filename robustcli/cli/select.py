@@ -15,6 +15,8 @@ from rich.table import Table
 from robustcli.cli._common import (
     ConfigFile,
     Device,
+    Engine,
+    MaxStack,
     JsonFlag,
     MaxEpochs,
     MinEpochs,
@@ -22,6 +24,7 @@ from robustcli.cli._common import (
     StopMode,
     TaskOptions,
     TestSize,
+    Threads,
     Threshold,
     TrackingUri,
     TrainSize,
@@ -115,6 +118,9 @@ def select(
     stop_mode: StopMode = None,
     max_epochs: MaxEpochs = None,
     task_option: TaskOptions = None,
+    engine: Engine = None,
+    max_stack: MaxStack = None,
+    threads: Threads = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Select a robust candidate with Algorithm 1: train one instance of every survivor per step, cut by a rule.
@@ -135,7 +141,7 @@ def select(
         **training_overrides(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-            max_epochs=max_epochs, task_options=task_option,
+            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
         ),
     )
     if replay is None:

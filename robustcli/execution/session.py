@@ -42,6 +42,7 @@ class StudySession:
         self._exp_id: str | None = None
         self._parents: dict[str, str] = {}
         self._space = None
+        self._executor: Any = None
 
     # -- what the study is about -------------------------------------------------------------
     @property
@@ -123,6 +124,21 @@ class StudySession:
         return self._parents[candidate.id]
 
     # -- training ---------------------------------------------------------------------------
+    def executor(self) -> Any:
+        """The engine the settings ask for."""
+        t = self.settings.training
+        if t.threads is not None:
+            import torch
+
+            torch.set_num_threads(t.threads)
+        if t.engine == "plain":
+            from robustcli.execution.inprocess import InProcessExecutor
+
+            return InProcessExecutor()
+        from robustcli.execution.stacked import StackedExecutor
+
+        return StackedExecutor(max_stack=t.max_stack)
+
     def train(
         self,
         requests: Sequence[tuple[Candidate, int]],
@@ -131,10 +147,12 @@ class StudySession:
         executor: Any = None,
     ) -> Iterator[tuple[Candidate, InstanceRecord]]:
         """Train each (candidate, index), log it the moment it finishes, yield what was logged."""
-        from robustcli.execution.inprocess import InProcessExecutor
         from robustcli.tracking.provenance import provenance_tags
 
-        executor = executor or InProcessExecutor()
+        if executor is None:
+            if self._executor is None:
+                self._executor = self.executor()
+            executor = self._executor
         data = self.data
         device = None
         tags: dict[str, str] = {}

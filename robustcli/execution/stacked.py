@@ -2,19 +2,26 @@
 
 Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. Jobs are grouped by
 candidate (and training/test sizes); each group is trained by
-:func:`~robustcli.training.stacked.iter_stacked` in stacks of at most ``max_stack`` instances,
-and each result is yielded the moment its instance stops.
+:func:`~robustcli.training.stacked.iter_stacked` in stacks of near-equal sizes, and each result
+is yielded the moment its instance stops.
 
-``mode="auto"`` (default) keeps the plain loop where stacking does not pay or cannot work:
+Stack size. On a GPU, up to ``max_stack`` (default 64). On the CPU, big stacks of conv nets
+stream more activations than the caches hold and get slower per instance (measured on a 2-core
+VM, Model 2, 1 thread: K=8 gave 2.6-4.3x the plain loop, K=64 1.7-2.8x, at batch 16-64), while
+tiny models gain up to K=64 (the synthetic MLP: 13x at K=8, 45x at K=64, batch 16). So a CPU
+stack holds ``cpu_cache_bytes / (batch x activation bytes per example)`` instances, at least
+``cpu_min_stack`` (8) and at most ``max_stack``: K=8 for the calorimeter nets, 64 for the MLP.
 
-* a group of a single instance (nothing to stack);
+``mode="auto"`` (default) keeps the plain loop where stacking cannot work or does not pay:
+
+* a stack of a single instance (nothing to share: measured 0.5x the plain loop for the MLP);
 * a model that does not train under vmap (probed once per candidate with
-  :func:`~robustcli.training.stacked.check_stackable`), or a task whose tags say
-  ``supports_stacking=False``;
-* on the CPU, batch sizes of at least ``cpu_plain_batch`` (default 256: measured in
-  ``benchmarks/train_throughput.py``, see ``CPU_PLAIN_BATCH``).
+  :func:`~robustcli.training.stacked.check_stackable`; :meth:`StackedExecutor.why_plain` says why),
+  or a task whose tags say ``supports_stacking=False``.
 
-``mode="always"`` stacks every group it can (still falling back for unstackable models).
+No batch size was measured slower stacked than plain (batch 256 included), so there is no
+batch-size fallback by default; ``plain_batch`` sets one. ``mode="always"`` stacks even single
+instances (unstackable models still fall back).
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from typing import Any, Literal
 from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 
-__all__ = ["CPU_PLAIN_BATCH", "StackedExecutor"]
+__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "StackedExecutor"]
 
-#: on the CPU, batches this large train as fast one instance at a time (the stacked convolutions
-#: are compute-bound there and stacking only adds memory traffic); see the module docstring
-CPU_PLAIN_BATCH = 256
+#: the CPU working-set target of one stacked step (activations of all its instances and examples)
+CPU_CACHE_BYTES = 8 << 20
+#: the smallest CPU stack the size rule may choose
+CPU_MIN_STACK = 8
 
 
 class StackedExecutor:
@@ -42,7 +50,9 @@ class StackedExecutor:
         max_stack: int = 64,
         mode: Literal["auto", "always"] = "auto",
         *,
-        cpu_plain_batch: int | None = CPU_PLAIN_BATCH,
+        cpu_cache_bytes: int = CPU_CACHE_BYTES,
+        cpu_min_stack: int = CPU_MIN_STACK,
+        plain_batch: int | None = None,
         compact: bool = True,
     ) -> None:
         if max_stack < 1:
@@ -51,33 +61,47 @@ class StackedExecutor:
             raise ValueError(f"mode must be 'auto' or 'always', got {mode!r}")
         self.max_stack = int(max_stack)
         self.mode = mode
-        self.cpu_plain_batch = cpu_plain_batch
+        self.cpu_cache_bytes = int(cpu_cache_bytes)
+        self.cpu_min_stack = int(cpu_min_stack)
+        self.plain_batch = plain_batch
         self.compact = compact
-        self._unstackable: dict[str, str | None] = {}
-        #: (candidate id, engine, instances) per group, for logs and tests
-        self.decisions: list[tuple[str, str, int]] = []
+        self._probe: dict[str, tuple[str | None, int]] = {}
+        #: (candidate id, engine, instances, stack size) per group, for logs and tests
+        self.decisions: list[tuple[str, str, int, int]] = []
 
-    def _engine(self, task: Task, data: TaskData, candidate: Candidate, count: int, settings: TrainingSettings) -> str:
+    def _probed(self, task: Task, data: TaskData, candidate: Candidate) -> tuple[str | None, int]:
+        from robustcli.training.stacked import activation_bytes_per_example, check_stackable
+
+        if candidate.id not in self._probe:
+            why = check_stackable(task, candidate, data)
+            size = activation_bytes_per_example(task, candidate, data) if why is None else 0
+            self._probe[candidate.id] = (why, size)
+        return self._probe[candidate.id]
+
+    def plan(
+        self, task: Task, data: TaskData, candidate: Candidate, count: int, settings: TrainingSettings
+    ) -> tuple[str, int]:
+        """("stacked" or "plain", stack size) for ``count`` instances of ``candidate``."""
         from robustcli.training.instance import resolve_device
-        from robustcli.training.stacked import check_stackable
 
-        if candidate.id not in self._unstackable:
-            self._unstackable[candidate.id] = check_stackable(task, candidate, data)
-        if self._unstackable[candidate.id] is not None:
-            return "plain"
-        if self.mode == "always":
-            return "stacked"
-        if count < 2:
-            return "plain"
+        why, act_bytes = self._probed(task, data, candidate)
+        if why is not None:
+            return "plain", 1
         batch = int(candidate.params.get("batch_size", 64))
-        on_cpu = resolve_device(settings.device).type == "cpu"
-        if on_cpu and self.cpu_plain_batch is not None and batch >= self.cpu_plain_batch:
-            return "plain"
-        return "stacked"
+        most = self.max_stack
+        if resolve_device(settings.device).type == "cpu":
+            fit = self.cpu_cache_bytes // max(1, batch * act_bytes)
+            most = max(1, min(self.max_stack, max(self.cpu_min_stack, fit)))
+        if self.mode == "always":
+            return "stacked", min(most, count)
+        if count < 2 or (self.plain_batch is not None and batch >= self.plain_batch):
+            return "plain", 1
+        return "stacked", min(most, count)
 
     def why_plain(self, candidate_id: str) -> str | None:
         """Why a candidate's model could not be stacked (None if it could, or was not probed)."""
-        return self._unstackable.get(candidate_id)
+        probe = self._probe.get(candidate_id)
+        return None if probe is None else probe[0]
 
     def run(
         self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
@@ -90,19 +114,22 @@ class StackedExecutor:
             groups.setdefault((candidate.id, spec.train_size, spec.test_size), []).append((candidate, spec))
         for group in groups.values():
             candidate = group[0][0]
-            engine = self._engine(task, data, candidate, len(group), settings)
-            self.decisions.append((candidate.id, engine, len(group)))
+            engine, most = self.plan(task, data, candidate, len(group), settings)
+            self.decisions.append((candidate.id, engine, len(group), most))
             if engine == "plain":
                 for cand, spec in group:
                     yield cand, train_instance(task, cand, data, spec, settings)
                 continue
-            for chunk in _balanced_chunks(group, self.max_stack):
+            for chunk in _balanced_chunks(group, most):
                 if len(chunk) == 1 and self.mode == "auto":
                     cand, spec = chunk[0]
                     yield cand, train_instance(task, cand, data, spec, settings)
                     continue
                 specs = [spec for _, spec in chunk]
+                members = tuple(spec.index for spec in specs)
                 for result in iter_stacked(task, candidate, data, specs, settings, compact=self.compact):
+                    # what `robust reproduce` needs to rebuild the very same stack
+                    result.engine, result.stack = "stacked", members
                     yield candidate, result
 
 

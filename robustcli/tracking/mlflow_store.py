@@ -212,6 +212,8 @@ class MlflowStore:
             "robust.status": result.status,
             "robust.stop_reason": result.stop_reason,
             "robust.spiked": str(bool(result.spiked)).lower(),
+            "robust.engine": result.engine,
+            "robust.stack": ",".join(map(str, result.stack)),
             "robust.settings_json": settings_json,
             "robust.candidate_json": candidate.to_json(),
             **provenance,

@@ -50,6 +50,9 @@ class InstanceResult:
     test_curve: list[float] = field(default_factory=list)
     failure: str | None = None
     device: str = "cpu"
+    #: how it was trained: "plain", or "stacked" with the instance indices of its stack, in order
+    engine: str = "plain"
+    stack: tuple[int, ...] = ()
 
     @property
     def failed(self) -> bool:

@@ -180,7 +180,7 @@ _POOLS = (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)
 def _swap_pools(module: torch.nn.Module) -> int:
     swapped = 0
     for name, child in module.named_children():
-        if type(child) in _POOLS:
+        if type(child) in _POOLS and not getattr(child, "return_indices", False):
             setattr(module, name, _PoolForStack(child))
             swapped += 1
         else:
