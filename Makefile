@@ -28,7 +28,7 @@ DEMO_TRAINING := --train-size 2000 --min-epochs 20 --window 10 --max-epochs 40
 demo: install
 	$(ROBUST) tasks
 	$(ROBUST) baseline --task calo-energy --instances 5 --train-size 2000
-	$(ROBUST) select --task calo-energy --sample 8 --rule paper --criterion mean $(DEMO_TRAINING)
+	$(ROBUST) select --task calo-energy --sample 8 --rule paper --criterion mean --final-instances 5 $(DEMO_TRAINING)
 	$(ROBUST) assess --task calo-energy --candidate model2 --instances 5 $(DEMO_TRAINING)
 	$(ROBUST) report --study calo-energy --out mlruns/calo-energy.png
 

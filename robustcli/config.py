@@ -119,6 +119,8 @@ class SelectionSettings(_Strict):
     delta: float = Field(0.005, gt=0)
     baseline_margin: float = Field(0.20, ge=0)
     budget: PositiveInt | None = None
+    #: after the selection, train each survivor up to this many instances for its summary
+    final_instances: int = Field(0, ge=0)
     max_steps: PositiveInt | None = None
     candidates: list[str] | None = None
     sample: PositiveInt | None = None

@@ -76,3 +76,10 @@ def test_report_draws_the_study(app, runner, workdir):
     result = runner.invoke(app, ["report", "--study", "synthetic", "--out", "fig.png"])
     assert result.exit_code == 0, result.output
     assert (workdir / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_final_instances_complete_the_survivors_summary(app, runner, workdir):
+    result = _select(app, runner, "--final-instances", "4")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["summary"][0]["instances"] == 4

@@ -54,7 +54,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         session.validate_sizes()
     description = {
         "rule": rule.describe(),
-        **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps"}),
+        **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps", "final_instances"}),
         "candidates": len(candidates),
         "train_size": session.train_size,
     }
@@ -81,6 +81,8 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         store.abandon()
         raise
     store.finish(result)
+    if sel.final_instances:
+        _train_final(session, result.survivors, sel.final_instances, quiet=json_output, executor=engine)
     summary = survivor_summary(session, result.survivors, result.steps, seed=settings.seed)
     report = {
         **result.as_dict(),
@@ -95,6 +97,23 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     else:
         _render(report, summary)
     return report
+
+
+def _train_final(session: Any, survivors: Any, n: int, quiet: bool, executor: Any = None) -> None:
+    """Train the survivors up to ``n`` instances each (the paper adds 50 to its final models)."""
+    known = session.known(list(survivors))
+    jobs = [(session.candidate(c), i) for c in survivors for i in range(n) if i not in known.get(c, {})]
+    if not jobs:
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]final instances"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, disable=quiet,
+    ) as progress:
+        bar = progress.add_task("final", total=len(jobs))
+        for _ in session.train(jobs, executor=executor):
+            progress.advance(bar)
 
 
 def survivor_summary(session: Any, survivors: Any, steps: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -133,18 +152,17 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
         f"{report['trainings']:,} trainings versus {report['exhaustive_trainings']:,} exhaustive "
         f"({report['ratio']}x fewer); survivors per step {report['survivors_per_step']}"
     )
-    table = Table(title="Systematic uncertainty of the surviving candidates (spread over instances)")
-    for col in ("candidate", "instances", "mean loss", "95% interval", "std (syst.)", "rel. syst.", "Q90-Q10", "failed"):
-        table.add_column(col, justify="left" if col == "candidate" else "right")
+    table = Table(title="Systematic uncertainty of the survivors: the spread of their instance losses")
+    for col in ("candidate", "n", "mean loss [95% CI]", "std", "std/mean", "Q90-Q10", "failed"):
+        table.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
     for row in summary:
         s = row["statistics"]
         label = f"{row['name']} ({row['candidate']})" if row["name"] else row["candidate"]
-        interval = "-" if math.isnan(s["mean"]["low"]) else f"[{s['mean']['low']:.5g}, {s['mean']['high']:.5g}]"
+        interval = "" if math.isnan(s["mean"]["low"]) else f" [{s['mean']['low']:.4g}, {s['mean']['high']:.4g}]"
         table.add_row(
             label,
             str(row["instances"]),
-            f"{s['mean']['value']:.5g}",
-            interval,
+            f"{s['mean']['value']:.4g}{interval}",
             f"{row['systematic_abs']:.3g}",
             f"{100 * row['systematic_rel']:.2f}%" if math.isfinite(row["systematic_rel"]) else "-",
             f"{s['q90_q10']['value']:.3g}",

@@ -83,6 +83,9 @@ def select(
                                                    "quantile). Default: 0.5.", show_default=False)] = None,
     confidence: Annotated[float | None, typer.Option("--confidence", help="Confidence of the race's tests. "
                                                      "Default: 0.95.", show_default=False)] = None,
+    final_instances: Annotated[int | None, typer.Option("--final-instances", metavar="N", help="Then train each "
+                                                        "survivor up to N instances for its uncertainty summary "
+                                                        "(the paper: 50).", show_default=False)] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="Race: indifference zone on the mean loss. "
                                                 "Default: 0.005.", show_default=False)] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Most instances to use in all.",
@@ -136,7 +139,7 @@ def select(
     settings = _settings(
         config, tracking_uri=tracking_uri,
         criterion=_split(criterion), combine=combine, rule=rule, warmup=warmup, fraction=fraction,
-        confidence=confidence, delta=delta, budget=budget, max_steps=max_steps, candidates=_split(candidates),
+        confidence=confidence, delta=delta, final_instances=final_instances, budget=budget, max_steps=max_steps, candidates=_split(candidates),
         sample=sample,
         **training_overrides(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
