@@ -257,6 +257,16 @@ class Task(ABC):
         """What training minimises on a batch; by default the test loss."""
         return self.test_loss(pred, y)
 
+    def lr_factor(self, candidate: Candidate, step: int, total_steps: int) -> float:
+        """The learning rate at optimiser ``step`` (0-based) as a fraction of the candidate's ``lr``.
+
+        Override it for a schedule (one-cycle, warm-up...): the core then sets each step's rate to
+        ``lr * lr_factor(...)``, with ``total_steps`` = ``max_epochs`` x batches per epoch, so a
+        schedule meant to end with training wants ``min_epochs = max_epochs``. Not overridden:
+        a constant rate, as the paper trains.
+        """
+        return 1.0
+
     def init_weights(self, model: torch.nn.Module) -> None:
         """He (Kaiming) initialisation of conv and linear weights, zero biases (paper, sec. 3.9)."""
         from robustcli.training.init import he_init

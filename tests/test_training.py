@@ -81,3 +81,17 @@ def test_test_loss_is_the_last_epochs_and_instances_are_independent():
     assert len(r1.test_curve) == r1.epochs
     other = train_instance(task, cand, data, InstanceSpec(1, *vars(derive_seeds(0, 1)).values(), 128), settings)
     assert other.test_loss != r1.test_loss
+
+
+def test_a_task_learning_rate_schedule_is_applied_at_every_step():
+    from robustcli.builtin.synthetic import SyntheticTask
+    from robustcli.training.instance import InstanceSpec, train_instance
+
+    class Frozen(SyntheticTask):
+        def lr_factor(self, candidate, step, total_steps):
+            return 0.0  # a rate of zero: the weights never move
+
+    task = Frozen()
+    settings = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=3, window=2, max_epochs=3))
+    result = train_instance(task, task.search_space().get("small"), task.load_data(), InstanceSpec(0, 1, 2, 64), settings)
+    assert len(set(result.test_curve)) == 1

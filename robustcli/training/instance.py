@@ -59,6 +59,11 @@ class InstanceResult:
         return self.status == "failed"
 
 
+def has_lr_schedule(task: Task) -> bool:
+    """Whether the task overrides :meth:`Task.lr_factor` (a constant rate otherwise)."""
+    return type(task).lr_factor is not Task.lr_factor
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,6 +150,10 @@ def train_instance(
     train_curve: list[float] = []
     test_curve: list[float] = []
     n = x.shape[0]
+    scheduled = has_lr_schedule(task)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    total_steps = settings.early_stopping.max_epochs * -(-n // batch)
+    step = 0
     reason: str | None = None
     while reason is None:
         order = torch.randperm(n, generator=shuffle).to(device)
@@ -154,7 +163,12 @@ def train_instance(
             optimizer.zero_grad(set_to_none=True)
             loss = task.objective(model(x[idx]), y[idx])
             loss.backward()
+            if scheduled:
+                factor = task.lr_factor(candidate, step, total_steps)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
             optimizer.step()
+            step += 1
             total += loss.detach() * idx.shape[0]  # stays on the device: no sync per batch
         train_loss = float(total) / n
         test_loss = evaluate(task, model, tx, ty)

@@ -28,10 +28,9 @@ GRID: dict[str, list[Any]] = {
     "lr": [0.05, 0.1, 0.2, 0.4],
     "weight_decay": [1e-4, 5e-4, 1e-3],
 }
-#: what every variant shares. ``lr_schedule`` says how the core trains it today: at the constant
-#: rate ``lr`` (robustcli 0.1 has no schedule hook). A one-cycle run is a different experiment and
-#: will get other ids, with ``lr_schedule = "one-cycle"``.
-FIXED: dict[str, Any] = {"arch": "resnet18", "optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant"}
+#: what every variant shares: SGD with momentum under a one-cycle schedule peaking at ``lr``
+#: (the core applies :meth:`Cifar10ResNetTask.lr_factor` at every optimiser step)
+FIXED: dict[str, Any] = {"arch": "resnet18", "optimizer": "sgd", "momentum": 0.9, "lr_schedule": "one-cycle"}
 NAMED: dict[str, dict[str, Any]] = {"base": {**FIXED, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4}}
 
 #: per-channel mean and standard deviation of the CIFAR-10 training images (fixed constants)
@@ -118,8 +117,8 @@ class Cifar10ResNetTask(Task):
     def lr_factor(self, candidate: Candidate, step: int, total_steps: int) -> float:
         """The one-cycle rate at optimiser ``step`` of ``total_steps`` as a fraction of ``lr``.
 
-        Not called by robustcli 0.1, which has no learning-rate hook: instances train at the
-        constant ``lr`` (hence ``lr_schedule = "constant"`` in every candidate).
+        ``total_steps`` spans ``max_epochs``: set ``min_epochs = max_epochs`` for the schedule
+        to run to its end, as the slides' fixed-length trainings do.
         """
         from robust_cifar10.schedule import one_cycle_factor
 
