@@ -92,6 +92,10 @@ class TrainingSettings(_Strict):
     max_stack: PositiveInt = 64
     #: torch threads on the CPU; None leaves torch's default
     threads: PositiveInt | None = None
+    #: where instances run: this process, a local pool of worker processes, or a Ray cluster
+    executor: Literal["inprocess", "local", "ray"] = "inprocess"
+    workers: PositiveInt | None = None
+    ray_address: str | None = None
 
     def fingerprint(self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool) -> str:
         """A short hash of what makes two instances comparable. Device is left out on purpose:
@@ -101,7 +105,7 @@ class TrainingSettings(_Strict):
             "task_options": task_options,
             "seed": seed,
             "mix_candidate_seed": mix_candidate_seed,
-            **self.model_dump(exclude={"device", "engine", "max_stack", "threads"}),
+            **self.model_dump(exclude={"device", "engine", "max_stack", "threads", "executor", "workers", "ray_address"}),
         }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
@@ -161,7 +165,10 @@ class StudySettings(_Strict):
 
 
 # Top-level keys of a study file that live inside `training` in the model.
-_TRAINING_KEYS = {"train_size", "test_size", "sampling", "early_stopping", "device", "engine", "max_stack", "threads"}
+_TRAINING_KEYS = {
+    "train_size", "test_size", "sampling", "early_stopping", "device", "engine", "max_stack", "threads",
+    "executor", "workers", "ray_address",
+}
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:

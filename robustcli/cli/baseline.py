@@ -87,18 +87,15 @@ def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[st
     import numpy as np
     import torch
 
-    from robustcli.training.instance import draw_indices
+    from robustcli.training.instance import sample_indices
 
     data = session.data
     losses = []
     replace = session.settings.training.sampling == "bootstrap"
     for i in range(instances):
         spec = session.spec(_Anonymous, i)
-        idx = draw_indices(data.pool_size, spec.train_size, spec.data_seed, replace)
-        tx, ty = data.test_x, data.test_y
-        if spec.test_size is not None and spec.test_size < data.test_size:
-            t_idx = draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
-            tx, ty = tx[t_idx], ty[t_idx]
+        idx, t_idx = sample_indices(data, spec, replace)
+        tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
         with torch.no_grad():
             pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
             losses.append(float(session.task.test_loss(torch.as_tensor(pred).reshape(ty.shape), ty)))

@@ -18,7 +18,15 @@ from robustcli.errors import InputError
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training.early_stopping import EarlyStopping
 
-__all__ = ["InstanceResult", "InstanceSpec", "draw_indices", "make_optimizer", "resolve_device", "train_instance"]
+__all__ = [
+    "InstanceResult",
+    "InstanceSpec",
+    "draw_indices",
+    "make_optimizer",
+    "resolve_device",
+    "sample_indices",
+    "train_instance",
+]
 
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
 EVAL_CHUNK = 16384
@@ -82,6 +90,17 @@ def draw_indices(n: int, size: int, seed: int, replace: bool) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:size]
 
 
+def sample_indices(data: TaskData, spec: InstanceSpec, replace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The instance's training sample (indices into the pool) and its test subsample (indices
+    into the test set, or None for the whole set), both from its ``data_seed``. Every engine and
+    the baselines draw through here, so instance j sees the same data whoever trains it."""
+    train_idx = draw_indices(data.pool_size, spec.train_size, spec.data_seed, replace)
+    if spec.test_size is None or spec.test_size >= data.test_size:
+        return train_idx, None
+    # a separate stream, so the test draw does not depend on the training draw's size
+    return train_idx, draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
+
+
 def make_optimizer(params: Any, candidate: Candidate) -> torch.optim.Optimizer:
     """The candidate's optimiser. weight_decay is L2 (added to the gradient) except for AdamW,
     whose decay is decoupled, as in the paper (section 3.6). foreach=False keeps the math identical
@@ -128,11 +147,9 @@ def train_instance(
     device = resolve_device(settings.device)
     start = time.perf_counter()
     replace = settings.sampling == "bootstrap"
-    train_idx = draw_indices(data.pool_size, spec.train_size, spec.data_seed, replace)
+    train_idx, test_idx = sample_indices(data, spec, replace)
     x, y = data.pool_x[train_idx].to(device), data.pool_y[train_idx].to(device)
-    if spec.test_size is not None and spec.test_size < data.test_size:
-        # a test subsample of its own size (the paper's sample-size study); a separate stream
-        test_idx = draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
+    if test_idx is not None:
         tx, ty = data.test_x[test_idx].to(device), data.test_y[test_idx].to(device)
     else:
         tx, ty = data.test_x.to(device), data.test_y.to(device)

@@ -7,7 +7,7 @@ them:
 * its own initial weights: the model is built K times, each under
   ``torch.manual_seed(spec.init_seed)`` followed by ``task.init_weights``, then the parameters are
   stacked into ``[K, ...]`` tensors (``torch.func.stack_module_state``);
-* its own training sample (the same :func:`draw_indices` call) and its own batch order (a
+* its own training sample (the same :func:`sample_indices` draw) and its own batch order (a
   generator seeded with ``init_seed``, one ``randperm`` per epoch, batches of ``batch_size`` then
   the remainder);
 * its own optimiser state, step count and hyperparameters (:mod:`stacked_optim`, bitwise equal to
@@ -57,7 +57,7 @@ from robustcli.config import TrainingSettings
 from robustcli.errors import InputError
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training.early_stopping import EarlyStopping
-from robustcli.training.instance import EVAL_CHUNK, InstanceResult, InstanceSpec, draw_indices, resolve_device
+from robustcli.training.instance import EVAL_CHUNK, InstanceResult, InstanceSpec, resolve_device, sample_indices
 from robustcli.training.stacked_optim import make_stacked_optimizer
 
 __all__ = ["activation_bytes_per_example", "check_stackable", "iter_stacked", "train_stacked"]
@@ -328,16 +328,12 @@ def _iter_stacked(
     n = specs[0].train_size
 
     # data: the pool and the test set once on the device; per instance only indices into them
-    train_idx = torch.stack([draw_indices(data.pool_size, s.train_size, s.data_seed, replace) for s in specs])
+    drawn = [sample_indices(data, s, replace) for s in specs]
+    train_idx = torch.stack([tr for tr, _ in drawn])
     pool = _Gather(data.pool_x.to(device), data.pool_y.to(device), channels_last=fast_layout)
     test = _Gather(data.test_x.to(device), data.test_y.to(device), channels_last=fast_layout)
-    test_size = specs[0].test_size
-    test_idx: torch.Tensor | None = None
-    if test_size is not None and test_size < data.test_size:
-        # the same per-instance test subsample as the plain loop
-        test_idx = torch.stack(
-            [draw_indices(data.test_size, test_size, s.data_seed ^ 0x5EED, replace=False) for s in specs]
-        ).to(device)
+    # the same per-instance test subsample as the plain loop (all specs share test_size)
+    test_idx = torch.stack([te for _, te in drawn]).to(device) if drawn[0][1] is not None else None
 
     base, params, buffers = _build(task, candidates, specs, device, fast=fast_layout)
     optimizer = make_stacked_optimizer(list(params.values()), candidates)

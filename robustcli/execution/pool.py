@@ -1,0 +1,204 @@
+"""The local pool executor: jobs spread over worker processes, one torch thread each.
+
+Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. The jobs are cut
+into *units* in this (coordinating) process by :func:`plan_units`:
+
+* ``inner="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
+  (a candidate's instances, grouped and cut the same way), so a unit's results are bitwise those
+  of the in-process stacked engine; when there are fewer stacks than workers the stack size is
+  capped so that every worker gets one (``split=True``, default), which changes the stacks;
+* ``inner="plain"`` (or a candidate the stacked engine trains plainly): one instance per unit.
+
+Each unit runs in a worker process (``forkserver`` on Linux, ``spawn`` elsewhere: torch and
+``fork`` do not mix) with ``torch.set_num_threads(threads)`` (1 by default). The task and its
+data are pickled once per run and sent once per worker (tasks must be picklable); results are
+yielded unit by unit in completion order. Only the coordinating process writes to MLflow.
+
+The pool stays up between ``run`` calls with the same task and data (the selection loop calls
+``run`` once per round); :meth:`LocalPoolExecutor.close` shuts it down.
+
+Measured on a 2-core VM (``python benchmarks/executors.py``), see that file's docstring.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Literal
+
+from robustcli.config import TrainingSettings
+from robustcli.task import Candidate, Task, TaskData
+
+__all__ = ["LocalPoolExecutor", "default_workers", "plan_units", "run_unit"]
+
+Inner = Literal["stacked", "plain"]
+#: a unit of work: (inner engine for it, stack size, its jobs)
+Unit = tuple[str, int, list[tuple[Candidate, Any]]]
+
+
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_units(
+    task: Task,
+    data: TaskData,
+    jobs: Sequence[tuple[Candidate, Any]],
+    settings: TrainingSettings,
+    *,
+    inner: Inner = "stacked",
+    workers: int = 1,
+    max_stack: int | None = None,
+    split: bool = True,
+) -> list[Unit]:
+    """Cut ``jobs`` into units that each worker trains on its own (see the module docstring)."""
+    from robustcli.execution.stacked import StackedExecutor, _balanced_chunks
+
+    if inner not in ("stacked", "plain"):
+        raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
+    if inner == "plain":
+        return [("plain", 1, [job]) for job in jobs]
+    planner = StackedExecutor(max_stack=max_stack or settings.max_stack)
+    groups: dict[tuple[str, int, int | None], list[tuple[Candidate, Any]]] = {}
+    for candidate, spec in jobs:
+        groups.setdefault((candidate.id, spec.train_size, spec.test_size), []).append((candidate, spec))
+    plans = {key: planner.plan(task, data, group[0][0], len(group), settings) for key, group in groups.items()}
+    if split and workers > 1:
+        # fewer stacks than workers: cap the stack size so that every worker gets a unit
+        stacked_jobs = sum(len(g) for k, g in groups.items() if plans[k][0] == "stacked")
+        units = sum(-(-len(g) // plans[k][1]) if plans[k][0] == "stacked" else len(g) for k, g in groups.items())
+        if stacked_jobs and units < workers:
+            plain_units = units - sum(-(-len(g) // plans[k][1]) for k, g in groups.items() if plans[k][0] == "stacked")
+            cap = max(2, -(-stacked_jobs // max(1, workers - plain_units)))
+            plans = {k: (e, min(m, cap)) if e == "stacked" else (e, m) for k, (e, m) in plans.items()}
+    out: list[Unit] = []
+    for key, group in groups.items():
+        engine, most = plans[key]
+        if engine == "plain":
+            out.extend(("plain", 1, [job]) for job in group)
+            continue
+        for chunk in _balanced_chunks(group, most):
+            out.append(("stacked", len(chunk), chunk) if len(chunk) > 1 else ("plain", 1, chunk))
+    # the biggest units first: the pool's last worker is then not left with the longest one
+    out.sort(key=lambda unit: -len(unit[2]))
+    return out
+
+
+def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
+    """Train one unit here (in a worker) with the in-process engines; its (candidate, result) pairs."""
+    engine, size, jobs = unit
+    if engine == "stacked":
+        from robustcli.execution.stacked import StackedExecutor
+
+        executor: Any = StackedExecutor(max_stack=size)
+    else:
+        from robustcli.execution.inprocess import InProcessExecutor
+
+        executor = InProcessExecutor()
+    return list(executor.run(task, data, jobs, settings))
+
+
+# -- the worker side -----------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(payload: bytes, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["task"], _WORKER["data"] = pickle.loads(payload)
+
+
+def _work(unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
+    return run_unit(_WORKER["task"], _WORKER["data"], unit, settings)
+
+
+def _context() -> Any:
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("forkserver")
+        # the fork server imports torch once; each worker is then a cheap fork of a clean process
+        ctx.set_forkserver_preload(["torch", "robustcli.execution.pool", "robustcli.training.stacked"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class LocalPoolExecutor:
+    """Trains (candidate, spec) jobs in worker processes and yields (candidate, result) as each unit finishes."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        inner: Inner = "stacked",
+        *,
+        threads: int = 1,
+        max_stack: int | None = None,
+        split: bool = True,
+    ) -> None:
+        if inner not in ("stacked", "plain"):
+            raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = int(workers or default_workers())
+        self.inner = inner
+        self.threads = int(threads)
+        self.max_stack = max_stack
+        self.split = split
+        # the pool, and the task and data its workers hold (kept alive so that their ids stay theirs)
+        self._pool: ProcessPoolExecutor | None = None
+        self._key: tuple[int, int] | None = None
+        self._keep: tuple[Any, Any] | None = None
+        #: the units of the last run, for logs and tests
+        self.units: list[Unit] = []
+
+    def _ensure_pool(self, task: Task, data: TaskData) -> ProcessPoolExecutor:
+        key = (id(task), id(data))
+        if self._pool is not None and self._key == key:
+            return self._pool
+        self.close()
+        payload = pickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=_context(), initializer=_init_worker, initargs=(payload, self.threads)
+        )
+        self._key, self._keep = key, (task, data)
+        return self._pool
+
+    def run(
+        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
+    ) -> Iterator[tuple[Candidate, Any]]:
+        if not jobs:
+            return
+        units = plan_units(
+            task, data, jobs, settings, inner=self.inner, workers=self.workers, max_stack=self.max_stack, split=self.split
+        )
+        self.units = units
+        pool = self._ensure_pool(task, data)
+        pending: set[Future] = {pool.submit(_work, unit, settings) for unit in units}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._key, self._keep = None, None, None
+
+    def __enter__(self) -> LocalPoolExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""The Ray executor: units of jobs as Ray tasks, on a local Ray or an existing cluster.
+
+Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. The jobs are cut into
+units by :func:`~robustcli.execution.pool.plan_units` (the stacks of a candidate's instances, as
+the in-process stacked engine would train them); each unit is one ``@ray.remote`` task that
+trains its stack inside the worker, and results come back with ``ray.wait`` in completion order.
+Only this (coordinating) process writes to MLflow.
+
+Packing many stacked instances per GPU: ``num_gpus_per_task=0.25`` lets four stacks share a GPU
+(``--device cuda``); on CPUs ``num_cpus_per_task`` is also the worker's torch thread count.
+
+Ray is imported lazily and started on the first run: ``ray.init()`` (a local Ray using this
+machine's cores) unless ``address`` is given (``"auto"`` for the cluster this node belongs to,
+``"ray://host:10001"`` for a remote one). An already initialised Ray is used as it is. On a
+cluster, every node needs ``robustcli`` and the task's plugin installed (or a ``runtime_env``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from robustcli.config import TrainingSettings
+from robustcli.errors import InputError
+from robustcli.task import Candidate, Task, TaskData
+
+__all__ = ["RayExecutor", "import_ray"]
+
+RAY_MISSING = "--executor ray needs Ray: pip install 'robustcli[ray]'"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(RAY_MISSING) from None
+    return ray
+
+
+# -- the worker side: the task and its data, unpickled once per worker process and run -----------
+_CACHE: dict[str, tuple[Task, TaskData]] = {}
+
+
+def _ray_unit(token: str, payload_ref: list[Any], unit: Any, settings: TrainingSettings, threads: int) -> list[Any]:
+    import ray
+    import torch
+
+    from robustcli.execution.pool import run_unit
+
+    torch.set_num_threads(max(1, threads))
+    if token not in _CACHE:
+        _CACHE.clear()  # one study at a time per worker: do not hoard old data sets
+        _CACHE[token] = pickle.loads(ray.get(payload_ref[0]))
+    task, data = _CACHE[token]
+    return run_unit(task, data, unit, settings)
+
+
+class RayExecutor:
+    """Trains (candidate, spec) jobs as Ray tasks and yields (candidate, result) as each unit finishes."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus_per_task: float = 1,
+        num_gpus_per_task: float = 0,
+        inner: Literal["stacked", "plain"] = "stacked",
+        *,
+        max_stack: int | None = None,
+        split: bool = True,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if inner not in ("stacked", "plain"):
+            raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
+        self.address = address
+        self.num_cpus_per_task = float(num_cpus_per_task)
+        self.num_gpus_per_task = float(num_gpus_per_task)
+        self.inner = inner
+        self.max_stack = max_stack
+        self.split = split
+        self.init_kwargs = dict(init_kwargs or {})
+        self._remote: Any = None
+        self._payload: tuple[int, int, str, Any] | None = None
+        self._keep: tuple[Any, Any] | None = None
+        #: the units of the last run, for logs and tests
+        self.units: list[Any] = []
+
+    def _ray(self) -> Any:
+        ray = import_ray()
+        if not ray.is_initialized():
+            kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
+            ray.init(address=self.address or None, **kwargs)
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task)(_ray_unit)
+        return ray
+
+    def _workers(self, ray: Any) -> int:
+        """How many units can run at once on the cluster as it is now."""
+        resources = ray.cluster_resources()
+        slots = resources.get("CPU", 1) / self.num_cpus_per_task if self.num_cpus_per_task > 0 else 1
+        if self.num_gpus_per_task > 0:
+            slots = min(slots, resources.get("GPU", 0) / self.num_gpus_per_task)
+        return max(1, int(slots))
+
+    def run(
+        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
+    ) -> Iterator[tuple[Candidate, Any]]:
+        from robustcli.execution.pool import plan_units
+
+        if not jobs:
+            return
+        ray = self._ray()
+        units = plan_units(
+            task,
+            data,
+            jobs,
+            settings,
+            inner=self.inner,
+            workers=self._workers(ray),
+            max_stack=self.max_stack,
+            split=self.split,
+        )
+        self.units = units
+        if self._payload is None or self._payload[:2] != (id(task), id(data)):
+            ref = ray.put(pickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL))
+            self._payload = (id(task), id(data), uuid.uuid4().hex, ref)
+            self._keep = (task, data)
+        _, _, token, ref = self._payload
+        threads = max(1, int(self.num_cpus_per_task))
+        pending = [self._remote.remote(token, [ref], unit, settings, threads) for unit in units]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for result in ray.get(done):
+                    yield from result
+        finally:
+            for left in pending:
+                ray.cancel(left)

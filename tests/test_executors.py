@@ -1,0 +1,164 @@
+"""The executors that spread instances over processes (a local pool) and over a Ray cluster.
+
+They train the very units the in-process engines would (the same stacks), so on the CPU their
+results are bitwise those of the in-process engines; every job comes back exactly once, and a
+diverging instance comes back as failed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+
+import pytest
+
+from robustcli.builtin.synthetic import SyntheticTask
+from robustcli.config import EarlyStoppingSettings, TrainingSettings
+from robustcli.errors import InputError
+from robustcli.execution.inprocess import InProcessExecutor
+from robustcli.execution.pool import LocalPoolExecutor, plan_units
+from robustcli.execution.select_executor import make_executor
+from robustcli.execution.stacked import StackedExecutor
+from robustcli.training.instance import InstanceSpec
+from robustcli.training.seeds import derive_seeds
+
+SETTINGS = TrainingSettings(train_size=256, early_stopping=EarlyStoppingSettings(min_epochs=8, window=4, max_epochs=30))
+
+
+@pytest.fixture(scope="module")
+def study():
+    task = SyntheticTask()
+    return task, task.load_data(), task.search_space()
+
+
+def make_jobs(space, names=("small", "wide", "unstable"), count=4, start=0):
+    jobs = []
+    for name in names:
+        candidate = space.get(name)
+        for index in range(start, start + count):
+            seeds = derive_seeds(0, index, None)
+            jobs.append((candidate, InstanceSpec(index, seeds.init_seed, seeds.data_seed, 256, None)))
+    return jobs
+
+
+def by_key(pairs):
+    out = {}
+    for candidate, result in pairs:
+        key = (candidate.id, result.spec.index)
+        assert key not in out, f"{key} came back twice"
+        out[key] = result
+    return out
+
+
+def assert_same(got, ref):
+    assert got.keys() == ref.keys()
+    for key, r in ref.items():
+        g = got[key]
+        assert (g.status, g.stop_reason, g.epochs, g.engine, g.stack) == (r.status, r.stop_reason, r.epochs, r.engine, r.stack), key
+        if r.failed:
+            assert math.isnan(g.test_loss)
+        else:
+            assert g.test_loss == r.test_loss, key  # bitwise
+            assert g.train_curve == r.train_curve, key
+
+
+@pytest.fixture(scope="module")
+def plain_pool():
+    with LocalPoolExecutor(workers=2, inner="plain") as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def stacked_pool():
+    with LocalPoolExecutor(workers=2, inner="stacked") as pool:
+        yield pool
+
+
+def test_local_pool_plain_equals_in_process(study, plain_pool):
+    task, data, space = study
+    jobs = make_jobs(space, count=3)
+    got = by_key(plain_pool.run(task, data, jobs, SETTINGS))
+    ref = by_key(InProcessExecutor().run(task, data, jobs, SETTINGS))
+    assert len(got) == len(jobs)
+    assert_same(got, ref)
+    unstable = space.get("unstable").id
+    failed = [r for (cid, _), r in got.items() if cid == unstable]
+    assert failed and all(r.failed and r.stop_reason == "diverged" and r.failure for r in failed)
+    # the pool stays up for the next round of the same study
+    again = by_key(plain_pool.run(task, data, jobs[:2], SETTINGS))
+    assert_same(again, {k: ref[k] for k in again})
+
+
+def test_local_pool_stacked_equals_in_process_stacks(study, stacked_pool):
+    task, data, space = study
+    jobs = make_jobs(space, count=5)
+    got = by_key(stacked_pool.run(task, data, jobs, SETTINGS))
+    # enough stacks for both workers: the pool trains the in-process engine's very stacks
+    assert Counter(len(u[2]) for u in stacked_pool.units) == Counter({5: 3})
+    ref = by_key(StackedExecutor().run(task, data, jobs, SETTINGS))
+    assert len(got) == len(jobs)
+    assert_same(got, ref)
+    assert all(r.failed for (cid, _), r in got.items() if cid == space.get("unstable").id)
+
+
+def test_local_pool_splits_a_single_stack_over_the_workers(study, stacked_pool):
+    task, data, space = study
+    jobs = make_jobs(space, names=("small",), count=6)
+    got = by_key(stacked_pool.run(task, data, jobs, SETTINGS))
+    assert sorted(len(u[2]) for u in stacked_pool.units) == [3, 3]
+    ref = by_key(StackedExecutor(max_stack=3).run(task, data, jobs, SETTINGS))
+    assert_same(got, ref)
+
+
+def test_plan_units_keeps_every_job_once(study):
+    task, data, space = study
+    jobs = make_jobs(space, count=7)
+    for inner in ("stacked", "plain"):
+        for workers in (1, 2, 16):
+            units = plan_units(task, data, jobs, SETTINGS, inner=inner, workers=workers, max_stack=4)
+            flat = [(c.id, s.index) for _, _, unit in units for c, s in unit]
+            assert sorted(flat) == sorted((c.id, s.index) for c, s in jobs)
+            # a unit is one candidate's instances
+            assert all(len({c.id for c, _ in unit}) == 1 for _, _, unit in units)
+            assert all(size <= 4 for _, size, _ in units)
+
+
+def test_make_executor_choices():
+    assert isinstance(make_executor(TrainingSettings()), StackedExecutor)
+    assert isinstance(make_executor(TrainingSettings(engine="plain")), InProcessExecutor)
+    pool = make_executor(TrainingSettings(executor="local", workers=3, engine="plain"))
+    assert isinstance(pool, LocalPoolExecutor) and (pool.workers, pool.inner) == (3, "plain")
+
+
+def test_ray_missing_is_a_clear_input_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(InputError, match=r"pip install 'robustcli\[ray\]'"):
+        make_executor(TrainingSettings(executor="ray"))
+
+
+# -- Ray -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robustcli[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_ray_executor_on_a_local_ray_equals_in_process(study, local_ray):
+    from robustcli.execution.ray_executor import RayExecutor
+
+    task, data, space = study
+    jobs = make_jobs(space, count=4)
+    ray_exec = make_executor(TrainingSettings(executor="ray"))
+    assert isinstance(ray_exec, RayExecutor)
+    got = by_key(ray_exec.run(task, data, jobs, SETTINGS))
+    ref = by_key(StackedExecutor().run(task, data, jobs, SETTINGS))
+    assert_same(got, ref)
+    assert all(r.failed for (cid, _), r in got.items() if cid == space.get("unstable").id)
+    # plain inside the Ray workers: the plain loop's numbers
+    got = by_key(RayExecutor(inner="plain").run(task, data, jobs[:4], SETTINGS))
+    assert_same(got, by_key(InProcessExecutor().run(task, data, jobs[:4], SETTINGS)))
