@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,13 +122,37 @@ class Candidate:
 class SearchSpace:
     """An ordered collection of candidates with unique stable ids and optional named aliases."""
 
-    def __init__(self, candidates: Iterable[Candidate], named: Mapping[str, Candidate] | None = None):
-        self._by_id: dict[str, Candidate] = {}
-        for cand in candidates:
-            if cand.id in self._by_id and self._by_id[cand.id].params != cand.params:
-                raise ValueError(f"two different candidates share the id {cand.id}")
-            self._by_id[cand.id] = cand
+    def __init__(
+        self,
+        candidates: Iterable[Candidate] | Callable[[], Iterable[Candidate]],
+        named: Mapping[str, Candidate] | None = None,
+        *,
+        size: int | None = None,
+    ):
+        # a callable is expanded on first use: `robust tasks` only needs the size, and hashing
+        # thousands of candidates' parameters would slow every start-up
+        self._source = candidates
+        self._size = size
+        self._by_id_cache: dict[str, Candidate] | None = None
         self._named = dict(named or {})
+        if not callable(candidates):
+            self._by_id  # noqa: B018 - a given list is checked for clashing ids at once
+
+    def __getstate__(self) -> dict[str, Any]:
+        # workers get the expanded candidates, never the grid's closure (not picklable)
+        return {"_source": list(self._by_id.values()), "_size": None, "_by_id_cache": self._by_id, "_named": self._named}
+
+    @property
+    def _by_id(self) -> dict[str, Candidate]:
+        if self._by_id_cache is None:
+            source = self._source() if callable(self._source) else self._source
+            by_id: dict[str, Candidate] = {}
+            for cand in source:
+                if cand.id in by_id and by_id[cand.id].params != cand.params:
+                    raise ValueError(f"two different candidates share the id {cand.id}")
+                by_id[cand.id] = cand
+            self._by_id_cache = by_id
+        return self._by_id_cache
 
     @classmethod
     def from_grid(
@@ -143,16 +168,20 @@ class SearchSpace:
         Named candidates need not lie on the grid; they are reachable by name and by id.
         """
         keys = list(grid)
-        cands = []
-        for values in product(*(grid[k] for k in keys)):
-            params = {**(fixed or {}), **dict(zip(keys, values, strict=True))}
-            if keep is None or keep(params):
-                cands.append(Candidate.from_params(params))
+
+        def expand() -> Iterator[Candidate]:
+            for values in product(*(grid[k] for k in keys)):
+                params = {**(fixed or {}), **dict(zip(keys, values, strict=True))}
+                if keep is None or keep(params):
+                    yield Candidate.from_params(params)
+
         named_cands = {n: Candidate.from_params(p, name=n) for n, p in (named or {}).items()}
-        return cls(cands, named_cands)
+        size = math.prod(len(grid[k]) for k in keys) if keep is None else None
+        return cls(expand, named_cands, size=size)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        # distinct grid points hash to distinct ids; a collision would raise on expansion
+        return self._size if self._size is not None and self._by_id_cache is None else len(self._by_id)
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self._by_id.values())
