@@ -162,3 +162,40 @@ def test_ray_executor_on_a_local_ray_equals_in_process(study, local_ray):
     # plain inside the Ray workers: the plain loop's numbers
     got = by_key(RayExecutor(inner="plain").run(task, data, jobs[:4], SETTINGS))
     assert_same(got, by_key(InProcessExecutor().run(task, data, jobs[:4], SETTINGS)))
+
+
+def test_a_session_trains_through_the_local_pool_and_logs_here(workdir):
+    """Only the coordinating process writes to MLflow: the pool's results are logged by the session."""
+    from robustcli.config import StudySettings
+    from robustcli.execution.session import StudySession
+
+    training = SETTINGS.model_copy(update={"executor": "local", "workers": 2})
+    session = StudySession(StudySettings(task="synthetic", study="pool", training=training))
+    executor = make_executor(session.settings)
+    assert isinstance(executor, LocalPoolExecutor)
+    small, unstable = session.candidate("small"), session.candidate("unstable")
+    requests = [(small, i) for i in range(3)] + [(unstable, 0)]
+    with executor:
+        records = list(session.train(requests, executor=executor))
+    assert sorted((c.id, r.index) for c, r in records) == sorted((c.id, i) for c, i in requests)
+    known = session.known()
+    assert sorted(known[small.id]) == [0, 1, 2] and sorted(known[unstable.id]) == [0]
+    # the pool trained the in-process stacked engine's stack of the three: the same numbers
+    jobs = [(small, session.spec(small, i)) for i in range(3)]
+    ref = by_key(StackedExecutor().run(session.task, session.data, jobs, session.settings.training))
+    assert [known[small.id][i].loss for i in range(3)] == [ref[(small.id, i)].test_loss for i in range(3)]
+    assert math.isnan(known[unstable.id][0].loss)
+
+
+def test_assess_through_a_local_pool_gives_the_same_losses(app, runner, workdir, empty_store):
+    import json
+    import shutil
+
+    from conftest import FAST
+
+    args = ["assess", "--task", "synthetic", *FAST, "--json", "--candidate", "small", "-n", "3"]
+    here = json.loads(runner.invoke(app, args).stdout)
+    shutil.copy(empty_store, workdir / "pool.db")
+    pooled = runner.invoke(app, [*args, "--executor", "local", "--workers", "2", "--tracking-uri", f"sqlite:///{workdir}/pool.db"])
+    assert pooled.exit_code == 0, pooled.output
+    assert json.loads(pooled.stdout)["losses"] == here["losses"]

@@ -101,6 +101,15 @@ Engine = Annotated[
 ]
 MaxStack = Annotated[int | None, typer.Option("--max-stack", help="Most instances in one stack (64).", show_default=False)]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).", show_default=False)]
+Executor = Annotated[
+    str | None,
+    typer.Option("--executor", help="Where instances train: inprocess (default), local (a pool of processes) or ray.", show_default=False),
+]
+Workers = Annotated[int | None, typer.Option("--workers", help="Processes of --executor local (default: all cores).", show_default=False)]
+RayAddress = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster for --executor ray (e.g. auto, ray://head:10001). Default: a local Ray.", show_default=False),
+]
 TaskOptions = Annotated[
     list[str] | None,
     typer.Option("--task-option", "-o", help="Task option KEY=VALUE (repeatable), e.g. -o dataset=B.", show_default=False),
@@ -143,6 +152,9 @@ def training_overrides(
     engine: str | None = None,
     max_stack: int | None = None,
     threads: int | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """The command-line values in the names `robustcli.config.load_settings` takes."""
     return {
@@ -162,4 +174,7 @@ def training_overrides(
         "engine": engine,
         "max_stack": max_stack,
         "threads": threads,
+        "executor": executor,
+        "workers": workers,
+        "ray_address": address,
     }

@@ -12,10 +12,12 @@ from robustcli.cli._common import (
     ConfigFile,
     Device,
     Engine,
+    Executor,
     MaxStack,
     JsonFlag,
     MaxEpochs,
     MinEpochs,
+    RayAddress,
     Sampling,
     Seed,
     StopMode,
@@ -28,6 +30,7 @@ from robustcli.cli._common import (
     TrackingUri,
     TrainSize,
     Window,
+    Workers,
     console,
     err_console,
     handle_errors,
@@ -60,6 +63,9 @@ def assess(
     engine: Engine = None,
     max_stack: MaxStack = None,
     threads: Threads = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    address: RayAddress = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Train N instances of one candidate (only those not yet in MLflow) and print the statistics
@@ -80,6 +86,7 @@ def assess(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
             max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
+            executor=executor, workers=workers, address=address,
         ),
     )
     from robustcli.execution.session import StudySession

@@ -16,10 +16,12 @@ from robustcli.cli._common import (
     ConfigFile,
     Device,
     Engine,
+    Executor,
     MaxStack,
     JsonFlag,
     MaxEpochs,
     MinEpochs,
+    RayAddress,
     Sampling,
     StopMode,
     TaskOptions,
@@ -29,6 +31,7 @@ from robustcli.cli._common import (
     TrackingUri,
     TrainSize,
     Window,
+    Workers,
     console,
     handle_errors,
     print_json,
@@ -124,6 +127,9 @@ def select(
     engine: Engine = None,
     max_stack: MaxStack = None,
     threads: Threads = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    address: RayAddress = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Select a robust candidate with Algorithm 1: train one instance of every survivor per step, cut by a rule.
@@ -145,6 +151,7 @@ def select(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
             max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
+            executor=executor, workers=workers, address=address,
         ),
     )
     if replay is None:

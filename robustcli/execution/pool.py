@@ -11,7 +11,7 @@ into *units* in this (coordinating) process by :func:`plan_units`:
 
 Each unit runs in a worker process (``forkserver`` on Linux, ``spawn`` elsewhere: torch and
 ``fork`` do not mix) with ``torch.set_num_threads(threads)`` (1 by default). The task and its
-data are pickled once per run and sent once per worker (tasks must be picklable); results are
+data are pickled once per run (with cloudpickle) and sent once per worker; results are
 yielded unit by unit in completion order. Only the coordinating process writes to MLflow.
 
 The pool stays up between ``run`` calls with the same task and data (the selection loop calls
@@ -33,7 +33,7 @@ from typing import Any, Literal
 from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 
-__all__ = ["LocalPoolExecutor", "default_workers", "plan_units", "run_unit"]
+__all__ = ["LocalPoolExecutor", "default_workers", "dumps_payload", "plan_units", "run_unit"]
 
 Inner = Literal["stacked", "plain"]
 #: a unit of work: (inner engine for it, stack size, its jobs)
@@ -90,6 +90,16 @@ def plan_units(
     # the biggest units first: the pool's last worker is then not left with the longest one
     out.sort(key=lambda unit: -len(unit[2]))
     return out
+
+
+def dumps_payload(task: Task, data: TaskData) -> bytes:
+    """The task and its data as bytes for the workers: cloudpickle where installed (it also takes
+    tasks that hold local functions, e.g. a cached search space), plain pickle otherwise."""
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - cloudpickle comes with mlflow and ray
+        return pickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
@@ -165,7 +175,7 @@ class LocalPoolExecutor:
         if self._pool is not None and self._key == key:
             return self._pool
         self.close()
-        payload = pickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = dumps_payload(task, data)
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=_context(), initializer=_init_worker, initargs=(payload, self.threads)
         )

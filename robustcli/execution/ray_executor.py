@@ -100,6 +100,11 @@ class RayExecutor:
     def _workers(self, ray: Any) -> int:
         """How many units can run at once on the cluster as it is now."""
         resources = ray.cluster_resources()
+        if self.num_gpus_per_task > 0 and not resources.get("GPU", 0):
+            raise InputError(
+                f"--executor ray with {self.num_gpus_per_task:g} GPU per task: the Ray cluster has no GPU "
+                "(use --device cpu, or a cluster with GPUs)"
+            )
         slots = resources.get("CPU", 1) / self.num_cpus_per_task if self.num_cpus_per_task > 0 else 1
         if self.num_gpus_per_task > 0:
             slots = min(slots, resources.get("GPU", 0) / self.num_gpus_per_task)
@@ -108,7 +113,7 @@ class RayExecutor:
     def run(
         self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
     ) -> Iterator[tuple[Candidate, Any]]:
-        from robustcli.execution.pool import plan_units
+        from robustcli.execution.pool import dumps_payload, plan_units
 
         if not jobs:
             return
@@ -125,7 +130,7 @@ class RayExecutor:
         )
         self.units = units
         if self._payload is None or self._payload[:2] != (id(task), id(data)):
-            ref = ray.put(pickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL))
+            ref = ray.put(dumps_payload(task, data))
             self._payload = (id(task), id(data), uuid.uuid4().hex, ref)
             self._keep = (task, data)
         _, _, token, ref = self._payload

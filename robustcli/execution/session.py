@@ -125,19 +125,15 @@ class StudySession:
 
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
-        """The engine the settings ask for."""
+        """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
+        from robustcli.execution.select_executor import make_executor
+
         t = self.settings.training
-        if t.threads is not None:
+        if t.threads is not None and t.executor == "inprocess":
             import torch
 
             torch.set_num_threads(t.threads)
-        if t.engine == "plain":
-            from robustcli.execution.inprocess import InProcessExecutor
-
-            return InProcessExecutor()
-        from robustcli.execution.stacked import StackedExecutor
-
-        return StackedExecutor(max_stack=t.max_stack)
+        return make_executor(self.settings)
 
     def train(
         self,
