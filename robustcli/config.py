@@ -127,6 +127,8 @@ class SelectionSettings(_Strict):
     final_instances: int = Field(0, ge=0)
     max_steps: PositiveInt | None = None
     candidates: list[str] | None = None
+    #: only candidates whose parameters match every KEY=VALUE
+    where: list[str] | None = None
     sample: PositiveInt | None = None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from conftest import FAST
 
 
@@ -83,3 +85,39 @@ def test_final_instances_complete_the_survivors_summary(app, runner, workdir):
     assert result.exit_code == 0, result.output
     done = json.loads(result.stdout)
     assert done["summary"][0]["instances"] == 4
+
+
+def test_where_filters_candidates(app, runner, workdir):
+    result = runner.invoke(
+        app,
+        ["select", "--task", "synthetic", *FAST, "--where", "hidden=8", "--where", "layers=1", "--where", "optimizer=adam",
+         "--where", "activation=relu", "--where", "batch_size=64", "--rule", "halving", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["candidates"] == 2  # the two learning rates
+
+
+BAD = [
+    (["--where", "hidden=7"], "no candidate matches --where hidden=7"),
+    (["--candidates", "small,wide", "--warmup", "3", "--budget", "4"], "--warmup 3 needs 6 trainings"),
+    (["--candidates", "small,wide", "--criterion", "meen"], "unknown criterion 'meen'"),
+    (["--candidates", "small"], "at least 2 candidates"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_selection_input(app, runner, workdir, args, message):
+    from conftest import experiments
+
+    result = runner.invoke(app, ["select", "--task", "synthetic", *FAST, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert experiments() == []
+
+
+def test_a_study_of_another_task_is_refused(app, runner, workdir):
+    from robustcli.tracking.mlflow_store import MlflowStore
+
+    MlflowStore(f"sqlite:///{workdir}/mlruns/mlflow.db").ensure_experiment("mine", tags={"robust.task": "digits"})
+    result = runner.invoke(app, ["select", "--task", "synthetic", *FAST, "--study", "mine", "--candidates", "small,wide"])
+    assert result.exit_code == 2 and "belongs to task 'digits'" in result.stderr

@@ -26,6 +26,15 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
             raise InputError("--candidates names the same candidate twice")
     else:
         ids = sorted(c.id for c in session.space)
+    if sel.where:
+        from robustcli.cli._common import parse_task_options
+
+        wanted = parse_task_options(sel.where) or {}
+        params = {c.id: c.params for c in session.space}
+        params.update({c.id: c.params for c in session.space.named.values()})
+        ids = [i for i in ids if all(_matches(params[i].get(k), v) for k, v in wanted.items())]
+        if not ids:
+            raise InputError(f"no candidate matches --where {' '.join(sel.where)}")
     if sel.sample is not None:
         if sel.sample > len(ids):
             raise InputError(f"--sample {sel.sample} exceeds the {len(ids)} candidates available")
@@ -36,6 +45,12 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
     if len(ids) < 2:
         raise InputError(f"a selection needs at least 2 candidates, got {len(ids)}")
     return ids
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    # tuples come from grids, lists from JSON: compare as JSON would
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(value) == norm(wanted) or str(value) == str(wanted)
 
 
 def run_training_selection(settings: StudySettings, json_output: bool = False, engine: Any = None) -> dict[str, Any]:
@@ -50,6 +65,11 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     objective = make_objective(sel.criterion, sel.combine, where="--criterion")
     rule = make_rule(sel.rule, sel)
     candidates = resolve_candidates(session, settings)
+    if sel.budget is not None and sel.budget < len(candidates) * sel.warmup:
+        raise InputError(
+            f"--warmup {sel.warmup} needs {len(candidates) * sel.warmup} trainings for {len(candidates)} candidates, "
+            f"more than --budget {sel.budget}"
+        )
     with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
         session.validate_sizes()
     description = {

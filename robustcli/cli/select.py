@@ -101,6 +101,11 @@ def select(
         str | None,
         typer.Option("--candidates", help="Only these candidate ids (comma-separated).", show_default=False),
     ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", metavar="KEY=VALUE", help="Only candidates whose parameter KEY equals VALUE "
+                     "(repeatable), e.g. --where optimizer=adamw.", show_default=False),
+    ] = None,
     sample: Annotated[int | None, typer.Option("--sample", metavar="K", help="Only K candidates drawn at random "
                                                "with --seed.", show_default=False)] = None,
     tracking_uri: TrackingUri = None,
@@ -146,7 +151,7 @@ def select(
         config, tracking_uri=tracking_uri,
         criterion=_split(criterion), combine=combine, rule=rule, warmup=warmup, fraction=fraction,
         confidence=confidence, delta=delta, final_instances=final_instances, budget=budget, max_steps=max_steps, candidates=_split(candidates),
-        sample=sample,
+        sample=sample, where=where,
         **training_overrides(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,

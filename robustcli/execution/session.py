@@ -69,7 +69,8 @@ class StudySession:
         return int(self.settings.training.train_size or self.task.default_train_size)
 
     def validate_sizes(self) -> None:
-        """Refuse sizes the data cannot give, before anything is written."""
+        """Refuse a study of another task and sizes the data cannot give, before anything is written."""
+        self.check_study_task()
         t = self.settings.training
         if t.sampling == "without-replacement" and self.train_size > self.data.pool_size:
             raise InputError(
@@ -78,6 +79,17 @@ class StudySession:
             )
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
+
+    def check_study_task(self) -> None:
+        exp_id = self.existing_experiment()
+        if exp_id is None:
+            return
+        other = self.store.client.get_experiment(exp_id).tags.get("robust.task")
+        if other is not None and other != self.settings.task:
+            raise InputError(
+                f"study {self.settings.study_name!r} belongs to task {other!r}, not {self.settings.task!r}; "
+                f"choose another --study"
+            )
 
     # -- seeds and specs --------------------------------------------------------------------
     def spec(self, candidate: Candidate, index: int):
