@@ -78,6 +78,11 @@ def test_report_draws_the_study(app, runner, workdir):
     result = runner.invoke(app, ["report", "--study", "synthetic", "--out", "fig.png"])
     assert result.exit_code == 0, result.output
     assert (workdir / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    page = runner.invoke(app, ["report", "--study", "synthetic", "--out", "report.html", "--json"])
+    assert page.exit_code == 0, page.output
+    text = (workdir / "report.html").read_text()
+    assert "data:image/png;base64," in text and "training syst." in text and "http" not in text
+    assert json.loads(page.stdout)["summary"][0]["quote"].startswith("rmse = ")
 
 
 def test_final_instances_complete_the_survivors_summary(app, runner, workdir):

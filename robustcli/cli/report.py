@@ -15,15 +15,20 @@ from robustcli.cli._common import JsonFlag, TrackingUri, console, handle_errors,
 @handle_errors
 def report(
     study: Annotated[str, typer.Option("--study", help="Study (experiment) name.")],
-    out: Annotated[Path | None, typer.Option("--out", help="PNG to write. Default: STUDY.png.", show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="FILE.html (a page with the figure and tables, also logged to MLflow) or "
+                     "FILE.png (the figure alone). Default: STUDY.html.", show_default=False),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Candidates shown, best mean first.")] = 12,
     tracking_uri: TrackingUri = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Draw a study: loss box plots of its best candidates, the selection's path, and the
-    loss-versus-epoch curves of the best candidate's instances.
+    """Report a study: loss box plots of its best candidates, the selection's path, the
+    loss-versus-epoch curves of the best candidate's instances, and each top candidate's
+    systematic-uncertainty summary, as an offline HTML page (or a PNG).
 
-    Example: robust report --study calo-energy --out energy.png
+    Example: robust report --study calo-energy --out energy.html
     """
     from robustcli.errors import InputError, UnknownNameError
     from robustcli.reporting.plots import study_figure
@@ -63,9 +68,10 @@ def report(
     baselines = store.search(exp_id, "tags.`robust.kind` = 'baseline'")
     base = min((b.data.metrics["loss_mean"] for b in baselines if "loss_mean" in b.data.metrics), default=None)
     task = runs[0].data.tags.get("robust.task", "")
-    out = out or Path(f"{study}.png")
+    out = out or Path(f"{study}.html")
+    png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
     study_figure(
-        out,
+        png,
         title=f"{study} ({task}), settings {fingerprint}",
         losses=losses,
         survivors_per_step=path,
@@ -73,7 +79,58 @@ def report(
         curves_label=best,
         baseline=base,
     )
+    summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"))
+    if out.suffix.lower() == ".html":
+        from robustcli.reporting.html import study_page
+
+        out.write_text(
+            study_page(
+                title=f"{study} ({task})",
+                png=png.read_bytes(),
+                summary=summary,
+                baselines={b.data.tags.get("robust.baseline", "?"): b.data.metrics for b in baselines},
+                selection=selections[0].data.tags if selections else None,
+                survivors_per_step=path,
+                fingerprint=fingerprint,
+            )
+        )
+        png.unlink()
+        if selections:  # the page belongs with the study's own run
+            store.client.log_artifact(selections[0].info.run_id, str(out))
     if json_output:
-        print_json({"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint})
-    else:
-        console.print(f"wrote {out}")
+        print_json({"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
+    for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10", "quote"):
+        table.add_column(col, no_wrap=col != "quote")
+    for row in summary:
+        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], f"{row['std']:.3g}", f"{row['q90_q10']:.3g}", row["quote"])
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str) -> list[dict[str, Any]]:
+    from robustcli.robustness import summarize
+
+    rows = []
+    for cid in cands:
+        finite = [x for x in losses[cid] if math.isfinite(x)]
+        s = summarize(finite, names=("mean", "std", "q90_q10"))
+        mean, std = s["mean"], s["std"].value
+        ci = "" if math.isnan(mean.low) else f" [{mean.low:.4g}, {mean.high:.4g}]"
+        rows.append(
+            {
+                "candidate": cid,
+                "instances": len(losses[cid]),
+                "failed": len(losses[cid]) - len(finite),
+                "mean": mean.value,
+                "mean_ci": f"{mean.value:.4g}{ci}",
+                "std": std,
+                "q90_q10": s["q90_q10"].value,
+                # the line a physicist quotes: the instance-to-instance spread as a training systematic
+                "quote": f"{loss_name} = {mean.value:.4g} +- {std:.2g} (training syst., {len(finite)} instances)",
+            }
+        )
+    return rows

@@ -176,7 +176,12 @@ class StudySession:
                 result=result,
                 fingerprint=self.fingerprint,
                 settings_json=self.settings_json(),
-                provenance={**tags, "robust.task": str(self.settings.task), "robust.study": self.settings.study_name},
+                provenance={
+                    **tags,
+                    "robust.task": str(self.settings.task),
+                    "robust.study": self.settings.study_name,
+                    "robust.loss_name": self.task.loss.name,
+                },
             )
             if on_result is not None:
                 on_result(candidate, result)

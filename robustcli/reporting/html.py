@@ -1,0 +1,80 @@
+"""The study report as one self-contained HTML page: no CDN, the figure embedded, opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+code { background: #f4f4f4; padding: 0.1em 0.3em; }
+img { max-width: 100%; }
+"""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else str(x)
+
+
+def study_page(
+    *,
+    title: str,
+    png: bytes,
+    summary: Sequence[Mapping[str, Any]],
+    baselines: Mapping[str, Mapping[str, float]],
+    selection: Mapping[str, str] | None,
+    survivors_per_step: Sequence[int] | None,
+    fingerprint: str,
+) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if selection is not None:
+        parts.append(
+            "<p>Selection: <b>{}</b>, selected <code>{}</code> with {} trainings versus {} exhaustive; "
+            "survivors per step {}.</p>".format(
+                html.escape(selection.get("robust.state", "?")),
+                html.escape(selection.get("robust.selected", "-")),
+                html.escape(selection.get("robust.trainings", "?")),
+                html.escape(selection.get("robust.exhaustive_trainings", "?")),
+                html.escape(str(list(survivors_per_step or []))),
+            )
+        )
+    parts.append("<h2>Systematic uncertainty of the best candidates</h2>")
+    parts.append(
+        "<p>The spread of a candidate's test loss over its instances (other training samples, other "
+        "initialisations) is the systematic uncertainty of its loss. The line to quote:</p>"
+    )
+    parts.append("<ul>" + "".join(f"<li><code>{html.escape(r['candidate'])}</code>: {html.escape(r['quote'])}</li>" for r in summary) + "</ul>")
+    parts.append(
+        _table(
+            ["candidate", "instances", "failed", "mean [95% CI]", "std", "Q90-Q10"],
+            [[r["candidate"], r["instances"], r["failed"], r["mean_ci"], _num(r["std"]), _num(r["q90_q10"])] for r in summary],
+        )
+    )
+    if baselines:
+        parts.append("<h2>Baselines on the same training samples</h2>")
+        parts.append(
+            _table(
+                ["baseline", "mean", "std", "min", "max"],
+                [[n, *(_num(m.get(f"loss_{k}", float("nan"))) for k in ("mean", "std", "min", "max"))] for n, m in baselines.items()],
+            )
+        )
+    parts.append(
+        "<p>Variance decomposition (initialisation against training sample): not measured in this study.</p>"
+    )
+    parts.append(f"<img alt='study figure' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    parts.append(f"<p><small>settings fingerprint {html.escape(fingerprint)}; read back from MLflow by robust report</small></p>")
+    parts.append("</body></html>")
+    return "".join(parts)
