@@ -64,21 +64,24 @@ class LossTable:
             )
 
 
-def _parse_loss(text: str, where: str, cid: str, instance: int) -> float:
+def _parse_loss(text: str, reader: Any, path: Path, cid: str, instance: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None and value == value and value != -math.inf:  # the common case: a number
+        return value
+    where = f"{path}: line {reader.line_num}"
     raw = text.strip()
     if not raw:
         raise InputError(f"{where}: empty loss for candidate {cid!r} instance {instance}")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"{where}: loss {raw!r} of candidate {cid!r} instance {instance} is not a number") from None
+    if value is None:
+        raise InputError(f"{where}: loss {raw!r} of candidate {cid!r} instance {instance} is not a number")
     if math.isnan(value):
         raise InputError(
             f"{where}: loss is NaN for candidate {cid!r} instance {instance} (write a failed instance as inf)"
         )
-    if value == -math.inf:
-        raise InputError(f"{where}: loss is -inf for candidate {cid!r} instance {instance}")
-    return value
+    raise InputError(f"{where}: loss is -inf for candidate {cid!r} instance {instance}")
 
 
 def _describe(indices: Sequence[int]) -> str:
@@ -124,30 +127,39 @@ def read_loss_table(path: str | Path, *, min_instances: int | None = None) -> Lo
         first_line: dict[tuple[str, int], int] = {}
         try:
             for row in reader:
-                line = reader.line_num
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                where = f"{path}: line {line}"
+                # the hot loop of a 500,000-row table: messages are built only on error
                 if len(row) < width:
+                    if not row or all(not cell.strip() for cell in row):
+                        continue
                     row = row + [""] * (width - len(row))
                 cid = row[ci].strip()
-                if not cid:
-                    raise InputError(f"{where}: empty candidate id")
-                raw_j = row[ii].strip()
+                raw_j = row[ii]
                 try:
                     j = int(raw_j)
                 except ValueError:
-                    raise InputError(f"{where}: instance {raw_j!r} of candidate {cid!r} is not an integer") from None
-                if j < 0:
-                    raise InputError(f"{where}: instance {j} of candidate {cid!r} is negative (instances are 0-based)")
-                loss = _parse_loss(row[li], where, cid, j)
-                key = (cid, j)
-                if key in first_line:
+                    if not cid and all(not cell.strip() for cell in row):
+                        continue
+                    where = f"{path}: line {reader.line_num}"
+                    if not cid:
+                        raise InputError(f"{where}: empty candidate id") from None
                     raise InputError(
-                        f"{where}: duplicate candidate {cid!r} instance {j} (first on line {first_line[key]})"
+                        f"{where}: instance {raw_j.strip()!r} of candidate {cid!r} is not an integer"
+                    ) from None
+                if not cid or j < 0:
+                    where = f"{path}: line {reader.line_num}"
+                    if not cid:
+                        raise InputError(f"{where}: empty candidate id")
+                    raise InputError(f"{where}: instance {j} of candidate {cid!r} is negative (instances are 0-based)")
+                per = data.get(cid)
+                if per is None:
+                    per = data[cid] = {}
+                elif j in per:
+                    raise InputError(
+                        f"{path}: line {reader.line_num}: duplicate candidate {cid!r} instance {j} "
+                        f"(first on line {first_line[(cid, j)]})"
                     )
-                first_line[key] = line
-                data.setdefault(cid, {})[j] = loss
+                per[j] = _parse_loss(row[li], reader, path, cid, j)
+                first_line[(cid, j)] = reader.line_num
         except csv.Error as exc:
             raise InputError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
         except UnicodeDecodeError as exc:
