@@ -168,3 +168,18 @@ def test_stacked_instances_reproduce_bit_for_bit_and_agree_with_plain(app, runne
     spread = max(plain["losses"]) - min(plain["losses"])
     for a, b in zip(stacked["losses"], plain["losses"], strict=True):
         assert abs(a - b) < 0.01 * spread  # floating-point reordering only: far below the spread
+
+
+def test_json_output_is_strict_json_even_when_every_instance_fails(app, runner, workdir):
+    result = _assess(app, runner, "--candidate", "unstable", "-n", "2")
+    report = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert report["statistics"]["mean"]["value"] is None and report["losses"] == [None, None]
+
+
+def test_refused_input_creates_no_store(app, runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args in (["--test-size", "5000"], ["-o", "noise=abc"], ["--train-size", "5000", "--sampling", "without-replacement"]):
+        result = runner.invoke(app, ["assess", "--task", "synthetic", "--candidate", "small", *FAST, *args])
+        assert result.exit_code == 2, (args, result.output)
+    assert not (tmp_path / "mlruns").exists()

@@ -42,8 +42,12 @@ class SyntheticTask(Task):
                 f"unknown option {unknown[0]!r} for task 'synthetic' (valid: {', '.join(sorted(_OPTIONS))})"
             )
         self.options = {**_OPTIONS, **options}
-        for key in ("pool_size", "test_size"):
-            if int(self.options[key]) <= 0:
+        for key, kind in (("pool_size", int), ("test_size", int), ("population_seed", int), ("noise", float)):
+            try:
+                value = kind(self.options[key])
+            except (TypeError, ValueError):
+                raise InputError(f"task option {key} must be a number, got {self.options[key]!r}") from None
+            if value < 0 or (key in ("pool_size", "test_size") and value == 0):
                 raise InputError(f"task option {key} must be positive, got {self.options[key]!r}")
         self._data: TaskData | None = None
 

@@ -81,6 +81,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     key = selection_key(session.fingerprint, description, candidates)
     store = MlflowSelectionStore(session, key, description)
     store.check_not_running_elsewhere()
+    store.open_run()  # take the lock before the first (most expensive) step, not after it
 
     view = _LiveView(quiet=json_output, total_candidates=len(candidates))
     executor = SessionExecutor(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)

@@ -92,8 +92,13 @@ def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[st
     data = session.data
     losses = []
     replace = session.settings.training.sampling == "bootstrap"
+    from robustcli.training.instance import InstanceSpec
+    from robustcli.training.seeds import derive_seeds
+
     for i in range(instances):
-        spec = session.spec(_Anonymous, i)
+        # the study's common draws, never a candidate-mixed stream
+        seeds = derive_seeds(session.settings.seed, i)
+        spec = InstanceSpec(i, seeds.init_seed, seeds.data_seed, session.train_size, session.test_size)
         idx, t_idx = sample_indices(data, spec, replace)
         tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
         with torch.no_grad():
@@ -111,12 +116,6 @@ def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[st
     }
     _log(session, row)
     return row
-
-
-class _Anonymous:
-    """Baselines use the study's common seeds, never a candidate-mixed stream."""
-
-    id = "baseline"
 
 
 def _log(session: Any, row: dict[str, Any]) -> None:

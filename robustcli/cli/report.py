@@ -34,6 +34,10 @@ def report(
     from robustcli.reporting.plots import study_figure
     from robustcli.tracking.mlflow_store import MlflowStore, _record, resolve_tracking_uri
 
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    if out is not None and out.suffix.lower() not in (".html", ".png"):
+        raise InputError(f"--out {out}: write a .html page or a .png figure")
     store = MlflowStore(resolve_tracking_uri(tracking_uri))
     exp_id = store.find_experiment(study)
     if exp_id is None:
@@ -44,9 +48,12 @@ def report(
     # one figure compares like with like: the settings (fingerprint) with the most instances
     fingerprint, _ = Counter(r.data.tags["robust.fingerprint"] for r in runs).most_common(1)[0]
     by_cand: dict[str, list[Any]] = defaultdict(list)
-    for run in runs:
-        if run.data.tags["robust.fingerprint"] == fingerprint:
-            by_cand[run.data.tags["robust.candidate_id"]].append(run)
+    seen: set[tuple[str, str]] = set()
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        key = (run.data.tags["robust.candidate_id"], run.data.tags["robust.instance_index"])
+        if run.data.tags["robust.fingerprint"] == fingerprint and key not in seen:
+            seen.add(key)  # an instance logged twice (two racing processes) counts once: the first
+            by_cand[key[0]].append(run)
 
     def mean_loss(cid: str) -> float:
         finite = [_record(r).loss for r in by_cand[cid] if math.isfinite(_record(r).loss)]

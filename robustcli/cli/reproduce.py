@@ -44,6 +44,8 @@ def reproduce(
         raise InputError(f"run {run_id} is not an instance run of robust (tag robust.kind={tags.get('robust.kind')!r})")
     settings = StudySettings.model_validate(json.loads(tags["robust.settings_json"]))
     if device:
+        if device not in ("cpu", "cuda", "auto"):
+            raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
         settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
     cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
     task = cls(**settings.task_options)

@@ -71,6 +71,7 @@ class StudySession:
     def validate_sizes(self) -> None:
         """Refuse a study of another task and sizes the data cannot give, before anything is written."""
         self.check_study_task()
+        self.data  # noqa: B018 - a bad task option or data file fails here, before any training
         t = self.settings.training
         if t.sampling == "without-replacement" and self.train_size > self.data.pool_size:
             raise InputError(
@@ -113,6 +114,8 @@ class StudySession:
 
     # -- the store --------------------------------------------------------------------------
     def existing_experiment(self) -> str | None:
+        if self._exp_id is None and not self.store.exists():
+            return None  # reading must not create the store: a refused command writes nothing
         if self._exp_id is None:
             self._exp_id = self.store.find_experiment(self.settings.study_name)
         return self._exp_id

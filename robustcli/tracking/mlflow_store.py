@@ -132,6 +132,11 @@ class MlflowStore:
             return None  # a server decides where artifacts go
         return (db.parent.resolve() / "artifacts" / name).as_uri()
 
+    def exists(self) -> bool:
+        """False only for a local sqlite store not created yet: reading it needs no connection."""
+        db = _sqlite_path(self.uri)
+        return db is None or db.exists()
+
     # -- experiments ----------------------------------------------------------------------
     def find_experiment(self, name: str) -> str | None:
         exp = self.client.get_experiment_by_name(name)
@@ -151,7 +156,13 @@ class MlflowStore:
         runs: list[Any] = []
         token = None
         while True:
-            page = self.client.search_runs([exp_id], filter_string=filter_string, max_results=5000, page_token=token)
+            page = self.client.search_runs(
+                [exp_id],
+                filter_string=filter_string,
+                max_results=5000,
+                page_token=token,
+                order_by=["attributes.start_time ASC"],  # oldest first: "the first logged wins" holds
+            )
             runs.extend(page)
             token = page.token
             if not token:
