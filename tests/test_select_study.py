@@ -126,3 +126,23 @@ def test_a_study_of_another_task_is_refused(app, runner, workdir):
     MlflowStore(f"sqlite:///{workdir}/mlruns/mlflow.db").ensure_experiment("mine", tags={"robust.task": "digits"})
     result = runner.invoke(app, ["select", "--task", "synthetic", *FAST, "--study", "mine", "--candidates", "small,wide"])
     assert result.exit_code == 2 and "belongs to task 'digits'" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="headless Chromium is not installed (apt-get install chromium)",
+)
+def test_report_page_renders_in_a_browser(app, runner, workdir):
+    import shutil
+    import subprocess
+
+    assert _select(app, runner).exit_code == 0
+    assert runner.invoke(app, ["report", "--study", "synthetic", "--out", "report.html"]).exit_code == 0
+    browser = next(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b))
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         f"--screenshot={workdir / 'shot.png'}", "--window-size=1400,1000", (workdir / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=60,
+    )
+    assert (workdir / "shot.png").stat().st_size > 10_000

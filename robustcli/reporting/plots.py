@@ -14,6 +14,7 @@ def study_figure(
     title: str,
     losses: Mapping[str, Sequence[float]],
     survivors_per_step: Sequence[int] | None = None,
+    best_per_step: Sequence[float] | None = None,
     curves: Sequence[Sequence[float]] | None = None,
     curves_label: str = "",
     loss_name: str = "loss",
@@ -49,6 +50,11 @@ def study_figure(
         ax.set_xlabel("selection step")
         ax.set_ylabel("candidates left")
         ax.set_title("selection path")
+        if best_per_step:
+            # the leader's criterion value at each step: how the estimate of the best settles
+            twin = ax.twinx()
+            twin.plot(range(1, len(best_per_step) + 1), best_per_step, color="tab:orange", marker=".")
+            twin.set_ylabel("leader's criterion", color="tab:orange")
     if curves is not None:
         ax = axes.pop(0)
         for curve in curves:
