@@ -68,13 +68,13 @@ def report(
         for r in by_cand[best][:50]
     ]
     selections = store.search(exp_id, "tags.`robust.kind` = 'selection'")
-    path = best = None
+    path = leader = None
     if selections:
         run_id = selections[0].info.run_id
         hist = store.client.get_metric_history(run_id, "survivors")
         path = [int(m.value) for m in sorted(hist, key=lambda m: m.step)] or None
         lead = store.client.get_metric_history(run_id, "best_criterion")
-        best = [m.value for m in sorted(lead, key=lambda m: m.step)] or None
+        leader = [m.value for m in sorted(lead, key=lambda m: m.step)] or None
     baselines = store.search(exp_id, "tags.`robust.kind` = 'baseline'")
     base = min((b.data.metrics["loss_mean"] for b in baselines if "loss_mean" in b.data.metrics), default=None)
     task = runs[0].data.tags.get("robust.task", "")
@@ -85,7 +85,7 @@ def report(
         title=f"{study} ({task}), settings {fingerprint}",
         losses=losses,
         survivors_per_step=path,
-        best_per_step=best,
+        best_per_step=leader,
         curves=curves,
         curves_label=best,
         baseline=base,
