@@ -114,11 +114,13 @@ def report(
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
-    for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10", "quote"):
-        table.add_column(col, no_wrap=col != "quote")
+    for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10"):
+        table.add_column(col, no_wrap=True)
     for row in summary:
-        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], f"{row['std']:.3g}", f"{row['q90_q10']:.3g}", row["quote"])
+        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], f"{row['std']:.3g}", f"{row['q90_q10']:.3g}")
     console.print(table)
+    for row in summary:
+        console.print(f"{row['candidate']}: {row['quote']}", soft_wrap=True)
     console.print(f"wrote {out}")
 
 
