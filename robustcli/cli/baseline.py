@@ -76,11 +76,12 @@ def baseline(
 
     table = Table(title=f"{settings.task}: baselines over {instances} training samples of {session.train_size}")
     for col in ("baseline", "mean", "std", "min", "max"):
-        table.add_column(col, justify="left" if col == "baseline" else "right")
-    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=48)
+        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], *(f"{r[k]:.5g}" for k in ("mean", "std", "min", "max")), r["description"])
+        table.add_row(r["name"], *(f"{r[k]:.5g}" for k in ("mean", "std", "min", "max")))
     console.print(table)
+    for r in rows:
+        console.print(f"{r['name']}: {r['description']}", soft_wrap=True)
 
 
 def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
