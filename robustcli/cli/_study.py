@@ -36,12 +36,9 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
         if not ids:
             raise InputError(f"no candidate matches --where {' '.join(sel.where)}")
     if sel.sample is not None:
-        if sel.sample > len(ids):
-            raise InputError(f"--sample {sel.sample} exceeds the {len(ids)} candidates available")
-        import numpy as np
+        from robustcli.selection import sample_candidates
 
-        rng = np.random.default_rng(settings.seed)
-        ids = sorted(rng.choice(sorted(ids), size=sel.sample, replace=False).tolist())
+        ids = sample_candidates(ids, sel.sample, settings.seed)
     if len(ids) < 2:
         raise InputError(f"a selection needs at least 2 candidates, got {len(ids)}")
     return ids

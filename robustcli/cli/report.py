@@ -32,7 +32,7 @@ def report(
     """
     from robustcli.errors import InputError, UnknownNameError
     from robustcli.reporting.plots import study_figure
-    from robustcli.tracking.mlflow_store import MlflowStore, _record, resolve_tracking_uri
+    from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
     if top < 1:
         raise InputError(f"--top must be at least 1, got {top}")
@@ -55,13 +55,18 @@ def report(
             seen.add(key)  # an instance logged twice (two racing processes) counts once: the first
             by_cand[key[0]].append(run)
 
+    loss_of = {r.info.run_id: InstanceRecord.from_run(r) for rs in by_cand.values() for r in rs}
+
     def mean_loss(cid: str) -> float:
-        finite = [_record(r).loss for r in by_cand[cid] if math.isfinite(_record(r).loss)]
+        finite = [x for x in (loss_of[r.info.run_id].loss for r in by_cand[cid]) if math.isfinite(x)]
         return sum(finite) / len(finite) if finite and len(finite) == len(by_cand[cid]) else math.inf
 
     ranked = sorted(by_cand, key=lambda c: (-len(by_cand[c]), mean_loss(c), c))[:top]
     ranked.sort(key=lambda c: (mean_loss(c), c))
-    losses = {c: [_record(r).loss for r in sorted(by_cand[c], key=lambda r: _record(r).index)] for c in ranked}
+    losses = {
+        c: [loss_of[r.info.run_id].loss for r in sorted(by_cand[c], key=lambda r: loss_of[r.info.run_id].index)]
+        for c in ranked
+    }
     best = ranked[0]
     curves = [
         [m.value for m in sorted(store.client.get_metric_history(r.info.run_id, "epoch_test_loss"), key=lambda m: m.step)]

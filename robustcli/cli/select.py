@@ -189,11 +189,9 @@ def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output:
             raise UnknownNameError("candidate", unknown[0], table.candidates, f"from --candidates, not in {path}")
         table = table.subset(sel.candidates)
     if sel.sample is not None:
-        if sel.sample > len(table.candidates):
-            raise InputError(f"--sample {sel.sample} is more than the {len(table.candidates)} candidates in {path}")
-        rng = np.random.default_rng(settings.seed)
-        picked = rng.choice(len(table.candidates), size=sel.sample, replace=False)
-        table = table.subset([table.candidates[i] for i in picked])
+        from robustcli.selection import sample_candidates
+
+        table = table.subset(sample_candidates(table.candidates, sel.sample, settings.seed, f"in {path}"))
     if sel.max_steps is not None:
         table.require_steps(sel.max_steps)
     max_steps = sel.max_steps or table.instances

@@ -71,7 +71,7 @@ def export(
     """
     from robustcli.errors import InputError
     from robustcli.selection import write_loss_table
-    from robustcli.tracking.mlflow_store import MlflowStore, _record, resolve_tracking_uri
+    from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
     store = MlflowStore(resolve_tracking_uri(tracking_uri))
     exp_id = store.find_experiment(study)
@@ -85,7 +85,7 @@ def export(
         raise InputError(f"study {study!r} holds no finished instances")
     rows: list[dict[str, Any]] = []
     for run in runs:
-        rec = _record(run)
+        rec = InstanceRecord.from_run(run)
         rows.append(
             {
                 "candidate": rec.candidate_id,

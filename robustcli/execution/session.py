@@ -13,7 +13,7 @@ from typing import Any
 
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
-from robustcli.plugins import PluginInfo, load_task_class
+from robustcli.plugins import load_task_class
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
@@ -45,10 +45,6 @@ class StudySession:
         self._executor: Any = None
 
     # -- what the study is about -------------------------------------------------------------
-    @property
-    def plugin_info(self) -> PluginInfo:
-        return self.plugin
-
     @property
     def space(self):
         if self._space is None:

@@ -12,7 +12,7 @@ store and the table executor run it on a table of losses in milliseconds::
 """
 
 from robustcli.selection._base import Executor, LossView, Rule, StepRecord, Store
-from robustcli.selection.loop import SelectionResult, select
+from robustcli.selection.loop import SelectionResult, sample_candidates, select
 from robustcli.selection.memory import MemoryStore, TableExecutor
 from robustcli.selection.replay import (
     REQUIRED_COLUMNS,
@@ -36,6 +36,7 @@ __all__ = [
     "RaceRule",
     "Rule",
     "SelectionResult",
+    "sample_candidates",
     "StepRecord",
     "Store",
     "TableExecutor",

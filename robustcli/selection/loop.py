@@ -23,7 +23,17 @@ from robustcli.errors import InputError, RobustError
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
 from robustcli.selection._base import Executor, LossView, Rule, StepRecord, Store
 
-__all__ = ["SelectionResult", "select"]
+__all__ = ["SelectionResult", "sample_candidates", "select"]
+
+
+def sample_candidates(ids: Sequence[str], k: int, seed: int, where: str = "") -> list[str]:
+    """``k`` of ``ids`` drawn with ``seed``, sorted: a study and a replay of its exported table
+    pick the same candidates for the same seed (--sample)."""
+    pool = sorted(ids)
+    if k > len(pool):
+        raise InputError(f"--sample {k} exceeds the {len(pool)} candidates {where or 'available'}")
+    picked = np.random.default_rng(seed).choice(len(pool), size=k, replace=False)
+    return sorted(pool[i] for i in picked)
 
 StopReason = Literal["one-left", "budget", "max-steps"]
 

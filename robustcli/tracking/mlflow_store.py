@@ -64,6 +64,25 @@ class InstanceRecord:
     data_seed: int
 
     @classmethod
+    def from_run(cls, run: Any) -> InstanceRecord:
+        """The record of an instance run read from MLflow."""
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        failed = tags.get("robust.status") == "failed"
+        return cls(
+            run_id=run.info.run_id,
+            candidate_id=tags["robust.candidate_id"],
+            index=int(tags["robust.instance_index"]),
+            loss=math.nan if failed else float(metrics.get("test_loss", math.nan)),
+            status=tags.get("robust.status", "finished"),
+            stop_reason=tags.get("robust.stop_reason", ""),
+            epochs=int(metrics.get("epochs", 0)),
+            seconds=float(metrics.get("seconds", 0.0)),
+            spiked=tags.get("robust.spiked") == "true",
+            init_seed=int(params.get("init_seed", -1)),
+            data_seed=int(params.get("data_seed", -1)),
+        )
+
+    @classmethod
     def from_result(cls, run_id: str, candidate_id: str, result: Any) -> InstanceRecord:
         """The record of a result just logged, without reading it back."""
         return cls(
@@ -272,7 +291,7 @@ class MlflowStore:
         for run in self.search(exp_id, filt):
             if run.info.status not in ("FINISHED", "FAILED"):
                 continue  # interrupted mid-write: as if never trained
-            rec = _record(run)
+            rec = InstanceRecord.from_run(run)
             if wanted is not None and rec.candidate_id not in wanted:
                 continue
             # two runs of the same instance (a race between processes): keep the first logged
@@ -284,22 +303,3 @@ class MlflowStore:
             return self.client.get_run(run_id)
         except Exception as exc:
             raise StoreError(f"no run {run_id!r} in {self.uri}: {str(exc).splitlines()[0][:200]}") from None
-
-
-def _record(run: Any) -> InstanceRecord:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    failed = tags.get("robust.status") == "failed"
-    return InstanceRecord(
-        run_id=run.info.run_id,
-        candidate_id=tags["robust.candidate_id"],
-        index=int(tags["robust.instance_index"]),
-        loss=math.nan if failed else float(metrics.get("test_loss", math.nan)),
-        status=tags.get("robust.status", "finished"),
-        stop_reason=tags.get("robust.stop_reason", ""),
-        epochs=int(metrics.get("epochs", 0)),
-        seconds=float(metrics.get("seconds", 0.0)),
-        spiked=tags.get("robust.spiked") == "true",
-        init_seed=int(params.get("init_seed", -1)),
-        data_seed=int(params.get("data_seed", -1)),
-    )
-
