@@ -119,9 +119,33 @@ def test_plan_units_keeps_every_job_once(study):
             units = plan_units(task, data, jobs, SETTINGS, inner=inner, workers=workers, max_stack=4)
             flat = [(c.id, s.index) for _, _, unit in units for c, s in unit]
             assert sorted(flat) == sorted((c.id, s.index) for c, s in jobs)
-            # a unit is one candidate's instances
+            # a unit is one candidate's instances (these three differ in more than optimiser settings)
             assert all(len({c.id for c, _ in unit}) == 1 for _, _, unit in units)
             assert all(size <= 4 for _, size, _ in units)
+
+
+def test_candidates_differing_only_in_optimiser_settings_share_a_stack(study):
+    from robustcli.task import Candidate
+    from robustcli.training.stacked import train_stacked
+
+    task, data, space = study
+    small = space.get("small")
+    variants = [small, Candidate.from_params({**small.params, "lr": 3e-3}), Candidate.from_params({**small.params, "weight_decay": 0.1})]
+    jobs = [(c, s) for c in variants for _, s in make_jobs(space, names=("small",), count=2)]
+    ex = StackedExecutor()
+    got = by_key(ex.run(task, data, jobs, SETTINGS))
+    assert ex.decisions == [(small.id, "stacked", 6, 6)]  # one group, one stack
+    ref = train_stacked(task, [c for c, _ in jobs], data, [s for _, s in jobs], SETTINGS)
+    for (cand, spec), r in zip(jobs, ref, strict=True):
+        g = got[(cand.id, spec.index)]
+        assert g.test_loss == r.test_loss and g.epochs == r.epochs  # the same stack: bitwise
+        assert len(g.stack) == 6 and g.stack.count(str(spec.index)) == 1  # its own entry, others prefixed
+    assert len({got[(c.id, 0)].test_loss for c in variants}) == 3  # the settings did differ
+    # a stack never mixes architectures: small and wide stay apart
+    mixed = make_jobs(space, names=("small", "wide"), count=2)
+    ex = StackedExecutor()
+    list(ex.run(task, data, mixed, SETTINGS))
+    assert [d[2] for d in ex.decisions] == [2, 2]
 
 
 def test_make_executor_choices():

@@ -102,6 +102,30 @@ def test_where_filters_candidates(app, runner, workdir):
     assert json.loads(result.stdout)["candidates"] == 2  # the two learning rates
 
 
+def test_a_step_stacks_candidates_that_differ_only_in_optimiser_settings(app, runner, workdir):
+    """One instance each of two candidates differing only in lr train as one stack, record it,
+    and `robust reproduce` rebuilds that stack bit for bit."""
+    from mlflow.tracking import MlflowClient
+
+    where = ["--where", "hidden=8", "--where", "layers=1", "--where", "optimizer=adam", "--where", "activation=relu",
+             "--where", "batch_size=64"]  # fmt: skip
+    result = runner.invoke(app, ["select", "--task", "synthetic", *FAST, *where, "--rule", "halving", "--json"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(json.loads(result.stdout)["tracking_uri"])
+    exp = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'instance' and tags.`robust.instance_index` = '0'")
+    assert len(runs) == 2
+    ids = {r.data.tags["robust.candidate_id"] for r in runs}
+    for run in runs:
+        tags = run.data.tags
+        other = (ids - {tags["robust.candidate_id"]}).pop()
+        assert tags["robust.engine"] == "stacked"
+        assert sorted(tags["robust.stack"].split(",")) == sorted(["0", f"{other}:0"])
+    out = runner.invoke(app, ["reproduce", runs[0].info.run_id, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["bitwise_equal"] is True
+
+
 BAD = [
     (["--where", "hidden=7"], "no candidate matches --where hidden=7"),
     (["--candidates", "small,wide", "--warmup", "3", "--budget", "4"], "--warmup 3 needs 6 trainings"),

@@ -58,19 +58,21 @@ def reproduce(
         test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
     )
     data = task.load_data()
-    stack = [int(i) for i in tags.get("robust.stack", "").split(",") if i]
-    if tags.get("robust.engine") == "stacked" and stack:
-        # a stacked instance is reproduced by retraining its whole stack, in the same order
+    members = _stack_members(tags.get("robust.stack", ""), candidate, task, run_id)
+    if tags.get("robust.engine") == "stacked" and members:
+        # a stacked instance is reproduced by retraining its whole stack, in the same order, with
+        # the same members (instances of other candidates included)
         from robustcli.training.seeds import derive_seeds
         from robustcli.training.stacked import train_stacked
 
         specs = []
-        for index in stack:
-            seeds = derive_seeds(settings.seed, index, candidate.id if settings.mix_candidate_seed else None)
+        for member, index in members:
+            seeds = derive_seeds(settings.seed, index, member.id if settings.mix_candidate_seed else None)
             specs.append(InstanceSpec(index, seeds.init_seed, seeds.data_seed, spec.train_size, spec.test_size))
-        if specs[stack.index(spec.index)] != spec:
+        own = [i for i, (member, index) in enumerate(members) if member.id == candidate.id and index == spec.index]
+        if not own or specs[own[0]] != spec:
             raise InputError(f"run {run_id}: its seeds do not derive from the study seed; cannot rebuild its stack")
-        result = train_stacked(task, candidate, data, specs, settings.training)[stack.index(spec.index)]
+        result = train_stacked(task, [m for m, _ in members], data, specs, settings.training)[own[0]]
     else:
         result = train_instance(task, candidate, data, spec, settings.training)
     logged = metrics.get("test_loss", math.nan)
@@ -105,3 +107,26 @@ def reproduce(
             console.print("  no recorded version or setting differs: the difference comes from the hardware or the library's kernels")
     if not same:
         raise typer.Exit(1)
+
+
+def _stack_members(entry: str, candidate: Any, task: Any, run_id: str) -> list[tuple[Any, int]]:
+    """The (candidate, index) members of a ``robust.stack`` tag: "3" is an instance of the run's own
+    candidate, "candidate_id:3" one of another candidate, found in the task's search space."""
+    from robustcli.errors import InputError, UnknownNameError
+
+    members: list[tuple[Any, int]] = []
+    space = None
+    for item in filter(None, entry.split(",")):
+        cid, _, index = item.rpartition(":")
+        if not cid or cid == candidate.id:
+            members.append((candidate, int(index)))
+            continue
+        space = space or task.search_space()
+        try:
+            members.append((space.get(cid), int(index)))
+        except UnknownNameError:
+            raise InputError(
+                f"run {run_id} was trained in a stack with candidate {cid}, which task {task.name!r} no longer "
+                f"defines: its stack cannot be rebuilt"
+            ) from None
+    return members

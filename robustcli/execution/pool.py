@@ -4,7 +4,7 @@ Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. The
 into *units* in this (coordinating) process by :func:`plan_units`:
 
 * ``inner="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
-  (a candidate's instances, grouped and cut the same way), so a unit's results are bitwise those
+  (instances grouped by stack signature and cut the same way), so a unit's results are bitwise those
   of the in-process stacked engine; when there are fewer stacks than workers the stack size is
   capped so that every worker gets one (``split=True``, default), which changes the stacks;
 * ``inner="plain"`` (or a candidate the stacked engine trains plainly): one instance per unit.
@@ -60,16 +60,14 @@ def plan_units(
     split: bool = True,
 ) -> list[Unit]:
     """Cut ``jobs`` into units that each worker trains on its own (see the module docstring)."""
-    from robustcli.execution.stacked import StackedExecutor, _balanced_chunks
+    from robustcli.execution.stacked import StackedExecutor, _balanced_chunks, group_jobs
 
     if inner not in ("stacked", "plain"):
         raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
     if inner == "plain":
         return [("plain", 1, [job]) for job in jobs]
     planner = StackedExecutor(max_stack=max_stack or settings.max_stack)
-    groups: dict[tuple[str, int, int | None], list[tuple[Candidate, Any]]] = {}
-    for candidate, spec in jobs:
-        groups.setdefault((candidate.id, spec.train_size, spec.test_size), []).append((candidate, spec))
+    groups = dict(enumerate(group_jobs(jobs)))
     plans = {key: planner.plan(task, data, group[0][0], len(group), settings) for key, group in groups.items()}
     if split and workers > 1:
         # fewer stacks than workers: cap the stack size so that every worker gets a unit

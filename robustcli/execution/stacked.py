@@ -1,9 +1,15 @@
-"""The stacked executor: the instances of a candidate trained together as one stacked model.
+"""The stacked executor: instances that can share a stack are trained together as one stacked model.
 
 Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. Jobs are grouped by
-candidate (and training/test sizes); each group is trained by
-:func:`~robustcli.training.stacked.iter_stacked` in stacks of near-equal sizes, and each result
-is yielded the moment its instance stops.
+*stack signature* (:func:`stack_signature`): the candidate's parameters other than the
+per-instance optimiser settings (``lr``, ``weight_decay``, ``momentum``), plus the training and
+test sizes. So a group holds the instances of one candidate (``robust assess``), and also one
+instance each of candidates that differ only in those settings (a step of ``robust select``:
+on the paper's grid, 12 candidates share each architecture, optimiser and batch size). Each
+group is trained by :func:`~robustcli.training.stacked.iter_stacked` in stacks of near-equal
+sizes, in the order the jobs came, and each result is yielded the moment its instance stops.
+A result records its stack (``result.stack``: the members' instance indices, prefixed with
+``candidate_id:`` for members of another candidate) so that ``robust reproduce`` can rebuild it.
 
 Stack size. On a GPU, up to ``max_stack`` (default 64). On the CPU, big stacks of conv nets
 stream more activations than the caches hold and get slower per instance (measured on a 2-core
@@ -15,7 +21,7 @@ stack holds ``cpu_cache_bytes / (batch x activation bytes per example)`` instanc
 ``mode="auto"`` (default) keeps the plain loop where stacking cannot work or does not pay:
 
 * a stack of a single instance (nothing to share: measured 0.5x the plain loop for the MLP);
-* a model that does not train under vmap (probed once per candidate with
+* a model that does not train under vmap (probed once per signature with
   :func:`~robustcli.training.stacked.check_stackable`; :meth:`StackedExecutor.why_plain` says why),
   or a task whose tags say ``supports_stacking=False``.
 
@@ -26,18 +32,44 @@ instances (unstackable models still fall back).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 
-__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "StackedExecutor"]
+__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "PER_INSTANCE_KEYS", "StackedExecutor", "group_jobs", "stack_signature"]
 
 #: the CPU working-set target of one stacked step (activations of all its instances and examples)
 CPU_CACHE_BYTES = 8 << 20
 #: the smallest CPU stack the size rule may choose
 CPU_MIN_STACK = 8
+#: candidate parameters that may differ between the members of one stack (per-instance optimiser settings)
+PER_INSTANCE_KEYS = ("lr", "weight_decay", "momentum")
+
+Job = tuple[Candidate, Any]
+
+
+def stack_signature(candidate: Candidate, spec: Any) -> str:
+    """What instances must share to train in one stack: every candidate parameter but
+    :data:`PER_INSTANCE_KEYS`, and the training and test sizes."""
+    arch = {k: v for k, v in candidate.params.items() if k not in PER_INSTANCE_KEYS}
+    return json.dumps([arch, spec.train_size, spec.test_size], sort_keys=True, default=str)
+
+
+def group_jobs(jobs: Sequence[Job]) -> list[list[Job]]:
+    """``jobs`` grouped by :func:`stack_signature`, groups and members in the order they came
+    (so the stacks, hence every floating-point path, are a function of the request)."""
+    groups: dict[str, list[Job]] = {}
+    for candidate, spec in jobs:
+        groups.setdefault(stack_signature(candidate, spec), []).append((candidate, spec))
+    return list(groups.values())
+
+
+def stack_members(own: Candidate, members: Sequence[Job]) -> tuple[str, ...]:
+    """The ``robust.stack`` entries of an instance of ``own`` trained in a stack of ``members``."""
+    return tuple(str(s.index) if c.id == own.id else f"{c.id}:{s.index}" for c, s in members)
 
 
 class StackedExecutor:
@@ -109,19 +141,16 @@ class StackedExecutor:
         probe = self._probe.get(candidate_id)
         return None if probe is None else probe[0]
 
-    def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+    def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
         from robustcli.training.instance import train_instance
-        from robustcli.training.stacked import iter_stacked
+        from robustcli.training.stacked import _iter_stacked
 
-        groups: dict[tuple[str, int, int | None], list[tuple[Candidate, Any]]] = {}
-        for candidate, spec in jobs:
-            groups.setdefault((candidate.id, spec.train_size, spec.test_size), []).append((candidate, spec))
-        for group in groups.values():
-            candidate = group[0][0]
-            engine, most = self.plan(task, data, candidate, len(group), settings)
-            self.decisions.append((candidate.id, engine, len(group), most))
+        for group in group_jobs(jobs):
+            first = group[0][0]
+            engine, most = self.plan(task, data, first, len(group), settings)
+            for cand, _ in group[1:]:  # one probe per signature speaks for the whole group
+                self._probe.setdefault(cand.id, self._probe[first.id])
+            self.decisions.append((first.id, engine, len(group), most))
             if engine == "plain":
                 for cand, spec in group:
                     yield cand, train_instance(task, cand, data, spec, settings)
@@ -131,12 +160,12 @@ class StackedExecutor:
                     cand, spec = chunk[0]
                     yield cand, train_instance(task, cand, data, spec, settings)
                     continue
-                specs = [spec for _, spec in chunk]
-                members = tuple(spec.index for spec in specs)
-                for result in iter_stacked(task, candidate, data, specs, settings, compact=self.compact):
+                cands = [c for c, _ in chunk]
+                specs = [s for _, s in chunk]
+                for pos, result in _iter_stacked(task, cands, data, specs, settings, compact=self.compact, fast_layout=True):
                     # what `robust reproduce` needs to rebuild the very same stack
-                    result.engine, result.stack = "stacked", members
-                    yield candidate, result
+                    result.engine, result.stack = "stacked", stack_members(cands[pos], chunk)
+                    yield cands[pos], result
 
 
 def _balanced_chunks(items: list[Any], most: int) -> list[list[Any]]:

@@ -58,9 +58,10 @@ class InstanceResult:
     test_curve: list[float] = field(default_factory=list)
     failure: str | None = None
     device: str = "cpu"
-    #: how it was trained: "plain", or "stacked" with the instance indices of its stack, in order
+    #: how it was trained: "plain", or "stacked" with the members of its stack, in order: instance
+    #: indices, as "candidate_id:index" for members of another candidate
     engine: str = "plain"
-    stack: tuple[int, ...] = ()
+    stack: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
