@@ -7,7 +7,7 @@ ROBUST := $(VENV)/bin/robust
 PLUGINS := $(wildcard plugins/*/pyproject.toml) $(wildcard examples/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	python3 -m venv $(VENV)
@@ -41,6 +41,9 @@ test-all: install
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-quick: install
+	for b in benchmarks/*.py; do echo "== $$b --quick"; $(PY) $$b --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) mlruns

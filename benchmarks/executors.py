@@ -10,6 +10,7 @@ Rows: ``inprocess`` (this process, ``--threads`` torch threads), ``local`` (the 
 ``ray`` rows with ``--ray`` (a local Ray of ``--workers`` CPUs).
 
     .venv/bin/python benchmarks/executors.py                 # ~2-3 minutes on 2 cores
+    .venv/bin/python benchmarks/executors.py --quick         # under a minute
     .venv/bin/python benchmarks/executors.py --models synthetic --ray
 
 Measured on the 2-core development VM (torch 2.13 CPU, ``--ray``, fastest of 2), while other
@@ -71,7 +72,10 @@ def timed(executor: Any, task: Any, data: Any, jobs: list, settings: Any) -> tup
     return seconds, epochs, [r.test_loss for _, r in sorted(results, key=lambda p: p[1].spec.index)]
 
 
-def bench(name: str, task: Any, key: str, count: int, train_size: int, epochs: int, args: argparse.Namespace) -> None:
+def bench(
+    name: str, task: Any, key: str, count: int, train_size: int, epochs: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """Prints one table; returns each row's ratio against the first (in-process plain, 1 thread)."""
     import torch
 
     from robustcli.config import EarlyStoppingSettings, TrainingSettings
@@ -120,6 +124,7 @@ def bench(name: str, task: Any, key: str, count: int, train_size: int, epochs: i
 
     base = None
     ref_losses: list[float] = []
+    ratios: dict[str, float] = {}
     for label, make, threads in rows:
         torch.set_num_threads(threads)
         executor = make()
@@ -132,6 +137,8 @@ def bench(name: str, task: Any, key: str, count: int, train_size: int, epochs: i
             base, ref_losses = rate, losses
         drift = max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True))
         print(f"  {label:<34} {rate:>13.1f} {rate / base:>6.2f}x {seconds:>8.1f}   max|dloss| vs plain {drift:.1e}")
+        ratios[label] = rate / base
+    return ratios
 
 
 def main() -> None:
@@ -144,21 +151,31 @@ def main() -> None:
     parser.add_argument("--calo-epochs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="time each row this many times, keep the fastest")
     parser.add_argument("--ray", action="store_true", help="add Ray rows (a local Ray)")
+    parser.add_argument("--quick", action="store_true", help="under a minute: 16 MLP and 4 Model 2 instances, 1 timing each")
     args = parser.parse_args()
+    if args.quick:
+        args.instances, args.calo_instances, args.calo_epochs, args.repeat = 16, 4, 1, 1
 
     models = args.models.split(",")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (others' load skews every row)")
+    ratios: dict[str, float] = {}
     if "synthetic" in models:
         from robustcli.builtin.synthetic import SyntheticTask
 
-        bench("synthetic MLP", SyntheticTask(), "small", args.instances, 256, 20, args)
+        ratios = bench("synthetic MLP", SyntheticTask(), "small", args.instances, 256, 20, args)
     if "model2" in models:
         try:
             from robust_calo.task import CaloEnergyTask
         except ImportError:
             print("\nmodel2: skipped (robust_calo is not installed)")
         else:
-            bench("calo-energy Model 2", CaloEnergyTask(events=4000), "model2", args.calo_instances, 1000, args.calo_epochs, args)
+            ratios = bench("calo-energy Model 2", CaloEnergyTask(events=4000), "model2", args.calo_instances, 1000, args.calo_epochs, args)
+    # headline: the local pool with the stacked engine inside against the in-process plain loop
+    # (1 thread), for the last model timed (Model 2 when installed)
+    head = next((v for k, v in ratios.items() if k.startswith("local stacked")), None)
+    if head is not None:
+        print(f"\nheadline: local pool ({args.workers} proc x 1 thr, stacked) vs in-process plain (1 thr): {head:.2f}x")
+        print(f"ratio={head:.3f}")
 
 
 if __name__ == "__main__":

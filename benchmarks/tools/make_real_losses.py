@@ -4,7 +4,7 @@
 Trains every candidate of the built-in `synthetic` task (96) for `--instances` instances with the
 stacked engine and short early stopping, through the same session, seeds and MLflow logging as
 `robust assess` (into a temporary store), then writes the table with `robust export`'s writer.
-Run: .venv/bin/python benchmarks/make_real_losses.py [--instances 40]
+Run: .venv/bin/python benchmarks/tools/make_real_losses.py [--instances 40]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from robustcli.config import load_settings
 from robustcli.execution.session import StudySession
 from robustcli.selection import write_loss_table
 
-OUT = Path(__file__).parent / "data" / "real_losses.csv"
+OUT = Path(__file__).resolve().parents[1] / "data" / "real_losses.csv"
 
 
 def main() -> None:

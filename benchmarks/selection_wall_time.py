@@ -1,0 +1,111 @@
+"""Selection wall time: the demo study end to end, the plain loop against the stacked engine.
+
+Runs ``robust baseline`` once, untimed (engine-independent: both runs read its result for the
+paper's baseline cut; it also generates and caches the data on first use), then ``robust select`` on the same study file twice, each into a fresh copy of
+that store, once with ``--engine plain`` and once with the default engine. Each select is timed
+as a whole command (start-up, data loading, training, MLflow writes, the final instances and
+the summary). Both runs must select the same candidate: the engines differ only by floating-point
+reordering, so a differing choice is printed (it can happen when two candidates tie within that
+noise).
+
+    .venv/bin/python benchmarks/selection_wall_time.py            # the demo study (minutes)
+    .venv/bin/python benchmarks/selection_wall_time.py --quick    # a reduced demo (under a minute)
+    .venv/bin/python benchmarks/selection_wall_time.py -c examples/studies/paper-energy.toml --extra "--budget 200"
+
+The last line is ``ratio=<plain wall time / engine wall time>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: --quick: the demo's study at a reduced size (fewer events to generate, smaller samples, fewer epochs)
+QUICK = ["-o", "events=20000", "--train-size", "500", "--min-epochs", "4", "--window", "2", "--max-epochs", "8"]
+
+
+def robust_command() -> list[str]:
+    exe = Path(sys.executable).with_name("robust")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "robustcli"]
+
+
+def _task_options(extra: list[str]) -> list[str]:
+    out = []
+    for i, arg in enumerate(extra):
+        if arg in ("-o", "--task-option") and i + 1 < len(extra):
+            out += [arg, extra[i + 1]]
+    return out
+
+
+def run(cmd: list[str]) -> tuple[float, dict]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
+    return wall, json.loads(proc.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-c", "--config", type=Path, default=ROOT / "examples" / "studies" / "demo.toml")
+    p.add_argument("--quick", action="store_true", help="the study at a reduced size: under a minute on 2 cores")
+    p.add_argument("--extra", default="", help="more `robust select` options, one string")
+    p.add_argument("--engines", default="plain,stacked")
+    args = p.parse_args(argv)
+    extra = (QUICK if args.quick else []) + shlex.split(args.extra)
+    robust = robust_command()
+
+    print(f"study {args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}"
+          f"{' (--quick: ' + ' '.join(QUICK) + ')' if args.quick else ''}; {os.cpu_count()} cpus, "
+          f"load average {os.getloadavg()[0]:.1f} (a shared machine: compare within one run)", flush=True)  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="robust-selection-bench-"))
+    try:
+        template = work / "template.db"
+        # the baselines (and, on first use, the data) outside the timings: both runs read them
+        t = time.perf_counter()
+        n = "2" if args.quick else "5"
+        run([*robust, "baseline", "-c", str(args.config), "--instances", n, "--json",
+             "--tracking-uri", f"sqlite:///{template}", *_task_options(extra)])  # fmt: skip
+        print(f"robust baseline --instances {n}: {time.perf_counter() - t:.1f} s, data generation included on "
+              f"first use (outside the timings)", flush=True)  # fmt: skip
+
+        rows = []
+        for engine in args.engines.split(","):
+            db = work / f"{engine}.db"
+            shutil.copy(template, db)
+            cmd = [*robust, "select", "-c", str(args.config), "--engine", engine, "--json",
+                   "--tracking-uri", f"sqlite:///{db}", *extra]  # fmt: skip
+            wall, out = run(cmd)
+            summary = out.get("summary") or [{}]
+            best = summary[0]
+            stats = best.get("statistics", {}).get("mean", {})
+            mean = stats.get("value") if isinstance(stats, dict) else stats
+            rows.append((engine, wall, out))
+            print(f"{engine:>8}: {wall:7.1f} s, {out['trained']} step trainings + final instances "
+                  f"({best.get('instances', 0)} of the survivor), selected {out['selected']} "
+                  f"(mean loss {mean if mean is None else f'{mean:.4f}'})", flush=True)  # fmt: skip
+        if len(rows) >= 2:
+            (e0, w0, o0), (e1, w1, o1) = rows[0], rows[1]
+            if o0["selected"] != o1["selected"]:
+                print(f"note: {e0} selected {o0['selected']}, {e1} {o1['selected']} (a tie within floating-point noise)")
+            print(f"\n{e1} engine: {w0 / w1:.2f}x faster than {e0} for the whole selection ({w0:.1f} s -> {w1:.1f} s)")
+            print(f"ratio={w0 / w1:.3f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

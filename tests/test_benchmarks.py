@@ -1,0 +1,30 @@
+"""The benchmarks' common contract: each takes --quick and ends with one `ratio=<number>` line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+def test_there_are_benchmarks():
+    assert {"train_throughput.py", "tracking_overhead.py", "selection_wall_time.py"} <= {b.name for b in BENCHMARKS}
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda p: p.name)
+def test_every_benchmark_offers_quick_and_prints_a_ratio(bench):
+    text = bench.read_text()
+    assert '"--quick"' in text, f"{bench.name} has no --quick"
+    assert "ratio=" in text, f"{bench.name} prints no ratio= line"
+
+
+def test_a_quick_benchmark_ends_with_its_ratio():
+    bench = next(b for b in BENCHMARKS if b.name == "selection_efficiency.py")
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--jobs", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"ratio=[0-9.]+", out.stdout.strip().splitlines()[-1])
