@@ -74,10 +74,15 @@ def has_lr_schedule(task: Task) -> bool:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device for ``--device`` (cpu, cuda, auto). On CUDA, TF32 is turned off for
+    convolutions and matmuls: full fp32, so that spreads measured on a GPU compare with the CPU's."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available (valid: cpu, cuda, auto)")
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return torch.device(device)
 
 
