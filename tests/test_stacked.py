@@ -314,13 +314,115 @@ def test_unstackable_models_are_reported_and_trained_plainly():
     assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2, 1)] and ex.why_plain(SMALL.id)
 
 
-def test_cpu_stacks_of_conv_nets_are_kept_cache_sized():
+def test_cpu_stacks_of_conv_nets_are_sized_by_examples_per_step():
     from robustcli.execution.stacked import StackedExecutor
 
-    ex = StackedExecutor(max_stack=64, cpu_cache_bytes=1 << 20, cpu_min_stack=2)
+    ex = StackedExecutor(max_stack=64, cpu_cache_bytes=1 << 20, cpu_min_stack=2, cpu_stack_examples=256)
     settings = _settings()
     assert ex.plan(SYN, SYN.load_data(), SMALL, 100, settings) == ("stacked", 64)  # tiny MLP: all of it
     conv = Candidate.from_params({**CONV_CAND.params, "batch_size": 64})
     engine, k = ex.plan(CONV, CONV.load_data(), conv, 100, settings)
     assert engine == "stacked" and 2 <= k < 64
     assert ex.plan(SYN, SYN.load_data(), SMALL, 1, settings) == ("plain", 1)
+    # the defaults: 4096 examples per step, at least 8 instances
+    default = StackedExecutor()
+    sizes = {b: default.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 100, settings)[1]
+             for b in (32, 256, 1024)}  # fmt: skip
+    assert sizes == {32: 64, 256: 16, 1024: 8}
+
+
+# -- (7) the stacked model's rewrites (crop, pool before ReLU, fused conv+pool, layouts) ---------------
+class OddConvTask(TinyConvTask):
+    """11x11 images: conv 3x3 -> 9x9, so the 2x2 pooling drops a row and a column (the crop)."""
+
+    name = "odd-conv"
+
+    def load_data(self) -> TaskData:
+        gen = torch.Generator().manual_seed(5)
+        x = torch.randn(300, 1, 11, 11, generator=gen).relu()  # exact zeros: ties at 0 in the pooling
+        y = x.mean(dim=(1, 2, 3)).unsqueeze(1)
+        return TaskData(x[:200], y[:200], x[200:], y[200:])
+
+    def build_model(self, candidate: Candidate) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 2), nn.ReLU(), nn.AdaptiveMaxPool2d(2),
+            nn.Flatten(), nn.Linear(32, 1),
+        )  # fmt: skip
+
+
+def test_rewritten_stacked_model_matches_the_model_alone():
+    from robustcli.training.stacked import _forward_fn, _StackedConv2d
+
+    task = OddConvTask()
+    data = task.load_data()
+    k = 3
+    specs = _specs(k)
+    base, params, buffers = _build(task, [CONV_CAND] * k, specs, torch.device("cpu"))
+    convs = [m for m in base.modules() if isinstance(m, _StackedConv2d)]
+    assert convs[0].crop_kernel == (2, 2) and "pool_after" in convs[0]._modules
+    assert not any(type(m) is nn.ReLU for m in base.modules())  # both ReLUs now run after their pooling
+    assert params["3.weight"].stride()[2] == 1  # conv weights stored [K, O, kh, kw, I]
+    # training forward/backward: gradients as the model alone's
+    idx = torch.randint(0, data.pool_size, (16, k), generator=torch.Generator().manual_seed(1))
+    x, y = _Gather(data.pool_x, data.pool_y, channels_last=True)(idx)
+    vmap(_loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y).sum().backward()
+    # evaluation of a shared input (the fused conv+pool path): predictions as the model alone's
+    with torch.no_grad():
+        preds = vmap(_forward_fn(base), in_dims=(0, 0, None))(params, buffers, data.test_x)
+    for i, spec in enumerate(specs):
+        torch.manual_seed(spec.init_seed)
+        model = task.build_model(CONV_CAND)
+        task.init_weights(model)
+        task.objective(model(data.pool_x[idx[:, i]]), data.pool_y[idx[:, i]]).backward()
+        for name, p in model.named_parameters():
+            err = (params[name].grad[i] - p.grad).abs().max() / p.grad.abs().max()
+            assert err <= 2e-6, f"{name} of instance {i}: {err:.2e}"
+        with torch.no_grad():
+            ref = model(data.test_x)
+        assert torch.allclose(preds[i], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pool_before_relu_is_exact_with_ties_at_zero():
+    from robustcli.training.stacked import _pool_before_relu
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=gen).clamp_min(0) - torch.randn(4, 3, 8, 8, generator=gen).relu()
+    x[0, 0, :4, :4] = 0.0  # a window of ties at zero
+    plain = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    swapped = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    assert _pool_before_relu(swapped) == 1
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(4, 3, 4, 4, generator=gen)
+    ya, yb = plain(a), swapped(b)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+
+
+def test_optimiser_keeps_the_parameter_layout_and_its_bits():
+    from robustcli.training.stacked import _channels_last_rows
+
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(4, 6, 5, 3, 3, generator=gen)
+    grads = [torch.randn(4, 6, 5, 3, 3, generator=gen) for _ in range(5)]
+    dense, strided = p0.clone(), _channels_last_rows(p0.clone())
+    assert strided.stride() != dense.stride()
+    a, b = StackedNAdam([dense], lr=1e-2, weight_decay=1e-2), StackedNAdam([strided], lr=1e-2, weight_decay=1e-2)
+    for t, g in enumerate(grads):
+        a.step([g])
+        b.step([_channels_last_rows(g)])
+        if t == 2:
+            a.keep([0, 2, 3])
+            b.keep([0, 2, 3])
+            grads = [gg[[0, 2, 3]] for gg in grads]
+    assert b.params[0].stride() == _channels_last_rows(b.params[0].contiguous()).stride()
+    assert b.state[0]["exp_avg"].stride() == b.params[0].stride()
+    assert torch.equal(a.params[0], b.params[0])
+
+
+def test_keep_freed_memory_is_idempotent():
+    from robustcli.training.cpu_memory import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first

@@ -2,7 +2,9 @@
 
 Everything is validated before anything is written: the experiment is created only when the
 first finished instance is about to be logged, so a refused command leaves the store untouched.
-Only this (coordinating) process writes to MLflow; executors return results.
+Only this (coordinating) process writes to MLflow; executors return results. Finished instances
+are handed to the store as they come and written by its background writer; :meth:`StudySession.train`
+returns only once they are all committed (see :mod:`robustcli.tracking.writer`).
 """
 
 from __future__ import annotations
@@ -164,24 +166,37 @@ class StudySession:
         device = None
         tags: dict[str, str] = {}
         jobs = [(c, self.spec(c, i)) for c, i in requests]
-        for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
-            if device != result.device:
-                device = result.device
-                tags = provenance_tags(self.plugin.distribution, device)
-            run_id = self.store.log_instance(
-                self.experiment(),
-                self.parent_run(candidate),
-                candidate=candidate,
-                result=result,
-                fingerprint=self.fingerprint,
-                settings_json=self.settings_json(),
-                provenance={
-                    **tags,
-                    "robust.task": str(self.settings.task),
-                    "robust.study": self.settings.study_name,
-                    "robust.loss_name": self.task.loss.name,
-                },
-            )
-            if on_result is not None:
-                on_result(candidate, result)
-            yield candidate, InstanceRecord.from_result(run_id, candidate.id, result)
+        settings_json = self.settings_json()
+        # A run handed to the store is journaled at once and committed by a background thread
+        # (see robustcli.tracking.writer): flush before returning, so that what was yielded is
+        # in MLflow for the next reader. On an exception (Ctrl-C included) flush too, without
+        # hiding the exception: whatever cannot be written stays in the journal for the next command.
+        try:
+            for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
+                if device != result.device:
+                    device = result.device
+                    tags = provenance_tags(self.plugin.distribution, device)
+                run_id = self.store.log_instance(
+                    self.experiment(),
+                    self.parent_run(candidate),
+                    candidate=candidate,
+                    result=result,
+                    fingerprint=self.fingerprint,
+                    settings_json=settings_json,
+                    provenance={
+                        **tags,
+                        "robust.task": str(self.settings.task),
+                        "robust.study": self.settings.study_name,
+                        "robust.loss_name": self.task.loss.name,
+                    },
+                )
+                if on_result is not None:
+                    on_result(candidate, result)
+                yield candidate, InstanceRecord.from_result(run_id, candidate.id, result)
+        except BaseException:
+            try:
+                self.store.flush()
+            except Exception:  # noqa: BLE001 - the journal keeps the runs; report the first error
+                pass
+            raise
+        self.store.flush()

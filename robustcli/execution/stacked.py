@@ -11,12 +11,14 @@ sizes, in the order the jobs came, and each result is yielded the moment its ins
 A result records its stack (``result.stack``: the members' instance indices, prefixed with
 ``candidate_id:`` for members of another candidate) so that ``robust reproduce`` can rebuild it.
 
-Stack size. On a GPU, up to ``max_stack`` (default 64). On the CPU, big stacks of conv nets
-stream more activations than the caches hold and get slower per instance (measured on a 2-core
-VM, Model 2, 1 thread: K=8 gave 2.6-4.3x the plain loop, K=64 1.7-2.8x, at batch 16-64), while
-tiny models gain up to K=64 (the synthetic MLP: 13x at K=8, 45x at K=64, batch 16). So a CPU
-stack holds ``cpu_cache_bytes / (batch x activation bytes per example)`` instances, at least
-``cpu_min_stack`` (8) and at most ``max_stack``: K=8 for the calorimeter nets, 64 for the MLP.
+Stack size. On a GPU, up to ``max_stack`` (default 64). On the CPU, a stack holds about
+``cpu_stack_examples`` (4096) training examples per step: ``4096 / batch`` instances, at least
+``cpu_min_stack`` (8) and at most ``max_stack``, i.e. 64 for the calorimeter nets at batch 16-64
+and 16 at batch 256; models with small activations may go further, up to
+``cpu_cache_bytes / (batch x activation bytes per example)`` (the synthetic MLP: 64 at any
+batch). Measured on a 2-core VM, Model 2 (per instance against the plain loop, with freed memory
+kept in the process, see :mod:`robustcli.training.cpu_memory`): K=64 3.97x vs K=8 3.32x at batch
+16, equal within noise at 32-64, K=8 2.97x vs K=64 2.82x at 256.
 
 ``mode="auto"`` (default) keeps the plain loop where stacking cannot work or does not pay:
 
@@ -38,15 +40,16 @@ from typing import Any, Literal
 
 from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
+from robustcli.training import PER_INSTANCE_KEYS
 
-__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "PER_INSTANCE_KEYS", "StackedExecutor", "group_jobs", "stack_signature"]
+__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackedExecutor", "group_jobs", "stack_signature"]
 
 #: the CPU working-set target of one stacked step (activations of all its instances and examples)
 CPU_CACHE_BYTES = 8 << 20
 #: the smallest CPU stack the size rule may choose
 CPU_MIN_STACK = 8
-#: candidate parameters that may differ between the members of one stack (per-instance optimiser settings)
-PER_INSTANCE_KEYS = ("lr", "weight_decay", "momentum")
+#: training examples (instances x batch) of one CPU stack's step
+CPU_STACK_EXAMPLES = 4096
 
 Job = tuple[Candidate, Any]
 
@@ -84,6 +87,7 @@ class StackedExecutor:
         *,
         cpu_cache_bytes: int = CPU_CACHE_BYTES,
         cpu_min_stack: int = CPU_MIN_STACK,
+        cpu_stack_examples: int = CPU_STACK_EXAMPLES,
         plain_batch: int | None = None,
         compact: bool = True,
     ) -> None:
@@ -95,6 +99,7 @@ class StackedExecutor:
         self.mode = mode
         self.cpu_cache_bytes = int(cpu_cache_bytes)
         self.cpu_min_stack = int(cpu_min_stack)
+        self.cpu_stack_examples = int(cpu_stack_examples)
         self.plain_batch = plain_batch
         self.compact = compact
         self._probe: dict[str, tuple[str | None, int]] = {}
@@ -128,7 +133,7 @@ class StackedExecutor:
         batch = int(candidate.params.get("batch_size", 64))
         most = self.max_stack
         if resolve_device(settings.device).type == "cpu":
-            fit = self.cpu_cache_bytes // max(1, batch * act_bytes)
+            fit = max(self.cpu_stack_examples // batch, self.cpu_cache_bytes // max(1, batch * act_bytes))
             most = max(1, min(self.max_stack, max(self.cpu_min_stack, fit)))
         if self.mode == "always":
             return "stacked", min(most, count)
@@ -143,7 +148,7 @@ class StackedExecutor:
 
     def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
         from robustcli.training.instance import train_instance
-        from robustcli.training.stacked import _iter_stacked
+        from robustcli.training.stacked import iter_stacked
 
         for group in group_jobs(jobs):
             first = group[0][0]
@@ -162,7 +167,7 @@ class StackedExecutor:
                     continue
                 cands = [c for c, _ in chunk]
                 specs = [s for _, s in chunk]
-                for pos, result in _iter_stacked(task, cands, data, specs, settings, compact=self.compact, fast_layout=True):
+                for pos, result in iter_stacked(task, cands, data, specs, settings, compact=self.compact, fast_layout=True):
                     # what `robust reproduce` needs to rebuild the very same stack
                     result.engine, result.stack = "stacked", stack_members(cands[pos], chunk)
                     yield cands[pos], result

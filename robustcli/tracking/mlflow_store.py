@@ -8,8 +8,16 @@ Layout (what ``mlflow ui`` shows):
 * a child run per instance: params ``init_seed``, ``data_seed``, ``train_size``,
   ``instance_index`` (and the settings), per-epoch ``train_loss``/``test_loss``, final
   ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance (versions, git
-  commit, device, host). An instance's run is written in one batch once it has finished, then
-  closed, so an interrupted process leaves at most a RUNNING run that readers ignore.
+  commit, device, host). An instance's run is written once it has finished, already closed.
+
+How runs are written: to a local sqlite store, in one transaction per batch of finished runs from
+a background thread, each run first journaled next to the store so that a crash loses nothing
+(see :mod:`robustcli.tracking.writer`; every read through this store waits for those writes
+first, and opening the store writes what a dead process left in its journal). To any other
+store (a server), synchronously through ``MlflowClient`` in three calls (create_run with the
+tags, log_batch, set_terminated), the run deleted on error; readers ignore a run that is not
+FINISHED/FAILED, so an interrupted process leaves nothing that looks finished either way.
+``ROBUST_TRACKING_WRITE=sync`` forces the synchronous way for a sqlite store too.
 
 Instances are matched by ``robust.fingerprint``: the hash of every setting that changes the
 result (task, task options, study seed, sampling, early stopping...). Only instances with the
@@ -27,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import StoreError
+from robustcli.tracking.writer import JOURNAL_DIR, BackgroundWriter, RunRows, SqlRunWriter, replay_journals
 
 __all__ = ["DEFAULT_TRACKING_URI", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-_MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+_MAX_BATCH = 900  # MLflow accepts at most 1000 entries (metrics + params + tags) per log_batch
 
 
 def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = None) -> str:
@@ -112,13 +121,78 @@ class MlflowStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._client: Any = None
+        self._sql: Any = None  # a SqlRunWriter when runs are written as rows (a sqlite store)
+        self._writer: Any = None  # its BackgroundWriter, started on the first run
+        self._artifacts: dict[str, str] = {}
+        self._created_parents: dict[tuple[str, str], str] = {}
+        #: runs found in dead processes' journals when this store was opened (written unless already there)
+        self.replayed = 0
 
     # -- connection -----------------------------------------------------------------------
     @property
     def client(self) -> Any:
+        """MLflow's client, once every run handed to this store is written: reads see them all."""
+        if self._client is None:
+            self._client = self._connect()
+        if self._writer is not None and self._writer.pending:
+            self.flush()
+        return self._client
+
+    @property
+    def _raw(self) -> Any:
+        """The client without waiting for queued writes (for reads that cannot depend on them)."""
         if self._client is None:
             self._client = self._connect()
         return self._client
+
+    def flush(self) -> None:
+        """Wait until every run handed to :meth:`log_instance` is committed (raise StoreError if not)."""
+        if self._writer is not None:
+            try:
+                self._writer.flush()
+            except StoreError:
+                # said once; its journal stays for the next process, later runs get a new writer
+                writer, self._writer = self._writer, None
+                writer.abandon()
+                raise
+
+    def close(self) -> None:
+        """Flush and stop the background writer (a later write starts a new one)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    @property
+    def writer_stats(self) -> dict[str, float]:
+        """What the background writer did so far (for the benchmark)."""
+        w = self._writer
+        if w is None:
+            return {}
+        return {"runs": w.written, "transactions": w.transactions, "seconds": w.write_seconds, "cpu": w.write_cpu}
+
+    def _journal_dir(self) -> Path | None:
+        db = _sqlite_path(self.uri)
+        return None if db is None else db.parent / JOURNAL_DIR
+
+    def _setup_fast_writes(self, client: Any) -> None:
+        if os.environ.get("ROBUST_TRACKING_WRITE", "").lower() == "sync" or _sqlite_path(self.uri) is None:
+            return
+        try:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            store = client._tracking_client.store
+            if not isinstance(store, SqlAlchemyStore):
+                return
+            self._sql = SqlRunWriter(store.engine)
+        except Exception as exc:  # noqa: BLE001 - another MLflow: the client's (slower) way still works
+            import logging
+
+            logging.getLogger(__name__).debug("fast MLflow writes off: %s", exc)
+            self._sql = None
+            return
+        journal = self._journal_dir()
+        if journal is not None:
+            self.replayed = replay_journals(journal, self._sql)
 
     def _connect(self) -> Any:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -143,6 +217,7 @@ class MlflowStore:
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first[:300]}") from None
+        self._setup_fast_writes(client)
         return client
 
     def _artifact_location(self, name: str) -> str | None:
@@ -171,11 +246,13 @@ class MlflowStore:
         return list(self.client.search_experiments())
 
     # -- runs -----------------------------------------------------------------------------
-    def search(self, exp_id: str, filter_string: str) -> list[Any]:
+    def search(self, exp_id: str, filter_string: str, *, wait: bool = True) -> list[Any]:
+        """Runs matching ``filter_string``, oldest first (after the queued writes unless ``wait=False``)."""
+        client = self.client if wait else self._raw
         runs: list[Any] = []
         token = None
         while True:
-            page = self.client.search_runs(
+            page = client.search_runs(
                 [exp_id],
                 filter_string=filter_string,
                 max_results=5000,
@@ -189,27 +266,35 @@ class MlflowStore:
 
     def candidate_run(self, exp_id: str, task: str, candidate: Any) -> str:
         """The candidate's parent run, created on first use."""
-        found = self.search(
-            exp_id, f"tags.`robust.kind` = 'candidate' and tags.`robust.candidate_id` = '{candidate.id}'"
-        )
-        if found:
-            return found[0].info.run_id
-        from mlflow.entities import Param, RunTag
-
+        key = (exp_id, candidate.id)
+        if key in self._created_parents:
+            return self._created_parents[key]
+        # a parent this process created is in _created_parents: the search needs no flush
+        self._raw  # noqa: B018 - connect: decides how runs are written and read here
+        if self._sql is not None:
+            found = self._sql.find_run(exp_id, {"robust.kind": "candidate", "robust.candidate_id": candidate.id})
+            if found is not None:
+                return found
+        else:
+            runs = self.search(
+                exp_id,
+                f"tags.`robust.kind` = 'candidate' and tags.`robust.candidate_id` = '{candidate.id}'",
+                wait=False,
+            )
+            if runs:
+                return runs[0].info.run_id
         tags = {
             "robust.kind": "candidate",
             "robust.task": task,
             "robust.candidate_id": candidate.id,
             "robust.candidate_json": candidate.to_json(),
-            "mlflow.runName": candidate.name or candidate.id,
         }
         if candidate.name:
             tags["robust.candidate_name"] = candidate.name
-        run = self.client.create_run(exp_id, tags=tags, run_name=candidate.name or candidate.id)
-        params = [Param(k, str(v)[:6000]) for k, v in sorted(candidate.params.items())]
-        self.client.log_batch(run.info.run_id, params=params)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
+        params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
+        run_id = self._write_run(exp_id, candidate.name or candidate.id, "FINISHED", tags, params, [])
+        self._created_parents[key] = run_id
+        return run_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -228,9 +313,11 @@ class MlflowStore:
         provenance: Mapping[str, str],
         extra_tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Write one finished (or failed) instance as a child run, in batches, then close it."""
-        from mlflow.entities import Metric, Param, RunTag
+        """Hand over one finished (or failed) instance as a child run, written whole and closed.
 
+        Returns its run id at once; on a sqlite store the run is committed by the background
+        writer (journaled first), see :meth:`flush`.
+        """
         spec = result.spec
         name = f"{candidate.name or candidate.id}/{spec.index}"
         tags = {
@@ -251,32 +338,79 @@ class MlflowStore:
         }
         if result.failure:
             tags["robust.failure"] = result.failure[:5000]
-        run = self.client.create_run(exp_id, tags={"mlflow.parentRunId": parent_run_id}, run_name=name)
+        params = {
+            "init_seed": str(spec.init_seed),
+            "data_seed": str(spec.data_seed),
+            "train_size": str(spec.train_size),
+            "test_size": str(spec.test_size) if spec.test_size else "all",
+            "instance_index": str(spec.index),
+        }
+        ts = int(time.time() * 1000)
+        metrics = [("train_loss", v, ts, i + 1) for i, v in enumerate(result.train_curve) if math.isfinite(v)]
+        metrics += [("epoch_test_loss", v, ts, i + 1) for i, v in enumerate(result.test_curve) if math.isfinite(v)]
+        final = {"epochs": result.epochs, "seconds": result.seconds, "spiked": float(result.spiked)}
+        if not result.failed:
+            final["test_loss"] = result.test_loss
+        metrics += [(k, float(v), ts, 0) for k, v in final.items()]
+        return self._write_run(exp_id, name, "FAILED" if result.failed else "FINISHED", tags, params, metrics)
+
+    def _write_run(
+        self,
+        exp_id: str,
+        name: str,
+        status: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        metrics: list[tuple[str, float, int, int]],
+    ) -> str:
+        """Write a whole run, closed with ``status``; its id."""
+        client = self._raw
+        if self._sql is not None:
+            if exp_id not in self._artifacts:
+                exp = client.get_experiment(exp_id)
+                if exp.lifecycle_stage != "active":
+                    raise StoreError(f"experiment {exp.name!r} ({exp_id}) is deleted: restore it or choose another --study")
+                self._artifacts[exp_id] = exp.artifact_location
+            run = RunRows(
+                experiment_id=exp_id,
+                artifact_location=self._artifacts[exp_id],
+                name=name,
+                status=status,
+                tags=tags,
+                params=params,
+                metrics=metrics,
+            )
+            if self._writer is None:
+                self._writer = BackgroundWriter(self._sql, self._journal_dir())
+            self._writer.submit(run)
+            return run["run_uuid"]
+        return self._write_run_client(exp_id, name, status, tags, params, metrics)
+
+    def _write_run_client(
+        self,
+        exp_id: str,
+        name: str,
+        status: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        metrics: list[tuple[str, float, int, int]],
+    ) -> str:
+        """The synchronous way, through MLflow's client: three calls for up to 1000 metrics."""
+        from mlflow.entities import Metric, Param
+
+        client = self.client
+        run = client.create_run(exp_id, tags=dict(tags), run_name=name)
         run_id = run.info.run_id
         try:
-            params = [
-                Param("init_seed", str(spec.init_seed)),
-                Param("data_seed", str(spec.data_seed)),
-                Param("train_size", str(spec.train_size)),
-                Param("test_size", str(spec.test_size) if spec.test_size else "all"),
-                Param("instance_index", str(spec.index)),
-            ]
-            ts = int(time.time() * 1000)
-            metrics = [
-                Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result.train_curve) if math.isfinite(v)
-            ] + [Metric("epoch_test_loss", v, ts, i + 1) for i, v in enumerate(result.test_curve) if math.isfinite(v)]
-            final = {"epochs": result.epochs, "seconds": result.seconds, "spiked": float(result.spiked)}
-            if not result.failed:
-                final["test_loss"] = result.test_loss
-            metrics += [Metric(k, float(v), ts, 0) for k, v in final.items()]
-            self.client.log_batch(run_id, params=params, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-            for lo in range(0, len(metrics), _MAX_BATCH):
-                self.client.log_batch(run_id, metrics=metrics[lo : lo + _MAX_BATCH])
+            ms = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
+            ps = [Param(k, v) for k, v in params.items()]
+            for lo in range(0, max(len(ms), 1), _MAX_BATCH):
+                client.log_batch(run_id, metrics=ms[lo : lo + _MAX_BATCH], params=ps if lo == 0 else [])
+            client.set_terminated(run_id, status)
         except BaseException:
-            # never leave a half-written instance that looks finished
-            self.client.delete_run(run_id)
+            # never leave a half-written run that looks finished
+            client.delete_run(run_id)
             raise
-        self.client.set_terminated(run_id, "FAILED" if result.failed else "FINISHED")
         return run_id
 
     def instances(

@@ -151,6 +151,10 @@ def train_instance(
     ends the instance as failed with reason ``diverged``: it is returned, never dropped.
     """
     device = resolve_device(settings.device)
+    if device.type == "cpu":
+        from robustcli.training.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # the same allocator setting as the stacked engine (see cpu_memory)
     start = time.perf_counter()
     replace = settings.sampling == "bootstrap"
     train_idx, test_idx = sample_indices(data, spec, replace)

@@ -140,14 +140,15 @@ class StackedOptimizer:
         """Compact to ``rows`` (in that order). ``params``: the compacted parameters to use from now
         on (new leaf tensors); by default the current ones are index-selected in place of them."""
         idx_list = [int(r) for r in (rows.tolist() if isinstance(rows, Tensor) else rows)]
+        # row selection by indexing, which keeps each tensor's memory layout (index_select does not)
         if params is None:
-            params = [p.detach().index_select(0, torch.tensor(idx_list, device=p.device)) for p in self.params]
+            params = [p.detach()[torch.tensor(idx_list, device=p.device)] for p in self.params]
         params = list(params)
         if len(params) != len(self.params):
             raise ValueError(f"{len(params)} parameters given to keep, the optimiser has {len(self.params)}")
         for i, st in enumerate(self.state):
             for name, t in st.items():
-                st[name] = t.index_select(0, torch.tensor(idx_list, device=t.device))
+                st[name] = t[torch.tensor(idx_list, device=t.device)]
         self.params = params
         self.hyper = [self.hyper[r] for r in idx_list]
         self.steps = [self.steps[r] for r in idx_list]
