@@ -86,7 +86,7 @@ def bench(
     data = task.load_data()
     space = task.search_space()
     jobs = jobs_for(space, key, count, train_size)
-    es = EarlyStoppingSettings(min_epochs=epochs, window=max(1, min(epochs, 4)), max_epochs=epochs)
+    es = EarlyStoppingSettings(min_epochs=epochs, window=max(2, min(epochs, 4)), max_epochs=epochs)
     settings = TrainingSettings(train_size=train_size, early_stopping=es)
     batch = space.get(key).params.get("batch_size")
     print(f"\n{name} (load {os.getloadavg()[0]:.1f}): candidate {key} (batch {batch}), train {train_size}, {count} instances x {epochs} epochs")
@@ -151,10 +151,10 @@ def main() -> None:
     parser.add_argument("--calo-epochs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="time each row this many times, keep the fastest")
     parser.add_argument("--ray", action="store_true", help="add Ray rows (a local Ray)")
-    parser.add_argument("--quick", action="store_true", help="under a minute: 16 MLP and 4 Model 2 instances, 1 timing each")
+    parser.add_argument("--quick", action="store_true", help="under a minute: 16 MLP and 4 Model 2 instances (2 epochs), 1 timing each")
     args = parser.parse_args()
     if args.quick:
-        args.instances, args.calo_instances, args.calo_epochs, args.repeat = 16, 4, 1, 1
+        args.instances, args.calo_instances, args.calo_epochs, args.repeat = 16, 4, 2, 1
 
     models = args.models.split(",")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (others' load skews every row)")

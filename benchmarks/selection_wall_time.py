@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", type=Path, default=ROOT / "examples" / "studies" / "demo.toml")
     p.add_argument("--quick", action="store_true", help="the study at a reduced size: under a minute on 2 cores")
     p.add_argument("--extra", default="", help="more `robust select` options, one string")
-    p.add_argument("--engines", default="plain,stacked")
+    p.add_argument("--engines", default="plain,stacked",
+                   help="comma list of plain, stacked (in process) and local (the stacked engine in a local "
+                        "process pool, one thread per worker)")  # fmt: skip
     args = p.parse_args(argv)
     extra = (QUICK if args.quick else []) + shlex.split(args.extra)
     robust = robust_command()
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for engine in args.engines.split(","):
             db = work / f"{engine}.db"
             shutil.copy(template, db)
-            cmd = [*robust, "select", "-c", str(args.config), "--engine", engine, "--json",
+            how = ["--engine", "stacked", "--executor", "local"] if engine == "local" else ["--engine", engine]
+            cmd = [*robust, "select", "-c", str(args.config), *how, "--json",
                    "--tracking-uri", f"sqlite:///{db}", *extra]  # fmt: skip
             wall, out = run(cmd)
             summary = out.get("summary") or [{}]
@@ -97,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"({best.get('instances', 0)} of the survivor), selected {out['selected']} "
                   f"(mean loss {mean if mean is None else f'{mean:.4f}'})", flush=True)  # fmt: skip
         if len(rows) >= 2:
-            (e0, w0, o0), (e1, w1, o1) = rows[0], rows[1]
-            if o0["selected"] != o1["selected"]:
-                print(f"note: {e0} selected {o0['selected']}, {e1} {o1['selected']} (a tie within floating-point noise)")
-            print(f"\n{e1} engine: {w0 / w1:.2f}x faster than {e0} for the whole selection ({w0:.1f} s -> {w1:.1f} s)")
+            e0, w0, o0 = rows[0]
+            print()
+            for e, w, o in rows[1:]:
+                if o["selected"] != o0["selected"]:
+                    print(f"note: {e0} selected {o0['selected']}, {e} {o['selected']} (a tie within floating-point noise)")
+                print(f"{e}: {w0 / w:.2f}x faster than {e0} for the whole selection ({w0:.1f} s -> {w:.1f} s)")
+            # headline: the default (stacked, in process) against the plain loop
+            w1 = dict((e, w) for e, w, _ in rows).get("stacked", rows[1][1])
             print(f"ratio={w0 / w1:.3f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,13 @@ figure is instance-epochs per second. Printed per model, batch size and stack si
   training example, 1x per test example, the test set being scored every epoch) against the fp32
   matmul peak timed at the start of the same run;
 * fidelity: for the instances both engines trained, the largest |test loss stacked - plain|
-  next to the across-seed standard deviation of the plain test losses.
+  next to the across-seed standard deviation of the plain test losses; for Model 2 at batch 32
+  also the noise floor, the same difference between the plain loop with one thread and with the
+  default threads. Short trainings on small samples stay far below the seed spread; longer
+  noisy ones (e.g. ``--train-size 2000``, where the per-epoch test loss jumps by 20-50 %) are
+  chaotic: ulp-level differences grow to the size of the seed spread after a few hundred Adam
+  steps, for the thread count as for the engine (measured: 8e-3 and 1.4e-2 against a seed std
+  of 1.7e-2, Model 2, 3 epochs of 2,000 examples).
 
 Models: the synthetic task's MLP, and the paper's Model 1 and Model 2 (``robust_calo``, on
 freshly simulated showers; a stand-in conv net of the same shapes if the plugin is missing).
@@ -329,6 +335,18 @@ def main(argv: list[str] | None = None) -> int:
                               f"{row.plain_gflops:>10.2f} {row.stacked_gflops:>9.2f} {100 * row.stacked_gflops / peak:>5.1f}% "
                               f"{dl:>10.2e} {seed_std:>9.2e}" + (f"  ({k} jobs, executor: {label[6:]})" if fast is None else ""),
                               flush=True)  # fmt: skip
+                if name == "model2" and batch == 32 and device.type == "cpu" and torch.get_num_threads() > 1:
+                    # the floating-point noise floor: the same plain loop with one thread (other
+                    # summation orders in the kernels) against the default threads
+                    threads = torch.get_num_threads()
+                    torch.set_num_threads(1)
+                    try:
+                        one, _ = run_plain(task, cand, data, specs_for(n_plain, args.train_size), settings, device)
+                    finally:
+                        torch.set_num_threads(threads)
+                    floor = max(abs(a.test_loss - b.test_loss) for a, b in zip(plain, one))
+                    print(f"noise floor: plain loop, 1 thread vs {threads}: max|dloss| {floor:.2e} over {n_plain} "
+                          f"instances (seed std {seed_std:.2e}); the stacked engine's difference is of this kind", flush=True)
                 if name == "model2" and batch == 32 and len(ks) and max(ks) >= 2:
                     # half the instances stop after half the epochs: compaction keeps the gain?
                     k = max(ks)

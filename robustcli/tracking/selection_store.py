@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
+from robustcli.tracking.processes import owner_alive, this_owner
 
 __all__ = ["MlflowSelectionStore", "selection_key"]
 
@@ -34,21 +33,9 @@ def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: li
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _alive(owner: str) -> bool:
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
-        return True  # cannot tell for another host: assume it is running
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    return owner_alive(host, pid)
 
 
 class MlflowSelectionStore(Store):
@@ -116,7 +103,7 @@ class MlflowSelectionStore(Store):
         if run is None or run.info.status != "RUNNING":
             return
         owner = run.data.tags.get("robust.owner", "")
-        if owner and owner != _owner() and _alive(owner):
+        if owner and owner != this_owner() and _alive(owner):
             raise InputError(
                 f"study {self.session.settings.study_name!r} is being selected by another process ({owner}, "
                 f"run {run.info.run_id}); wait for it to finish, or stop it: re-running then resumes"
@@ -127,7 +114,7 @@ class MlflowSelectionStore(Store):
             return self._run_id
         client = self.session.store.client
         run = self.find_run()
-        tags = {"robust.owner": _owner(), "robust.state": "running"}
+        tags = {"robust.owner": this_owner(), "robust.state": "running"}
         if run is None:
             exp_id = self.session.experiment()
             run = client.create_run(

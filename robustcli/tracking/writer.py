@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import StoreError
+from robustcli.tracking.processes import owner_alive
 
 __all__ = ["BackgroundWriter", "RunRows", "SqlRunWriter", "replay_journals", "JOURNAL_DIR"]
 
@@ -221,18 +222,7 @@ class SqlRunWriter:
 # -- the journal and the thread -----------------------------------------------------------------
 def _owner_alive(path: Path) -> bool:
     parts = path.stem.rsplit("-", 2)  # host-pid-id
-    if len(parts) != 3:
-        return False
-    host, pid = parts[0], parts[1]
-    if host != socket.gethostname():
-        return True  # cannot tell for another host: leave it to that host
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    return len(parts) == 3 and owner_alive(parts[0], parts[1])
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
