@@ -329,6 +329,11 @@ def test_cpu_stacks_of_conv_nets_are_sized_by_examples_per_step():
     sizes = {b: default.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 100, settings)[1]
              for b in (32, 256, 1024)}  # fmt: skip
     assert sizes == {32: 64, 256: 16, 1024: 8}
+    # a lone instance: plain for the MLP, a stack of one for a conv net from batch 64 on
+    lone = {b: default.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 1, settings)
+            for b in (32, 64)}  # fmt: skip
+    assert lone == {32: ("plain", 1), 64: ("stacked", 1)}
+    assert default.plan(SYN, SYN.load_data(), Candidate.from_params({**SMALL.params, "batch_size": 64}), 1, settings) == ("plain", 1)
 
 
 # -- (7) the stacked model's rewrites (crop, pool before ReLU, fused conv+pool, layouts) ---------------

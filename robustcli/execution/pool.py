@@ -84,7 +84,9 @@ def plan_units(
             out.extend(("plain", 1, [job]) for job in group)
             continue
         for chunk in _balanced_chunks(group, most):
-            out.append(("stacked", len(chunk), chunk) if len(chunk) > 1 else ("plain", 1, chunk))
+            # a lone instance: as the in-process engine would train it
+            lone = len(chunk) == 1 and planner.plan(task, data, chunk[0][0], 1, settings)[0] == "plain"
+            out.append(("plain", 1, chunk) if lone else ("stacked", len(chunk), chunk))
     # the biggest units first: the pool's last worker is then not left with the longest one
     out.sort(key=lambda unit: -len(unit[2]))
     return out
