@@ -97,7 +97,9 @@ class TrainingSettings(_Strict):
     workers: PositiveInt | None = None
     ray_address: str | None = None
 
-    def fingerprint(self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool) -> str:
+    def fingerprint(
+        self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both"
+    ) -> str:
         """A short hash of what makes two instances comparable. Device is left out on purpose:
         a GPU run and a CPU run of the same instance are the same experiment."""
         payload = {
@@ -107,6 +109,8 @@ class TrainingSettings(_Strict):
             "mix_candidate_seed": mix_candidate_seed,
             **self.model_dump(exclude={"device", "engine", "max_stack", "threads", "executor", "workers", "ray_address"}),
         }
+        if vary != "both":  # absent for the default: fingerprints logged before `vary` existed stay valid
+            payload["vary"] = vary
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
@@ -139,6 +143,8 @@ class StudySettings(_Strict):
     study: str | None = None
     seed: int = 0
     mix_candidate_seed: bool = False
+    #: which seed differs between instances: both (default), init or data (see training.seeds.study_seeds)
+    vary: Literal["both", "init", "data"] = "both"
     instances: PositiveInt = 5
     candidate: str | None = None
     tracking_uri: str | None = None
@@ -151,7 +157,7 @@ class StudySettings(_Strict):
         return self.study or str(self.task)
 
     def fingerprint(self) -> str:
-        return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed)
+        return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed, self.vary)
 
     def data_fingerprint(self) -> str:
         """What decides the training samples and the test set only (baselines are keyed by it):

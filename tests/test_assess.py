@@ -183,3 +183,42 @@ def test_refused_input_creates_no_store(app, runner, tmp_path, monkeypatch):
         result = runner.invoke(app, ["assess", "--task", "synthetic", "--candidate", "small", *FAST, *args])
         assert result.exit_code == 2, (args, result.output)
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_vary_splits_the_spread_into_initialisation_and_training_sample(app, runner, workdir):
+    """--vary init holds the training sample, --vary data the initialisation; neither disturbs the
+    default study's instances, and `robust report` sets the three spreads side by side."""
+    from mlflow.tracking import MlflowClient
+
+    both = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)
+    seeds = {}
+    for vary in ("init", "data"):
+        result = _assess(app, runner, "--candidate", "small", "-n", "3", "--vary", vary)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["trained_now"] == 3 and report["vary"] == vary and report["fingerprint"] != both["fingerprint"]
+        client = MlflowClient(report["tracking_uri"])
+        params = [client.get_run(r).data.params for r in report["run_ids"]]
+        seeds[vary] = [(int(p["init_seed"]), int(p["data_seed"])) for p in params]
+    init, data = seeds["init"], seeds["data"]
+    assert len({d for _, d in init}) == 1 and len({i for i, _ in init}) == 3  # one sample, three initialisations
+    assert len({i for i, _ in data}) == 1 and len({d for _, d in data}) == 3  # one initialisation, three samples
+    assert init[0] == data[0]  # instance 0 is the same in every study
+    # the default study is untouched: asking again trains nothing
+    assert json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)["trained_now"] == 0
+    # a vary=init instance reproduces bit for bit
+    rep = runner.invoke(app, ["reproduce", json.loads(_assess(app, runner, "--candidate", "small", "-n", "3", "--vary", "init").stdout)["run_ids"][2], "--json"])
+    assert rep.exit_code == 0 and json.loads(rep.stdout)["bitwise_equal"] is True
+    page = runner.invoke(app, ["report", "--study", "synthetic", "--out", "r.html", "--json"])
+    assert page.exit_code == 0, page.output
+    out = json.loads(page.stdout)
+    assert out["fingerprint"] == both["fingerprint"]  # the report's main study is the default one
+    (row,) = out["decomposition"]
+    assert row["candidate"] == both["candidate"]
+    assert all(row[k]["instances"] == 3 and row[k]["std"] > 0 for k in ("both", "init", "data"))
+    assert "only the training sample" in (workdir / "r.html").read_text()
+
+
+def test_vary_must_be_known(app, runner, workdir):
+    result = _assess(app, runner, "--candidate", "small", "-n", "2", "--vary", "seed")
+    assert result.exit_code == 2 and "vary" in result.output

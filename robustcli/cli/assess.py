@@ -46,6 +46,17 @@ def assess(
         str | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,
     instances: Annotated[int | None, typer.Option("--instances", "-n", help="Instances wanted (default 5).", show_default=False)] = None,
+    vary: Annotated[
+        str | None,
+        typer.Option(
+            "--vary", metavar="both|init|data",
+            help="What differs between instances: both seeds (default), only the initialisation (every "
+                 "instance on instance 0's training sample) or only the training sample (every instance from "
+                 "instance 0's initialisation). Assess a candidate with init and with data, and `robust report` "
+                 "splits its spread into the two sources.",
+            show_default=False,
+        ),
+    ] = None,
     train_size: TrainSize = None,
     test_size: TestSize = None,
     sampling: Sampling = None,
@@ -72,6 +83,8 @@ def assess(
     of their test losses with bootstrap 95% intervals.
 
     Example: robust assess --task calo-energy --candidate model2 --instances 5 --train-size 2000
+
+    Example (variance decomposition): robust assess --task calo-energy --candidate model2 -n 10 --vary init
     """
     from robustcli.config import load_settings
     from robustcli.errors import InputError
@@ -82,6 +95,7 @@ def assess(
         config,
         candidate=candidate,
         instances=instances,
+        vary=vary,
         **training_overrides(
             task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
             device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
@@ -159,13 +173,16 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
         "statistics": {k: v.as_dict() for k, v in stats.items()},
         "tracking_uri": session.store.uri,
         "fingerprint": session.fingerprint,
+        "vary": session.settings.vary,
     }
 
 
 def _update_parent(session: Any, cand: Any, report: dict[str, Any]) -> None:
-    tags = {f"robust.stat.{k}": f"{v['value']:.6g}" for k, v in report["statistics"].items()}
-    tags["robust.instances"] = str(report["instances"])
-    tags["robust.failed"] = str(report["failed"])
+    # the candidate's running statistics are those of the default study; a decomposition's go apart
+    prefix = "robust." if report["vary"] == "both" else f"robust.vary_{report['vary']}."
+    tags = {f"{prefix}stat.{k}": f"{v['value']:.6g}" for k, v in report["statistics"].items()}
+    tags[f"{prefix}instances"] = str(report["instances"])
+    tags[f"{prefix}failed"] = str(report["failed"])
     session.store.set_tags(session.parent_run(cand), tags)
 
 
@@ -189,4 +206,8 @@ def _render(report: dict[str, Any]) -> None:
         f"{report['trained_now']} trained now, {report['failed']} failed, {report['spiked']} spiked after the minimum "
         f"epochs; stopped: {reasons}; mean {report['mean_epochs']:.0f} epochs, {report['mean_seconds']:.1f} s per instance"
     )
+    if report["vary"] != "both":
+        held = "training sample" if report["vary"] == "init" else "initialisation"
+        console.print(f"only the {'initialisation' if report['vary'] == 'init' else 'training sample'} varies "
+                      f"(every instance shares instance 0's {held}): `robust report` sets this spread against the others")  # fmt: skip
     console.print(f"runs in MLflow: {report['tracking_uri']} (experiment {report['study']!r})")

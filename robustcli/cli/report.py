@@ -45,8 +45,10 @@ def report(
     runs = [r for r in store.search(exp_id, "tags.`robust.kind` = 'instance'") if r.info.status in ("FINISHED", "FAILED")]
     if not runs:
         raise InputError(f"study {study!r} holds no finished instances yet")
-    # one figure compares like with like: the settings (fingerprint) with the most instances
-    fingerprint, _ = Counter(r.data.tags["robust.fingerprint"] for r in runs).most_common(1)[0]
+    # one figure compares like with like: the settings (fingerprint) with the most instances,
+    # among the studies where both seeds vary (the --vary init/data ones feed the decomposition)
+    varied = [r for r in runs if _vary(r) == "both"] or runs
+    fingerprint, _ = Counter(r.data.tags["robust.fingerprint"] for r in varied).most_common(1)[0]
     by_cand: dict[str, list[Any]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for run in sorted(runs, key=lambda r: r.info.start_time):
@@ -96,6 +98,8 @@ def report(
         baseline=base,
     )
     summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"))
+    main_run = next(r for rs in by_cand.values() for r in rs)
+    decomposition = _decomposition(ranked[:5], losses, runs, main_run)
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
 
@@ -108,13 +112,17 @@ def report(
                 selection=selections[0].data.tags if selections else None,
                 survivors_per_step=path,
                 fingerprint=fingerprint,
+                decomposition=decomposition,
             )
         )
         png.unlink()
         if selections:  # the page belongs with the study's own run
             store.client.log_artifact(selections[0].info.run_id, str(out))
     if json_output:
-        print_json({"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary})
+        print_json(
+            {"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary,
+             "decomposition": decomposition}
+        )  # fmt: skip
         return
     from rich.table import Table
 
@@ -126,6 +134,13 @@ def report(
     console.print(table)
     for row in summary:
         console.print(f"{row['candidate']}: {row['quote']}", soft_wrap=True)
+    if decomposition:
+        table = Table(title="where the spread comes from (std of the loss over instances)")
+        for col in ("candidate", "both vary", "init only", "sample only"):
+            table.add_column(col, no_wrap=True)
+        for row in decomposition:
+            table.add_row(row["candidate"], *(_std_cell(row[k]) for k in ("both", "init", "data")))
+        console.print(table)
     console.print(f"wrote {out}")
 
 
@@ -152,3 +167,49 @@ def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str)
             }
         )
     return rows
+
+
+def _vary(run: Any) -> str:
+    """What varied between the instances of the run's study (``vary`` in its settings; both if absent)."""
+    import json
+
+    return json.loads(run.data.tags.get("robust.settings_json", "{}")).get("vary", "both")
+
+
+def _decomposition(
+    cands: list[str], losses: dict[str, list[float]], runs: list[Any], main_run: Any
+) -> list[dict[str, Any]]:
+    """Per candidate, the spread of its loss with both seeds varying (the report's study), with only
+    the initialisation varying and with only the training sample varying (``robust assess --vary``
+    under otherwise equal settings); only candidates that have at least one of the latter two."""
+    import json
+    import statistics
+
+    from robustcli.config import StudySettings
+
+    settings = StudySettings.model_validate(json.loads(main_run.data.tags["robust.settings_json"]))
+    prints = {v: settings.model_copy(update={"vary": v}).fingerprint() for v in ("init", "data")}
+    found: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        tags = run.data.tags
+        for v, fp in prints.items():
+            if tags.get("robust.fingerprint") == fp and run.info.status == "FINISHED":
+                found[(tags["robust.candidate_id"], v)].setdefault(tags["robust.instance_index"], run.data.metrics.get("test_loss", math.nan))
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        finite = [x for x in values if math.isfinite(x)]
+        return {"instances": len(finite), "std": statistics.stdev(finite) if len(finite) > 1 else None}
+
+    rows = []
+    for cid in cands:
+        if not any((cid, v) in found for v in prints):
+            continue
+        row: dict[str, Any] = {"candidate": cid, "both": spread(losses[cid])}
+        for v in prints:
+            row[v] = spread(list(found.get((cid, v), {}).values()))
+        rows.append(row)
+    return rows
+
+
+def _std_cell(cell: dict[str, Any]) -> str:
+    return "-" if cell["std"] is None else f"{cell['std']:.3g} ({cell['instances']})"

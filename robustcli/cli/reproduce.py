@@ -62,12 +62,12 @@ def reproduce(
     if tags.get("robust.engine") == "stacked" and members:
         # a stacked instance is reproduced by retraining its whole stack, in the same order, with
         # the same members (instances of other candidates included)
-        from robustcli.training.seeds import derive_seeds
+        from robustcli.training.seeds import study_seeds
         from robustcli.training.stacked import train_stacked
 
         specs = []
         for member, index in members:
-            seeds = derive_seeds(settings.seed, index, member.id if settings.mix_candidate_seed else None)
+            seeds = study_seeds(settings.seed, index, member.id if settings.mix_candidate_seed else None, settings.vary)
             specs.append(InstanceSpec(index, seeds.init_seed, seeds.data_seed, spec.train_size, spec.test_size))
         own = [i for i, (member, index) in enumerate(members) if member.id == candidate.id and index == spec.index]
         if not own or specs[own[0]] != spec:

@@ -93,11 +93,10 @@ class StudySession:
     # -- seeds and specs --------------------------------------------------------------------
     def spec(self, candidate: Candidate, index: int):
         from robustcli.training.instance import InstanceSpec
-        from robustcli.training.seeds import derive_seeds
+        from robustcli.training.seeds import study_seeds
 
-        seeds = derive_seeds(
-            self.settings.seed, index, candidate.id if self.settings.mix_candidate_seed else None
-        )
+        s = self.settings
+        seeds = study_seeds(s.seed, index, candidate.id if s.mix_candidate_seed else None, s.vary)
         return InstanceSpec(index, seeds.init_seed, seeds.data_seed, self.train_size, self.test_size)
 
     @property
@@ -107,7 +106,7 @@ class StudySession:
         return size if isinstance(size, int) else None
 
     def settings_json(self) -> str:
-        keep = {"task", "seed", "mix_candidate_seed", "task_options", "training"}
+        keep = {"task", "seed", "mix_candidate_seed", "vary", "task_options", "training"}
         return json.dumps(self.settings.model_dump(mode="json", include=keep), sort_keys=True)
 
     # -- the store --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def study_page(
     selection: Mapping[str, str] | None,
     survivors_per_step: Sequence[int] | None,
     fingerprint: str,
+    decomposition: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -71,9 +72,26 @@ def study_page(
                 [[n, *(_num(m.get(f"loss_{k}", float("nan"))) for k in ("mean", "std", "min", "max"))] for n, m in baselines.items()],
             )
         )
-    parts.append(
-        "<p>Variance decomposition (initialisation against training sample): not measured in this study.</p>"
-    )
+    parts.append("<h2>Where the spread comes from</h2>")
+    if decomposition:
+        parts.append(
+            "<p>Standard deviation of the loss over instances (instances in brackets) when both seeds vary, "
+            "when only the initialisation varies (every instance on one training sample) and when only the "
+            "training sample varies (every instance from one initialisation): <code>robust assess --vary "
+            "init|data</code>.</p>"
+        )
+        cell = lambda c: "-" if c["std"] is None else f"{c['std']:.3g} ({c['instances']})"  # noqa: E731
+        parts.append(
+            _table(
+                ["candidate", "both vary", "only the initialisation", "only the training sample"],
+                [[r["candidate"], cell(r["both"]), cell(r["init"]), cell(r["data"])] for r in decomposition],
+            )
+        )
+    else:
+        parts.append(
+            "<p>Not measured: run <code>robust assess --candidate ID --vary init</code> and "
+            "<code>--vary data</code> with this study's settings to split the spread into its two sources.</p>"
+        )
     parts.append(f"<img alt='study figure' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     parts.append(f"<p><small>settings fingerprint {html.escape(fingerprint)}; read back from MLflow by robust report</small></p>")
     parts.append("</body></html>")

@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["InstanceSeeds", "derive_seeds"]
+__all__ = ["VARY", "InstanceSeeds", "derive_seeds", "study_seeds"]
 
 # 31 bits: every library we hand seeds to (torch, numpy, xgboost) accepts them
 _MASK = (1 << 31) - 1
+
+#: which randomness differs between the instances of a study: both seeds (the paper's, default),
+#: only the initialisation (one training sample for all), only the training sample (one initialisation)
+VARY = ("both", "init", "data")
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,19 @@ def derive_seeds(study_seed: int, instance_index: int, candidate_id: str | None 
     if candidate_id is not None:
         key += f"/{candidate_id}"
     return InstanceSeeds(init_seed=_hash(key + "/init"), data_seed=_hash(key + "/data"))
+
+
+def study_seeds(study_seed: int, instance_index: int, candidate_id: str | None = None, vary: str = "both") -> InstanceSeeds:
+    """The seeds of instance ``instance_index`` of a study: :func:`derive_seeds`, with the seed that
+    ``vary`` holds still taken from instance 0 (``vary="init"``: every instance trains on instance
+    0's sample; ``vary="data"``: every instance starts from instance 0's initialisation). Studies
+    with ``init`` and ``data`` split the spread over instances into its two sources."""
+    if vary not in VARY:
+        raise ValueError(f"vary must be one of {', '.join(VARY)}, got {vary!r}")
+    seeds = derive_seeds(study_seed, instance_index, candidate_id)
+    if vary == "both":
+        return seeds
+    first = derive_seeds(study_seed, 0, candidate_id)
+    if vary == "init":
+        return InstanceSeeds(init_seed=seeds.init_seed, data_seed=first.data_seed)
+    return InstanceSeeds(init_seed=first.init_seed, data_seed=seeds.data_seed)
