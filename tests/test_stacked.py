@@ -431,3 +431,63 @@ def test_keep_freed_memory_is_idempotent():
 
     first = keep_freed_memory()
     assert keep_freed_memory() is first
+
+
+# -- (8) models the rewrites must leave exact, or leave alone (found in review) ---------------------
+class _Scaled(nn.Conv2d):  # a Conv2d subclass with its own forward: never rewritten
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+class _Reuse(nn.Module):  # a convolution also called from custom code: the rewrites would change both uses
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(4 * 16 + 4 * 49, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.features(x).flatten(1), self.features[0](x[:, :, 1:, 1:]).flatten(1)], 1))
+
+
+class _Unpool(nn.Module):  # pooling indices read back by an unpooling: no cropping before it
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 4, 2), nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
+        self.out = nn.Linear(4 * 81, 1)
+
+    def forward(self, x):
+        y, idx = self.enc(x)
+        return self.out(nn.functional.max_unpool2d(y, idx, 2, output_size=(9, 9)).flatten(1))
+
+
+ODD_MODELS = {
+    "padded conv, fused evaluation": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 1)
+    ),
+    "conv subclass": lambda: nn.Sequential(_Scaled(1, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 1)),
+    "conv called twice": _Reuse,
+    "return_indices + unpool": _Unpool,
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_MODELS))
+def test_stacked_rewrites_keep_odd_models_exact(name):
+    class OddTask(TinyConvTask):
+        def build_model(self, candidate):
+            return ODD_MODELS[name]()
+
+    task = OddTask()
+    data = task.load_data()
+    settings = _settings(min_epochs=2, window=2, max_epochs=2)
+    specs = _specs(2)
+    alone = [train_instance(task, CONV_CAND, data, s, settings) for s in specs]
+    stacked = train_stacked(task, CONV_CAND, data, specs, settings)
+    for a, b in zip(alone, stacked, strict=True):
+        assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4), name
+
+
+def test_candidates_whose_params_differ_only_by_list_or_tuple_share_a_stack():
+    a = Candidate.from_params({**SMALL.params, "extra": (1, 2)})
+    b = Candidate.from_params({**SMALL.params, "extra": [1, 2], "lr": 3e-3})
+    results = train_stacked(SYN, [a, b], SYN.load_data(), _specs(2), _settings(min_epochs=1, window=2, max_epochs=1))
+    assert len(results) == 2

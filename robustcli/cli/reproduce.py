@@ -25,7 +25,9 @@ def reproduce(
 ) -> None:
     """Retrain one logged instance from what its MLflow run holds (task, candidate, seeds,
     settings) and say whether the test loss matches bit for bit; if not, which recorded version or
-    setting differs. Exit code 0 on a match, 1 otherwise. Nothing is written to the store.
+    setting differs. It trains with the logged number of torch threads. Exit code 0 on a match, 1
+otherwise. Nothing of this instance is written to the store (opening a local store does write
+the runs a crashed process left in its journal).
 
     Example: robust reproduce 3f2a9c0d4e5b4a7f8e1d2c3b4a5f6e7d
     """
@@ -58,6 +60,12 @@ def reproduce(
         test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
     )
     data = task.load_data()
+    logged_threads = tags.get("robust.torch_threads", "")
+    if logged_threads.isdigit():
+        import torch
+
+        # the logged thread count: some kernels sum in another order with another count
+        torch.set_num_threads(int(logged_threads))
     members = _stack_members(tags.get("robust.stack", ""), candidate, task, run_id)
     if tags.get("robust.engine") == "stacked" and members:
         # a stacked instance is reproduced by retraining its whole stack, in the same order, with
@@ -77,7 +85,7 @@ def reproduce(
         result = train_instance(task, candidate, data, spec, settings.training)
     logged = metrics.get("test_loss", math.nan)
     same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
-    now = provenance_tags(info.distribution, result.device)
+    now = provenance_tags(info.distribution, result.device, result.threads)
     differences = {k: {"logged": tags.get(k), "now": now[k]} for k in COMPARED_TAGS if tags.get(k) != now[k]}
     report: dict[str, Any] = {
         "run_id": run_id,

@@ -5,7 +5,8 @@ into *units* in this (coordinating) process by :func:`plan_units`:
 
 * ``inner="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
   (instances grouped by stack signature and cut the same way), so a unit's results are bitwise those
-  of the in-process stacked engine; when there are fewer stacks than workers the stack size is
+  of the in-process stacked engine run with the workers' thread count (a kernel may sum in
+  another order with another count; each run records its count and `robust reproduce` uses it); when there are fewer stacks than workers the stack size is
   capped so that every worker gets one (``split=True``, default), which changes the stacks;
 * ``inner="plain"`` (or a candidate the stacked engine trains plainly): one instance per unit.
 

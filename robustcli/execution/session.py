@@ -162,7 +162,7 @@ class StudySession:
                 self._executor = self.executor()
             executor = self._executor
         data = self.data
-        device = None
+        device = threads = None
         tags: dict[str, str] = {}
         jobs = [(c, self.spec(c, i)) for c, i in requests]
         settings_json = self.settings_json()
@@ -172,9 +172,9 @@ class StudySession:
         # hiding the exception: whatever cannot be written stays in the journal for the next command.
         try:
             for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
-                if device != result.device:
-                    device = result.device
-                    tags = provenance_tags(self.plugin.distribution, device)
+                if (device, threads) != (result.device, result.threads):
+                    device, threads = result.device, result.threads
+                    tags = provenance_tags(self.plugin.distribution, device, threads)
                 run_id = self.store.log_instance(
                     self.experiment(),
                     self.parent_run(candidate),

@@ -31,7 +31,9 @@ def git_commit() -> str:
     return commit if out.returncode == 0 and commit else "unknown"
 
 
-def provenance_tags(plugin_distribution: str, device: str) -> dict[str, str]:
+def provenance_tags(plugin_distribution: str, device: str, threads: int | None = None) -> dict[str, str]:
+    """Versions, host and how an instance ran; ``threads``: the torch threads of the process that
+    trained it (a pool worker's, not this process's), default this process's."""
     import torch
 
     return {
@@ -43,7 +45,7 @@ def provenance_tags(plugin_distribution: str, device: str) -> dict[str, str]:
         "robust.git_commit": git_commit(),
         "robust.device": device,
         "robust.host": socket.gethostname(),
-        "robust.torch_threads": str(torch.get_num_threads()),
+        "robust.torch_threads": str(threads if threads is not None else torch.get_num_threads()),
         "robust.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
     }
 

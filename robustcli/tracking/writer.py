@@ -299,11 +299,14 @@ class BackgroundWriter:
         if self._closed:
             raise StoreError("the MLflow writer is closed")
         line = json.dumps(run, separators=(",", ":"), allow_nan=False) + "\n"
-        if self._fh is None:
-            self.journal_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = self.journal_path.open("a", encoding="utf-8")
-        self._fh.write(line)
-        self._fh.flush()  # in the OS's hands: survives the death of this process
+        try:
+            if self._fh is None:
+                self.journal_dir.mkdir(parents=True, exist_ok=True)
+                self._fh = self.journal_path.open("a", encoding="utf-8")
+            self._fh.write(line)
+            self._fh.flush()  # in the OS's hands: survives the death of this process
+        except OSError as exc:
+            raise StoreError(f"cannot write the MLflow journal {self.journal_path}: {exc.strerror or exc}") from None
         with self._cond:
             self._pending.append(run)
             if self._thread is None:

@@ -58,6 +58,8 @@ class InstanceResult:
     test_curve: list[float] = field(default_factory=list)
     failure: str | None = None
     device: str = "cpu"
+    #: torch CPU threads of the process that trained it (kernels may sum in another order with another count)
+    threads: int = 1
     #: how it was trained: "plain", or "stacked" with the members of its stack, in order: instance
     #: indices, as "candidate_id:index" for members of another candidate
     engine: str = "plain"
@@ -222,4 +224,5 @@ def train_instance(
         test_curve=test_curve,
         failure=(f"non-finite loss at epoch {len(train_curve)} (train {train_loss}, test {test_loss})" if failed else None),
         device=str(device),
+        threads=torch.get_num_threads(),
     )

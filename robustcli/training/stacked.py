@@ -55,8 +55,10 @@ divergence; they can depend on the stack size K, which compaction changes when n
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +98,11 @@ class _Row:
     seconds: float = 0.0
 
 
-def _architecture(candidate: Candidate) -> dict[str, Any]:
-    return {k: v for k, v in candidate.params.items() if k not in PER_INSTANCE_KEYS}
+def _architecture(candidate: Candidate) -> str:
+    """The candidate's parameters a stack must share, as canonical JSON (tuples and lists alike,
+    as the executor's stack signature sees them)."""
+    arch = {k: v for k, v in candidate.params.items() if k not in PER_INSTANCE_KEYS}
+    return json.dumps(arch, sort_keys=True, default=str)
 
 
 def _check_group(candidates: Sequence[Candidate], specs: Sequence[InstanceSpec]) -> None:
@@ -364,6 +369,7 @@ class _StackedConv2d(torch.nn.Conv2d):
             and self.bias is None
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
+            and self.padding in ((0, 0), "valid")
             and k == _pair(mp.stride if mp.stride is not None else mp.kernel_size)
             and _pair(mp.padding) == (0, 0)
             and _pair(mp.dilation) == (1, 1)
@@ -437,7 +443,8 @@ def _crop_convs(module: torch.nn.Module) -> int:
     if isinstance(module, torch.nn.Sequential):
         mods = list(module._modules.values())
         for i, conv in enumerate(mods):
-            if not isinstance(conv, torch.nn.Conv2d) or conv.padding not in ((0, 0), "valid"):
+            # only the plain Conv2d that _build turned into ours (a subclass keeps its own forward)
+            if type(conv) is not _StackedConv2d or conv.padding not in ((0, 0), "valid"):
                 continue
             j = i + 1
             while j < len(mods) and type(mods[j]) in _ELEMENTWISE:
@@ -445,11 +452,11 @@ def _crop_convs(module: torch.nn.Module) -> int:
             pool = mods[j] if j < len(mods) else None
             if (
                 type(pool) is torch.nn.MaxPool2d
+                and not pool.return_indices  # the indices would refer to the cropped map
                 and not pool.ceil_mode
                 and _pair(pool.padding) == (0, 0)
                 and _pair(pool.dilation) == (1, 1)
             ):
-                conv.__class__ = _StackedConv2d
                 conv.crop_kernel = _pair(pool.kernel_size)
                 conv.crop_stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
                 done += 1
@@ -457,12 +464,20 @@ def _crop_convs(module: torch.nn.Module) -> int:
 
 
 def _build(
-    task: Task, candidates: Sequence[Candidate], specs: Sequence[InstanceSpec], device: torch.device, fast: bool = True
+    task: Task,
+    candidates: Sequence[Candidate],
+    specs: Sequence[InstanceSpec],
+    device: torch.device,
+    fast: bool = True,
+    probe: torch.Tensor | None = None,
 ):
     """K models, each built and initialised exactly as the plain loop does, then stacked.
 
-    Returns the stateless base module (on the meta device, pooling swapped when ``fast``) and
-    the stacked parameters and buffers, ``[K, ...]`` leaf tensors on ``device``."""
+    Returns the stateless base module (on the meta device, rewritten when ``fast``) and the
+    stacked parameters and buffers, ``[K, ...]`` leaf tensors on ``device``. With ``probe`` (a few
+    input examples), the rewritten model's predictions, training path and evaluation path, are
+    checked against the first models' own; on a mismatch (a model the rewrites do not foresee,
+    e.g. a module called twice from custom code) the unrewritten model is used."""
     models = []
     for cand, spec in zip(candidates, specs, strict=True):
         torch.manual_seed(spec.init_seed)
@@ -471,17 +486,52 @@ def _build(
         models.append(model.to(device).train())
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    if fast:
-        for m in base.modules():
-            if type(m) is torch.nn.Conv2d:
-                m.__class__ = _StackedConv2d
-        _crop_convs(base)
-        _pool_before_relu(base)
-        _swap_pools(base)
-        _fuse_conv_pool(base)
-        for name in _conv_weights(base):
-            params[name] = _channels_last_rows(params[name]).requires_grad_()
-    return base, params, buffers
+    if not fast:
+        return base, params, buffers
+    plain_base = copy.deepcopy(base)
+    # a module object that appears twice in the tree is left alone: a rewrite would change every use
+    seen = Counter(id(m) for m in base.modules(remove_duplicate=False))
+    for m in base.modules():
+        if type(m) is torch.nn.Conv2d and seen[id(m)] == 1:
+            m.__class__ = _StackedConv2d
+    _crop_convs(base)
+    _pool_before_relu(base)
+    _swap_pools(base)
+    _fuse_conv_pool(base)
+    fast_params = dict(params)
+    for name in _conv_weights(base):
+        fast_params[name] = _channels_last_rows(params[name]).requires_grad_()
+    if probe is not None and not _same_predictions(base, fast_params, buffers, models[:2], probe.to(device)):
+        return plain_base, params, buffers
+    return base, fast_params, buffers
+
+
+def _same_predictions(base, params, buffers, models, x: torch.Tensor) -> bool:
+    """The rewritten stacked model predicts what each of the first models predicts alone, through
+    the training path (batched inputs, gradients on) and the evaluation path (a shared input)."""
+    k = len(models)
+    rows = {n: p[:k] for n, p in params.items()}
+    bufs = {n: b[:k] for n, b in buffers.items()}
+    fwd = _forward_fn(base)
+    base.eval()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            with torch.no_grad():
+                want = torch.stack([m.eval()(x) for m in models])
+            for m in models:
+                m.train()
+            gather = _Gather(x, torch.zeros(x.shape[0], device=x.device), channels_last=True)
+            idx = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand(-1, k)
+            with torch.enable_grad():
+                got_train = vmap(fwd, in_dims=(0, 0, 1))(rows, bufs, gather(idx)[0]).detach()
+            with torch.no_grad():
+                got_eval = vmap(fwd, in_dims=(0, 0, None))(rows, bufs, gather.shared(0, x.shape[0]))
+    except Exception:  # noqa: BLE001 - a rewrite the model does not survive: use the plain stacked model
+        return False
+    finally:
+        base.train()
+    scale = want.abs().max().clamp_min(1e-6)
+    return all(g.shape == want.shape and bool(((g - want).abs().max() / scale) < 1e-4) for g in (got_train, got_eval))
 
 
 def _conv_weights(base: torch.nn.Module) -> list[str]:
@@ -540,7 +590,7 @@ def check_stackable(task: Task, candidate: Candidate, data: TaskData) -> str | N
     try:
         with torch.random.fork_rng(devices=[]):
             specs = [InstanceSpec(i, i + 1, i + 1, 2) for i in range(2)]
-            base, params, buffers = _build(task, [candidate, candidate], specs, torch.device("cpu"))
+            base, params, buffers = _build(task, [candidate, candidate], specs, torch.device("cpu"), probe=data.pool_x[:4])
             gather = _Gather(data.pool_x[:2], data.pool_y[:2], channels_last=True)
             x, y = gather(torch.tensor([[0, 1], [1, 0]]))
             losses = vmap(_loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y)
@@ -614,7 +664,7 @@ def iter_stacked(
     # the same per-instance test subsample as the plain loop (all specs share test_size)
     test_idx = torch.stack([te for _, te in drawn]).to(device) if drawn[0][1] is not None else None
 
-    base, params, buffers = _build(task, candidates, specs, device, fast=fast_layout)
+    base, params, buffers = _build(task, candidates, specs, device, fast=fast_layout, probe=data.pool_x[:4])
     optimizer = make_stacked_optimizer(list(params.values()), candidates)
     batch = int(candidates[0].params.get("batch_size", 64))
     rows = [
@@ -730,6 +780,7 @@ def _result(row: _Row, reason: str, device: torch.device) -> InstanceResult:
         test_curve=row.test_curve,
         failure=(f"non-finite loss at epoch {len(row.train_curve)} (train {tr}, test {te})" if failed else None),
         device=str(device),
+        threads=torch.get_num_threads(),
     )
 
 
