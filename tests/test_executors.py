@@ -100,6 +100,8 @@ def test_local_pool_stacked_equals_in_process_stacks(study, stacked_pool):
     assert len(got) == len(jobs)
     assert_same(got, ref)
     assert all(r.failed for (cid, _), r in got.items() if cid == space.get("unstable").id)
+    # each result says how many torch threads trained it (the worker's one, not this process's)
+    assert {r.threads for r in got.values()} == {1}
 
 
 def test_local_pool_splits_a_single_stack_over_the_workers(study, stacked_pool):
