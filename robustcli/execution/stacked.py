@@ -44,7 +44,7 @@ from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training import PER_INSTANCE_KEYS
 
-__all__ = ["CPU_CACHE_BYTES", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackedExecutor", "group_jobs", "stack_signature"]
+__all__ = ["CPU_CACHE_BYTES", "CPU_LONE_CONV_BATCH", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackedExecutor", "group_jobs", "stack_signature"]
 
 #: the CPU working-set target of one stacked step (activations of all its instances and examples)
 CPU_CACHE_BYTES = 8 << 20
