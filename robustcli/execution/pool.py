@@ -84,10 +84,10 @@ def plan_units(
         if engine == "plain":
             out.extend(("plain", 1, [job]) for job in group)
             continue
+        # a chunk of one trains as the in-process engine would train a lone instance
+        lone = planner.plan(task, data, group[0][0], 1, settings)[0]
         for chunk in _balanced_chunks(group, most):
-            # a lone instance: as the in-process engine would train it
-            lone = len(chunk) == 1 and planner.plan(task, data, chunk[0][0], 1, settings)[0] == "plain"
-            out.append(("plain", 1, chunk) if lone else ("stacked", len(chunk), chunk))
+            out.append(("plain", 1, chunk) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk))
     # the biggest units first: the pool's last worker is then not left with the longest one
     out.sort(key=lambda unit: -len(unit[2]))
     return out

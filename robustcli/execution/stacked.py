@@ -181,8 +181,10 @@ class StackedExecutor:
                 for cand, spec in group:
                     yield cand, train_instance(task, cand, data, spec, settings)
                 continue
+            # how a chunk of one trains (only a group of one, or max_stack=1, makes such chunks)
+            lone = "stacked" if self.mode == "always" else self.plan(task, data, first, 1, settings)[0]
             for chunk in _balanced_chunks(group, most):
-                if len(chunk) == 1 and self.mode == "auto" and self.plan(task, data, chunk[0][0], 1, settings)[0] == "plain":
+                if len(chunk) == 1 and lone == "plain":
                     cand, spec = chunk[0]
                     yield cand, train_instance(task, cand, data, spec, settings)
                     continue
