@@ -170,3 +170,13 @@ def test_report_page_renders_in_a_browser(app, runner, workdir):
         check=True, capture_output=True, timeout=60,
     )
     assert (workdir / "shot.png").stat().st_size > 10_000
+
+
+def test_a_candidate_with_one_instance_is_quoted_without_a_spread():
+    import math
+
+    from robustcli.cli.report import _summaries
+
+    (one, three) = _summaries(["a", "b"], {"a": [0.5], "b": [0.4, 0.5, 0.6]}, "rmse")
+    assert one["quote"] == "rmse = 0.5 (1 finished instance: no spread yet)" and math.isnan(one["std"])
+    assert three["quote"] == "rmse = 0.5 +- 0.1 (training syst., 3 instances)"

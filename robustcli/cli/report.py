@@ -130,7 +130,8 @@ def report(
     for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10"):
         table.add_column(col, no_wrap=True)
     for row in summary:
-        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], f"{row['std']:.3g}", f"{row['q90_q10']:.3g}")
+        spread = [f"{row[k]:.3g}" if math.isfinite(row[k]) else "-" for k in ("std", "q90_q10")]
+        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], *spread)
     console.print(table)
     for row in summary:
         console.print(f"{row['candidate']}: {row['quote']}", soft_wrap=True)
@@ -163,7 +164,11 @@ def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str)
                 "std": std,
                 "q90_q10": s["q90_q10"].value,
                 # the line a physicist quotes: the instance-to-instance spread as a training systematic
-                "quote": f"{loss_name} = {mean.value:.4g} +- {std:.2g} (training syst., {len(finite)} instances)",
+                "quote": (
+                    f"{loss_name} = {mean.value:.4g} +- {std:.2g} (training syst., {len(finite)} instances)"
+                    if len(finite) > 1
+                    else f"{loss_name} = {mean.value:.4g} ({len(finite)} finished instance: no spread yet)"
+                ),
             }
         )
     return rows
