@@ -130,7 +130,8 @@ def report(
     for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10"):
         table.add_column(col, no_wrap=True)
     for row in summary:
-        spread = [f"{row[k]:.3g}" if math.isfinite(row[k]) else "-" for k in ("std", "q90_q10")]
+        one = row["instances"] - row["failed"] < 2  # no spread from a single instance
+        spread = ["-" if one or not math.isfinite(row[k]) else f"{row[k]:.3g}" for k in ("std", "q90_q10")]
         table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], *spread)
     console.print(table)
     for row in summary:
