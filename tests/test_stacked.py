@@ -388,6 +388,24 @@ def test_rewritten_stacked_model_matches_the_model_alone():
         assert torch.allclose(preds[i], ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+def test_fused_evaluation_conv_pool_in_tiles_matches_conv_then_pool(monkeypatch, pool):
+    """The evaluation's fused one-channel convolution + pooling, computed in tiles (here 7 rows,
+    the last tile short), gives the convolution-then-pooling of each instance."""
+    from robustcli.training import stacked
+
+    monkeypatch.setattr(stacked, "SHARED_CONV_POOL_TILE_FLOATS", 7 * pool[0] * pool[1] * 3 * 5)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 1, 12, 11, generator=gen)
+    weight = torch.randn(3, 5, 1, 3, 3, generator=gen)  # K=3 instances, 5 filters each
+    with torch.no_grad():
+        got = vmap(lambda w: stacked._SharedConvPool.apply(x, w, pool), in_dims=0)(weight)
+    for i in range(3):
+        want = torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(x, weight[i]), pool)
+        assert got[i].shape == want.shape
+        assert torch.allclose(got[i], want, rtol=1e-5, atol=1e-6)
+
+
 def test_pool_before_relu_is_exact_with_ties_at_zero():
     from robustcli.training.stacked import _pool_before_relu
 
