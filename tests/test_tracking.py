@@ -195,6 +195,59 @@ def test_replay_skips_runs_already_written_and_a_line_cut_short(workdir):
     assert not dead.exists()
 
 
+def test_a_journal_whose_pid_was_reused_by_a_live_process_is_replayed(workdir):
+    store = MlflowStore(uri())
+    exp = store.ensure_experiment("track")
+    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store.close()
+    # our own pid, alive, but started at another time: the journal's owner is dead
+    reused = Path("mlruns") / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}.1-beef.jsonl"
+    reused.parent.mkdir(exist_ok=True)
+    reused.write_text(json.dumps(_rows_of(exp, parent, [0])[0]) + "\n")
+    # and one of this very process (its pid and start): not replayed
+    from robustcli.tracking.processes import process_start
+
+    ours = reused.with_name(f"{socket.gethostname()}-{os.getpid()}.{process_start(os.getpid())}-f00d.jsonl")
+    ours.write_text(json.dumps(_rows_of(exp, parent, [1])[0]) + "\n")
+    again = MlflowStore(uri())
+    assert sorted(again.instances(exp, "fp")[FakeCandidate.id]) == [0] and again.replayed == 1
+    assert not reused.exists() and ours.exists()
+
+
+def test_owners_old_and_new_forms():
+    from robustcli.tracking.processes import owner_alive, parse_owner, this_owner
+
+    host, pid, start = parse_owner(this_owner())
+    assert (host, pid) == (socket.gethostname(), str(os.getpid())) and owner_alive(host, pid, start)
+    assert not owner_alive(host, pid, "1")  # same pid, another start: a reused pid
+    assert parse_owner("node-1:42") == ("node-1", "42", None)  # as written before starts were recorded
+    assert owner_alive(socket.gethostname(), os.getpid())
+    assert not owner_alive(socket.gethostname(), _dead_pid())
+    assert owner_alive("another-host", 1, "5")  # another host decides for itself
+
+
+def test_runs_are_refused_into_an_experiment_deleted_meanwhile(workdir):
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowStore(uri())
+    exp = store.ensure_experiment("track")
+    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    log(store, exp, parent, 0)
+    store.flush()
+    client = MlflowClient(uri())
+    client.delete_experiment(exp)  # e.g. from the MLflow UI, while the study runs
+    log(store, exp, parent, 1)
+    with pytest.raises(StoreError, match="is deleted: restore it"):
+        store.flush()
+    runs = client.search_runs([exp], "tags.`robust.kind` = 'instance'", run_view_type=3)
+    assert [r.data.tags["robust.instance_index"] for r in runs] == ["0"]
+    # restored: the run kept in the journal is written by the next command, once this one is gone
+    client.restore_experiment(exp)
+    kept = journals()[0]
+    kept.rename(kept.with_name(f"{socket.gethostname()}-{_dead_pid()}-deadbeef.jsonl"))
+    assert sorted(MlflowStore(uri()).instances(exp, "fp")[FakeCandidate.id]) == [0, 1]
+
+
 def _rows_of(exp, parent, indices):
     from robustcli.tracking.writer import RunRows
 

@@ -1,21 +1,50 @@
-"""Who owns a lock or a journal: this host and process, and whether another owner still runs."""
+"""Who owns a lock or a journal: this host and process, and whether another owner still runs.
+
+An owner is ``host:pid:start``, where ``start`` is when the process started (Linux: clock ticks
+after boot, from ``/proc``). With it, a pid reused by a later process is told apart from the dead
+owner; without it (another OS, or an owner string written by an older version: ``host:pid``), a
+live process with the same pid counts as the owner.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 
-__all__ = ["owner_alive", "this_owner"]
+__all__ = ["owner_alive", "parse_owner", "process_start", "this_owner"]
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` of this host started, as an opaque string; None if it cannot be told."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except (OSError, ValueError):
+        return None
+    # the command name (field 2) may hold spaces and parentheses: the fields after it follow the last ')'
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None  # field 22, starttime
 
 
 def this_owner() -> str:
-    """``host:pid`` of this process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start`` of this process (``host:pid`` where the start cannot be told)."""
+    pid = os.getpid()
+    start = process_start(pid)
+    return f"{socket.gethostname()}:{pid}" + (f":{start}" if start else "")
 
 
-def owner_alive(host: str, pid: str | int) -> bool:
-    """Whether process ``pid`` of ``host`` may still run. For another host it cannot be told, so
-    True: its owner's host decides."""
+def parse_owner(owner: str) -> tuple[str, str, str | None]:
+    """``(host, pid, start or None)`` of an owner string (either form)."""
+    head, _, last = owner.rpartition(":")
+    if ":" in head:  # host:pid:start
+        host, _, pid = head.rpartition(":")
+        return host, pid, last or None
+    return head, last, None
+
+
+def owner_alive(host: str, pid: str | int, start: str | None = None) -> bool:
+    """Whether process ``pid`` of ``host`` (started at ``start``, when given) may still run. For
+    another host it cannot be told, so True: its owner's host decides."""
     if host != socket.gethostname():
         return True
     try:
@@ -23,5 +52,9 @@ def owner_alive(host: str, pid: str | int) -> bool:
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:  # it exists, as another user
-        return True
+        pass
+    if start is not None:
+        now = process_start(int(pid))
+        if now is not None and now != start:
+            return False  # the pid was reused by a later process
     return True

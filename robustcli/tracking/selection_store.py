@@ -23,7 +23,7 @@ from typing import Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
-from robustcli.tracking.processes import owner_alive, this_owner
+from robustcli.tracking.processes import owner_alive, parse_owner, this_owner
 
 __all__ = ["MlflowSelectionStore", "selection_key"]
 
@@ -34,8 +34,7 @@ def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: li
 
 
 def _alive(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    return owner_alive(host, pid)
+    return owner_alive(*parse_owner(owner))
 
 
 class MlflowSelectionStore(Store):

@@ -13,7 +13,7 @@ Why a background thread and a journal: the coordinating process hands each finis
 transaction (one fsync for a whole stack of instances) while the coordinator trains. So that a
 crash (an exception, Ctrl-C, SIGKILL, the OOM killer) cannot lose a run that was handed over but
 not yet committed, each run is first appended, as one JSON line, to a journal file of its own
-process next to the store (``<store folder>/robust-journal/<host>-<pid>-<id>.jsonl``; written to
+process next to the store (``<store folder>/robust-journal/<host>-<pid>.<start>-<id>.jsonl``; written to
 the OS, not fsynced: it survives the process, not a power cut). The journal is emptied once
 everything in it is committed and removed when the writer closes; whoever opens the store next
 (:func:`replay_journals`) writes what a dead process left in its journal, before reading.
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import StoreError
-from robustcli.tracking.processes import owner_alive
+from robustcli.tracking.processes import owner_alive, process_start
 
 __all__ = ["BackgroundWriter", "RunRows", "SqlRunWriter", "replay_journals", "JOURNAL_DIR"]
 
@@ -139,7 +139,9 @@ class SqlRunWriter:
     """Writes :func:`RunRows` into a SQLAlchemy MLflow store in one transaction per batch."""
 
     def __init__(self, engine: Any) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlExperiment, SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag,
+        )  # fmt: skip
 
         self.engine = engine
         self.tables = {
@@ -149,6 +151,7 @@ class SqlRunWriter:
             "metrics": SqlMetric.__table__,
             "latest_metrics": SqlLatestMetric.__table__,
         }
+        self.experiments = SqlExperiment.__table__
         self._sql_cache: dict[tuple[str, str], str] = {}
         self._check_schema()
 
@@ -159,6 +162,8 @@ class SqlRunWriter:
             required = {c.name for c in table.columns if not c.nullable and c.default is None and c.server_default is None}
             if table.name != name or not required <= ours or not ours <= {c.name for c in table.columns}:
                 raise StoreError(f"unexpected MLflow schema for table {name!r}")
+        if not {"experiment_id", "name", "lifecycle_stage"} <= {c.name for c in self.experiments.columns}:
+            raise StoreError("unexpected MLflow schema for table 'experiments'")
 
     def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
         """The oldest active run of the experiment with all these tag values, as
@@ -201,11 +206,28 @@ class SqlRunWriter:
             if sqlite:
                 conn.exec_driver_sql("PRAGMA busy_timeout = 20000")
                 conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+            self._refuse_deleted_experiments(conn, {int(r["experiment_id"]) for r in batch})
             for name, rows in (("runs", runs), ("tags", tags), ("params", params), ("metrics", metrics),
                                ("latest_metrics", latest)):
                 if rows:
                     # plain executemany: SQLAlchemy's per-row parameter processing doubles the CPU
                     conn.exec_driver_sql(self._insert_sql(name, conn.dialect), rows)
+
+    def _refuse_deleted_experiments(self, conn: Any, ids: set[int]) -> None:
+        """As MLflow's client refuses a run in a deleted experiment: checked in the transaction,
+        so an experiment deleted while a study runs gets none of its later runs."""
+        from sqlalchemy import select
+
+        exps = self.experiments
+        query = select(exps.c.experiment_id, exps.c.name).where(
+            exps.c.experiment_id.in_(sorted(ids)), exps.c.lifecycle_stage != "active"
+        )
+        row = conn.execute(query).first()
+        if row is not None:
+            raise StoreError(
+                f"experiment {row[1]!r} ({row[0]}) is deleted: restore it (mlflow experiments restore "
+                f"--experiment-id {row[0]}) to keep its runs, or choose another --study"
+            )
 
     def _insert_sql(self, name: str, dialect: Any) -> str:
         key = (name, dialect.name)
@@ -220,9 +242,19 @@ class SqlRunWriter:
 
 
 # -- the journal and the thread -----------------------------------------------------------------
+def _journal_name() -> str:
+    """``<host>-<pid>.<start>-<id>.jsonl`` (``<host>-<pid>-<id>`` where the start cannot be told)."""
+    pid = os.getpid()
+    start = process_start(pid)
+    return f"{socket.gethostname()}-{pid}{'.' + start if start else ''}-{uuid.uuid4().hex[:8]}.jsonl"
+
+
 def _owner_alive(path: Path) -> bool:
-    parts = path.stem.rsplit("-", 2)  # host-pid-id
-    return len(parts) == 3 and owner_alive(parts[0], parts[1])
+    parts = path.stem.rsplit("-", 2)  # host-pid[.start]-id
+    if len(parts) != 3:
+        return False
+    pid, _, start = parts[1].partition(".")
+    return owner_alive(parts[0], pid, start or None)
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
@@ -277,7 +309,7 @@ class BackgroundWriter:
     def __init__(self, writer: SqlRunWriter, journal_dir: Path) -> None:
         self.writer = writer
         self.journal_dir = journal_dir
-        self.journal_path = journal_dir / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.journal_path = journal_dir / _journal_name()
         self._fh: Any = None
         self._pending: list[dict[str, Any]] = []
         self._busy = 0  # runs taken by the thread and not yet committed
