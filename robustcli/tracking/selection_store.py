@@ -7,7 +7,7 @@ of the instance fingerprint and the selection settings, so re-running the same c
 and resumes; another rule or criterion is another study run in the same experiment (and reuses
 the same instances).
 
-A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid). A second
+A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid:start). A second
 ``robust select`` on it refuses while that process is alive; a dead owner's run is taken over.
 """
 
