@@ -20,6 +20,7 @@ from torch.func import vmap
 
 from robustcli.builtin.synthetic import SyntheticTask
 from robustcli.config import EarlyStoppingSettings, TrainingSettings
+from robustcli.errors import InputError
 from robustcli.task import Candidate, Loss, SearchSpace, Task, TaskData
 from robustcli.training.instance import InstanceSpec, train_instance
 from robustcli.training.seeds import derive_seeds
@@ -510,3 +511,69 @@ def test_candidates_whose_params_differ_only_by_list_or_tuple_share_a_stack():
     b = Candidate.from_params({**SMALL.params, "extra": [1, 2], "lr": 3e-3})
     results = train_stacked(SYN, [a, b], SYN.load_data(), _specs(2), _settings(min_epochs=1, window=2, max_epochs=1))
     assert len(results) == 2
+
+
+# -- (8) what the stack must not change about a model: frozen weights, state, schedules ------------
+class _FrozenConvTask(TinyConvTask):
+    """The first convolution is a fixed random filter bank (requires_grad False)."""
+
+    def init_weights(self, model):
+        super().init_weights(model)
+        model[0].weight.requires_grad_(False)
+
+
+def test_frozen_parameters_stay_frozen_in_the_stack_and_after_compaction():
+    task = _FrozenConvTask()
+    data = task.load_data()
+    good = CONV_CAND
+    bad = Candidate.from_params({**good.params, "lr": 1e9})  # diverges at once: leaves the stack
+    settings = _settings(min_epochs=3, window=2, max_epochs=3)
+    specs = _specs(2)
+    plain = train_instance(task, good, data, specs[0], settings)
+    compacted = train_stacked(task, [good, bad], data, specs, settings)
+    assert compacted[1].status == "failed" and compacted[1].epochs == 1
+    assert compacted[0].test_curve == pytest.approx(plain.test_curve, rel=1e-4)
+    base, params, _ = _build(task, [good], specs[:1], torch.device("cpu"), probe=data.pool_x[:4])
+    assert not params["0.weight"].requires_grad and params["3.weight"].requires_grad
+
+
+class _RandomFeatures(nn.Module):
+    """Random Fourier features kept as a plain tensor attribute (neither parameter nor buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.randn(6, 8)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        z = x @ self.proj
+        return self.head(torch.cat([z.sin(), z.cos()], -1))
+
+
+def test_state_outside_parameters_and_buffers_is_refused_not_shared():
+    class FeaturesTask(SyntheticTask):
+        def build_model(self, candidate):
+            return _RandomFeatures()
+
+    task = FeaturesTask()
+    data = task.load_data()
+    why = check_stackable(task, SMALL, data)
+    assert why is not None and "does not predict what each model predicts alone" in why
+    with pytest.raises(InputError, match="--engine plain"):
+        train_stacked(task, SMALL, data, _specs(2), _settings(min_epochs=1, window=2, max_epochs=1))
+
+
+def test_batch_dependent_evaluation_and_learning_rate_schedules_are_not_stacked():
+    class BatchStatsTask(SyntheticTask):
+        def build_model(self, candidate):
+            return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(), nn.Linear(8, 1))
+
+    class ScheduledTask(SyntheticTask):
+        def lr_factor(self, candidate, step, total_steps):
+            return 1.0 - step / total_steps
+
+    data = SYN.load_data()
+    assert "running statistics" in check_stackable(BatchStatsTask(), SMALL, data)
+    assert "lr_factor" in check_stackable(ScheduledTask(), SMALL, data)
+    with pytest.raises(InputError, match="lr_factor"):
+        train_stacked(ScheduledTask(), SMALL, data, _specs(2), _settings(min_epochs=1, window=2, max_epochs=1))

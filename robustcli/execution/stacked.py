@@ -139,14 +139,8 @@ class StackedExecutor:
         """("stacked" or "plain", stack size) for ``count`` instances of ``candidate``."""
         from robustcli.training.instance import resolve_device
 
-        from robustcli.training.instance import has_lr_schedule
-
         why, act_bytes, conv = self._probed(task, data, candidate)
-        if has_lr_schedule(task):
-            # the stacked optimisers have no per-step schedule yet
-            self._probe[candidate.id] = ("the task schedules its learning rate (lr_factor)", 0, conv)
-            return "plain", 1
-        if why is not None:
+        if why is not None:  # e.g. a learning-rate schedule (check_stackable)
             return "plain", 1
         batch = int(candidate.params.get("batch_size", 64))
         most = self.max_stack

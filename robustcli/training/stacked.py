@@ -72,7 +72,9 @@ from robustcli.task import Candidate, Task, TaskData
 from robustcli.training import PER_INSTANCE_KEYS
 from robustcli.training.cpu_memory import keep_freed_memory
 from robustcli.training.early_stopping import EarlyStopping
-from robustcli.training.instance import EVAL_CHUNK, InstanceResult, InstanceSpec, resolve_device, sample_indices
+from robustcli.training.instance import (
+    EVAL_CHUNK, InstanceResult, InstanceSpec, has_lr_schedule, resolve_device, sample_indices,
+)  # fmt: skip
 from robustcli.training.stacked_optim import make_stacked_optimizer
 
 __all__ = ["activation_bytes_per_example", "check_stackable", "iter_stacked", "train_stacked"]
@@ -514,8 +516,13 @@ def _build(
     _fuse_conv_pool(base)
     fast_params = dict(params)
     for name in _conv_weights(base):
-        fast_params[name] = _channels_last_rows(params[name]).requires_grad_()
+        fast_params[name] = _channels_last_rows(params[name]).requires_grad_(params[name].requires_grad)
     if probe is not None and not _same_predictions(base, fast_params, buffers, models[:2], probe.to(device)):
+        if not _same_predictions(plain_base, params, buffers, models[:2], probe.to(device)):
+            raise InputError(
+                f"the stacked copy of task {task.name!r}'s model does not predict what each model predicts alone "
+                "(state outside its parameters and buffers, e.g. a plain tensor attribute?): use --engine plain"
+            )
         return plain_base, params, buffers
     return base, fast_params, buffers
 
@@ -601,6 +608,8 @@ def check_stackable(task: Task, candidate: Candidate, data: TaskData) -> str | N
     """
     if not task.tags.supports_stacking:
         return f"task {task.name!r} declares supports_stacking=False"
+    if has_lr_schedule(task):
+        return f"task {task.name!r} schedules its learning rate (lr_factor), which the stacked optimisers do not apply"
     try:
         with torch.random.fork_rng(devices=[]):
             specs = [InstanceSpec(i, i + 1, i + 1, 2) for i in range(2)]
@@ -611,6 +620,10 @@ def check_stackable(task: Task, candidate: Candidate, data: TaskData) -> str | N
             if losses.shape != (2,):
                 return f"the objective of task {task.name!r} does not return one scalar per instance under vmap"
             losses.sum().backward()
+            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in base.modules()):
+                # its evaluation depends on which examples share a batch, and the stack scores the
+                # test set in other chunks than the plain loop
+                return "batch normalisation without running statistics (batch-dependent evaluation)"
     except Exception as exc:  # noqa: BLE001 - any failure means "use the plain loop"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"{type(exc).__name__}: {first}"
@@ -664,6 +677,8 @@ def iter_stacked(
     specs = list(specs)
     candidates = [candidate] * len(specs) if isinstance(candidate, Candidate) else list(candidate)
     _check_group(candidates, specs)
+    if has_lr_schedule(task):
+        raise InputError(f"task {task.name!r} schedules its learning rate (lr_factor): train it with --engine plain")
     device = resolve_device(settings.device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the stack's big activations (see cpu_memory)
@@ -740,7 +755,7 @@ def iter_stacked(
             keep = [i for i in range(k) if i not in done]
             keep_t = torch.tensor(keep, device=device)
             # (indexing keeps each tensor's memory layout, index_select would not)
-            params = {name: p.detach()[keep_t].requires_grad_() for name, p in params.items()}
+            params = {name: p.detach()[keep_t].requires_grad_(p.requires_grad) for name, p in params.items()}
             buffers = {name: b.index_select(0, keep_t) for name, b in buffers.items()}
             optimizer.keep(keep, list(params.values()))
             train_idx = train_idx[torch.tensor(keep)]
