@@ -313,6 +313,7 @@ def test_unstackable_models_are_reported_and_trained_plainly():
     ex = StackedExecutor()
     out = list(ex.run(task, data, [(SMALL, s) for s in _specs(2)], _settings(min_epochs=1, window=2, max_epochs=1)))
     assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2, 1)] and ex.why_plain(SMALL.id)
+    assert all(r.engine == "plain" and r.plain_reason == ex.why_plain(SMALL.id) for _, r in out)
 
 
 def test_cpu_stacks_of_conv_nets_are_sized_by_examples_per_step():

@@ -336,3 +336,15 @@ def test_the_writer_batches_a_burst_into_few_transactions(workdir):
     stats = store.writer_stats
     assert stats["runs"] == 21 and stats["transactions"] < 10
     store.close()
+
+
+def test_why_an_instance_trained_plainly_is_a_tag(workdir):
+    store = MlflowStore(uri())
+    exp = store.ensure_experiment("track")
+    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    res = result(0)
+    res.engine, res.stack, res.plain_reason = "plain", (), "the task schedules its learning rate (lr_factor)"
+    run_id = store.log_instance(exp, parent, candidate=FakeCandidate(), result=res, fingerprint="fp",
+                                settings_json="{}", provenance={})
+    store.flush()
+    assert store.get_run(run_id).data.tags["robust.plain_reason"].startswith("the task schedules")

@@ -172,8 +172,11 @@ class StackedExecutor:
                 self._probe.setdefault(cand.id, self._probe[first.id])
             self.decisions.append((first.id, engine, len(group), most))
             if engine == "plain":
+                why = self.why_plain(first.id)  # None when stacking was possible but would not pay
                 for cand, spec in group:
-                    yield cand, train_instance(task, cand, data, spec, settings)
+                    result = train_instance(task, cand, data, spec, settings)
+                    result.plain_reason = why
+                    yield cand, result
                 continue
             # how a chunk of one trains (only a group of one, or max_stack=1, makes such chunks)
             lone = "stacked" if self.mode == "always" else self.plan(task, data, first, 1, settings)[0]

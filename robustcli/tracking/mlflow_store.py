@@ -338,6 +338,8 @@ class MlflowStore:
         }
         if result.failure:
             tags["robust.failure"] = result.failure[:5000]
+        if getattr(result, "plain_reason", None):
+            tags["robust.plain_reason"] = result.plain_reason[:5000]
         params = {
             "init_seed": str(spec.init_seed),
             "data_seed": str(spec.data_seed),

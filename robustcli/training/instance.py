@@ -64,6 +64,8 @@ class InstanceResult:
     #: indices, as "candidate_id:index" for members of another candidate
     engine: str = "plain"
     stack: tuple[str, ...] = ()
+    #: why a model that could not be stacked trained plainly (e.g. "a learning-rate schedule")
+    plain_reason: str | None = None
 
     @property
     def failed(self) -> bool:
