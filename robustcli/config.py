@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+#: the largest count accepted for threads, workers and stack sizes (beyond it, a typo)
+_MOST = 4096
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,13 +93,24 @@ class TrainingSettings(_Strict):
     #: stacked: instances of a candidate train together as one vectorised model (default);
     #: plain: one at a time. Results agree to floating-point noise, so it is not in the fingerprint.
     engine: Literal["stacked", "plain"] = "stacked"
-    max_stack: PositiveInt = 64
+    max_stack: int = Field(64, gt=0, le=_MOST, strict=True)
     #: torch threads on the CPU; None leaves torch's default
-    threads: PositiveInt | None = None
+    threads: int | None = Field(None, gt=0, le=_MOST, strict=True)
     #: where instances run: this process, a local pool of worker processes, or a Ray cluster
     executor: Literal["inprocess", "local", "ray"] = "inprocess"
-    workers: PositiveInt | None = None
+    #: worker processes of the local pool (``executor = "local"``)
+    workers: int | None = Field(None, gt=0, le=_MOST, strict=True)
+    #: the Ray cluster (``executor = "ray"``); None starts a local Ray
     ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _executor_options(self) -> TrainingSettings:
+        # options of another executor would be silently ignored: refuse them
+        if self.workers is not None and self.executor != "local":
+            raise ValueError(f"--workers applies to --executor local, not {self.executor}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError(f"--address applies to --executor ray, not {self.executor}")
+        return self
 
     def fingerprint(
         self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both"
@@ -183,6 +198,7 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         key = key.replace("-", "_")
+        key = "ray_address" if key == "address" else key  # the command line's name for it
         out[key] = _normalise(value) if isinstance(value, dict) and key != "task_options" else value
     return out
 
@@ -208,14 +224,33 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+#: command-line options whose name differs from their field's
+_OPTION_NAMES = {"ray_address": "address", "task_options": "task-option", "mode": "stop-mode"}
+
+
 def _describe_validation_error(exc: ValidationError, where: str) -> str:
+    """One line: the file (if any), the field as a file spells it and its option, the value, why."""
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc: list[str] = []
+    for part in err["loc"]:
+        if isinstance(part, int):
+            continue
+        if not str(part).isidentifier():  # a branch of a union ('constrained-int'), not a field
+            break
+        loc.append(str(part))
+    prefix = "" if where == "command line" else f"{where}: "
+    if err["type"] == "value_error":  # our own checks across fields: their message names the options
+        return prefix + err["msg"].removeprefix("Value error, ")
+    path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
+    option = ""
+    if loc and loc[-1] not in ("training", "selection", "early_stopping"):
+        option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
+    subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
-        return f"unknown field {field!r} ({where})"
+        return f"{prefix}unknown field {path!r}"
     value = err.get("input")
     shown = f" {value!r}" if not isinstance(value, dict) else ""
-    return f"invalid value{shown} for {field!r} ({where}): {err['msg']}"
+    return f"{prefix}invalid value{shown} for {subject}: {err['msg']}"
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings:
@@ -229,9 +264,15 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
     if config is not None:
         where = str(config)
         try:
-            file_data = _normalise(tomllib.loads(Path(config).read_text()))
+            file_data = _normalise(tomllib.loads(Path(config).read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise InputError(f"study file not found: {config}") from None
+        except IsADirectoryError:
+            raise InputError(f"{config}: a folder, not a study file (.toml)") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{config}: not a text file in UTF-8 (byte {exc.start}): a study file is TOML") from None
+        except OSError as exc:
+            raise InputError(f"{config}: cannot read it: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{config}: not valid TOML: {exc}") from None
         try:
@@ -253,4 +294,4 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
     try:
         return StudySettings.model_validate(data)
     except ValidationError as exc:
-        raise InputError(_describe_validation_error(exc, where if not cli else f"{where} and options")) from None
+        raise InputError(_describe_validation_error(exc, where if config is None else f"{where} with the command line")) from None

@@ -93,13 +93,19 @@ BAD = [
     (["--task", "nope", "--candidate", "small"], "unknown task 'nope'"),
     (["--task", "synthetic", "--candidate", "nope"], "unknown candidate 'nope'"),
     (["--task", "synthetic", "--candidate", "small", "-n", "0"], "--instances must be a positive count"),
-    (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "train_size"),
+    (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "invalid value 0 for --train-size"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "5000", "--sampling", "without-replacement"], "exceeds the training pool of 2000"),
-    (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "sampling"),
-    (["--task", "synthetic", "--candidate", "small", "--test-size", "most"], "test_size"),
+    (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "for --sampling"),
+    (["--task", "synthetic", "--candidate", "small", "--test-size", "most"], "for --test-size"),
     (["--task", "synthetic", "--candidate", "small", "--test-size", "5000"], "exceeds the test set of 1000"),
     (["--task", "synthetic", "--candidate", "small", "-o", "colour=red"], "unknown option 'colour'"),
     (["--task", "synthetic", "--candidate", "small", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach tracking URI"),
+    (["--task", "synthetic", "--candidate", "small", "--workers", "2"], "--workers applies to --executor local"),
+    (["--task", "synthetic", "--candidate", "small", "--address", "auto"], "--address applies to --executor ray"),
+    (["--task", "synthetic", "--candidate", "small", "--threads", str(10**20)], "for --threads"),
+    (["--task", "synthetic", "--candidate", "small", "--device", "cuda"], "--device cuda"),
+    (["--task", "synthetic", "--candidate", "small", "--executor", "ray", "--address", "127.0.0.1:9"], "nothing answers at"),
+    (["--task", "synthetic", "--candidate", "small", "--executor", "ray", "--address", "no-port"], "expected host:port"),
 ]
 
 
@@ -116,12 +122,14 @@ def test_bad_input_one_line_exit_2_nothing_written(app, runner, workdir, args, m
     ("toml", "message"),
     [
         ('task = "synthetic"\ncandidate = "small"\ncolour = 3\n', "unknown field 'colour'"),
-        ('task = "synthetic"\n[early_stopping]\nwindow = "x"\n', "training.early_stopping.window"),
+        ('task = "synthetic"\n[early_stopping]\nwindow = "x"\n', "invalid value 'x' for 'early_stopping.window' (--window)"),
         ("task = \n", "not valid TOML"),
+        ('task = "synthetic"\nexecutor = "local"\nworkers = true\n', "invalid value True for 'workers' (--workers)"),
+        ('\udcff = 1\n', "not a text file in UTF-8"),
     ],
 )
 def test_bad_study_file(app, runner, workdir, toml, message):
-    (workdir / "bad.toml").write_text(toml)
+    (workdir / "bad.toml").write_bytes(toml.encode("utf-8", "surrogateescape"))
     result = runner.invoke(app, ["assess", "-c", "bad.toml"])
     assert result.exit_code == 2
     assert message in result.stderr and "bad.toml" in result.stderr
@@ -222,3 +230,23 @@ def test_vary_splits_the_spread_into_initialisation_and_training_sample(app, run
 def test_vary_must_be_known(app, runner, workdir):
     result = _assess(app, runner, "--candidate", "small", "-n", "2", "--vary", "seed")
     assert result.exit_code == 2 and "vary" in result.output
+
+
+def test_a_folder_as_study_file_is_refused_in_one_line(app, runner, workdir):
+    (workdir / "studies").mkdir()
+    result = runner.invoke(app, ["assess", "-c", "studies"])
+    assert result.exit_code == 2 and "a folder, not a study file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_of_the_console_script_are_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("robust")
+    out = subprocess.run([str(script), "assess", "--workers", "two"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: Invalid value for '--workers'") and line.endswith("(see robust assess --help)")
+    assert not (tmp_path / "mlruns").exists()

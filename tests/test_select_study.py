@@ -73,6 +73,21 @@ def test_unknown_rule_is_refused_before_training(app, runner, workdir):
     assert experiments() == []
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda"], "--device cuda"),
+        (["--executor", "ray", "--address", "127.0.0.1:9"], "nothing answers at 127.0.0.1:9"),
+    ],
+)
+def test_an_executor_that_cannot_run_is_refused_before_the_selection_run(app, runner, workdir, args, message):
+    result = _select(app, runner, *args)
+    assert result.exit_code == 2 and message in result.stderr
+    from conftest import experiments
+
+    assert experiments() == []  # no experiment, no selection run left "interrupted"
+
+
 def test_report_draws_the_study(app, runner, workdir):
     assert _select(app, runner).exit_code == 0
     result = runner.invoke(app, ["report", "--study", "synthetic", "--out", "fig.png"])

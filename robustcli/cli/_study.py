@@ -69,6 +69,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         )
     with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
         session.validate_sizes()
+    session.prepare_executor()
     description = {
         "rule": rule.describe(),
         **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps", "final_instances"}),

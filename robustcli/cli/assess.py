@@ -111,6 +111,7 @@ def assess(
     cand = session.candidate(settings.candidate)
     with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
         session.validate_sizes()
+    session.prepare_executor()
     n = settings.instances
     known = session.known([cand.id]).get(cand.id, {})
     missing = [i for i in range(n) if i not in known]

@@ -81,4 +81,26 @@ _add_plugin_commands()
 
 
 def main() -> None:
-    app()
+    """The console script. A usage error is one line on stderr (not click's box), exit code 2.
+
+    click's exceptions are told by their attributes, not their classes: Typer may bring its own
+    copy of click."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        exit_code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):  # `robust` alone: its help
+            exc.show()
+            sys.exit(exit_code if isinstance(exit_code, int) else 2)
+        if isinstance(exit_code, int) and callable(getattr(exc, "format_message", None)):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if exit_code == 2 and ctx is not None else ""
+            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+            sys.exit(exit_code)
+        if type(exc).__name__ == "Abort":
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

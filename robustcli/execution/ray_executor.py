@@ -57,6 +57,23 @@ def _ray_unit(token: str, payload_ref: list[Any], unit: Any, settings: TrainingS
     return run_unit(task, data, unit, settings)
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address where nothing listens (Ray itself retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return  # Ray finds the local cluster itself, and says so at once when there is none
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(f"--address {address!r}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
 class RayExecutor:
     """Trains (candidate, spec) jobs as Ray tasks and yields (candidate, result) as each unit finishes."""
 
@@ -92,10 +109,30 @@ class RayExecutor:
         ray = import_ray()
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-            ray.init(address=self.address or None, **kwargs)
+            address = self.address or None
+            if address is not None:
+                _check_reachable(address)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"--address {address!r}: cannot start or reach Ray: {first}") from None
         if self._remote is None:
             self._remote = ray.remote(num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task)(_ray_unit)
         return ray
+
+    def prepare(self) -> None:
+        """Start or reach Ray and check that a task fits on one of its nodes, before anything is
+        trained or written (a task asking for more CPUs than any node has would wait forever)."""
+        ray = self._ray()
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        if self.num_cpus_per_task > most_cpus:
+            raise InputError(
+                f"--threads {self.num_cpus_per_task:g}: each Ray task asks for {self.num_cpus_per_task:g} CPUs and "
+                f"the largest node of the Ray cluster has {most_cpus:g}"
+            )
+        self._workers(ray)  # refuses GPU tasks on a cluster without GPUs
 
     def _workers(self, ray: Any) -> int:
         """How many units can run at once on the cluster as it is now."""

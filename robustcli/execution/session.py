@@ -79,6 +79,19 @@ class StudySession:
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
 
+    def prepare_executor(self) -> None:
+        """Refuse a device or an executor that cannot run (no GPU for --device cuda, an unreachable
+        or too small Ray cluster) before anything is written: the executor is made and, for Ray,
+        connected now."""
+        from robustcli.training.instance import resolve_device
+
+        resolve_device(self.settings.training.device)
+        if self._executor is None:
+            self._executor = self.executor()
+        prepare = getattr(self._executor, "prepare", None)
+        if prepare is not None:
+            prepare()
+
     def check_study_task(self) -> None:
         exp_id = self.existing_experiment()
         if exp_id is None:
