@@ -103,14 +103,6 @@ class TrainingSettings(_Strict):
     #: the Ray cluster (``executor = "ray"``); None starts a local Ray
     ray_address: str | None = None
 
-    @model_validator(mode="after")
-    def _executor_options(self) -> TrainingSettings:
-        # options of another executor would be silently ignored: refuse them
-        if self.workers is not None and self.executor != "local":
-            raise ValueError(f"--workers applies to --executor local, not {self.executor}")
-        if self.ray_address is not None and self.executor != "ray":
-            raise ValueError(f"--address applies to --executor ray, not {self.executor}")
-        return self
 
     def fingerprint(
         self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both"
@@ -224,6 +216,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+#: fields a study file sets that have no command-line option
+_FILE_ONLY = ("mix_candidate_seed", "monitor", "baseline_margin")
 #: command-line options whose name differs from their field's
 _OPTION_NAMES = {"ray_address": "address", "task_options": "task-option", "mode": "stop-mode"}
 
@@ -243,7 +237,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
     option = ""
-    if loc and loc[-1] not in ("training", "selection", "early_stopping"):
+    if loc and loc[-1] not in ("training", "selection", "early_stopping", *_FILE_ONLY):
         option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
@@ -291,7 +285,20 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
     if selection:
         cli["selection"] = selection
     data = _merge(_nest(file_data), _nest(cli))
+    where = where if config is None else f"{where} with the command line"
     try:
-        return StudySettings.model_validate(data)
+        settings = StudySettings.model_validate(data)
     except ValidationError as exc:
-        raise InputError(_describe_validation_error(exc, where if config is None else f"{where} with the command line")) from None
+        raise InputError(_describe_validation_error(exc, where)) from None
+    _check_executor_options(settings.training, where)
+    return settings
+
+
+def _check_executor_options(t: TrainingSettings, where: str) -> None:
+    """Options of another executor would be silently ignored: refuse them. Checked on what the
+    file and the command line give together (settings stored with runs are not checked)."""
+    prefix = "" if where == "command line" else f"{where}: "
+    if t.workers is not None and t.executor != "local":
+        raise InputError(f"{prefix}--workers applies to --executor local, not {t.executor}")
+    if t.ray_address is not None and t.executor != "ray":
+        raise InputError(f"{prefix}--address applies to --executor ray, not {t.executor}")

@@ -103,7 +103,6 @@ BAD = [
     (["--task", "synthetic", "--candidate", "small", "--workers", "2"], "--workers applies to --executor local"),
     (["--task", "synthetic", "--candidate", "small", "--address", "auto"], "--address applies to --executor ray"),
     (["--task", "synthetic", "--candidate", "small", "--threads", str(10**20)], "for --threads"),
-    (["--task", "synthetic", "--candidate", "small", "--device", "cuda"], "--device cuda"),
     (["--task", "synthetic", "--candidate", "small", "--executor", "ray", "--address", "127.0.0.1:9"], "nothing answers at"),
     (["--task", "synthetic", "--candidate", "small", "--executor", "ray", "--address", "no-port"], "expected host:port"),
 ]
@@ -230,6 +229,16 @@ def test_vary_splits_the_spread_into_initialisation_and_training_sample(app, run
 def test_vary_must_be_known(app, runner, workdir):
     result = _assess(app, runner, "--candidate", "small", "-n", "2", "--vary", "seed")
     assert result.exit_code == 2 and "vary" in result.output
+
+
+def test_cuda_without_a_gpu_is_refused_before_anything_is_written(app, runner, workdir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, ["assess", *FAST, "--task", "synthetic", "--candidate", "small", "--device", "cuda"])
+    assert result.exit_code == 2 and "--device cuda was asked for" in result.stderr
+    assert experiments() == []
 
 
 def test_a_folder_as_study_file_is_refused_in_one_line(app, runner, workdir):

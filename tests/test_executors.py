@@ -119,11 +119,27 @@ def test_plan_units_keeps_every_job_once(study):
     for inner in ("stacked", "plain"):
         for workers in (1, 2, 16):
             units = plan_units(task, data, jobs, SETTINGS, inner=inner, workers=workers, max_stack=4)
-            flat = [(c.id, s.index) for _, _, unit in units for c, s in unit]
+            flat = [(c.id, s.index) for _, _, unit, _ in units for c, s in unit]
             assert sorted(flat) == sorted((c.id, s.index) for c, s in jobs)
             # a unit is one candidate's instances (these three differ in more than optimiser settings)
-            assert all(len({c.id for c, _ in unit}) == 1 for _, _, unit in units)
-            assert all(size <= 4 for _, size, _ in units)
+            assert all(len({c.id for c, _ in unit}) == 1 for _, _, unit, _ in units)
+            assert all(size <= 4 for _, size, _, _ in units)
+
+
+def test_units_of_an_unstackable_model_carry_why_to_their_results(study):
+    from robustcli.execution.pool import run_unit
+
+    class Scheduled(SyntheticTask):  # a learning-rate schedule: trained one at a time
+        def lr_factor(self, candidate, step, total_steps):
+            return 1.0
+
+    task, data, space = Scheduled(), study[1], study[2]
+    jobs = make_jobs(space, names=("small",), count=2)
+    units = plan_units(task, data, jobs, SETTINGS, workers=2)
+    assert [u[0] for u in units] == ["plain", "plain"] and all("lr_factor" in u[3] for u in units)
+    quick = SETTINGS.model_copy(update={"early_stopping": EarlyStoppingSettings(min_epochs=1, window=2, max_epochs=1)})
+    (_, result), = run_unit(task, data, units[0], quick)
+    assert result.engine == "plain" and "lr_factor" in result.plain_reason
 
 
 def test_candidates_differing_only_in_optimiser_settings_share_a_stack(study):

@@ -308,3 +308,13 @@ def test_parametrize_ids_are_readable():
 @parametrize_with_checks([SyntheticTask])
 def test_synthetic_task_conforms(task, check):
     check(task)
+
+
+def test_a_task_with_a_learning_rate_schedule_passes_the_stacking_check():
+    from robustcli.testing import check_stacking
+
+    class Scheduled(SyntheticTask):  # trains one at a time: nothing for the stacking check to ask
+        def lr_factor(self, candidate, step, total_steps):
+            return 1.0 - step / total_steps
+
+    check_stacking(Scheduled(), sample=1)

@@ -195,32 +195,35 @@ def test_replay_skips_runs_already_written_and_a_line_cut_short(workdir):
     assert not dead.exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times are read from /proc (Linux)")
 def test_a_journal_whose_pid_was_reused_by_a_live_process_is_replayed(workdir):
     store = MlflowStore(uri())
     exp = store.ensure_experiment("track")
     parent = store.candidate_run(exp, "synthetic", FakeCandidate())
     store.close()
     # our own pid, alive, but started at another time: the journal's owner is dead
-    reused = Path("mlruns") / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}.1-beef.jsonl"
+    reused = Path("mlruns") / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}-1.beef.jsonl"
     reused.parent.mkdir(exist_ok=True)
     reused.write_text(json.dumps(_rows_of(exp, parent, [0])[0]) + "\n")
     # and one of this very process (its pid and start): not replayed
     from robustcli.tracking.processes import process_start
 
-    ours = reused.with_name(f"{socket.gethostname()}-{os.getpid()}.{process_start(os.getpid())}-f00d.jsonl")
+    ours = reused.with_name(f"{socket.gethostname()}-{os.getpid()}-{process_start(os.getpid())}.f00d.jsonl")
     ours.write_text(json.dumps(_rows_of(exp, parent, [1])[0]) + "\n")
     again = MlflowStore(uri())
     assert sorted(again.instances(exp, "fp")[FakeCandidate.id]) == [0] and again.replayed == 1
     assert not reused.exists() and ours.exists()
 
 
-def test_owners_old_and_new_forms():
-    from robustcli.tracking.processes import owner_alive, parse_owner, this_owner
+def test_owners_and_their_start_times():
+    from robustcli.tracking.processes import owner_alive, parse_owner, process_start, this_owner
 
     host, pid, start = parse_owner(this_owner())
-    assert (host, pid) == (socket.gethostname(), str(os.getpid())) and owner_alive(host, pid, start)
-    assert not owner_alive(host, pid, "1")  # same pid, another start: a reused pid
-    assert parse_owner("node-1:42") == ("node-1", "42", None)  # as written before starts were recorded
+    assert (host, pid, start) == (socket.gethostname(), str(os.getpid()), None)
+    assert owner_alive(host, pid, process_start(os.getpid()))
+    if process_start(os.getpid()) is not None:  # Linux: a pid reused by a later process is told apart
+        assert not owner_alive(host, pid, "1")
+    assert parse_owner("node-1:42:777") == ("node-1", "42", "777")
     assert owner_alive(socket.gethostname(), os.getpid())
     assert not owner_alive(socket.gethostname(), _dead_pid())
     assert owner_alive("another-host", 1, "5")  # another host decides for itself

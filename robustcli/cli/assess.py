@@ -111,12 +111,12 @@ def assess(
     cand = session.candidate(settings.candidate)
     with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
         session.validate_sizes()
-    session.prepare_executor()
     n = settings.instances
     known = session.known([cand.id]).get(cand.id, {})
     missing = [i for i in range(n) if i not in known]
     records = {i: r for i, r in known.items() if i < n}
     if missing:
+        session.prepare_executor()  # a device or cluster that cannot train: refused before any write
         records.update(_train(session, cand, missing, quiet=json_output))
     report = _report(session, cand, [records[i] for i in range(n)], trained_now=len(missing))
     _update_parent(session, cand, report)

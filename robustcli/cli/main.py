@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -80,27 +81,24 @@ _add_optional_commands()
 _add_plugin_commands()
 
 
+def _usage_error_in_one_line(exc: Exception) -> None:
+    """Typer's presenter of click's usage errors (a boxed panel), replaced: one line on stderr.
+    Typer still exits with the error's code (2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `robust` alone: click has printed the help
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+
+
+try:  # Typer's own name for it since 0.12; where it is missing, Typer's box stays
+    from typer import rich_utils as _rich_utils
+
+    if hasattr(_rich_utils, "rich_format_error"):
+        _rich_utils.rich_format_error = _usage_error_in_one_line
+except ImportError:  # Typer without rich: click's plain lines
+    pass
+
+
 def main() -> None:
-    """The console script. A usage error is one line on stderr (not click's box), exit code 2.
-
-    click's exceptions are told by their attributes, not their classes: Typer may bring its own
-    copy of click."""
-    import sys
-
-    try:
-        code = app(standalone_mode=False)
-    except Exception as exc:
-        exit_code = getattr(exc, "exit_code", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):  # `robust` alone: its help
-            exc.show()
-            sys.exit(exit_code if isinstance(exit_code, int) else 2)
-        if isinstance(exit_code, int) and callable(getattr(exc, "format_message", None)):
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see {ctx.command_path} --help)" if exit_code == 2 and ctx is not None else ""
-            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
-            sys.exit(exit_code)
-        if type(exc).__name__ == "Abort":
-            print("aborted", file=sys.stderr)
-            sys.exit(1)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
+    app()

@@ -37,8 +37,8 @@ from robustcli.task import Candidate, Task, TaskData
 __all__ = ["LocalPoolExecutor", "default_workers", "dumps_payload", "plan_units", "run_unit"]
 
 Inner = Literal["stacked", "plain"]
-#: a unit of work: (inner engine for it, stack size, its jobs)
-Unit = tuple[str, int, list[tuple[Candidate, Any]]]
+#: a unit of work: (inner engine for it, stack size, its jobs, why its model cannot be stacked or None)
+Unit = tuple[str, int, list[tuple[Candidate, Any]], str | None]
 
 
 def default_workers() -> int:
@@ -66,7 +66,7 @@ def plan_units(
     if inner not in ("stacked", "plain"):
         raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
     if inner == "plain":
-        return [("plain", 1, [job]) for job in jobs]
+        return [("plain", 1, [job], None) for job in jobs]
     planner = StackedExecutor(max_stack=max_stack or settings.max_stack)
     groups = dict(enumerate(group_jobs(jobs)))
     plans = {key: planner.plan(task, data, group[0][0], len(group), settings) for key, group in groups.items()}
@@ -82,12 +82,13 @@ def plan_units(
     for key, group in groups.items():
         engine, most = plans[key]
         if engine == "plain":
-            out.extend(("plain", 1, [job]) for job in group)
+            why = planner.why_plain(group[0][0].id)
+            out.extend(("plain", 1, [job], why) for job in group)
             continue
         # a chunk of one trains as the in-process engine would train a lone instance
         lone = planner.plan(task, data, group[0][0], 1, settings)[0]
         for chunk in _balanced_chunks(group, most):
-            out.append(("plain", 1, chunk) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk))
+            out.append(("plain", 1, chunk, None) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk, None))
     # the biggest units first: the pool's last worker is then not left with the longest one
     out.sort(key=lambda unit: -len(unit[2]))
     return out
@@ -105,7 +106,7 @@ def dumps_payload(task: Task, data: TaskData) -> bytes:
 
 def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
     """Train one unit here (in a worker) with the in-process engines; its (candidate, result) pairs."""
-    engine, size, jobs = unit
+    engine, size, jobs, why = unit
     if engine == "stacked":
         from robustcli.execution.stacked import StackedExecutor
 
@@ -114,7 +115,11 @@ def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings)
         from robustcli.execution.inprocess import InProcessExecutor
 
         executor = InProcessExecutor()
-    return list(executor.run(task, data, jobs, settings))
+    out = list(executor.run(task, data, jobs, settings))
+    if why is not None:
+        for _, result in out:
+            result.plain_reason = why
+    return out
 
 
 # -- the worker side -----------------------------------------------------------------------------

@@ -61,12 +61,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Refuse at once an address where nothing listens (Ray itself retries for minutes)."""
     import socket
 
-    if address == "auto":
-        return  # Ray finds the local cluster itself, and says so at once when there is none
+    if address in ("auto", "local"):
+        return  # Ray finds (or starts) the local cluster itself, and says so at once when it cannot
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise InputError(f"--address {address!r}: expected host:port, ray://host:port or auto")
+        raise InputError(f"--address {address!r}: expected host:port, ray://host:port, auto or local")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
@@ -122,12 +122,14 @@ class RayExecutor:
         return ray
 
     def prepare(self) -> None:
-        """Start or reach Ray and check that a task fits on one of its nodes, before anything is
-        trained or written (a task asking for more CPUs than any node has would wait forever)."""
+        """Start or reach Ray and, on a local Ray, check that a task fits on its node, before
+        anything is trained or written (a task asking for more CPUs than any node has would
+        wait forever)."""
         ray = self._ray()
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
-        if self.num_cpus_per_task > most_cpus:
+        # only a local Ray is known not to grow: a cluster may autoscale to fit the task
+        if self.address in (None, "", "local") and self.num_cpus_per_task > most_cpus:
             raise InputError(
                 f"--threads {self.num_cpus_per_task:g}: each Ray task asks for {self.num_cpus_per_task:g} CPUs and "
                 f"the largest node of the Ray cluster has {most_cpus:g}"

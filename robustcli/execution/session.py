@@ -85,7 +85,8 @@ class StudySession:
         connected now."""
         from robustcli.training.instance import resolve_device
 
-        resolve_device(self.settings.training.device)
+        if self.settings.training.executor != "ray":  # Ray's workers have the devices: checked there
+            resolve_device(self.settings.training.device)
         if self._executor is None:
             self._executor = self.executor()
         prepare = getattr(self._executor, "prepare", None)

@@ -1,9 +1,10 @@
 """Who owns a lock or a journal: this host and process, and whether another owner still runs.
 
-An owner is ``host:pid:start``, where ``start`` is when the process started (Linux: clock ticks
-after boot, from ``/proc``). With it, a pid reused by a later process is told apart from the dead
-owner; without it (another OS, or an owner string written by an older version: ``host:pid``), a
-live process with the same pid counts as the owner.
+An owner is ``host:pid``, kept with the process's start time where it is known (Linux: clock
+ticks after boot, from ``/proc``) in a field of its own, so that versions which know no start
+still read the owner. With the start, a pid reused by a later process is told apart from the dead
+owner; without it (another OS, or an owner written by an older version), a live process with the
+same pid counts as the owner.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ def process_start(pid: int) -> str | None:
 
 
 def this_owner() -> str:
-    """``host:pid:start`` of this process (``host:pid`` where the start cannot be told)."""
-    pid = os.getpid()
-    start = process_start(pid)
-    return f"{socket.gethostname()}:{pid}" + (f":{start}" if start else "")
+    """``host:pid`` of this process (its start: ``process_start(os.getpid())``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def parse_owner(owner: str) -> tuple[str, str, str | None]:
-    """``(host, pid, start or None)`` of an owner string (either form)."""
+    """``(host, pid, start or None)`` of ``host:pid`` (or ``host:pid:start``)."""
     head, _, last = owner.rpartition(":")
     if ":" in head:  # host:pid:start
         host, _, pid = head.rpartition(":")

@@ -7,8 +7,9 @@ of the instance fingerprint and the selection settings, so re-running the same c
 and resumes; another rule or criterion is another study run in the same experiment (and reuses
 the same instances).
 
-A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid:start). A second
-``robust select`` on it refuses while that process is alive; a dead owner's run is taken over.
+A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid, and
+``robust.owner_start``, when it started). A second ``robust select`` on it refuses while that
+process is alive; a dead owner's run (its pid gone, or reused by a later process) is taken over.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
-from robustcli.tracking.processes import owner_alive, parse_owner, this_owner
+from robustcli.tracking.processes import owner_alive, parse_owner, process_start, this_owner
 
 __all__ = ["MlflowSelectionStore", "selection_key"]
 
@@ -33,8 +35,9 @@ def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: li
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def _alive(owner: str) -> bool:
-    return owner_alive(*parse_owner(owner))
+def _alive(owner: str, start: str | None) -> bool:
+    host, pid, in_owner = parse_owner(owner)
+    return owner_alive(host, pid, start or in_owner)
 
 
 class MlflowSelectionStore(Store):
@@ -102,7 +105,9 @@ class MlflowSelectionStore(Store):
         if run is None or run.info.status != "RUNNING":
             return
         owner = run.data.tags.get("robust.owner", "")
-        if owner and owner != this_owner() and _alive(owner):
+        start = run.data.tags.get("robust.owner_start") or None
+        mine = owner == this_owner() and start in (None, process_start(os.getpid()))
+        if owner and not mine and _alive(owner, start):
             raise InputError(
                 f"study {self.session.settings.study_name!r} is being selected by another process ({owner}, "
                 f"run {run.info.run_id}); wait for it to finish, or stop it: re-running then resumes"
@@ -113,7 +118,7 @@ class MlflowSelectionStore(Store):
             return self._run_id
         client = self.session.store.client
         run = self.find_run()
-        tags = {"robust.owner": this_owner(), "robust.state": "running"}
+        tags = {"robust.owner": this_owner(), "robust.owner_start": process_start(os.getpid()) or "", "robust.state": "running"}
         if run is None:
             exp_id = self.session.experiment()
             run = client.create_run(

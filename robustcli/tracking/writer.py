@@ -13,7 +13,7 @@ Why a background thread and a journal: the coordinating process hands each finis
 transaction (one fsync for a whole stack of instances) while the coordinator trains. So that a
 crash (an exception, Ctrl-C, SIGKILL, the OOM killer) cannot lose a run that was handed over but
 not yet committed, each run is first appended, as one JSON line, to a journal file of its own
-process next to the store (``<store folder>/robust-journal/<host>-<pid>.<start>-<id>.jsonl``; written to
+process next to the store (``<store folder>/robust-journal/<host>-<pid>-<start>.<id>.jsonl``; written to
 the OS, not fsynced: it survives the process, not a power cut). The journal is emptied once
 everything in it is committed and removed when the writer closes; whoever opens the store next
 (:func:`replay_journals`) writes what a dead process left in its journal, before reading.
@@ -206,12 +206,14 @@ class SqlRunWriter:
             if sqlite:
                 conn.exec_driver_sql("PRAGMA busy_timeout = 20000")
                 conn.exec_driver_sql("PRAGMA foreign_keys = ON")
-            self._refuse_deleted_experiments(conn, {int(r["experiment_id"]) for r in batch})
             for name, rows in (("runs", runs), ("tags", tags), ("params", params), ("metrics", metrics),
                                ("latest_metrics", latest)):
                 if rows:
                     # plain executemany: SQLAlchemy's per-row parameter processing doubles the CPU
                     conn.exec_driver_sql(self._insert_sql(name, conn.dialect), rows)
+            # after the inserts: sqlite's driver begins the transaction at the first one, so the
+            # check and the rows commit (or roll back) together
+            self._refuse_deleted_experiments(conn, {int(r["experiment_id"]) for r in batch})
 
     def _refuse_deleted_experiments(self, conn: Any, ids: set[int]) -> None:
         """As MLflow's client refuses a run in a deleted experiment: checked in the transaction,
@@ -243,18 +245,19 @@ class SqlRunWriter:
 
 # -- the journal and the thread -----------------------------------------------------------------
 def _journal_name() -> str:
-    """``<host>-<pid>.<start>-<id>.jsonl`` (``<host>-<pid>-<id>`` where the start cannot be told)."""
+    """``<host>-<pid>-<start>.<id>.jsonl`` (``<host>-<pid>-<id>`` where the start cannot be told):
+    a version that knows no start still reads host and pid from it."""
     pid = os.getpid()
     start = process_start(pid)
-    return f"{socket.gethostname()}-{pid}{'.' + start if start else ''}-{uuid.uuid4().hex[:8]}.jsonl"
+    return f"{socket.gethostname()}-{pid}-{start + '.' if start else ''}{uuid.uuid4().hex[:8]}.jsonl"
 
 
 def _owner_alive(path: Path) -> bool:
-    parts = path.stem.rsplit("-", 2)  # host-pid[.start]-id
+    parts = path.stem.rsplit("-", 2)  # host-pid-[start.]id
     if len(parts) != 3:
         return False
-    pid, _, start = parts[1].partition(".")
-    return owner_alive(parts[0], pid, start or None)
+    start, dot, _ = parts[2].partition(".")
+    return owner_alive(parts[0], parts[1], start if dot else None)
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
