@@ -103,7 +103,6 @@ class TrainingSettings(_Strict):
     #: the Ray cluster (``executor = "ray"``); None starts a local Ray
     ray_address: str | None = None
 
-
     def fingerprint(
         self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both"
     ) -> str:

@@ -85,8 +85,8 @@ __all__ = ["activation_bytes_per_example", "check_stackable", "iter_stacked", "t
 CPU_EVAL_CHUNK = 8192
 
 #: floats per tile of the fused evaluation convolution + pooling on the CPU (_SharedConvPool):
-#: 2 MB, 256 rows of K*O = 2048 filters at a 2x2 window; 64-256 rows measured alike, the whole
-#: 4608-row chunk 2-3x slower (K=64, calorimeter layer 1, 2 cores)
+#: 8 MB, 256 output rows x a 2x2 window x K*O = 2048 filters; tiles of 64-256 rows measured
+#: alike, the whole 4608-row chunk 2-3x slower (K=64, calorimeter layer 1, 2 cores)
 SHARED_CONV_POOL_TILE_FLOATS = 256 * 4 * 2048
 
 
