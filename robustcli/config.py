@@ -221,6 +221,11 @@ _FILE_ONLY = ("mix_candidate_seed", "monitor", "baseline_margin")
 _OPTION_NAMES = {"ray_address": "address", "task_options": "task-option", "mode": "stop-mode"}
 
 
+def _source(where: str) -> str:
+    """How an error line starts: nothing for the command line, ``FILE: `` for a study file."""
+    return "" if where == "command line" else f"{where}: "
+
+
 def _describe_validation_error(exc: ValidationError, where: str) -> str:
     """One line: the file (if any), the field as a file spells it and its option, the value, why."""
     err = exc.errors()[0]
@@ -231,7 +236,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         if not str(part).isidentifier():  # a branch of a union ('constrained-int'), not a field
             break
         loc.append(str(part))
-    prefix = "" if where == "command line" else f"{where}: "
+    prefix = _source(where)
     if err["type"] == "value_error":  # our own checks across fields: their message names the options
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
@@ -296,7 +301,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
 def _check_executor_options(t: TrainingSettings, where: str) -> None:
     """Options of another executor would be silently ignored: refuse them. Checked on what the
     file and the command line give together (settings stored with runs are not checked)."""
-    prefix = "" if where == "command line" else f"{where}: "
+    prefix = _source(where)
     if t.workers is not None and t.executor != "local":
         raise InputError(f"{prefix}--workers applies to --executor local, not {t.executor}")
     if t.ray_address is not None and t.executor != "ray":
