@@ -71,6 +71,13 @@ def uri() -> str:
     return f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
 
 
+def open_track() -> tuple[MlflowStore, str, str]:
+    """A store on the workdir's sqlite file, its experiment "track" and FakeCandidate's parent run."""
+    store = MlflowStore(uri())
+    exp = store.ensure_experiment("track")
+    return store, exp, store.candidate_run(exp, "synthetic", FakeCandidate())
+
+
 def journals() -> list[Path]:
     return sorted((Path("mlruns") / JOURNAL_DIR).glob("*"))
 
@@ -110,9 +117,7 @@ def test_a_run_written_as_rows_reads_back_like_one_written_by_the_client(workdir
 
 
 def test_reads_in_the_same_process_see_every_run_handed_over(workdir):
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     for i in range(5):
         log(store, exp, parent, i)
     # no explicit flush: a read waits for the queued writes
@@ -123,9 +128,7 @@ def test_reads_in_the_same_process_see_every_run_handed_over(workdir):
 def test_a_failed_transaction_leaves_nothing_and_the_journal_keeps_the_runs(workdir, monkeypatch):
     from robustcli.tracking import writer as writer_module
 
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     store.flush()
     real_write = writer_module.SqlRunWriter.write
 
@@ -160,9 +163,7 @@ def test_a_failed_transaction_leaves_nothing_and_the_journal_keeps_the_runs(work
 
 def test_the_client_way_deletes_a_half_written_run(workdir, monkeypatch):
     monkeypatch.setenv("ROBUST_TRACKING_WRITE", "sync")
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
 
     def broken(*a, **k):
         raise KeyboardInterrupt
@@ -176,9 +177,7 @@ def test_the_client_way_deletes_a_half_written_run(workdir, monkeypatch):
 
 
 def test_replay_skips_runs_already_written_and_a_line_cut_short(workdir):
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     store.flush()
     rows = _rows_of(exp, parent, [0, 1, 2])
     store._sql.write(rows[:2])  # committed, then the process died before emptying its journal...
@@ -197,9 +196,7 @@ def test_replay_skips_runs_already_written_and_a_line_cut_short(workdir):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times are read from /proc (Linux)")
 def test_a_journal_whose_pid_was_reused_by_a_live_process_is_replayed(workdir):
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     store.close()
     # our own pid, alive, but started at another time: the journal's owner is dead
     reused = Path("mlruns") / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}-1.beef.jsonl"
@@ -232,9 +229,7 @@ def test_owners_and_their_start_times():
 def test_runs_are_refused_into_an_experiment_deleted_meanwhile(workdir):
     from mlflow.tracking import MlflowClient
 
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     log(store, exp, parent, 0)
     store.flush()
     client = MlflowClient(uri())
@@ -330,9 +325,7 @@ def test_an_interrupted_train_writes_what_it_yielded(workdir):
 
 
 def test_the_writer_batches_a_burst_into_few_transactions(workdir):
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     for i in range(20):
         log(store, exp, parent, i)
     store.flush()
@@ -342,9 +335,7 @@ def test_the_writer_batches_a_burst_into_few_transactions(workdir):
 
 
 def test_why_an_instance_trained_plainly_is_a_tag(workdir):
-    store = MlflowStore(uri())
-    exp = store.ensure_experiment("track")
-    parent = store.candidate_run(exp, "synthetic", FakeCandidate())
+    store, exp, parent = open_track()
     res = result(0)
     res.engine, res.stack, res.plain_reason = "plain", (), "the task schedules its learning rate (lr_factor)"
     run_id = store.log_instance(exp, parent, candidate=FakeCandidate(), result=res, fingerprint="fp",
