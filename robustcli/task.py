@@ -49,11 +49,37 @@ __all__ = [
     "TaskTags",
     "TRAINING_KEYS",
     "candidate_id",
+    "describe_params",
 ]
 
 #: Candidate parameters the core reads to build the optimiser and batches. Everything else in a
 #: candidate's params is the task's own (architecture, features...).
 TRAINING_KEYS = ("optimizer", "lr", "batch_size", "weight_decay", "momentum")
+
+
+_SHORT_KEYS = {"optimizer": "", "lr": "lr", "batch_size": "bs", "weight_decay": "wd", "momentum": "mom"}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 1:
+            return f"{value:g}"
+        mantissa, _, exponent = f"{value:.3e}".partition("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"  # 0.001 -> 1e-3, as papers write rates
+    if isinstance(value, (list, tuple)):
+        return "x".join(_short(v) for v in value)
+    return str(value)
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    """A short readable description of a candidate's parameters, e.g. ``adamw-lr1e-3-bs32-wd1e-1-depth=2``:
+    the training keys first (optimizer, lr, batch size, weight decay), then the task's own in
+    sorted order. What MLflow shows as a run name and the CLI beside an id."""
+    parts = [f"{_SHORT_KEYS[k]}{_short(params[k])}" for k in TRAINING_KEYS if k in params]
+    parts += [f"{k}={_short(v)}" for k, v in sorted(params.items()) if k not in TRAINING_KEYS]
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)
@@ -309,4 +335,10 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """What ``robust tasks show`` prints besides the contract's fields."""
         return {}
+
+    def describe_candidate(self, candidate: Candidate) -> str:
+        """A short readable description of a candidate, shown as its MLflow run name and beside its
+        id (a named candidate shows its name instead). Override it for a more telling one, e.g.
+        ``conv32x64-fc9-adamw-lr1e-3-bs32``; the default lists the parameters (:func:`describe_params`)."""
+        return describe_params(candidate.params)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from robustcli.task import SearchSpace
 
-__all__ = ["GRIDS", "grid_dimensions", "grid_summary", "named_models", "search_space"]
+__all__ = ["GRIDS", "describe", "grid_dimensions", "grid_summary", "named_models", "search_space"]
 
 GRIDS = ("paper", "text")
 
@@ -108,3 +108,28 @@ def grid_summary(target: str, grid: str = "paper", input_mode: str = "raw") -> d
         ),
         "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in _fixed(input_mode).items()},
     }
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A candidate as a physicist reads it: ``conv32x64-k3-pool3-fc9-relu-esum-adamw-lr1e-3-wd1e-1-bs32``
+    (filters, kernel, second pooling, hidden layers, activation, added feature, optimiser)."""
+    from robustcli.task import describe_params
+
+    known = {"filters", "kernel", "pool", "hidden", "activation", "features", "input", "optimizer", "lr", "weight_decay", "batch_size"}
+    if not known - {"input"} <= set(params):
+        return describe_params(params)  # not a grid point of this plugin: the generic description
+    short = {k: describe_params({k: params[k]}) for k in ("lr", "weight_decay", "batch_size")}
+    parts = [
+        "conv" + "x".join(str(f) for f in params["filters"]),
+        f"k{params['kernel']}",
+        f"pool{params['pool']}",
+        "fc" + "x".join(str(h) for h in params["hidden"]),
+        str(params["activation"]),
+    ]
+    if params["features"] != "none":
+        parts.append(str(params["features"]))
+    if params.get("input", "raw") != "raw":
+        parts.append(str(params["input"]))
+    parts += [str(params["optimizer"]), short["lr"], short["weight_decay"], short["batch_size"]]
+    extra = {k: v for k, v in params.items() if k not in known}
+    return "-".join(parts + ([describe_params(extra)] if extra else []))

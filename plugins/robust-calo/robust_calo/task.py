@@ -172,6 +172,9 @@ class CaloTask(Task):
         except (ValueError, TypeError) as exc:
             raise InputError(f"candidate {candidate.label} of task {self.name!r}: {exc}") from exc
 
+    def describe_candidate(self, candidate: Candidate) -> str:
+        return _grid.describe(candidate.params)
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         summary = _grid.grid_summary(self.target, o["grid"], o["input"])
