@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
 from conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 
@@ -40,23 +46,37 @@ def test_select_trains_then_resumes_without_retraining(app, runner, workdir):
 
 
 def test_a_running_selection_refuses_a_second_one(app, runner, workdir):
+    """The selection lock is a record lock beside the store: held by a live process, a second
+    select is refused naming it; once that process is killed, nothing is left to block the next."""
     assert _select(app, runner, "--budget", "4").exit_code == 0
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("synthetic")
-    run = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'selection'")[0]
-    client.update_run(run.info.run_id, status="RUNNING")
-    from robustcli.tracking.processes import process_start
-
-    client.set_tag(run.info.run_id, "robust.owner", f"{socket.gethostname()}:1")  # pid 1 is alive
-    client.set_tag(run.info.run_id, "robust.owner_start", process_start(1) or "")
-    result = _select(app, runner)
-    assert result.exit_code == 2
-    assert "being selected by another process" in result.stderr
-    if process_start(1) is not None:  # the same pid started at another time: its owner is gone
-        client.set_tag(run.info.run_id, "robust.owner_start", "1")
-        assert _select(app, runner).exit_code == 0
+    key = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'selection'")[0].data.tags["robust.selection_key"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, socket, sys, time
+            from pathlib import Path
+            sys.path.insert(0, {str(ROOT)!r})
+            from robustcli.tracking.locks import lock_file
+            folder = Path("mlruns/robust-locks")
+            assert lock_file(folder / "mlflow.db.lock").try_lock("select:synthetic:{key}")
+            (folder / "select-{key}.owner").write_text(f"{{socket.gethostname()}}:{{os.getpid()}}:")
+            print("holding", flush=True)
+            time.sleep(120)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = _select(app, runner)
+        assert result.exit_code == 2
+        assert "being selected by another process" in result.stderr and f"{socket.gethostname()}:{holder.pid}" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _select(app, runner).exit_code == 0
 
 
 def test_studies_lists_and_export_writes_a_loss_table(app, runner, workdir):

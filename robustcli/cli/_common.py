@@ -35,8 +35,26 @@ def handle_errors(fn: F) -> F:
             # plain print, not rich: the message must stay one unwrapped line
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            if not _from_the_store(exc):
+                raise  # a bug: its traceback is what a report needs
+            # a tracking server gone away mid-study: what is logged stays, re-running resumes
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            print(f"error: the MLflow tracking store failed ({type(exc).__name__}: {text}); "
+                  f"re-run the command once it is back: it resumes", file=sys.stderr)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_STORE_PACKAGES = {"mlflow", "requests", "urllib3", "sqlalchemy"}
+
+
+def _from_the_store(exc: BaseException) -> bool:
+    """Whether an exception comes from talking to the tracking store (MLflow, HTTP, the database)."""
+    return isinstance(exc, ConnectionError) or any(
+        cls.__module__.split(".")[0] in _STORE_PACKAGES for cls in type(exc).__mro__
+    )
 
 
 def print_json(payload: Any) -> None:

@@ -119,7 +119,6 @@ def assess(
         session.prepare_executor()  # a device or cluster that cannot train: refused before any write
         records.update(_train(session, cand, missing, quiet=json_output))
     report = _report(session, cand, [records[i] for i in range(n)], trained_now=len(missing))
-    _update_parent(session, cand, report)
     if json_output:
         print_json(report)
     else:
@@ -170,21 +169,12 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
         "mean_epochs": (sum(r.epochs for r in records) / len(records)) if records else 0,
         "mean_seconds": (sum(r.seconds for r in records) / len(records)) if records else 0,
         "losses": [r.loss if math.isfinite(r.loss) else None for r in records],
-        "run_ids": [r.run_id for r in records],
+        "run_ids": [session.store.run_id(r.run_id) for r in records],
         "statistics": {k: v.as_dict() for k, v in stats.items()},
         "tracking_uri": session.store.uri,
         "fingerprint": session.fingerprint,
         "vary": session.settings.vary,
     }
-
-
-def _update_parent(session: Any, cand: Any, report: dict[str, Any]) -> None:
-    # the candidate's running statistics are those of the default study; a decomposition's go apart
-    prefix = "robust." if report["vary"] == "both" else f"robust.vary_{report['vary']}."
-    tags = {f"{prefix}stat.{k}": f"{v['value']:.6g}" for k, v in report["statistics"].items()}
-    tags[f"{prefix}instances"] = str(report["instances"])
-    tags[f"{prefix}failed"] = str(report["failed"])
-    session.store.set_tags(session.parent_run(cand), tags)
 
 
 def _render(report: dict[str, Any]) -> None:

@@ -90,8 +90,11 @@ def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[st
 
     from robustcli.training.instance import sample_indices
 
+    import time
+
     data = session.data
     losses = []
+    started = int(time.time() * 1000)
     replace = session.settings.training.sampling == "bootstrap"
     from robustcli.training.instance import InstanceSpec
     from robustcli.training.seeds import derive_seeds
@@ -114,20 +117,29 @@ def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[st
         "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
         "min": float(a.min()),
         "max": float(a.max()),
+        "median": float(np.median(a)),
     }
-    _log(session, row)
+    _log(session, row, started)
     return row
 
 
-def _log(session: Any, row: dict[str, Any]) -> None:
+def _log(session: Any, row: dict[str, Any], started: int) -> None:
+    """A baseline's run: its losses per instance and, under the names a candidate's run uses
+    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
+    import time
+
     from mlflow.entities import Metric, RunTag
 
     client = session.store.client
     exp_id = session.experiment()
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}")
-    ts = 0
-    metrics = [Metric("test_loss", v, ts, i) for i, v in enumerate(row["losses"])]
-    metrics += [Metric(f"loss_{k}", row[k], ts, 0) for k in ("mean", "std", "min", "max") if math.isfinite(row[k])]
+    now = int(time.time() * 1000)
+    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}", start_time=started,
+                            tags=session.store.context_tags)
+    metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
+    stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}
+    metrics += [Metric(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
+    metrics += [Metric(k, v, now, len(row["losses"])) for k, v in stats.items() if math.isfinite(v)]
+    metrics.append(Metric("instances", float(len(row["losses"])), now, len(row["losses"])))
     tags = {
         "robust.kind": "baseline",
         "robust.baseline": row["name"],
@@ -136,4 +148,4 @@ def _log(session: Any, row: dict[str, Any]) -> None:
         "robust.instances": str(len(row["losses"])),
     }
     client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)

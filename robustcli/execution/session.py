@@ -26,6 +26,8 @@ class StudySession:
     def __init__(self, settings: StudySettings, tracking_uri: str | None = None) -> None:
         if not settings.task:
             raise InputError("no task given: pass --task NAME or set task in the study file (see `robust tasks`)")
+        # first: a tracking URI that cannot work is refused before the task (and torch) loads
+        self.store = MlflowStore(resolve_tracking_uri(tracking_uri, settings.tracking_uri))
         cls, self.plugin = load_task_class(settings.task)
         # resolve the task's defaults now, so that fingerprints do not depend on how they were given
         train_size = settings.training.train_size or cls.default_train_size
@@ -38,10 +40,10 @@ class StudySession:
             self.task: Task = cls(**settings.task_options)
         except TypeError as exc:
             raise InputError(f"bad [task_options] for task {settings.task!r}: {exc}") from None
-        self.store = MlflowStore(resolve_tracking_uri(tracking_uri, settings.tracking_uri))
         self.fingerprint = settings.fingerprint()
         self._data: TaskData | None = None
         self._exp_id: str | None = None
+        self._experiment_ready = False
         self._parents: dict[str, str] = {}
         self._space = None
         self._executor: Any = None
@@ -132,7 +134,9 @@ class StudySession:
         return self._exp_id
 
     def experiment(self) -> str:
-        if self._exp_id is None:
+        """The study's experiment, created (or, made by an earlier version, brought up to date) on first write."""
+        if not self._experiment_ready:
+            self._experiment_ready = True
             self._exp_id = self.store.ensure_experiment(
                 self.settings.study_name, tags={"robust.task": str(self.settings.task)}
             )
@@ -144,10 +148,60 @@ class StudySession:
             return {}
         return self.store.instances(exp_id, self.fingerprint, candidate_ids)
 
-    def parent_run(self, candidate: Candidate) -> str:
+    def describe(self, candidate: Candidate) -> str:
+        """What people read for a candidate: its name (also for the grid's copy of a named
+        candidate), else the task's description of its parameters."""
+        if candidate.name:
+            return candidate.name
+        for name, named in self.space.named.items():
+            if named.id == candidate.id:
+                return name
+        try:
+            text = str(self.task.describe_candidate(candidate)).strip()
+        except Exception:  # noqa: BLE001 - a plugin's description must never stop a study
+            text = ""
+        return text[:200] or candidate.id
+
+    def parent_run(self, candidate: Candidate, start_time: int | None = None) -> str:
+        """The candidate's run under these settings (its statistics summarise exactly its children)."""
         if candidate.id not in self._parents:
-            self._parents[candidate.id] = self.store.candidate_run(self.experiment(), str(self.settings.task), candidate)
+            s, t = self.settings, self.settings.training
+            name = self.describe(candidate)
+            if s.vary != "both":
+                name += f" [{s.vary} varies]"
+            self._parents[candidate.id] = self.store.candidate_run(
+                self.experiment(),
+                task=str(s.task),
+                candidate=candidate,
+                fingerprint=self.fingerprint,
+                name=name,
+                settings_params={
+                    "train_size": self.train_size,
+                    "test_size": t.test_size or "all",
+                    "sampling": t.sampling,
+                    "study_seed": s.seed,
+                    "vary": s.vary,
+                },
+                start_time=start_time,
+            )
         return self._parents[candidate.id]
+
+    def _claim_key(self, candidate: Candidate, index: int) -> str:
+        return f"instance:{self.settings.study_name}:{self.fingerprint}:{candidate.id}:{index}"
+
+    def _update_parents(self, candidates: Iterable[Candidate]) -> None:
+        """Each candidate run's statistics, of exactly its instances under these settings."""
+        import time
+
+        by_id = {c.id: c for c in candidates}
+        if not by_id:
+            return
+        known = self.known(list(by_id) if len(by_id) == 1 else None)
+        now = int(time.time() * 1000)
+        for cid, cand in by_id.items():
+            records = list(known.get(cid, {}).values())
+            if records:
+                self.store.log_candidate_statistics(self.parent_run(cand), records, now)
 
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
@@ -168,9 +222,60 @@ class StudySession:
         on_result: Callable[[Candidate, Any], None] | None = None,
         executor: Any = None,
     ) -> Iterator[tuple[Candidate, InstanceRecord]]:
-        """Train each (candidate, index), log it the moment it finishes, yield what was logged."""
+        """Train each (candidate, index), log it the moment it finishes, yield what was logged.
+
+        Each instance is claimed first (a record lock of the store, :mod:`robustcli.tracking.locks`):
+        one that another process on this machine is training is not trained twice; this one
+        waits for it and yields the other's result (or trains it, if the other died first).
+        """
+        locks = self.store.locks
+        claimed: list[str] = []
+        try:
+            mine, theirs = [], []
+            for cand, index in requests:
+                key = self._claim_key(cand, index)
+                if locks.try_lock(key):
+                    claimed.append(key)
+                    mine.append((cand, index))
+                else:
+                    theirs.append((cand, index))
+            yield from self._train_claimed(mine, on_result, executor)
+            # written: let go before waiting for others, so two processes never wait for each other
+            while claimed:
+                locks.unlock(claimed.pop())
+            for cand, index in theirs:  # being trained by another process: wait for it, then read it
+                key = self._claim_key(cand, index)
+                locks.lock(key)
+                claimed.append(key)
+                yield from self._train_claimed([(cand, index)], on_result, executor)
+                locks.unlock(claimed.pop())
+        finally:
+            for key in claimed:
+                locks.unlock(key)
+
+    def _train_claimed(
+        self,
+        requests: Sequence[tuple[Candidate, int]],
+        on_result: Callable[[Candidate, Any], None] | None,
+        executor: Any,
+    ) -> Iterator[tuple[Candidate, InstanceRecord]]:
+        """Train claimed instances (those another process logged meanwhile are read instead)."""
+        import time
+
         from robustcli.tracking.provenance import provenance_tags
 
+        if not requests:
+            return
+        logged = self.known(sorted({c.id for c, _ in requests})) if self.existing_experiment() else {}
+        todo = []
+        for cand, index in requests:
+            rec = logged.get(cand.id, {}).get(index)
+            if rec is not None:
+                yield cand, rec  # finished by another process between the caller's read and the claim
+            else:
+                todo.append((cand, index))
+        if not todo:
+            return
         if executor is None:
             if self._executor is None:
                 self._executor = self.executor()
@@ -178,22 +283,27 @@ class StudySession:
         data = self.data
         device = threads = None
         tags: dict[str, str] = {}
-        jobs = [(c, self.spec(c, i)) for c, i in requests]
+        jobs = [(c, self.spec(c, i)) for c, i in todo]
         settings_json = self.settings_json()
-        # A run handed to the store is journaled at once and committed by a background thread
+        touched: dict[str, Candidate] = {}
+        # A run handed to the store is journaled at once and written by a background thread
         # (see robustcli.tracking.writer): flush before returning, so that what was yielded is
         # in MLflow for the next reader. On an exception (Ctrl-C included) flush too, without
         # hiding the exception: whatever cannot be written stays in the journal for the next command.
         try:
             for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
+                end = int(time.time() * 1000)
                 if (device, threads) != (result.device, result.threads):
                     device, threads = result.device, result.threads
                     tags = provenance_tags(self.plugin.distribution, device, threads)
-                run_id = self.store.log_instance(
+                start = end - int(round(result.seconds * 1000))
+                key = self.store.log_instance(
                     self.experiment(),
-                    self.parent_run(candidate),
+                    self.parent_run(candidate, start_time=start),
                     candidate=candidate,
+                    name=f"{self.describe(candidate)}/{result.spec.index}",
                     result=result,
+                    end_time=end,
                     fingerprint=self.fingerprint,
                     settings_json=settings_json,
                     provenance={
@@ -203,9 +313,10 @@ class StudySession:
                         "robust.loss_name": self.task.loss.name,
                     },
                 )
+                touched[candidate.id] = candidate
                 if on_result is not None:
                     on_result(candidate, result)
-                yield candidate, InstanceRecord.from_result(run_id, candidate.id, result)
+                yield candidate, InstanceRecord.from_result(key, candidate.id, result)
         except BaseException:
             try:
                 self.store.flush()
@@ -213,3 +324,4 @@ class StudySession:
                 pass
             raise
         self.store.flush()
+        self._update_parents(touched.values())

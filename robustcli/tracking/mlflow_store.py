@@ -1,23 +1,25 @@
-"""The MLflow store: one experiment per study, a parent run per candidate, a child run per instance.
+"""The MLflow store: one experiment per study, a parent run per candidate and settings, a child run per instance.
 
-Layout (what ``mlflow ui`` shows):
+Layout (what ``mlflow ui`` shows; the experiment opens in MLflow 3's training-runs table):
 
-* experiment = the study's name;
-* a parent run per candidate: params = the whole candidate, tags ``robust.kind=candidate``,
-  ``robust.task``, ``robust.candidate_id`` and the running statistics of its instances;
-* a child run per instance: params ``init_seed``, ``data_seed``, ``train_size``,
-  ``instance_index`` (and the settings), per-epoch ``train_loss``/``test_loss``, final
-  ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance (versions, git
-  commit, device, host). An instance's run is written once it has finished, already closed.
+* experiment = the study's name (tags ``robust.task``, ``mlflow.experimentKind``);
+* a parent run per candidate *and* settings fingerprint, named by the candidate's name or its
+  readable description (:meth:`Task.describe_candidate`): params = the whole candidate plus the
+  settings that tell parents apart (train size, vary...); metrics = the statistics of exactly
+  the instances below it (mean, median, min, max, std, iqr, q90_q10, instances, failed), logged
+  with step = the number of finished instances, so charts show the estimates settle; start and end
+  = its first instance's start and its last instance's end;
+* a child run per instance: params ``init_seed``, ``data_seed``, ``train_size``, ``test_size``,
+  ``instance_index``; per-epoch ``train_loss``/``epoch_test_loss`` (timestamps spread over its
+  training), final ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance
+  and the user and source tags MLflow's own fluent API sets; its true start and end times.
 
-How runs are written: to a local sqlite store, in one transaction per batch of finished runs from
-a background thread, each run first journaled next to the store so that a crash loses nothing
-(see :mod:`robustcli.tracking.writer`; every read through this store waits for those writes
-first, and opening the store writes what a dead process left in its journal). To any other
-store (a server), synchronously through ``MlflowClient`` in three calls (create_run with the
-tags, log_batch, set_terminated), the run deleted on error; readers ignore a run that is not
-FINISHED/FAILED, so an interrupted process leaves nothing that looks finished either way.
-``ROBUST_TRACKING_WRITE=sync`` forces the synchronous way for a sqlite store too.
+Only MLflow's public client reads and writes. Finished runs are written by a background thread,
+each journaled first so that a crash loses nothing (:mod:`robustcli.tracking.writer`); every read
+through this store waits for those writes, and opening the store writes what a dead process left.
+A local sqlite store is checked and created atomically before MLflow opens it
+(:mod:`robustcli.tracking.local_store`); locks between processes are record locks beside it
+(:mod:`robustcli.tracking.locks`).
 
 Instances are matched by ``robust.fingerprint``: the hash of every setting that changes the
 result (task, task options, study seed, sampling, early stopping...). Only instances with the
@@ -26,6 +28,7 @@ same fingerprint are reused, so asking for N instances when K are logged trains 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -35,12 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import StoreError
-from robustcli.tracking.writer import JOURNAL_DIR, BackgroundWriter, RunRows, SqlRunWriter, replay_journals
+from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
+from robustcli.tracking.locks import LockFile, lock_file
+from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, replay_journals, run_record
 
-__all__ = ["DEFAULT_TRACKING_URI", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
+__all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-_MAX_BATCH = 900  # MLflow accepts at most 1000 entries (metrics + params + tags) per log_batch
+#: the statistics a candidate's run carries as metrics (besides ``instances`` and ``failed``)
+STAT_METRICS = ("mean", "median", "min", "max", "std", "iqr", "q90_q10")
+#: MLflow 3 opens an experiment of this kind in its training-runs table, not the GenAI overview
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = None) -> str:
@@ -50,10 +58,18 @@ def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = N
     must say where they are.
     """
     uri = option or settings_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    db = _sqlite_path(uri)
-    if db is not None and not db.is_absolute():
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute() and str(db) != ":memory:":
         uri = f"sqlite:///{db.resolve()}"
     return uri
+
+
+def _cache_dir(kind: str, uri: str) -> Path:
+    """A folder of this user's cache for a server's journals and locks (by the server's URI):
+    ``$ROBUST_CACHE_DIR`` if set, else ``~/.cache/robustcli``."""
+    root = os.environ.get("ROBUST_CACHE_DIR")
+    base = (Path(root) if root else Path.home() / ".cache" / "robustcli") / kind
+    return base / hashlib.blake2b(uri.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,10 +125,19 @@ class InstanceRecord:
         )
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
+def _run_context_tags() -> dict[str, str]:
+    """The user and source tags MLflow's fluent ``start_run`` sets (mlflow.user, mlflow.source.*),
+    from MLflow's run-context providers; the user alone if they cannot be had."""
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = {k: str(v) for k, v in resolve_tags({}).items() if k.startswith(("mlflow.user", "mlflow.source"))}
+    except Exception:  # noqa: BLE001 - another MLflow: the essentials by hand
+        import getpass
+        import sys
+
+        tags = {"mlflow.user": getpass.getuser(), "mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL"}
+    return tags
 
 
 class MlflowStore:
@@ -120,11 +145,13 @@ class MlflowStore:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        # a URI that cannot work is refused now, in one line, before anything is trained or written
+        self._db = check_sqlite_uri(uri)
         self._client: Any = None
-        self._sql: Any = None  # a SqlRunWriter when runs are written as rows (a sqlite store)
-        self._writer: Any = None  # its BackgroundWriter, started on the first run
-        self._artifacts: dict[str, str] = {}
-        self._created_parents: dict[tuple[str, str], str] = {}
+        self._writer: BackgroundWriter | None = None  # started on the first run
+        self._parents: dict[tuple[str, str], dict[str, str]] = {}  # (experiment, fingerprint) -> candidate -> run
+        self._context: dict[str, str] | None = None
+        self._run_ids: dict[str, str] = {}  # write key -> run id of the runs written by this store
         #: runs found in dead processes' journals when this store was opened (written unless already there)
         self.replayed = 0
 
@@ -145,8 +172,12 @@ class MlflowStore:
             self._client = self._connect()
         return self._client
 
+    def connect(self) -> None:
+        """Open the store now (created if new; dead processes' journals written): see :attr:`replayed`."""
+        self._raw  # noqa: B018
+
     def flush(self) -> None:
-        """Wait until every run handed to :meth:`log_instance` is committed (raise StoreError if not)."""
+        """Wait until every run handed to :meth:`log_instance` is written (raise StoreError if not)."""
         if self._writer is not None:
             try:
                 self._writer.flush()
@@ -162,47 +193,37 @@ class MlflowStore:
             writer, self._writer = self._writer, None
             writer.close()
 
+    def run_id(self, key: str) -> str:
+        """The MLflow run id of a run handed over as ``key`` (what :meth:`log_instance` returned)."""
+        self.flush()
+        return self._run_ids.get(key, key)
+
     @property
     def writer_stats(self) -> dict[str, float]:
         """What the background writer did so far (for the benchmark)."""
         w = self._writer
         if w is None:
             return {}
-        return {"runs": w.written, "transactions": w.transactions, "seconds": w.write_seconds, "cpu": w.write_cpu}
+        return {"runs": w.written, "seconds": w.write_seconds, "cpu": w.write_cpu}
 
-    def _journal_dir(self) -> Path | None:
-        db = _sqlite_path(self.uri)
-        return None if db is None else db.parent / JOURNAL_DIR
+    def _journal_dir(self) -> Path:
+        return self._db.parent / JOURNAL_DIR if self._db is not None else _cache_dir("journals", self.uri)
 
-    def _setup_fast_writes(self, client: Any) -> None:
-        if os.environ.get("ROBUST_TRACKING_WRITE", "").lower() == "sync" or _sqlite_path(self.uri) is None:
-            return
-        try:
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-            store = client._tracking_client.store
-            if not isinstance(store, SqlAlchemyStore):
-                return
-            self._sql = SqlRunWriter(store.engine)
-        except Exception as exc:  # noqa: BLE001 - another MLflow: the client's (slower) way still works
-            import logging
-
-            logging.getLogger(__name__).debug("fast MLflow writes off: %s", exc)
-            self._sql = None
-            return
-        journal = self._journal_dir()
-        if journal is not None:
-            self.replayed = replay_journals(journal, self._sql)
+    @property
+    def locks(self) -> LockFile:
+        """The record locks of this store (beside a local store; for a server, this machine's cache)."""
+        if self._db is not None:
+            return lock_file(self._db.parent / LOCKS_DIR / f"{self._db.name}.lock")
+        return lock_file(_cache_dir("locks", self.uri).with_suffix(".lock"))
 
     def _connect(self) -> Any:
+        # a team server that is down answers at once, not after minutes of retries; MLflow's
+        # "View run ..." lines would break --json on stdout
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        db = _sqlite_path(self.uri)
-        if db is not None:
-            try:
-                db.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the tracking store {self.uri}: {exc}") from None
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        if self._db is not None:
+            ensure_store(self.uri, self._db)
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -210,26 +231,28 @@ class MlflowStore:
         # MLflow configures its loggers on import and logs its migrations at INFO: noise for a CLI
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
-
         try:
             client = MlflowClient(tracking_uri=self.uri)
             client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first[:300]}") from None
-        self._setup_fast_writes(client)
+            raise StoreError(f"cannot reach tracking URI {self.uri!r}: {_first_line(exc)}") from None
+        self.replayed = replay_journals(self._journal_dir(), client)
         return client
 
     def _artifact_location(self, name: str) -> str | None:
-        db = _sqlite_path(self.uri)
-        if db is None:
+        if self._db is None:
             return None  # a server decides where artifacts go
-        return (db.parent.resolve() / "artifacts" / name).as_uri()
+        return (self._db.parent.resolve() / "artifacts" / name).as_uri()
 
     def exists(self) -> bool:
         """False only for a local sqlite store not created yet: reading it needs no connection."""
-        db = _sqlite_path(self.uri)
-        return db is None or db.exists()
+        return self._db is None or self._db.exists()
+
+    @property
+    def context_tags(self) -> dict[str, str]:
+        if self._context is None:
+            self._context = _run_context_tags()
+        return self._context
 
     # -- experiments ----------------------------------------------------------------------
     def find_experiment(self, name: str) -> str | None:
@@ -237,10 +260,23 @@ class MlflowStore:
         return exp.experiment_id if exp is not None else None
 
     def ensure_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
-        exp_id = self.find_experiment(name)
-        if exp_id is None:
-            exp_id = self.client.create_experiment(name, artifact_location=self._artifact_location(name), tags=dict(tags or {}))
-        return exp_id
+        """The study's experiment, created on first use (two processes creating it: one wins)."""
+        wanted = {**EXPERIMENT_KIND, **(tags or {})}
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self._artifact_location(name), tags=wanted)
+            except Exception:  # noqa: BLE001 - created by another process meanwhile?
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage != "active":
+            raise StoreError(f"experiment {name!r} ({exp.experiment_id}) is deleted: restore it "
+                             f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another --study")
+        for key, value in EXPERIMENT_KIND.items():  # studies made by earlier versions open in the right view too
+            if exp.tags.get(key) != value:
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
     def list_experiments(self) -> list[Any]:
         return list(self.client.search_experiments())
@@ -264,37 +300,88 @@ class MlflowStore:
             if not token:
                 return runs
 
-    def candidate_run(self, exp_id: str, task: str, candidate: Any) -> str:
-        """The candidate's parent run, created on first use."""
-        key = (exp_id, candidate.id)
-        if key in self._created_parents:
-            return self._created_parents[key]
-        # a parent this process created is in _created_parents: the search needs no flush
-        self._raw  # noqa: B018 - connect: decides how runs are written and read here
-        if self._sql is not None:
-            found = self._sql.find_run(exp_id, {"robust.kind": "candidate", "robust.candidate_id": candidate.id})
-            if found is not None:
-                return found
-        else:
-            runs = self.search(
-                exp_id,
-                f"tags.`robust.kind` = 'candidate' and tags.`robust.candidate_id` = '{candidate.id}'",
-                wait=False,
-            )
-            if runs:
-                return runs[0].info.run_id
-        tags = {
-            "robust.kind": "candidate",
-            "robust.task": task,
-            "robust.candidate_id": candidate.id,
-            "robust.candidate_json": candidate.to_json(),
-        }
-        if candidate.name:
-            tags["robust.candidate_name"] = candidate.name
-        params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
-        run_id = self._write_run(exp_id, candidate.name or candidate.id, "FINISHED", tags, params, [])
-        self._created_parents[key] = run_id
-        return run_id
+    def candidate_run(
+        self,
+        exp_id: str,
+        *,
+        task: str,
+        candidate: Any,
+        fingerprint: str,
+        name: str,
+        settings_params: Mapping[str, Any],
+        start_time: int | None = None,
+    ) -> str:
+        """The run of ``candidate`` under the settings ``fingerprint``, created on first use.
+
+        Two processes creating it at once: a record lock makes the second find the first's."""
+        parents = self._parents.get((exp_id, fingerprint))
+        if parents is None:
+            parents = self._parents[(exp_id, fingerprint)] = self._find_parents(exp_id, fingerprint)
+        if candidate.id in parents:
+            return parents[candidate.id]
+        key = f"parent:{exp_id}:{fingerprint}:{candidate.id}"
+        self.locks.lock(key)
+        try:
+            found = self._find_parents(exp_id, fingerprint, candidate.id)
+            if candidate.id in found:
+                parents[candidate.id] = found[candidate.id]
+                return found[candidate.id]
+            tags = {
+                "robust.kind": "candidate",
+                "robust.task": task,
+                "robust.candidate_id": candidate.id,
+                "robust.candidate_json": candidate.to_json(),
+                "robust.fingerprint": fingerprint,
+                "robust.description": name,
+                **self.context_tags,
+            }
+            if candidate.name:
+                tags["robust.candidate_name"] = candidate.name
+            params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
+            params.update({k: str(v) for k, v in settings_params.items() if k not in params})
+            start = start_time or _now_ms()
+            run_id = self._write_now(exp_id, name, tags, params, start)
+            parents[candidate.id] = run_id
+            return run_id
+        finally:
+            self.locks.unlock(key)
+
+    def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, str]:
+        filt = f"tags.`robust.kind` = 'candidate' and tags.`robust.fingerprint` = '{fingerprint}'"
+        if candidate_id is not None:
+            filt += f" and tags.`robust.candidate_id` = '{candidate_id}'"
+        out: dict[str, str] = {}
+        for run in self.search(exp_id, filt, wait=False):  # a parent is written at once, never queued
+            out.setdefault(run.data.tags["robust.candidate_id"], run.info.run_id)
+        return out
+
+    def _write_now(self, exp_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], start: int) -> str:
+        from robustcli.tracking.writer import ClientRunWriter
+
+        run = run_record(experiment_id=exp_id, name=name, status="FINISHED", tags=tags, params=params, metrics=[],
+                         start_time=start, end_time=start)
+        return ClientRunWriter(self._raw, "").write(run)
+
+    def log_candidate_statistics(self, run_id: str, records: Iterable[InstanceRecord], end_time: int) -> None:
+        """The candidate run's statistics of exactly these instances, as metrics at step = finished
+        instances; its end time moved to its last instance's end."""
+        from mlflow.entities import Metric
+
+        from robustcli.robustness.statistics import STATISTICS
+
+        recs = list(records)
+        finite = [r.loss for r in recs if math.isfinite(r.loss)]
+        step, now = len(finite), _now_ms()
+        values: dict[str, float] = {"instances": float(len(recs)), "failed": float(len(recs) - len(finite))}
+        if finite:
+            import numpy as np
+
+            arr = np.asarray(finite, dtype=float)
+            values.update({k: float(STATISTICS[k](arr)) for k in STAT_METRICS})
+        metrics = [Metric(k, v, now, step) for k, v in values.items() if math.isfinite(v)]
+        client = self.client
+        client.log_batch(run_id, metrics=metrics)
+        client.set_terminated(run_id, "FINISHED", end_time=end_time)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -307,7 +394,9 @@ class MlflowStore:
         parent_run_id: str,
         *,
         candidate: Any,
+        name: str,
         result: Any,
+        end_time: int,
         fingerprint: str,
         settings_json: str,
         provenance: Mapping[str, str],
@@ -315,11 +404,10 @@ class MlflowStore:
     ) -> str:
         """Hand over one finished (or failed) instance as a child run, written whole and closed.
 
-        Returns its run id at once; on a sqlite store the run is committed by the background
-        writer (journaled first), see :meth:`flush`.
+        Returns at once a key for the run (:meth:`run_id` turns it into the run's id once
+        written); the background writer writes it (journaled first), see :meth:`flush`.
         """
         spec = result.spec
-        name = f"{candidate.name or candidate.id}/{spec.index}"
         tags = {
             "mlflow.parentRunId": parent_run_id,
             "robust.kind": "instance",
@@ -333,6 +421,7 @@ class MlflowStore:
             "robust.stack": ",".join(map(str, result.stack)),
             "robust.settings_json": settings_json,
             "robust.candidate_json": candidate.to_json(),
+            **self.context_tags,
             **provenance,
             **(extra_tags or {}),
         }
@@ -347,73 +436,20 @@ class MlflowStore:
             "test_size": str(spec.test_size) if spec.test_size else "all",
             "instance_index": str(spec.index),
         }
-        ts = int(time.time() * 1000)
-        metrics = [("train_loss", v, ts, i + 1) for i, v in enumerate(result.train_curve) if math.isfinite(v)]
-        metrics += [("epoch_test_loss", v, ts, i + 1) for i, v in enumerate(result.test_curve) if math.isfinite(v)]
+        start_time = end_time - int(round(max(result.seconds, 0.0) * 1000))
+        metrics = _curve("train_loss", result.train_curve, start_time, end_time)
+        metrics += _curve("epoch_test_loss", result.test_curve, start_time, end_time)
         final = {"epochs": result.epochs, "seconds": result.seconds, "spiked": float(result.spiked)}
         if not result.failed:
             final["test_loss"] = result.test_loss
-        metrics += [(k, float(v), ts, 0) for k, v in final.items()]
-        return self._write_run(exp_id, name, "FAILED" if result.failed else "FINISHED", tags, params, metrics)
-
-    def _write_run(
-        self,
-        exp_id: str,
-        name: str,
-        status: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, str],
-        metrics: list[tuple[str, float, int, int]],
-    ) -> str:
-        """Write a whole run, closed with ``status``; its id."""
-        client = self._raw
-        if self._sql is not None:
-            if exp_id not in self._artifacts:
-                exp = client.get_experiment(exp_id)
-                if exp.lifecycle_stage != "active":
-                    raise StoreError(f"experiment {exp.name!r} ({exp_id}) is deleted: restore it or choose another --study")
-                self._artifacts[exp_id] = exp.artifact_location
-            run = RunRows(
-                experiment_id=exp_id,
-                artifact_location=self._artifacts[exp_id],
-                name=name,
-                status=status,
-                tags=tags,
-                params=params,
-                metrics=metrics,
-            )
-            if self._writer is None:
-                self._writer = BackgroundWriter(self._sql, self._journal_dir())
-            self._writer.submit(run)
-            return run["run_uuid"]
-        return self._write_run_client(exp_id, name, status, tags, params, metrics)
-
-    def _write_run_client(
-        self,
-        exp_id: str,
-        name: str,
-        status: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, str],
-        metrics: list[tuple[str, float, int, int]],
-    ) -> str:
-        """The synchronous way, through MLflow's client: three calls for up to 1000 metrics."""
-        from mlflow.entities import Metric, Param
-
-        client = self.client
-        run = client.create_run(exp_id, tags=dict(tags), run_name=name)
-        run_id = run.info.run_id
-        try:
-            ms = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
-            ps = [Param(k, v) for k, v in params.items()]
-            for lo in range(0, max(len(ms), 1), _MAX_BATCH):
-                client.log_batch(run_id, metrics=ms[lo : lo + _MAX_BATCH], params=ps if lo == 0 else [])
-            client.set_terminated(run_id, status)
-        except BaseException:
-            # never leave a half-written run that looks finished
-            client.delete_run(run_id)
-            raise
-        return run_id
+        metrics += [(k, float(v), end_time, 0) for k, v in final.items()]
+        run = run_record(experiment_id=exp_id, name=name, status="FAILED" if result.failed else "FINISHED", tags=tags,
+                         params=params, metrics=metrics, start_time=start_time, end_time=end_time)
+        self.connect()  # and replay dead journals before this process journals its own
+        if self._writer is None:
+            self._writer = BackgroundWriter(self._raw, self._journal_dir(), self._run_ids)
+        self._writer.submit(run)
+        return run["write_key"]
 
     def instances(
         self, exp_id: str, fingerprint: str, candidate_ids: Iterable[str] | None = None
@@ -425,7 +461,7 @@ class MlflowStore:
             filt += f" and tags.`robust.candidate_id` = '{next(iter(wanted))}'"
         out: dict[str, dict[int, InstanceRecord]] = {}
         for run in self.search(exp_id, filt):
-            if run.info.status not in ("FINISHED", "FAILED"):
+            if run.info.status not in FINAL:
                 continue  # interrupted mid-write: as if never trained
             rec = InstanceRecord.from_run(run)
             if wanted is not None and rec.candidate_id not in wanted:
@@ -438,4 +474,20 @@ class MlflowStore:
         try:
             return self.client.get_run(run_id)
         except Exception as exc:
-            raise StoreError(f"no run {run_id!r} in {self.uri}: {str(exc).splitlines()[0][:200]}") from None
+            raise StoreError(f"no run {run_id!r} in {self.uri}: {_first_line(exc)}") from None
+
+
+def _curve(key: str, values: list[float], start: int, end: int) -> list[tuple[str, float, int, int]]:
+    """Per-epoch points (step = epoch, from 1), their timestamps spread evenly over the training:
+    the epochs of one instance cost about the same, and time-axis charts need distinct times."""
+    n = len(values)
+    return [(key, v, start + (end - start) * (i + 1) // n, i + 1) for i, v in enumerate(values) if math.isfinite(v)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

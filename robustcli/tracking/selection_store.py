@@ -7,9 +7,10 @@ of the instance fingerprint and the selection settings, so re-running the same c
 and resumes; another rule or criterion is another study run in the same experiment (and reuses
 the same instances).
 
-A selection run that is RUNNING belongs to one process (``robust.owner`` = host:pid, and
-``robust.owner_start``, when it started). A second ``robust select`` on it refuses while that
-process is alive; a dead owner's run (its pid gone, or reused by a later process) is taken over.
+Only one process selects a study at a time: a record lock beside the store, which the kernel
+releases when its owner dies (see :meth:`MlflowSelectionStore.check_not_running_elsewhere`). The
+selection run that is RUNNING names its owner (``robust.owner`` = host:pid, ``robust.owner_start``);
+a run left RUNNING by a dead owner is taken over by the next select.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,20 @@ __all__ = ["MlflowSelectionStore", "selection_key"]
 def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: list[str]) -> str:
     text = json.dumps({"fp": fingerprint, "sel": selection, "cands": sorted(candidates)}, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _read_owner(path: Path) -> str:
+    """The owner a lock's holder wrote (it writes it just after taking the lock: wait a moment)."""
+    for _ in range(40):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            text = ""
+        if text:
+            host, pid, start = parse_owner(text)
+            return f"{host}:{pid}" + (f", started {start}" if start else "")
+        time.sleep(0.05)
+    return "owner not recorded yet"
 
 
 def _alive(owner: str, start: str | None) -> bool:
@@ -52,6 +69,7 @@ class MlflowSelectionStore(Store):
         }
         self._history: dict[int, StepRecord] = {}
         self._run_id: str | None = None
+        self._lock: tuple[str, Path] | None = None
 
     # -- Store ------------------------------------------------------------------------------
     def known_losses(self) -> Mapping[str, Mapping[int, float]]:
@@ -74,7 +92,8 @@ class MlflowSelectionStore(Store):
         if values:
             metrics["best_criterion"] = min(values)
         client = self.session.store.client
-        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, record.step) for k, v in metrics.items()])
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.step) for k, v in metrics.items()])
         self._write_history()
 
     def baseline_loss(self) -> float | None:
@@ -101,17 +120,46 @@ class MlflowSelectionStore(Store):
         return runs[0] if runs else None
 
     def check_not_running_elsewhere(self) -> None:
+        """Take the study's selection lock, or refuse naming the process that holds it.
+
+        The lock is a record lock beside the store (:mod:`robustcli.tracking.locks`): granted to
+        one process at a time and released by the kernel when it dies, so two selects started at
+        any offset cannot both run. For a local store it is the whole answer; a tracking server
+        can also be shared by other machines, whose running selection is told by the run's tags."""
+        store = self.session.store
+        key = f"select:{self.session.settings.study_name}:{self.key}"
+        owner_file = store.locks.path.parent / f"select-{self.key}.owner"
+        if not store.locks.try_lock(key):
+            raise InputError(
+                f"study {self.session.settings.study_name!r} is being selected by another process "
+                f"({_read_owner(owner_file)}); wait for it to finish, or stop it: re-running then resumes"
+            )
+        self._lock = (key, owner_file)
+        owner_file.write_text(f"{this_owner()}:{process_start(os.getpid()) or ''}\n")
+        if store.exists() and not store.uri.startswith("sqlite:"):
+            self._check_other_hosts()
+
+    def _check_other_hosts(self) -> None:
         run = self.find_run()
         if run is None or run.info.status != "RUNNING":
             return
         owner = run.data.tags.get("robust.owner", "")
         start = run.data.tags.get("robust.owner_start") or None
-        mine = owner == this_owner() and start in (None, process_start(os.getpid()))
-        if owner and not mine and _alive(owner, start):
+        host = parse_owner(owner)[0] if owner else ""
+        if owner and host != socket.gethostname() and _alive(owner, start):
+            self.release()
             raise InputError(
                 f"study {self.session.settings.study_name!r} is being selected by another process ({owner}, "
                 f"run {run.info.run_id}); wait for it to finish, or stop it: re-running then resumes"
             )
+
+    def release(self) -> None:
+        """Give the selection lock back (the kernel does it anyway when this process ends)."""
+        if self._lock is not None:
+            key, owner_file = self._lock
+            self._lock = None
+            owner_file.unlink(missing_ok=True)
+            self.session.store.locks.unlock(key)
 
     def open_run(self) -> str:
         if self._run_id is not None:
@@ -153,12 +201,18 @@ class MlflowSelectionStore(Store):
         )
         self._write_history(result)
         self.session.store.client.set_terminated(run_id, "FINISHED")
+        self.release()
 
     def abandon(self) -> None:
         """An interrupted selection: leave the run resumable, not running."""
-        if self._run_id is not None:
-            self.session.store.set_tags(self._run_id, {"robust.state": "interrupted"})
-            self.session.store.client.set_terminated(self._run_id, "KILLED")
+        try:
+            if self._run_id is not None:
+                self.session.store.set_tags(self._run_id, {"robust.state": "interrupted"})
+                self.session.store.client.set_terminated(self._run_id, "KILLED")
+        except Exception:  # noqa: BLE001 - the store is gone: the next select takes the run over
+            pass
+        finally:
+            self.release()
 
     def _write_history(self, result: Any = None) -> None:
         payload = {

@@ -1,0 +1,127 @@
+"""A local sqlite store: refused at once when it cannot work, created whole or not at all.
+
+Why: MLflow builds a new sqlite store's schema in a series of migrations, and a process killed
+in the middle (or a second process migrating the same new file) leaves a store that every later
+command refuses (``table _alembic_tmp_experiments already exists``). So a new store is built in
+a temporary file under a lock, then renamed into place: the store's path holds either nothing
+or a complete store, and a second process waits for the lock, then finds the store made.
+
+The checks before MLflow opens a file answer in one line what MLflow would answer after minutes
+of retries or with a traceback (a folder, a read-only place), or not at all (an in-memory store
+where every run vanishes; a database of something else, which MLflow would add its tables to).
+They read sqlite's own catalogue (``sqlite_master``), never MLflow's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from robustcli.errors import InputError, StoreError
+from robustcli.tracking.locks import lock_file
+
+__all__ = ["LOCKS_DIR", "check_sqlite_uri", "ensure_store", "sqlite_path"]
+
+LOCKS_DIR = "robust-locks"
+_MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+_CREATE_WAIT = 120.0  # seconds a process waits for another to finish creating the store
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (None for any other store)."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        return Path(path) if path else None
+    return None
+
+
+def check_sqlite_uri(uri: str) -> Path | None:
+    """Refuse a sqlite URI that cannot hold a study; its file (None for a non-sqlite store)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    path = sqlite_path(uri)
+    if path is None or str(path) == ":memory:" or "mode=memory" in uri:
+        raise InputError(
+            f"tracking URI {uri!r} is an in-memory sqlite store: every run would vanish when the command ends; "
+            f"give a file, e.g. sqlite:///mlruns/mlflow.db"
+        )
+    if path.is_dir():
+        raise InputError(f"tracking URI {uri!r}: {path} is a folder, not a store file (e.g. {path / 'mlflow.db'})")
+    if path.exists():
+        _check_is_mlflow_store(uri, path)
+        _check_writable(uri, path.parent, path)
+    return path
+
+
+def _check_is_mlflow_store(uri: str, path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise InputError(f"tracking URI {uri!r}: {path} is an empty file, not an MLflow store; remove it or choose another")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"tracking URI {uri!r}: {path} is not an MLflow store ({exc})") from None
+    if not _MLFLOW_TABLES <= tables:
+        raise InputError(
+            f"tracking URI {uri!r}: {path} is a sqlite database but not an MLflow store (no MLflow tables); "
+            f"it is left untouched: choose another file"
+        )
+
+
+def _check_writable(uri: str, folder: Path, store: Path | None = None) -> None:
+    """sqlite writes a journal beside the store: the folder must take a new file, the store writes."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".robust-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        if store is not None:
+            with open(store, "r+b"):
+                pass
+    except OSError as exc:
+        where = store if store is not None and exc.filename == str(store) else folder
+        raise InputError(f"tracking URI {uri!r}: cannot write to {where} ({exc.strerror or exc})") from None
+
+
+def ensure_store(uri: str, path: Path) -> None:
+    """Make sure ``path`` holds a complete MLflow store: create it atomically if it does not exist."""
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"tracking URI {uri!r}: cannot create the folder {path.parent} ({exc.strerror or exc})") from None
+    _check_writable(uri, path.parent)
+    locks = lock_file(path.parent / LOCKS_DIR / f"{path.name}.lock")
+    if not locks.lock("create", timeout=_CREATE_WAIT):
+        raise StoreError(f"another process has been creating the store {path} for {_CREATE_WAIT:.0f} s; try again")
+    try:
+        if path.exists():
+            return  # made by the process this one waited for
+        for stale in path.parent.glob(f".{path.name}.*.creating*"):
+            stale.unlink(missing_ok=True)  # a creator killed mid-way: we hold the lock, it is dead
+        tmp = path.parent / f".{path.name}.{os.getpid()}.creating"
+        _build_schema(tmp, path)
+        os.replace(tmp, path)
+    finally:
+        locks.unlock("create")
+
+
+def _build_schema(tmp: Path, path: Path) -> None:
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        # opening the store is what makes MLflow create and migrate its schema
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - one line, whatever MLflow raised
+        tmp.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot create the MLflow store {path}: {first[:300]}") from None
