@@ -35,7 +35,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from robustcli.errors import InputError
 
@@ -132,7 +132,8 @@ class SelectionSettings(_Strict):
     warmup: int = Field(1, ge=1)
     fraction: float = Field(0.5, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
-    delta: float = Field(0.005, gt=0)
+    #: the race's indifference zone: "1%" (of the leader's mean loss) or a loss difference (0.005)
+    delta: float | str = "1%"
     baseline_margin: float = Field(0.20, ge=0)
     budget: PositiveInt | None = None
     #: after the selection, train each survivor up to this many instances for its summary
@@ -142,6 +143,19 @@ class SelectionSettings(_Strict):
     #: only candidates whose parameters match every KEY=VALUE
     where: list[str] | None = None
     sample: PositiveInt | None = None
+
+    @field_validator("delta", mode="before")
+    @classmethod
+    def _delta(cls, value: Any) -> float | str:
+        from robustcli.selection.rules import parse_delta
+
+        try:
+            if isinstance(value, bool):
+                raise InputError(f"--delta {value!r}: expected a loss difference (0.005) or a share of the leader's mean (1%)")
+            amount, relative = parse_delta(value)
+        except InputError as exc:  # the message names --delta: shown as it is
+            raise ValueError(str(exc)) from None
+        return f"{amount * 100:g}%" if relative else amount
 
 
 class StudySettings(_Strict):

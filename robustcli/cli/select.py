@@ -89,8 +89,10 @@ def select(
     final_instances: Annotated[int | None, typer.Option("--final-instances", metavar="N", help="Then train each "
                                                         "survivor up to N instances for its uncertainty summary "
                                                         "(the paper: 50).", show_default=False)] = None,
-    delta: Annotated[float | None, typer.Option("--delta", help="Race: indifference zone on the mean loss. "
-                                                "Default: 0.005.", show_default=False)] = None,
+    delta: Annotated[str | None, typer.Option("--delta", metavar="X|P%", help="Race: indifference zone on the "
+                                              "mean loss, a share of the leader's mean (1%) or a loss difference "
+                                              "(0.005). Default: 1%, the same on every loss scale.",
+                                              show_default=False)] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Most instances to use in all.",
                                                show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Most steps (instances per candidate).",
