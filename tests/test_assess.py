@@ -95,6 +95,8 @@ BAD = [
     (["--task", "synthetic", "--candidate", "small", "-n", "0"], "--instances must be a positive count"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "invalid value 0 for --train-size"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "5000", "--sampling", "without-replacement"], "exceeds the training pool of 2000"),
+    (["--task", "synthetic", "--candidate", "small", "--train-size", "5000"],
+     "--train-size 5000 exceeds the training pool of 2000 examples of task 'synthetic': a bootstrap sample larger"),
     (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "for --sampling"),
     (["--task", "synthetic", "--candidate", "small", "--test-size", "most"], "for --test-size"),
     (["--task", "synthetic", "--candidate", "small", "--test-size", "5000"], "exceeds the test set of 1000"),
@@ -148,6 +150,13 @@ def test_baseline_is_logged_and_found_by_the_paper_rule(app, runner, workdir):
     )
     assert sel.exit_code == 0, sel.output
     assert json.loads(sel.stdout)["baseline_loss"] == min(r["mean"] for r in rows)
+
+
+def test_baseline_refuses_a_bootstrap_sample_larger_than_the_pool(app, runner, workdir):
+    result = runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "2", "--train-size", "2001"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("error: --train-size 2001 exceeds the training pool of 2000 examples")
+    assert experiments() == []
 
 
 def test_test_size_train_scores_a_subsample_as_large_as_the_training_sample(app, runner, workdir):

@@ -156,6 +156,7 @@ BAD = [
     (["--candidates", "small,wide", "--warmup", "3", "--budget", "4"], "--warmup 3 needs 6 trainings"),
     (["--candidates", "small,wide", "--criterion", "meen"], "unknown criterion 'meen'"),
     (["--candidates", "small"], "at least 2 candidates"),
+    (["--candidates", "small,wide", "--train-size", "2001"], "--train-size 2001 exceeds the training pool of 2000"),
 ]
 
 

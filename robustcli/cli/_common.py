@@ -130,6 +130,22 @@ TaskOptions = Annotated[
 ]
 
 
+def load_checked_data(session: Any) -> None:
+    """Load the session's data (with a status line: the first run may generate it) and refuse the
+    sizes it cannot give, before anything is written: also a bootstrap sample larger than the pool."""
+    from robustcli.errors import InputError
+
+    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
+        session.validate_sizes()
+    pool = session.data.pool_size
+    if session.train_size > pool:
+        raise InputError(
+            f"--train-size {session.train_size} exceeds the training pool of {pool} examples of task "
+            f"{session.settings.task!r}: a bootstrap sample larger than the pool repeats examples without adding any; "
+            f"choose at most {pool}"
+        )
+
+
 def parse_task_options(pairs: list[str] | None) -> dict[str, Any] | None:
     """``["dataset=B", "events=5000"]`` -> ``{"dataset": "B", "events": 5000}`` (JSON values where they parse)."""
     from robustcli.errors import InputError

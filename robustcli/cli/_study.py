@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from robustcli.cli._common import console, err_console, print_json
+from robustcli.cli._common import console, err_console, load_checked_data, print_json
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
 
@@ -67,8 +67,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
             f"--warmup {sel.warmup} needs {len(candidates) * sel.warmup} trainings for {len(candidates)} candidates, "
             f"more than --budget {sel.budget}"
         )
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        session.validate_sizes()
+    load_checked_data(session)
     session.prepare_executor()
     description = {
         "rule": rule.describe(),

@@ -34,6 +34,7 @@ from robustcli.cli._common import (
     console,
     err_console,
     handle_errors,
+    load_checked_data,
     print_json,
     training_overrides,
 )
@@ -109,8 +110,7 @@ def assess(
     if not settings.candidate:
         raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {settings.task}`)")
     cand = session.candidate(settings.candidate)
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        session.validate_sizes()
+    load_checked_data(session)
     n = settings.instances
     known = session.known([cand.id]).get(cand.id, {})
     missing = [i for i in range(n) if i not in known]
