@@ -32,6 +32,15 @@ def test_assess_trains_logs_and_reports(app, runner, workdir):
     assert run.data.tags["mlflow.parentRunId"]
 
 
+def test_a_lone_instance_trained_plainly_by_the_stacked_engine_says_why(app, runner, workdir):
+    from mlflow.tracking import MlflowClient
+
+    report = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1").stdout)  # the default engine: stacked
+    tags = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0]).data.tags
+    assert tags["robust.engine"] == "plain"
+    assert tags["robust.plain_reason"] == "a lone instance: a stack of one trains slower than the plain loop for this model"
+
+
 def test_resume_trains_only_what_is_missing(app, runner, workdir):
     first = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2").stdout)
     second = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)

@@ -161,6 +161,17 @@ class StackedExecutor:
         probe = self._probe.get(candidate_id)
         return None if probe is None else probe[0]
 
+    def plain_reason(self, candidate: Candidate) -> str:
+        """Why instances of a probed ``candidate`` that :meth:`plan` sent to the plain loop train
+        there: the runs' ``robust.plain_reason``, a stack of one included."""
+        why = self.why_plain(candidate.id)
+        if why is not None:
+            return why
+        batch = int(candidate.params.get("batch_size", 64))
+        if self.plain_batch is not None and batch >= self.plain_batch:
+            return f"batch size {batch} trains faster in the plain loop (plain_batch {self.plain_batch})"
+        return "a lone instance: a stack of one trains slower than the plain loop for this model"
+
     def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
         from robustcli.training.instance import train_instance
         from robustcli.training.stacked import iter_stacked
@@ -172,7 +183,7 @@ class StackedExecutor:
                 self._probe.setdefault(cand.id, self._probe[first.id])
             self.decisions.append((first.id, engine, len(group), most))
             if engine == "plain":
-                why = self.why_plain(first.id)  # None when stacking was possible but would not pay
+                why = self.plain_reason(first)
                 for cand, spec in group:
                     result = train_instance(task, cand, data, spec, settings)
                     result.plain_reason = why
@@ -183,7 +194,9 @@ class StackedExecutor:
             for chunk in _balanced_chunks(group, most):
                 if len(chunk) == 1 and lone == "plain":
                     cand, spec = chunk[0]
-                    yield cand, train_instance(task, cand, data, spec, settings)
+                    result = train_instance(task, cand, data, spec, settings)
+                    result.plain_reason = self.plain_reason(first)
+                    yield cand, result
                     continue
                 cands = [c for c, _ in chunk]
                 specs = [s for _, s in chunk]
