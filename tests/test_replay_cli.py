@@ -78,8 +78,15 @@ def test_options_reach_the_loop(good_table: Path) -> None:
 
 
 def test_baseline_loss_cut(good_table: Path) -> None:
-    payload = json.loads(invoke("--replay", good_table, "--baseline-loss", "0.06", "--json").stdout)
+    result = invoke("--replay", good_table, "--baseline-loss", "0.06", "--json")
+    payload = json.loads(result.stdout)
     assert payload["survivors_per_step"][0] < 12 and payload["baseline_loss"] == 0.06
+    assert payload["baseline_cut"] == "baseline cut at 0.072 (baseline 0.06 + 20%)" and result.stderr == ""
+    assert "step 1: baseline cut at 0.072 (baseline 0.06 + 20%)" in " ".join(invoke("--replay", good_table, "--baseline-loss", "0.06").stdout.split())
+    skipped = invoke("--replay", good_table, "--json")
+    assert skipped.stderr == ("note: no baseline loss, so --rule paper skips its cut at baseline + 20% and only halves; "
+                              "pass --baseline-loss X (the best baseline's mean loss)\n")  # fmt: skip
+    assert json.loads(skipped.stdout)["baseline_cut"] is None
 
 
 def test_budget_stops_early(good_table: Path) -> None:

@@ -206,3 +206,23 @@ def test_a_candidate_with_one_instance_is_quoted_without_a_spread():
     (one, three) = _summaries(["a", "b"], {"a": [0.5], "b": [0.4, 0.5, 0.6]}, "rmse")
     assert one["quote"] == "rmse = 0.5 (1 finished instance: no spread yet)" and math.isnan(one["std"])
     assert three["quote"] == "rmse = 0.5 +- 0.1 (training syst., 3 instances)"
+
+
+def test_the_paper_rule_says_when_it_has_no_baseline_and_where_it_cuts(app, runner, workdir):
+    args = ["select", "--task", "synthetic", *FAST, "--candidates", "small,wide", "--rule", "paper", "--max-steps", "1"]
+    alone = runner.invoke(app, args)
+    assert alone.exit_code == 0, alone.output
+    notes = [line for line in alone.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: no baseline loss, so --rule paper skips its cut at baseline + 20% and only halves; log them first: "
+        "robust baseline --task synthetic --study synthetic --train-size 256 (with this selection's --seed, "
+        "--test-size, --sampling and -o)"
+    ]
+    assert runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "2", "--json"]).exit_code == 0
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 0, cut.output
+    assert "note:" not in cut.stderr
+    step = " ".join(cut.stderr.split())
+    assert "step 1: 2 -> " in step and "candidates; baseline cut at " in step and "(baseline " in step
+    payload = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert payload["baseline_cut"].startswith("baseline cut at ") and payload["baseline_cut"].endswith(" + 20%)")

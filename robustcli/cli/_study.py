@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from robustcli.cli._common import console, err_console, load_checked_data, print_json
+from robustcli.cli.select import baseline_cut, warn_if_the_paper_cut_is_skipped
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
 
@@ -78,9 +79,11 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     key = selection_key(session.fingerprint, description, candidates)
     store = MlflowSelectionStore(session, key, description)
     store.check_not_running_elsewhere()
+    baseline = store.baseline_loss()
+    warn_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session))
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
-    view = _LiveView(quiet=json_output, total_candidates=len(candidates))
+    view = _LiveView(quiet=json_output, total_candidates=len(candidates), cut=baseline_cut(rule, baseline))
     executor = SessionExecutor(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
     try:
         with view:
@@ -107,7 +110,8 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         "task": settings.task,
         "study": settings.study_name,
         "tracking_uri": session.store.uri,
-        "baseline_loss": store.baseline_loss(),
+        "baseline_loss": baseline,
+        "baseline_cut": baseline_cut(rule, baseline),
         "summary": summary,
     }
     if json_output:
@@ -115,6 +119,15 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     else:
         _render(report, summary)
     return report
+
+
+def _how_to_log_baselines(session: Any) -> str:
+    """What to run so that this selection finds a baseline (or why none can be)."""
+    s = session.settings
+    if not session.task.baselines():
+        return f"task {s.task!r} defines no baselines"
+    return (f"log them first: robust baseline --task {s.task} --study {s.study_name} --train-size {session.train_size} "
+            "(with this selection's --seed, --test-size, --sampling and -o)")  # fmt: skip
 
 
 def _train_final(session: Any, survivors: Any, n: int, quiet: bool, executor: Any = None) -> None:
@@ -193,11 +206,12 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
 class _LiveView:
     """A progress bar over each step's trainings and one line per finished step."""
 
-    def __init__(self, quiet: bool, total_candidates: int) -> None:
+    def __init__(self, quiet: bool, total_candidates: int, cut: str | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.quiet = quiet
         self.total = total_candidates
+        self.cut = cut  # the baseline cut of step 1, in words
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -233,7 +247,8 @@ class _LiveView:
             ((v[0], cid) for cid, v in record.values.items() if cid in record.survivors and v), key=lambda t: (t[0], t[1])
         )[:3]
         lead = ", ".join(f"{cid}={val:.4g}" for val, cid in leaders)
+        cut = f"{self.cut}; " if record.step == 1 and self.cut else ""
         self.progress.console.print(
-            f"step {record.step}: {len(record.evaluated)} -> {len(record.survivors)} candidates; "
+            f"step {record.step}: {len(record.evaluated)} -> {len(record.survivors)} candidates; {cut}"
             f"{record.trainings:,} trainings (exhaustive {record.exhaustive_trainings:,}); leaders {lead}"
         )

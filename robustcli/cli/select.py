@@ -5,6 +5,7 @@ Kept free of torch and MLflow at import: the training path is imported inside th
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,22 @@ def _split(values: list[str] | str | None) -> list[str] | None:
     items = [values] if isinstance(values, str) else values
     out = [part.strip() for item in items for part in item.split(",") if part.strip()]
     return out or None
+
+
+def baseline_cut(rule: Any, baseline: float | None) -> str | None:
+    """'baseline cut at 0.0361 (baseline 0.0301 + 20%)' for a rule that cuts at a known baseline."""
+    from robustcli.selection.rules import baseline_limit
+
+    margin = getattr(rule, "baseline_margin", None)
+    limit = None if margin is None else baseline_limit(baseline, margin)
+    return None if limit is None else f"baseline cut at {limit:.4g} (baseline {baseline:.4g} + {margin:.0%})"
+
+
+def warn_if_the_paper_cut_is_skipped(rule: Any, baseline: float | None, how: str) -> None:
+    """One line on stderr when --rule paper has no baseline to cut at: only its halving runs."""
+    if rule.name == "paper" and baseline_cut(rule, baseline) is None:
+        print(f"note: no baseline loss, so --rule paper skips its cut at baseline + {rule.baseline_margin:.0%} "
+              f"and only halves; {how}", file=sys.stderr)  # fmt: skip
 
 
 def _fmt(value: float) -> str:
@@ -198,6 +215,7 @@ def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output:
         table.require_steps(sel.max_steps)
     max_steps = sel.max_steps or table.instances
     store = MemoryStore(baseline=baseline_loss)
+    warn_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)")
     result = run_selection(
         table.candidates, store, TableExecutor(table, store), rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=max_steps, exhaustive_instances=table.instances,
@@ -210,15 +228,17 @@ def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output:
                 "instances": table.instances,
                 "combine": objective.combine,
                 "baseline_loss": baseline_loss,
+                "baseline_cut": baseline_cut(rule, baseline_loss),
             }
         )
         print_json(payload)
         return
-    _render(result, objective.names, path, table.instances)
+    _render(result, objective.names, path, table.instances, baseline_cut(rule, baseline_loss))
 
 
-def _render(result: Any, names: list[str], path: Path, instances: int) -> None:
-    steps = Table(title=f"Selection on {path.name}: {result.rule_description}, criterion {' then '.join(names)}")
+def _render(result: Any, names: list[str], path: Path, instances: int, cut: str | None) -> None:
+    steps = Table(title=f"Selection on {path.name}: {result.rule_description}, criterion {' then '.join(names)}"
+                  + (f"; step 1: {cut}" if cut else ""))
     steps.add_column("step", justify="right")
     steps.add_column("evaluated", justify="right")
     steps.add_column("survivors", justify="right")

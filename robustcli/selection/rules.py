@@ -42,6 +42,7 @@ __all__ = [
     "PaperRule",
     "QuantileRule",
     "RaceRule",
+    "baseline_limit",
     "make_rule",
     "parse_delta",
     "t_quantile",
@@ -65,15 +66,23 @@ def parse_delta(value: float | str) -> tuple[float, bool]:
     return (amount / 100.0, True) if relative else (amount, False)
 
 
+def baseline_limit(baseline: float | None, margin: float) -> float | None:
+    """The mean loss above which the baseline cut drops a candidate: the baseline plus ``margin``
+    of it (None without a finite baseline: no cut)."""
+    if baseline is None or not math.isfinite(baseline):
+        return None
+    return baseline * (1.0 + margin) if baseline >= 0 else baseline * (1.0 - margin)
+
+
 def _baseline_cut(view: LossView, margin: float) -> np.ndarray:
     """Mask of candidates whose mean loss is within ``(1 + margin)`` of the baseline.
 
     If no candidate passes, the cut says nothing useful and everyone is kept.
     """
     keep = np.ones(len(view.ids), dtype=bool)
-    if view.baseline is None or not math.isfinite(view.baseline):
+    limit = baseline_limit(view.baseline, margin)
+    if limit is None:
         return keep
-    limit = view.baseline * (1.0 + margin) if view.baseline >= 0 else view.baseline * (1.0 - margin)
     passed = view.mean_losses() <= limit
     return passed if passed.any() else keep
 
