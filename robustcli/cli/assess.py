@@ -150,16 +150,17 @@ def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int
 
 
 def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> dict[str, Any]:
-    from robustcli.robustness import summarize
+    from robustcli.robustness import summarize_instances
+    from robustcli.task import readable_name
 
-    finite = [r.loss for r in records if math.isfinite(r.loss)]
-    stats = summarize(finite, seed=session.settings.seed)
+    stats = summarize_instances([r.loss for r in records], seed=session.settings.seed).as_dict()["statistics"]
     task = session.task
     return {
         "task": session.settings.task,
         "study": session.settings.study_name,
         "candidate": cand.id,
         "candidate_name": cand.name,
+        "candidate_description": readable_name(task, cand),
         "loss": {"name": task.loss.name, "formula": task.loss.formula},
         "instances": len(records),
         "trained_now": trained_now,
@@ -171,7 +172,7 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
         "mean_seconds": (sum(r.seconds for r in records) / len(records)) if records else 0,
         "losses": [r.loss if math.isfinite(r.loss) else None for r in records],
         "run_ids": [r.run_id for r in records],
-        "statistics": {k: v.as_dict() for k, v in stats.items()},
+        "statistics": stats,
         "tracking_uri": session.store.uri,
         "fingerprint": session.fingerprint,
         "vary": session.settings.vary,
@@ -190,7 +191,7 @@ def _update_parent(session: Any, cand: Any, report: dict[str, Any]) -> None:
 def _render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    name = f"{report['candidate_name']} ({report['candidate']})" if report["candidate_name"] else report["candidate"]
+    name = f"{report['candidate_description']} ({report['candidate']})"
     table = Table(
         title=f"{report['task']} / {name}: {report['loss']['name']} over {report['instances']} instances "
         f"(train size {report['train_size']})",
