@@ -226,3 +226,35 @@ def test_the_paper_rule_says_when_it_has_no_baseline_and_where_it_cuts(app, runn
     assert "step 1: 2 -> " in step and "candidates; baseline cut at " in step and "(baseline " in step
     payload = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert payload["baseline_cut"].startswith("baseline cut at ") and payload["baseline_cut"].endswith(" + 20%)")
+
+
+def test_every_command_shows_the_same_interval_and_a_readable_description(app, runner, workdir):
+    """Bootstrap intervals come from one function with the study's seed (report used seed 0), and a
+    candidate shows its name or readable description beside its id in every command."""
+    grid = "c086df9b2b1"  # adam, lr 1e-2, batch 16, relu, 16 hidden, 1 layer
+    described = f"adam-lr1e-2-bs16-activation=relu-hidden=16-layers=1 ({grid})"
+    args = ["select", "--task", "synthetic", *FAST, "--seed", "3", "--candidates", f"small,{grid}", "--rule", "halving",
+            "--final-instances", "5"]  # fmt: skip
+    sel = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    (row,) = sel["summary"]
+    label = f"{row['description']} ({row['candidate']})"
+    assert label in {described, f"small ({sel['selected']})"} and sel["selected_description"] == row["description"]
+    shown = runner.invoke(app, args)  # replayed from the store: the step lines and the table
+    assert shown.exit_code == 0, shown.output
+    assert described in " ".join(shown.stderr.split()) and label in " ".join(shown.stdout.split())
+
+    assessed = json.loads(runner.invoke(app, ["assess", "--task", "synthetic", *FAST, "--seed", "3", "-C", row["candidate"],
+                                              "-n", "5", "--json"]).stdout)  # fmt: skip
+    assert assessed["trained_now"] == 0 and assessed["candidate_description"] == row["description"]
+    reported = json.loads(runner.invoke(app, ["report", "--study", "synthetic", "--out", "r.html", "--json"]).stdout)
+    (same,) = [r for r in reported["summary"] if r["candidate"] == row["candidate"]]
+    assert assessed["statistics"] == row["statistics"] == same["statistics"]
+    from robustcli.robustness import summarize_instances
+
+    seed_0 = summarize_instances(assessed["losses"], seed=0).as_dict()["statistics"]
+    assert same["statistics"] != seed_0  # the test would see the report's old seed 0
+    assert {r["description"] for r in reported["summary"]} == {"small", described.split(" (")[0]}
+    assert described in (workdir / "r.html").read_text()
+    studies = runner.invoke(app, ["studies", "--json"])
+    (study,) = json.loads(studies.stdout)["studies"]
+    assert study["selections"] == [f"finished -> {label}"]
