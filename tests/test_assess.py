@@ -85,6 +85,7 @@ def test_reproduce_is_bit_for_bit(app, runner, workdir):
     out = json.loads(result.stdout)
     assert out["bitwise_equal"] is True
     assert out["reproduced_test_loss"] == report["losses"][0]
+    assert out["candidate_description"] == "small"
 
 
 def test_study_file_with_cli_override(app, runner, workdir):

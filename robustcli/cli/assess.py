@@ -34,6 +34,7 @@ from robustcli.cli._common import (
     console,
     err_console,
     handle_errors,
+    labelled,
     load_checked_data,
     print_json,
     training_overrides,
@@ -141,7 +142,7 @@ def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int
         disable=quiet,
     )
     with progress:
-        bar = progress.add_task(f"training {cand.label}", total=len(missing), last="")
+        bar = progress.add_task(f"training {labelled(session.task, cand)}", total=len(missing), last="")
         for _, rec in session.train([(cand, i) for i in missing]):
             out[rec.index] = rec
             last = f"#{rec.index}: {rec.loss:.5g} ({rec.stop_reason}, {rec.epochs} ep)" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
