@@ -88,6 +88,8 @@ def report(
     task = runs[0].data.tags.get("robust.task", "")
     out = out or Path(f"{study}.html")
     png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    main_run = next(r for rs in by_cand.values() for r in rs)
+    label = _labeller(store, exp_id, task, main_run)
     study_figure(
         png,
         title=f"{study} ({task}), settings {fingerprint}",
@@ -95,14 +97,13 @@ def report(
         survivors_per_step=path,
         best_per_step=leader,
         curves=curves,
-        curves_label=best,
+        curves_label=f"{label(best)}\n({best})",
         baseline=base,
+        labels={c: f"{label(c)}\n({c})" for c in losses},
     )
-    main_run = next(r for rs in by_cand.values() for r in rs)
     seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
     summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"), seed)
     decomposition = _decomposition(ranked[:5], losses, runs, main_run)
-    label = _labeller(store, exp_id, task, main_run)
     for row in (*summary, *decomposition):
         row["description"] = label(row["candidate"])
     if out.suffix.lower() == ".html":
@@ -134,7 +135,8 @@ def report(
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
-    for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10"):
+    table.add_column("candidate", overflow="fold")  # a long description wraps; the numbers never do
+    for col in ("n", "mean [95% CI]", "std", "Q90-Q10"):
         table.add_column(col, no_wrap=True)
     for row in summary:
         one = row["instances"] - row["failed"] < 2  # no spread from a single instance
@@ -145,7 +147,8 @@ def report(
         console.print(f"{row['description']} ({row['candidate']}): {row['quote']}", soft_wrap=True)
     if decomposition:
         table = Table(title="where the spread comes from (std of the loss over instances)")
-        for col in ("candidate", "both vary", "init only", "sample only"):
+        table.add_column("candidate", overflow="fold")
+        for col in ("both vary", "init only", "sample only"):
             table.add_column(col, no_wrap=True)
         for row in decomposition:
             table.add_row(f"{row['description']} ({row['candidate']})", *(_std_cell(row[k]) for k in ("both", "init", "data")))
