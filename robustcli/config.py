@@ -144,6 +144,14 @@ class SelectionSettings(_Strict):
     where: list[str] | None = None
     sample: PositiveInt | None = None
 
+    @field_validator("criterion", "candidates", "where", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """A study file may write one value as the command line does: ``criterion = "mean,std"``."""
+        if isinstance(value, str):
+            return [value] if "=" in value else [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("delta", mode="before")
     @classmethod
     def _delta(cls, value: Any) -> float | str:

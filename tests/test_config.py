@@ -24,6 +24,8 @@ def test_early_stopping_and_selection_fields_may_stand_at_the_top_level(tmp_path
     assert (s.training.early_stopping.max_epochs, s.training.early_stopping.mode) == (60, "spike")
     assert s.training.early_stopping.min_epochs == 3 and s.selection.rule == "race"
     assert load_settings(path, max_epochs=70).training.early_stopping.max_epochs == 70  # the command line wins
+    one = load_settings(_write(tmp_path, 'criterion = "mean,std"\ncandidates = "small"\nwhere = "lr=0.01"\n'))
+    assert (one.selection.criterion, one.selection.candidates, one.selection.where) == (["mean", "std"], ["small"], ["lr=0.01"])
     nested = _write(tmp_path, 'task = "synthetic"\n[early_stopping]\nstop_mode = "spike"\n')
     assert load_settings(nested).training.early_stopping.mode == "spike"
 
