@@ -22,6 +22,8 @@ A study file uses the same names as the command-line options (dashes or undersco
     criterion = ["mean"]
     rule = "paper"
 
+The fields of ``[early_stopping]`` and ``[selection]`` may also stand at the top level, under
+their command-line names (``max_epochs = 60``, ``stop_mode = "spike"``, ``rule = "race"``).
 Options given on the command line override the file.
 """
 
@@ -33,7 +35,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from robustcli.errors import InputError
 
@@ -130,7 +132,8 @@ class SelectionSettings(_Strict):
     warmup: int = Field(1, ge=1)
     fraction: float = Field(0.5, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
-    delta: float = Field(0.005, gt=0)
+    #: the race's indifference zone: "1%" (of the leader's mean loss) or a loss difference (0.005)
+    delta: float | str = "1%"
     baseline_margin: float = Field(0.20, ge=0)
     budget: PositiveInt | None = None
     #: after the selection, train each survivor up to this many instances for its summary
@@ -140,6 +143,27 @@ class SelectionSettings(_Strict):
     #: only candidates whose parameters match every KEY=VALUE
     where: list[str] | None = None
     sample: PositiveInt | None = None
+
+    @field_validator("criterion", "candidates", "where", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """A study file may write one value as the command line does: ``criterion = "mean,std"``."""
+        if isinstance(value, str):
+            return [value] if "=" in value else [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("delta", mode="before")
+    @classmethod
+    def _delta(cls, value: Any) -> float | str:
+        from robustcli.selection.rules import parse_delta
+
+        try:
+            if isinstance(value, bool):
+                raise InputError(f"--delta {value!r}: expected a loss difference (0.005) or a share of the leader's mean (1%)")
+            amount, relative = parse_delta(value)
+        except InputError as exc:  # the message names --delta: shown as it is
+            raise ValueError(str(exc)) from None
+        return f"{amount * 100:g}%" if relative else amount
 
 
 class StudySettings(_Strict):
@@ -185,17 +209,40 @@ _TRAINING_KEYS = {
 }
 
 
+#: command-line names of fields whose name differs, as a study file may spell them too
+_FIELD_OF_OPTION = {"address": "ray_address", "stop_mode": "mode"}
+#: the sections whose fields may stand at the top level of a study file
+_SECTIONS = {"early_stopping": EarlyStoppingSettings, "selection": SelectionSettings}
+
+
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         key = key.replace("-", "_")
-        key = "ray_address" if key == "address" else key  # the command line's name for it
+        key = _FIELD_OF_OPTION.get(key, key)  # the command line's name for it
         out[key] = _normalise(value) if isinstance(value, dict) and key != "task_options" else value
     return out
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+def _gather_sections(flat: dict[str, Any], where: str) -> dict[str, Any]:
+    """Top-level fields of ``[early_stopping]`` and ``[selection]`` moved into their section; one
+    given both ways is refused."""
     data = dict(flat)
+    for section, model in _SECTIONS.items():
+        inner = data.get(section, {})
+        if not isinstance(inner, dict):
+            continue  # not a table: the model says so
+        moved = {key: data.pop(key) for key in list(data) if key in model.model_fields}
+        twice = sorted(set(moved) & set(inner))
+        if twice:
+            raise InputError(f"{_source(where)}{twice[0]!r} is set twice: at the top level and in [{section}]")
+        if moved:
+            data[section] = {**inner, **moved}
+    return data
+
+
+def _nest(flat: dict[str, Any], where: str = "command line") -> dict[str, Any]:
+    data = _gather_sections(flat, where)
     training = dict(data.pop("training", {}) or {})
     for key in list(data):
         if key in _TRAINING_KEYS:
@@ -245,10 +292,42 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
-        return f"{prefix}unknown field {path!r}"
+        return prefix + _unknown_field(loc)
     value = err.get("input")
     shown = f" {value!r}" if not isinstance(value, dict) else ""
     return f"{prefix}invalid value{shown} for {subject}: {err['msg']}"
+
+
+def _field_places() -> dict[str, list[str]]:
+    """Where each field of a study file goes, as an error line lists them."""
+    top = [k for k in StudySettings.model_fields if k not in ("training", "selection", "task_options")]
+    top += [k for k in TrainingSettings.model_fields if k != "early_stopping"]
+    places = {"top level": top}
+    for section, model in _SECTIONS.items():
+        places[f"[{section}] or top level"] = list(model.model_fields)
+    return places
+
+
+def _unknown_field(loc: list[str]) -> str:
+    """'unknown field ...', with where it belongs (a known field in the wrong table) or the
+    closest field, and every field with its table."""
+    import difflib
+
+    name = loc[-1] if loc else ""
+    table = next((f"in [{part}]" for part in reversed(loc[:-1]) if part in _SECTIONS), "at the top level")
+    places = _field_places()
+    place_of = {f: place for place, fields in places.items() for f in fields}
+    place_of.update({option: place_of[field] for option, field in _FIELD_OF_OPTION.items()})
+    if name in place_of:
+        hint = f"; it belongs in {place_of[name]}"
+    else:
+        close = difflib.get_close_matches(name, list(place_of), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r} ({place_of[close[0]]})?" if close else ""
+    alias = {field: option for option, field in _FIELD_OF_OPTION.items()}
+    listing = "; ".join(
+        f"{place}: {', '.join(f'{f} ({alias[f]})' if f in alias else f for f in fields)}" for place, fields in places.items()
+    )
+    return f"unknown field {name!r} {table}{hint} (fields: {listing}; [task_options]: the task's own)"
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings:
@@ -274,21 +353,12 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{config}: not valid TOML: {exc}") from None
         try:
-            StudySettings.model_validate(_nest(file_data))
+            file_data = _nest(file_data, where)
+            StudySettings.model_validate(file_data)
         except ValidationError as exc:
             raise InputError(_describe_validation_error(exc, where)) from None
-    cli: dict[str, Any] = {}
-    early = {k: v for k, v in overrides.items() if k in EarlyStoppingSettings.model_fields and v is not None}
-    selection = {k: v for k, v in overrides.items() if k in SelectionSettings.model_fields and v is not None}
-    for key, value in overrides.items():
-        if value is None or key in early or key in selection:
-            continue
-        cli[key] = value
-    if early:
-        cli["early_stopping"] = early
-    if selection:
-        cli["selection"] = selection
-    data = _merge(_nest(file_data), _nest(cli))
+    cli = _nest({key: value for key, value in overrides.items() if value is not None})
+    data = _merge(file_data, cli)
     where = where if config is None else f"{where} with the command line"
     try:
         settings = StudySettings.model_validate(data)

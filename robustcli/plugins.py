@@ -19,7 +19,7 @@ from typing import Any
 
 from robustcli.errors import InputError, PluginLoadError, UnknownNameError
 
-__all__ = ["PluginInfo", "discover", "load_task", "load_task_class", "command_plugins"]
+__all__ = ["PluginInfo", "discover", "load_task", "load_task_class", "command_plugins", "task_or_none"]
 
 TASK_GROUP = "robustcli.tasks"
 COMMAND_GROUP = "robustcli.commands"
@@ -92,6 +92,15 @@ def load_task(name: str, options: dict[str, Any] | None = None, where: str = "--
         return cls(**(options or {}))
     except TypeError as exc:
         raise InputError(f"bad [task_options] for task {name!r}: {exc}") from None
+
+
+def task_or_none(name: str, options: dict[str, Any] | None = None) -> Any | None:
+    """Task ``name`` with ``options``, to describe candidates read back from a store; None when it
+    cannot be loaded (not installed here, broken, refusing the options)."""
+    try:
+        return load_task(name, options)
+    except Exception:  # noqa: BLE001 - a description is never worth an error
+        return None
 
 
 def command_plugins() -> list[tuple[PluginInfo, Any | None, str | None]]:

@@ -50,6 +50,8 @@ __all__ = [
     "TRAINING_KEYS",
     "candidate_id",
     "describe_params",
+    "filter_candidates",
+    "readable_name",
 ]
 
 #: Candidate parameters the core reads to build the optimiser and batches. Everything else in a
@@ -342,3 +344,34 @@ class Task(ABC):
         ``conv32x64-fc9-adamw-lr1e-3-bs32``; the default lists the parameters (:func:`describe_params`)."""
         return describe_params(candidate.params)
 
+
+
+def readable_name(task: Task | None, candidate: Candidate, *, use_name: bool = True) -> str:
+    """How output names a candidate beside its id: its name if it has one (and ``use_name``), else
+    the task's description of it (:meth:`Task.describe_candidate`), else :func:`describe_params`
+    (no task at hand, or its description failed)."""
+    if candidate.name and use_name:
+        return candidate.name
+    if task is not None:
+        try:
+            return str(task.describe_candidate(candidate))
+        except Exception:  # noqa: BLE001 - a plugin's bug must not hide the candidate
+            pass
+    return describe_params(candidate.params)
+
+
+def _same_value(value: Any, wanted: Any) -> bool:
+    # tuples come from grids, lists from JSON: compare as JSON would, or as text (lr=1e-3 is 0.001)
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(value) == norm(wanted) or str(value) == str(wanted)
+
+
+def filter_candidates(candidates: Iterable[Candidate], wanted: Mapping[str, Any], where: str) -> list[Candidate]:
+    """The candidates whose parameters equal every ``KEY: VALUE`` of ``wanted`` (``--where``), in
+    order. None matching is refused, naming ``where`` and the parameters the candidates have."""
+    cands = list(candidates)
+    out = [c for c in cands if all(_same_value(c.params.get(k), v) for k, v in wanted.items())]
+    if not out:
+        keys = sorted({k for c in cands for k in c.params})
+        raise InputError(f"no candidate matches {where} (parameters: {', '.join(keys) or 'none'})")
+    return out

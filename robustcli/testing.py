@@ -26,7 +26,8 @@ check_data_deterministic      two loads (and a fresh task's load) give equal ten
 check_forward_backward        each sampled candidate builds, runs forward and backward on a batch of
                               the pool, its output is shaped like y, its losses are finite scalars
 check_seeded_training         two trainings with the same seeds are bitwise equal (CPU)
-check_stacking                each sampled candidate trains under vmap (the stacked engine)
+check_stacking                each sampled candidate trains under vmap (the stacked engine), or the
+                              engine trains it one at a time and says why (passed, with a note)
 check_pickle                  the task, its candidates and a built model survive pickle
 ============================  =======================================================================
 
@@ -34,7 +35,9 @@ The sampled candidates are every named candidate (at most :data:`MAX_NAMED`) fol
 random sample of ``sample`` grid candidates. The task's :class:`~robustcli.task.TaskTags` decide
 which checks apply: ``deterministic_on_cpu=False`` skips check_seeded_training,
 ``supports_stacking=False`` skips check_stacking, and ``needs_gpu=True`` runs the model checks on
-CUDA, or skips them where there is none. Known failures are data with reasons:
+CUDA, or skips them where there is none. A check that needs another one to pass is skipped,
+naming it, when that one fails: a float64 ``pool_x`` fails check_data_shapes alone, not every
+model check after it. Known failures are data with reasons:
 ``check_task(task, expected_failed_checks={"check_pickle": "holds an open file"})``.
 
 A task that keeps its constructor options in a mapping attribute ``options`` (as the built-in tasks
@@ -100,9 +103,10 @@ Status = Literal["passed", "failed", "skipped", "xfail", "xpass"]
 class CheckResult:
     """The outcome of one check on one task.
 
-    ``status``: passed; failed; skipped (not applicable to the task's tags; ``message`` says why);
-    xfail (failed, as ``expected_failed_checks`` said it would; ``message`` is the failure);
-    xpass (listed in ``expected_failed_checks`` but passed: the entry can go).
+    ``status``: passed (``message`` may hold a note, e.g. which candidates train one at a time);
+    failed; skipped (not applicable to the task's tags, or a check it needs failed; ``message``
+    says which); xfail (failed, as ``expected_failed_checks`` said it would; ``message`` is the
+    failure); xpass (listed in ``expected_failed_checks`` but passed: the entry can go).
     """
 
     check: str
@@ -486,24 +490,24 @@ def check_seeded_training(task: Task, *, sample: int = 3, seed: int = 0) -> None
         )
 
 
-def check_stacking(task: Task, *, sample: int = 3, seed: int = 0) -> None:
-    """Each sampled candidate's model trains under vmap (the stacked engine). For tasks tagged
-    ``supports_stacking`` without a learning-rate schedule (those train one at a time)."""
-    from robustcli.training.instance import has_lr_schedule
-    from robustcli.training.stacked import check_stackable
+def check_stacking(task: Task, *, sample: int = 3, seed: int = 0) -> str | None:
+    """Each sampled candidate's model trains under vmap (the stacked engine), or the stacked engine
+    trains it one at a time and says why, as it does for data-dependent control flow, state outside
+    parameters and buffers, batch norm without running statistics and ``lr_factor`` schedules: such
+    a task conforms. Returns a note naming those candidates and the reason (None when all stack)."""
+    from robustcli.execution.stacked import unstackable_reason
 
     check = "check_stacking"
-    if has_lr_schedule(task):
-        return
     data = _data(check, task)
+    notes = []
     for cand in _candidates(check, task, sample, seed):
-        why = check_stackable(task, cand, data)
+        with _calling(check, task, "probing the stacked engine", cand):
+            why = unstackable_reason(task, cand, data)
         if why:
-            raise AssertionError(
-                f"{_where(check, task, cand)}the model does not train stacked ({why}); "
-                "keep the model's state in parameters and buffers, avoid data-dependent control flow and batch "
-                "norm without running statistics, or tag the task supports_stacking=False"
-            )
+            notes.append(f"{cand.label}: {why}")
+    if not notes:
+        return None
+    return "trains in the one-at-a-time loop, not stacked (runs say why in robust.plain_reason): " + "; ".join(notes)
 
 
 def check_pickle(task: Task, *, sample: int = 3, seed: int = 0) -> None:
@@ -569,6 +573,49 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 _MODEL_CHECKS = ("check_forward_backward", "check_seeded_training", "check_stacking")
 
+#: the checks each check needs to pass first: the model checks say nothing new on data of the
+#: wrong type or shape, nor on a model that does not run
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "check_forward_backward": ("check_data_shapes",),
+    "check_seeded_training": ("check_data_shapes", "check_forward_backward"),
+    "check_stacking": ("check_data_shapes", "check_forward_backward"),
+    "check_pickle": ("check_data_shapes",),
+}
+
+
+def _blocked(check: str, failed: Callable[[str], bool]) -> str | None:
+    """Why ``check`` is skipped when a check it needs fails (``failed(name)``), or None."""
+    first = next((need for need in _NEEDS.get(check, ()) if failed(need)), None)
+    return None if first is None else f"{first} failed: fix that first"
+
+
+@functools.lru_cache(maxsize=256)
+def _fails(task: Task, check: str, sample: int, seed: int) -> bool:
+    """Whether ``check`` fails on ``task`` (once per task, for the pytest items that need it)."""
+    try:
+        CHECKS[check](task, sample=sample, seed=seed)
+    except Exception:  # noqa: BLE001 - any failure
+        return True
+    return False
+
+
+class _Check:
+    """One check as a pytest item calls it: skipped when a check it needs fails."""
+
+    def __init__(self, name: str, sample: int, seed: int) -> None:
+        self.name, self.sample, self.seed = name, sample, seed
+
+    def __call__(self, task: Task) -> str | None:
+        blocked = _blocked(self.name, lambda need: _fails(task, need, self.sample, self.seed))
+        if blocked:
+            import pytest
+
+            pytest.skip(blocked)
+        return CHECKS[self.name](task, sample=self.sample, seed=self.seed)
+
+    def __repr__(self) -> str:
+        return self.name
+
 
 def _skip_reason(task: Task, check: str) -> str | None:
     """Why ``check`` does not apply to ``task`` (its tags), or None when it does."""
@@ -621,14 +668,16 @@ def check_task(
     name = getattr(task, "name", "") or type(task).__name__
     results: list[CheckResult] = []
     for check_name, check in CHECKS.items():
-        skip = _skip_reason(task, check_name)
+        skip = _skip_reason(task, check_name) or _blocked(
+            check_name, lambda need: any(r.check == need and r.status in ("failed", "xfail") for r in results)
+        )
         if skip:
             results.append(CheckResult(check_name, name, "skipped", skip))
             continue
         start = time.perf_counter()
         message = ""
         try:
-            check(task, sample=sample, seed=seed)
+            message = check(task, sample=sample, seed=seed) or ""
             status: Status = "passed"
         except AssertionError as exc:
             status, message = "failed", str(exc)
@@ -655,7 +704,8 @@ def parametrize_with_checks(
     """A ``pytest.mark.parametrize("task, check", ...)`` over every (task, check) pair, with ids
     ``task-name:check_name`` that ``-k`` can pick (a second instance of the same task is
     ``task-name-2``). Checks that do not apply to a task's tags are
-    marked skip; ``expected_failed_checks`` (a mapping, or a function of the task) marks xfail::
+    marked skip, and a check skips itself when one it needs fails (it names that one);
+    ``expected_failed_checks`` (a mapping, or a function of the task) marks xfail::
 
         @parametrize_with_checks([MyTask(size=200)])
         def test_conformance(task, check):
@@ -672,8 +722,8 @@ def parametrize_with_checks(
         xfails = _validate_expected(
             expected_failed_checks(task) if callable(expected_failed_checks) else expected_failed_checks
         )
-        for check_name, fn in CHECKS.items():
-            check = functools.partial(fn, sample=sample, seed=seed)
+        for check_name in CHECKS:
+            check = _Check(check_name, sample, seed)
             marks = []
             skip = _skip_reason(task, check_name)
             if skip:

@@ -32,6 +32,15 @@ def test_assess_trains_logs_and_reports(app, runner, workdir):
     assert run.data.tags["mlflow.parentRunId"]
 
 
+def test_a_lone_instance_trained_plainly_by_the_stacked_engine_says_why(app, runner, workdir):
+    from mlflow.tracking import MlflowClient
+
+    report = json.loads(_assess(app, runner, "--candidate", "small", "-n", "1").stdout)  # the default engine: stacked
+    tags = MlflowClient(report["tracking_uri"]).get_run(report["run_ids"][0]).data.tags
+    assert tags["robust.engine"] == "plain"
+    assert tags["robust.plain_reason"] == "a lone instance: a stack of one trains slower than the plain loop for this model"
+
+
 def test_resume_trains_only_what_is_missing(app, runner, workdir):
     first = json.loads(_assess(app, runner, "--candidate", "small", "-n", "2").stdout)
     second = json.loads(_assess(app, runner, "--candidate", "small", "-n", "3").stdout)
@@ -76,6 +85,7 @@ def test_reproduce_is_bit_for_bit(app, runner, workdir):
     out = json.loads(result.stdout)
     assert out["bitwise_equal"] is True
     assert out["reproduced_test_loss"] == report["losses"][0]
+    assert out["candidate_description"] == "small"
 
 
 def test_study_file_with_cli_override(app, runner, workdir):
@@ -95,6 +105,8 @@ BAD = [
     (["--task", "synthetic", "--candidate", "small", "-n", "0"], "--instances must be a positive count"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "0"], "invalid value 0 for --train-size"),
     (["--task", "synthetic", "--candidate", "small", "--train-size", "5000", "--sampling", "without-replacement"], "exceeds the training pool of 2000"),
+    (["--task", "synthetic", "--candidate", "small", "--train-size", "5000"],
+     "--train-size 5000 exceeds the training pool of 2000 examples of task 'synthetic': a bootstrap sample larger"),
     (["--task", "synthetic", "--candidate", "small", "--sampling", "sometimes"], "for --sampling"),
     (["--task", "synthetic", "--candidate", "small", "--test-size", "most"], "for --test-size"),
     (["--task", "synthetic", "--candidate", "small", "--test-size", "5000"], "exceeds the test set of 1000"),
@@ -148,6 +160,13 @@ def test_baseline_is_logged_and_found_by_the_paper_rule(app, runner, workdir):
     )
     assert sel.exit_code == 0, sel.output
     assert json.loads(sel.stdout)["baseline_loss"] == min(r["mean"] for r in rows)
+
+
+def test_baseline_refuses_a_bootstrap_sample_larger_than_the_pool(app, runner, workdir):
+    result = runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "2", "--train-size", "2001"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("error: --train-size 2001 exceeds the training pool of 2000 examples")
+    assert experiments() == []
 
 
 def test_test_size_train_scores_a_subsample_as_large_as_the_training_sample(app, runner, workdir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -105,3 +106,26 @@ def test_version_lists_plugins(app, runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert "robustcli" in result.output and "synthetic" in result.output
+
+
+def test_candidates_lists_ids_names_descriptions_and_parameters(app, runner):
+    result = runner.invoke(app, ["candidates", "--task", "synthetic", "--where", "hidden=16", "--where", "layers=1",
+                                 "--where", "activation=relu", "--where", "optimizer=adam", "--json"])  # fmt: skip
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    payload = json.loads(result.stdout)
+    rows = payload["candidates"]
+    assert payload["task"] == "synthetic" and len(rows) == 5  # small, and the grid's 2 lr x 2 batch sizes
+    assert rows[0] == {"id": rows[0]["id"], "name": "small", "description": "adam-lr1e-2-bs32-activation=relu-hidden=16-layers=1",
+                       "params": {"hidden": 16, "layers": 1, "activation": "relu", "optimizer": "adam", "lr": 0.01,
+                                  "batch_size": 32}}  # fmt: skip
+    assert {r["description"] for r in rows[1:]} == {f"adam-lr{lr}-bs{bs}-activation=relu-hidden=16-layers=1"
+                                                     for lr in ("1e-3", "1e-2") for bs in (16, 64)}  # fmt: skip
+    table = runner.invoke(app, ["candidates", "--task", "synthetic", "--where", "lr=0.01", "--where", "hidden=16"])
+    assert table.exit_code == 0 and "synthetic: 17 candidates with lr=0.01 hidden=16" in table.stdout
+    assert "small" in table.stdout and rows[0]["id"] in table.stdout
+    none = runner.invoke(app, ["candidates", "--task", "synthetic", "--where", "hiden=16"])
+    assert none.exit_code == 2 and none.stderr == (
+        "error: no candidate matches --where hiden=16 (parameters: activation, batch_size, hidden, layers, lr, optimizer)\n"
+    )
+    help_text = runner.invoke(app, ["candidates", "--help"]).stdout
+    assert "Example: robust candidates --task synthetic" in help_text

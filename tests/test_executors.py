@@ -142,6 +142,14 @@ def test_units_of_an_unstackable_model_carry_why_to_their_results(study):
     assert result.engine == "plain" and "lr_factor" in result.plain_reason
 
 
+def test_a_unit_of_one_that_trains_plainly_says_why(study):
+    from robustcli.execution.pool import plan_units
+
+    task, data, space = study
+    units = plan_units(task, data, make_jobs(space, names=("small",), count=1), SETTINGS, workers=2)
+    assert [(u[0], u[3]) for u in units] == [("plain", "a lone instance: a stack of one trains slower than the plain loop for this model")]
+
+
 def test_candidates_differing_only_in_optimiser_settings_share_a_stack(study):
     from robustcli.task import Candidate
     from robustcli.training.stacked import train_stacked

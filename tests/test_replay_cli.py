@@ -78,8 +78,15 @@ def test_options_reach_the_loop(good_table: Path) -> None:
 
 
 def test_baseline_loss_cut(good_table: Path) -> None:
-    payload = json.loads(invoke("--replay", good_table, "--baseline-loss", "0.06", "--json").stdout)
+    result = invoke("--replay", good_table, "--baseline-loss", "0.06", "--json")
+    payload = json.loads(result.stdout)
     assert payload["survivors_per_step"][0] < 12 and payload["baseline_loss"] == 0.06
+    assert payload["baseline_cut"] == "baseline cut at 0.072 (baseline 0.06 + 20%)" and result.stderr == ""
+    assert "step 1: baseline cut at 0.072 (baseline 0.06 + 20%)" in " ".join(invoke("--replay", good_table, "--baseline-loss", "0.06").stdout.split())
+    skipped = invoke("--replay", good_table, "--json")
+    assert skipped.stderr == ("note: no baseline loss, so --rule paper skips its cut at baseline + 20% and only halves; "
+                              "pass --baseline-loss X (the best baseline's mean loss)\n")  # fmt: skip
+    assert json.loads(skipped.stdout)["baseline_cut"] is None
 
 
 def test_budget_stops_early(good_table: Path) -> None:
@@ -188,3 +195,20 @@ def test_training_mode_calls_the_study_runner(monkeypatch: pytest.MonkeyPatch) -
 
 def test_baseline_loss_needs_replay() -> None:
     one_line_error(invoke("--task", "synthetic", "--baseline-loss", "0.1"), "--baseline-loss applies to --replay")
+
+
+def test_the_race_zone_is_a_share_of_the_leaders_mean_by_default(tmp_path: Path, good_table: Path) -> None:
+    table = read_loss_table(good_table)
+    scaled = tmp_path / "scaled.csv"  # the same study in other units: a loss 100 times larger
+    write_loss_table(scaled, [(c, j, 100 * float(table.losses[i, j])) for i, c in enumerate(table.candidates)
+                              for j in range(table.instances)])  # fmt: skip
+    runs = [json.loads(invoke("--replay", path, "--rule", "race", "--json").stdout) for path in (good_table, scaled)]
+    assert runs[0]["rule_description"] == "race (confidence 0.95, indifference zone 1% of the leader's mean)"
+    assert [(r["selected"], r["trainings"], r["survivors_per_step"]) for r in runs[1:]] == [
+        (runs[0]["selected"], runs[0]["trainings"], runs[0]["survivors_per_step"])
+    ]
+    absolute = json.loads(invoke("--replay", scaled, "--rule", "race", "--delta", "0.005", "--json").stdout)
+    assert absolute["rule_description"].endswith("indifference zone 0.005)")
+    help_text = invoke("--help").stdout
+    assert "Default: 1%" in " ".join(help_text.split())
+    one_line_error(invoke("--replay", good_table, "--rule", "race", "--delta", "1 percent"), "--delta '1 percent'")

@@ -176,7 +176,7 @@ def test_race_relative_delta() -> None:
     rows = race_table()
     result = run_table(rows, RaceRule(delta=0.1, relative=True), max_steps=40)
     assert result.selected in {"m00", "m01", "m02"}
-    assert "of the best mean" in RaceRule(delta=0.1, relative=True).describe()
+    assert "of the leader's mean" in RaceRule(delta=0.1, relative=True).describe()
 
 
 # --- factory and t quantiles -----------------------------------------------------------------
@@ -187,8 +187,9 @@ def test_make_rule_routes_settings() -> None:
     paper = make_rule("paper", s)
     assert isinstance(paper, PaperRule) and paper.fraction == 0.25 and paper.baseline_margin == 0.1
     race = make_rule("race", s)
-    assert isinstance(race, RaceRule) and race.confidence == 0.9 and race.delta == 0.005
+    assert isinstance(race, RaceRule) and race.confidence == 0.9 and (race.delta, race.relative) == (0.01, True)
     assert make_rule("race", s, delta=0.01).delta == 0.01
+    assert (make_rule("race", s, delta="2%").delta, make_rule("race", s, delta="0.005").relative) == (0.02, False)
     assert isinstance(make_rule("Quantile"), QuantileRule)
 
 

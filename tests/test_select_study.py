@@ -176,6 +176,7 @@ BAD = [
     (["--candidates", "small,wide", "--warmup", "3", "--budget", "4"], "--warmup 3 needs 6 trainings"),
     (["--candidates", "small,wide", "--criterion", "meen"], "unknown criterion 'meen'"),
     (["--candidates", "small"], "at least 2 candidates"),
+    (["--candidates", "small,wide", "--train-size", "2001"], "--train-size 2001 exceeds the training pool of 2000"),
 ]
 
 
@@ -225,3 +226,55 @@ def test_a_candidate_with_one_instance_is_quoted_without_a_spread():
     (one, three) = _summaries(["a", "b"], {"a": [0.5], "b": [0.4, 0.5, 0.6]}, "rmse")
     assert one["quote"] == "rmse = 0.5 (1 finished instance: no spread yet)" and math.isnan(one["std"])
     assert three["quote"] == "rmse = 0.5 +- 0.1 (training syst., 3 instances)"
+
+
+def test_the_paper_rule_says_when_it_has_no_baseline_and_where_it_cuts(app, runner, workdir):
+    args = ["select", "--task", "synthetic", *FAST, "--candidates", "small,wide", "--rule", "paper", "--max-steps", "1"]
+    alone = runner.invoke(app, args)
+    assert alone.exit_code == 0, alone.output
+    notes = [line for line in alone.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: no baseline loss, so --rule paper skips its cut at baseline + 20% and only halves; log them first: "
+        "robust baseline --task synthetic --study synthetic --train-size 256 (with this selection's --seed, "
+        "--test-size, --sampling and -o)"
+    ]
+    assert runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "2", "--json"]).exit_code == 0
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 0, cut.output
+    assert "note:" not in cut.stderr
+    step = " ".join(cut.stderr.split())
+    assert "step 1: 2 -> " in step and "candidates; baseline cut at " in step and "(baseline " in step
+    payload = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert payload["baseline_cut"].startswith("baseline cut at ") and payload["baseline_cut"].endswith(" + 20%)")
+
+
+def test_every_command_shows_the_same_interval_and_a_readable_description(app, runner, workdir):
+    """Bootstrap intervals come from one function with the study's seed (report used seed 0), and a
+    candidate shows its name or readable description beside its id in every command."""
+    grid = "c086df9b2b1"  # adam, lr 1e-2, batch 16, relu, 16 hidden, 1 layer
+    described = f"adam-lr1e-2-bs16-activation=relu-hidden=16-layers=1 ({grid})"
+    args = ["select", "--task", "synthetic", *FAST, "--seed", "3", "--candidates", f"small,{grid}", "--rule", "halving",
+            "--final-instances", "5"]  # fmt: skip
+    sel = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    (row,) = sel["summary"]
+    label = f"{row['description']} ({row['candidate']})"
+    assert label in {described, f"small ({sel['selected']})"} and sel["selected_description"] == row["description"]
+    shown = runner.invoke(app, args)  # replayed from the store: the step lines and the table
+    assert shown.exit_code == 0, shown.output
+    assert described in " ".join(shown.stderr.split()) and label in " ".join(shown.stdout.split())
+
+    assessed = json.loads(runner.invoke(app, ["assess", "--task", "synthetic", *FAST, "--seed", "3", "-C", row["candidate"],
+                                              "-n", "5", "--json"]).stdout)  # fmt: skip
+    assert assessed["trained_now"] == 0 and assessed["candidate_description"] == row["description"]
+    reported = json.loads(runner.invoke(app, ["report", "--study", "synthetic", "--out", "r.html", "--json"]).stdout)
+    (same,) = [r for r in reported["summary"] if r["candidate"] == row["candidate"]]
+    assert assessed["statistics"] == row["statistics"] == same["statistics"]
+    from robustcli.robustness import summarize_instances
+
+    seed_0 = summarize_instances(assessed["losses"], seed=0).as_dict()["statistics"]
+    assert same["statistics"] != seed_0  # the test would see the report's old seed 0
+    assert {r["description"] for r in reported["summary"]} == {"small", described.split(" (")[0]}
+    assert described in (workdir / "r.html").read_text()
+    studies = runner.invoke(app, ["studies", "--json"])
+    (study,) = json.loads(studies.stdout)["studies"]
+    assert study["selections"] == [f"finished -> {label}"]

@@ -8,9 +8,11 @@ uncertainty summary of the surviving candidates.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from robustcli.cli._common import console, err_console, print_json
+from robustcli.cli._common import console, err_console, labelled, load_checked_data, print_json
+from robustcli.cli.select import baseline_cut, warn_if_the_paper_cut_is_skipped
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
 
@@ -28,13 +30,13 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
         ids = sorted(c.id for c in session.space)
     if sel.where:
         from robustcli.cli._common import parse_task_options
+        from robustcli.task import filter_candidates
 
-        wanted = parse_task_options(sel.where) or {}
-        params = {c.id: c.params for c in session.space}
-        params.update({c.id: c.params for c in session.space.named.values()})
-        ids = [i for i in ids if all(_matches(params[i].get(k), v) for k, v in wanted.items())]
-        if not ids:
-            raise InputError(f"no candidate matches --where {' '.join(sel.where)}")
+        by_id = {c.id: c for c in session.space}
+        by_id.update({c.id: c for c in session.space.named.values()})
+        wanted = parse_task_options(sel.where, "--where") or {}
+        kept = {c.id for c in filter_candidates([by_id[i] for i in ids], wanted, f"--where {' '.join(sel.where)}")}
+        ids = [i for i in ids if i in kept]
     if sel.sample is not None:
         from robustcli.selection import sample_candidates
 
@@ -44,17 +46,12 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
     return ids
 
 
-def _matches(value: Any, wanted: Any) -> bool:
-    # tuples come from grids, lists from JSON: compare as JSON would
-    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
-    return norm(value) == norm(wanted) or str(value) == str(wanted)
-
-
 def run_training_selection(settings: StudySettings, json_output: bool = False, engine: Any = None) -> dict[str, Any]:
     from robustcli.execution.session import StudySession
     from robustcli.execution.session_executor import SessionExecutor
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
+    from robustcli.task import readable_name
     from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
 
     session = StudySession(settings)
@@ -67,8 +64,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
             f"--warmup {sel.warmup} needs {len(candidates) * sel.warmup} trainings for {len(candidates)} candidates, "
             f"more than --budget {sel.budget}"
         )
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        session.validate_sizes()
+    load_checked_data(session)
     session.prepare_executor()
     description = {
         "rule": rule.describe(),
@@ -79,9 +75,12 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     key = selection_key(session.fingerprint, description, candidates)
     store = MlflowSelectionStore(session, key, description)
     store.check_not_running_elsewhere()
+    baseline = store.baseline_loss()
+    warn_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session))
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
-    view = _LiveView(quiet=json_output, total_candidates=len(candidates))
+    view = _LiveView(quiet=json_output, total_candidates=len(candidates), cut=baseline_cut(rule, baseline),
+                     label=lambda cid: labelled(session.task, session.candidate(cid)))
     executor = SessionExecutor(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
     try:
         with view:
@@ -108,7 +107,9 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         "task": settings.task,
         "study": settings.study_name,
         "tracking_uri": session.store.uri,
-        "baseline_loss": store.baseline_loss(),
+        "selected_description": readable_name(session.task, session.candidate(result.selected)),
+        "baseline_loss": baseline,
+        "baseline_cut": baseline_cut(rule, baseline),
         "summary": summary,
     }
     if json_output:
@@ -116,6 +117,15 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     else:
         _render(report, summary)
     return report
+
+
+def _how_to_log_baselines(session: Any) -> str:
+    """What to run so that this selection finds a baseline (or why none can be)."""
+    s = session.settings
+    if not session.task.baselines():
+        return f"task {s.task!r} defines no baselines"
+    return (f"log them first: robust baseline --task {s.task} --study {s.study_name} --train-size {session.train_size} "
+            "(with this selection's --seed, --test-size, --sampling and -o)")  # fmt: skip
 
 
 def _train_final(session: Any, survivors: Any, n: int, quiet: bool, executor: Any = None) -> None:
@@ -137,29 +147,18 @@ def _train_final(session: Any, survivors: Any, n: int, quiet: bool, executor: An
 
 def survivor_summary(session: Any, survivors: Any, steps: int, seed: int = 0) -> list[dict[str, Any]]:
     """Per surviving candidate: the spread of its instance losses as a systematic uncertainty."""
-    from robustcli.robustness import summarize
+    from robustcli.robustness import summarize_instances
+    from robustcli.task import readable_name
 
     known = session.known(list(survivors))
     out = []
     for cid in survivors:
-        recs = known.get(cid, {})
-        losses = [r.loss for _, r in sorted(recs.items())]
-        finite = [x for x in losses if math.isfinite(x)]
-        stats = summarize(finite, seed=seed, names=("mean", "median", "std", "q90_q10", "min", "max"))
-        mean = stats["mean"].value
+        losses = [r.loss for _, r in sorted(known.get(cid, {}).items())]
         cand = session.candidate(cid)
         out.append(
-            {
-                "candidate": cid,
-                "name": cand.name,
-                "instances": len(losses),
-                "failed": len(losses) - len(finite),
-                "statistics": {k: v.as_dict() for k, v in stats.items()},
-                # the instance-to-instance spread is the systematic uncertainty of "the" model's loss
-                "systematic_abs": stats["std"].value,
-                "systematic_rel": stats["std"].value / mean if mean else math.nan,
-            }
-        )
+            {"candidate": cid, "name": cand.name, "description": readable_name(session.task, cand),
+             **summarize_instances(losses, seed=seed).as_dict()}
+        )  # fmt: skip
     return out
 
 
@@ -167,16 +166,17 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     console.print(
-        f"selected [bold]{report['selected']}[/bold] after {report['steps']} steps ({report['reason']}); "
+        f"selected [bold]{report['selected_description']} ({report['selected']})[/bold] after {report['steps']} steps ({report['reason']}); "
         f"{report['trainings']:,} trainings versus {report['exhaustive_trainings']:,} exhaustive "
         f"({report['ratio']}x fewer); survivors per step {report['survivors_per_step']}"
     )
     table = Table(title="Systematic uncertainty of the survivors: the spread of their instance losses")
-    for col in ("candidate", "n", "mean loss [95% CI]", "std", "std/mean", "Q90-Q10", "failed"):
-        table.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
+    table.add_column("candidate", overflow="fold")  # a long description wraps; the numbers never do
+    for col in ("n", "mean loss [95% CI]", "std", "std/mean", "Q90-Q10", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
     for row in summary:
         s = row["statistics"]
-        label = f"{row['name']} ({row['candidate']})" if row["name"] else row["candidate"]
+        label = f"{row['description']} ({row['candidate']})"
         interval = "" if math.isnan(s["mean"]["low"]) else f" [{s['mean']['low']:.4g}, {s['mean']['high']:.4g}]"
         table.add_row(
             label,
@@ -194,11 +194,15 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
 class _LiveView:
     """A progress bar over each step's trainings and one line per finished step."""
 
-    def __init__(self, quiet: bool, total_candidates: int) -> None:
+    def __init__(
+        self, quiet: bool, total_candidates: int, cut: str | None = None, label: Callable[[str], str] = str
+    ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.quiet = quiet
         self.total = total_candidates
+        self.cut = cut  # the baseline cut of step 1, in words
+        self.label = label  # a candidate id as output shows it
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -233,8 +237,9 @@ class _LiveView:
         leaders = sorted(
             ((v[0], cid) for cid, v in record.values.items() if cid in record.survivors and v), key=lambda t: (t[0], t[1])
         )[:3]
-        lead = ", ".join(f"{cid}={val:.4g}" for val, cid in leaders)
+        lead = ", ".join(f"{self.label(cid)} {val:.4g}" for val, cid in leaders)
+        cut = f"{self.cut}; " if record.step == 1 and self.cut else ""
         self.progress.console.print(
-            f"step {record.step}: {len(record.evaluated)} -> {len(record.survivors)} candidates; "
+            f"step {record.step}: {len(record.evaluated)} -> {len(record.survivors)} candidates; {cut}"
             f"{record.trainings:,} trainings (exhaustive {record.exhaustive_trainings:,}); leaders {lead}"
         )

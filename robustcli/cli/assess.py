@@ -34,6 +34,8 @@ from robustcli.cli._common import (
     console,
     err_console,
     handle_errors,
+    labelled,
+    load_checked_data,
     print_json,
     training_overrides,
 )
@@ -109,8 +111,7 @@ def assess(
     if not settings.candidate:
         raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {settings.task}`)")
     cand = session.candidate(settings.candidate)
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        session.validate_sizes()
+    load_checked_data(session)
     n = settings.instances
     known = session.known([cand.id]).get(cand.id, {})
     missing = [i for i in range(n) if i not in known]
@@ -140,7 +141,7 @@ def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int
         disable=quiet,
     )
     with progress:
-        bar = progress.add_task(f"training {cand.label}", total=len(missing), last="")
+        bar = progress.add_task(f"training {labelled(session.task, cand)}", total=len(missing), last="")
         for _, rec in session.train([(cand, i) for i in missing]):
             out[rec.index] = rec
             last = f"#{rec.index}: {rec.loss:.5g} ({rec.stop_reason}, {rec.epochs} ep)" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
@@ -149,16 +150,17 @@ def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int
 
 
 def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> dict[str, Any]:
-    from robustcli.robustness import summarize
+    from robustcli.robustness import summarize_instances
+    from robustcli.task import readable_name
 
-    finite = [r.loss for r in records if math.isfinite(r.loss)]
-    stats = summarize(finite, seed=session.settings.seed)
+    stats = summarize_instances([r.loss for r in records], seed=session.settings.seed).as_dict()["statistics"]
     task = session.task
     return {
         "task": session.settings.task,
         "study": session.settings.study_name,
         "candidate": cand.id,
         "candidate_name": cand.name,
+        "candidate_description": readable_name(task, cand),
         "loss": {"name": task.loss.name, "formula": task.loss.formula},
         "instances": len(records),
         "trained_now": trained_now,
@@ -170,7 +172,7 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
         "mean_seconds": (sum(r.seconds for r in records) / len(records)) if records else 0,
         "losses": [r.loss if math.isfinite(r.loss) else None for r in records],
         "run_ids": [session.store.run_id(r.run_id) for r in records],
-        "statistics": {k: v.as_dict() for k, v in stats.items()},
+        "statistics": stats,
         "tracking_uri": session.store.uri,
         "fingerprint": session.fingerprint,
         "vary": session.settings.vary,
@@ -180,7 +182,7 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
 def _render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    name = f"{report['candidate_name']} ({report['candidate']})" if report["candidate_name"] else report["candidate"]
+    name = f"{report['candidate_description']} ({report['candidate']})"
     table = Table(
         title=f"{report['task']} / {name}: {report['loss']['name']} over {report['instances']} instances "
         f"(train size {report['train_size']})",

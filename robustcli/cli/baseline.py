@@ -19,7 +19,7 @@ from robustcli.cli._common import (
     TrackingUri,
     TrainSize,
     console,
-    err_console,
+    load_checked_data,
     handle_errors,
     print_json,
     training_overrides,
@@ -65,8 +65,7 @@ def baseline(
     baselines = session.task.baselines()
     if not baselines:
         raise InputError(f"task {settings.task!r} defines no baselines")
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        session.validate_sizes()
+    load_checked_data(session)
     session.store.client  # noqa: B018 - fail on an unreachable store before the work
     rows = [_run_baseline(session, name, b, instances) for name, b in baselines.items()]
     if json_output:

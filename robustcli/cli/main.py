@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, report, reproduce, studies, tasks
+from robustcli.cli import assess, baseline, candidates, report, reproduce, studies, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ def root(
 
 
 app.add_typer(tasks.app, name="tasks")
+app.command("candidates")(candidates.candidates)
 app.command("assess")(assess.assess)
 app.command("baseline")(baseline.baseline)
 app.command("reproduce")(reproduce.reproduce)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -87,6 +88,8 @@ def report(
     task = runs[0].data.tags.get("robust.task", "")
     out = out or Path(f"{study}.html")
     png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    main_run = next(r for rs in by_cand.values() for r in rs)
+    label = _labeller(store, exp_id, task, main_run)
     study_figure(
         png,
         title=f"{study} ({task}), settings {fingerprint}",
@@ -94,12 +97,15 @@ def report(
         survivors_per_step=path,
         best_per_step=leader,
         curves=curves,
-        curves_label=best,
+        curves_label=f"{label(best)}\n({best})",
         baseline=base,
+        labels={c: f"{label(c)}\n({c})" for c in losses},
     )
-    summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"))
-    main_run = next(r for rs in by_cand.values() for r in rs)
+    seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
+    summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"), seed)
     decomposition = _decomposition(ranked[:5], losses, runs, main_run)
+    for row in (*summary, *decomposition):
+        row["description"] = label(row["candidate"])
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
 
@@ -110,6 +116,8 @@ def report(
                 summary=summary,
                 baselines={b.data.tags.get("robust.baseline", "?"): b.data.metrics for b in baselines},
                 selection=selections[0].data.tags if selections else None,
+                selected=label(selections[0].data.tags["robust.selected"])
+                if selections and "robust.selected" in selections[0].data.tags else None,
                 survivors_per_step=path,
                 fingerprint=fingerprint,
                 decomposition=decomposition,
@@ -127,48 +135,63 @@ def report(
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
-    for col in ("candidate", "n", "mean [95% CI]", "std", "Q90-Q10"):
+    table.add_column("candidate", overflow="fold")  # a long description wraps; the numbers never do
+    for col in ("n", "mean [95% CI]", "std", "Q90-Q10"):
         table.add_column(col, no_wrap=True)
     for row in summary:
         one = row["instances"] - row["failed"] < 2  # no spread from a single instance
         spread = ["-" if one or not math.isfinite(row[k]) else f"{row[k]:.3g}" for k in ("std", "q90_q10")]
-        table.add_row(row["candidate"], str(row["instances"]), row["mean_ci"], *spread)
+        table.add_row(f"{row['description']} ({row['candidate']})", str(row["instances"]), row["mean_ci"], *spread)
     console.print(table)
     for row in summary:
-        console.print(f"{row['candidate']}: {row['quote']}", soft_wrap=True)
+        console.print(f"{row['description']} ({row['candidate']}): {row['quote']}", soft_wrap=True)
     if decomposition:
         table = Table(title="where the spread comes from (std of the loss over instances)")
-        for col in ("candidate", "both vary", "init only", "sample only"):
+        table.add_column("candidate", overflow="fold")
+        for col in ("both vary", "init only", "sample only"):
             table.add_column(col, no_wrap=True)
         for row in decomposition:
-            table.add_row(row["candidate"], *(_std_cell(row[k]) for k in ("both", "init", "data")))
+            table.add_row(f"{row['description']} ({row['candidate']})", *(_std_cell(row[k]) for k in ("both", "init", "data")))
         console.print(table)
     console.print(f"wrote {out}")
 
 
-def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str) -> list[dict[str, Any]]:
-    from robustcli.robustness import summarize
+def _labeller(store: Any, exp_id: str, task: str, main_run: Any) -> Any:
+    """candidate id -> its readable description (name, or the task's description of its logged
+    parameters; the id where the store holds no parent run for it)."""
+    from robustcli.cli._common import candidates_of_runs
+    from robustcli.plugins import task_or_none
+    from robustcli.task import readable_name
+
+    cands = candidates_of_runs(store.search(exp_id, "tags.`robust.kind` = 'candidate'"))
+    options = json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("task_options") or {}
+    described = task_or_none(task, options) if cands else None
+    return lambda cid: readable_name(described, cands[cid]) if cid in cands else cid
+
+
+def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Per candidate, the summary every command shows (its study's ``seed`` draws the intervals)."""
+    from robustcli.robustness import summarize_instances
 
     rows = []
     for cid in cands:
-        finite = [x for x in losses[cid] if math.isfinite(x)]
-        s = summarize(finite, names=("mean", "std", "q90_q10"))
+        summary = summarize_instances(losses[cid], seed=seed)
+        s, finished = summary.statistics, summary.instances - summary.failed
         mean, std = s["mean"], s["std"].value
         ci = "" if math.isnan(mean.low) else f" [{mean.low:.4g}, {mean.high:.4g}]"
         rows.append(
             {
                 "candidate": cid,
-                "instances": len(losses[cid]),
-                "failed": len(losses[cid]) - len(finite),
+                **summary.as_dict(),
                 "mean": mean.value,
                 "mean_ci": f"{mean.value:.4g}{ci}",
                 "std": std,
                 "q90_q10": s["q90_q10"].value,
                 # the line a physicist quotes: the instance-to-instance spread as a training systematic
                 "quote": (
-                    f"{loss_name} = {mean.value:.4g} +- {std:.2g} (training syst., {len(finite)} instances)"
-                    if len(finite) > 1
-                    else f"{loss_name} = {mean.value:.4g} ({len(finite)} finished instance: no spread yet)"
+                    f"{loss_name} = {mean.value:.4g} +- {std:.2g} (training syst., {finished} instances)"
+                    if finished > 1
+                    else f"{loss_name} = {mean.value:.4g} ({finished} finished instance: no spread yet)"
                 ),
             }
         )
@@ -177,8 +200,6 @@ def _summaries(cands: list[str], losses: dict[str, list[float]], loss_name: str)
 
 def _vary(run: Any) -> str:
     """What varied between the instances of the run's study (``vary`` in its settings; both if absent)."""
-    import json
-
     return json.loads(run.data.tags.get("robust.settings_json", "{}")).get("vary", "both")
 
 
@@ -188,7 +209,6 @@ def _decomposition(
     """Per candidate, the spread of its loss with both seeds varying (the report's study), with only
     the initialisation varying and with only the training sample varying (``robust assess --vary``
     under otherwise equal settings); only candidates that have at least one of the latter two."""
-    import json
     import statistics
 
     from robustcli.config import StudySettings

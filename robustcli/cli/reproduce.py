@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, print_json
+from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, labelled, print_json
 
 
 def _bits(x: float) -> str:
@@ -34,7 +34,7 @@ the runs a crashed process left in its journal).
     from robustcli.config import StudySettings
     from robustcli.errors import InputError
     from robustcli.plugins import load_task_class
-    from robustcli.task import Candidate
+    from robustcli.task import Candidate, readable_name
     from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
     from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
     from robustcli.training.instance import InstanceSpec, train_instance
@@ -52,6 +52,7 @@ the runs a crashed process left in its journal).
     cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
     task = cls(**settings.task_options)
     candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
+    candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
     spec = InstanceSpec(
         index=int(params["instance_index"]),
         init_seed=int(params["init_seed"]),
@@ -91,6 +92,7 @@ the runs a crashed process left in its journal).
         "run_id": run_id,
         "task": settings.task,
         "candidate": candidate.id,
+        "candidate_description": readable_name(task, candidate),
         "instance_index": spec.index,
         "logged_test_loss": None if math.isnan(logged) else logged,
         "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,
@@ -106,7 +108,7 @@ the runs a crashed process left in its journal).
     else:
         verdict = "[green]bit-for-bit identical[/green]" if same else "[red]differs[/red]"
         console.print(
-            f"run {run_id} ({settings.task}, {candidate.id}, instance {spec.index}): logged "
+            f"run {run_id} ({settings.task}, {labelled(task, candidate)}, instance {spec.index}): logged "
             f"{report['logged_test_loss']!r}, reproduced {report['reproduced_test_loss']!r}: {verdict}"
         )
         for key, diff in differences.items():

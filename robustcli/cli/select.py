@@ -5,6 +5,7 @@ Kept free of torch and MLflow at import: the training path is imported inside th
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,22 @@ def _split(values: list[str] | str | None) -> list[str] | None:
     return out or None
 
 
+def baseline_cut(rule: Any, baseline: float | None) -> str | None:
+    """'baseline cut at 0.0361 (baseline 0.0301 + 20%)' for a rule that cuts at a known baseline."""
+    from robustcli.selection.rules import baseline_limit
+
+    margin = getattr(rule, "baseline_margin", None)
+    limit = None if margin is None else baseline_limit(baseline, margin)
+    return None if limit is None else f"baseline cut at {limit:.4g} (baseline {baseline:.4g} + {margin:.0%})"
+
+
+def warn_if_the_paper_cut_is_skipped(rule: Any, baseline: float | None, how: str) -> None:
+    """One line on stderr when --rule paper has no baseline to cut at: only its halving runs."""
+    if rule.name == "paper" and baseline_cut(rule, baseline) is None:
+        print(f"note: no baseline loss, so --rule paper skips its cut at baseline + {rule.baseline_margin:.0%} "
+              f"and only halves; {how}", file=sys.stderr)  # fmt: skip
+
+
 def _fmt(value: float) -> str:
     if not np.isfinite(value):
         return "failed" if value > 0 else str(value)
@@ -89,8 +106,10 @@ def select(
     final_instances: Annotated[int | None, typer.Option("--final-instances", metavar="N", help="Then train each "
                                                         "survivor up to N instances for its uncertainty summary "
                                                         "(the paper: 50).", show_default=False)] = None,
-    delta: Annotated[float | None, typer.Option("--delta", help="Race: indifference zone on the mean loss. "
-                                                "Default: 0.005.", show_default=False)] = None,
+    delta: Annotated[str | None, typer.Option("--delta", metavar="X|P%", help="Race: indifference zone on the "
+                                              "mean loss, a share of the leader's mean (1%) or a loss difference "
+                                              "(0.005). Default: 1%, the same on every loss scale.",
+                                              show_default=False)] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Most instances to use in all.",
                                                show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Most steps (instances per candidate).",
@@ -196,6 +215,7 @@ def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output:
         table.require_steps(sel.max_steps)
     max_steps = sel.max_steps or table.instances
     store = MemoryStore(baseline=baseline_loss)
+    warn_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)")
     result = run_selection(
         table.candidates, store, TableExecutor(table, store), rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=max_steps, exhaustive_instances=table.instances,
@@ -208,15 +228,17 @@ def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output:
                 "instances": table.instances,
                 "combine": objective.combine,
                 "baseline_loss": baseline_loss,
+                "baseline_cut": baseline_cut(rule, baseline_loss),
             }
         )
         print_json(payload)
         return
-    _render(result, objective.names, path, table.instances)
+    _render(result, objective.names, path, table.instances, baseline_cut(rule, baseline_loss))
 
 
-def _render(result: Any, names: list[str], path: Path, instances: int) -> None:
-    steps = Table(title=f"Selection on {path.name}: {result.rule_description}, criterion {' then '.join(names)}")
+def _render(result: Any, names: list[str], path: Path, instances: int, cut: str | None) -> None:
+    steps = Table(title=f"Selection on {path.name}: {result.rule_description}, criterion {' then '.join(names)}"
+                  + (f"; step 1: {cut}" if cut else ""))
     steps.add_column("step", justify="right")
     steps.add_column("evaluated", justify="right")
     steps.add_column("survivors", justify="right")

@@ -27,9 +27,10 @@ def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> 
         runs = store.search(exp.experiment_id, "tags.`robust.kind` != ''")
         kinds = Counter(r.data.tags.get("robust.kind") for r in runs)
         selections = [r for r in runs if r.data.tags.get("robust.kind") == "selection"]
+        label = _labeller(exp.tags["robust.task"], runs) if any("robust.selected" in r.data.tags for r in selections) else str
         states = [
             f"{r.data.tags.get('robust.state', r.info.status.lower())}"
-            + (f" -> {r.data.tags['robust.selected']}" if "robust.selected" in r.data.tags else "")
+            + (f" -> {label(r.data.tags['robust.selected'])}" if "robust.selected" in r.data.tags else "")
             for r in selections
         ]
         rows.append(
@@ -57,6 +58,19 @@ def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> 
             "; ".join(r["selections"]) or "-",
         )
     console.print(table)
+
+
+def _labeller(task: str, runs: list[Any]) -> Any:
+    """candidate id -> ``description (id)`` from the study's parent runs (the id alone where none)."""
+    import json
+
+    from robustcli.cli._common import candidates_of_runs, labelled
+    from robustcli.plugins import task_or_none
+
+    cands = candidates_of_runs(runs)
+    settings = next((r.data.tags["robust.settings_json"] for r in runs if "robust.settings_json" in r.data.tags), "{}")
+    described = task_or_none(task, json.loads(settings).get("task_options") or {})
+    return lambda cid: labelled(described, cands[cid]) if cid in cands else cid
 
 
 @handle_errors

@@ -81,14 +81,14 @@ def plan_units(
     out: list[Unit] = []
     for key, group in groups.items():
         engine, most = plans[key]
+        why = planner.plain_reason(group[0][0])  # for the units that train in the plain loop
         if engine == "plain":
-            why = planner.why_plain(group[0][0].id)
             out.extend(("plain", 1, [job], why) for job in group)
             continue
         # a chunk of one trains as the in-process engine would train a lone instance
         lone = planner.plan(task, data, group[0][0], 1, settings)[0]
         for chunk in _balanced_chunks(group, most):
-            out.append(("plain", 1, chunk, None) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk, None))
+            out.append(("plain", 1, chunk, why) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk, None))
     # the biggest units first: the pool's last worker is then not left with the longest one
     out.sort(key=lambda unit: -len(unit[2]))
     return out

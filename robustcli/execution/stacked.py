@@ -26,7 +26,7 @@ kept in the process, see :mod:`robustcli.training.cpu_memory`): K=64 3.97x vs K=
   CPU, one of a convolutional model at batch >= 64, which the stacked path's exact rewrites and
   evaluation make 1.6-2.2x faster even alone (:meth:`StackedExecutor._lone_pays`);
 * a model that does not train under vmap (probed once per signature with
-  :func:`~robustcli.training.stacked.check_stackable`; :meth:`StackedExecutor.why_plain` says why),
+  :func:`unstackable_reason`; :meth:`StackedExecutor.why_plain` says why),
   or a task whose tags say ``supports_stacking=False``.
 
 No batch size was measured slower stacked than plain (batch 256 included), so there is no
@@ -44,7 +44,10 @@ from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training import PER_INSTANCE_KEYS
 
-__all__ = ["CPU_CACHE_BYTES", "CPU_LONE_CONV_BATCH", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackedExecutor", "group_jobs", "stack_signature"]
+__all__ = [
+    "CPU_CACHE_BYTES", "CPU_LONE_CONV_BATCH", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackedExecutor", "group_jobs",
+    "stack_signature", "unstackable_reason",
+]
 
 #: the CPU working-set target of one stacked step (activations of all its instances and examples)
 CPU_CACHE_BYTES = 8 << 20
@@ -72,6 +75,52 @@ def group_jobs(jobs: Sequence[Job]) -> list[list[Job]]:
     for candidate, spec in jobs:
         groups.setdefault(stack_signature(candidate, spec), []).append((candidate, spec))
     return list(groups.values())
+
+
+#: check_stackable's words when the stacked copy of a model disagrees with the model: its probe
+#: cannot tell why, so :func:`unstackable_reason` looks again
+_DISAGREES = "does not predict what each model predicts alone"
+
+
+def unstackable_reason(task: Task, candidate: Candidate, data: TaskData) -> str | None:
+    """None when ``candidate``'s model trains in a stack, else why not, in words fit for a run's
+    ``robust.plain_reason`` and a conformance check (no command-line advice)."""
+    from robustcli.training.stacked import check_stackable
+
+    why = check_stackable(task, candidate, data)
+    if why is None or _DISAGREES not in why:
+        return why
+    return _vmap_cause(task, candidate, data)
+
+
+def _vmap_cause(task: Task, candidate: Candidate, data: TaskData) -> str:
+    """Why two instances of the model disagree with their stacked copy: the error vmap raises on the
+    plain model (data-dependent control flow...), or else state vmap does not see."""
+    import copy
+
+    import torch
+    from torch.func import functional_call, stack_module_state, vmap
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            models = []
+            for seed in (1, 2):
+                torch.manual_seed(seed)
+                models.append(task.build_model(candidate))
+                task.init_weights(models[-1])
+            params, buffers = stack_module_state(models)
+            base = copy.deepcopy(models[0]).to("meta")
+            run = lambda p, b, x: functional_call(base, (p, b), (x,))  # noqa: E731
+            vmap(run, in_dims=(0, 0, None))(params, buffers, data.pool_x[:2])
+    except Exception as exc:  # noqa: BLE001 - the error is the finding
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "data-dependent control flow" in text:
+            return "data-dependent control flow in the model (a Python branch on a tensor's value), which vmap cannot trace"
+        return f"the model does not run under vmap ({type(exc).__name__}: {text})"
+    return (
+        "the stacked copy of the model predicts otherwise than each model alone: state outside its parameters "
+        "and buffers (e.g. a plain tensor attribute)"
+    )
 
 
 def stack_members(own: Candidate, members: Sequence[Job]) -> tuple[str, ...]:
@@ -116,10 +165,10 @@ class StackedExecutor:
         """(why it cannot stack or None, activation bytes per example, has 2-d convolutions)."""
         import torch
 
-        from robustcli.training.stacked import activation_bytes_per_example, check_stackable
+        from robustcli.training.stacked import activation_bytes_per_example
 
         if candidate.id not in self._probe:
-            why = check_stackable(task, candidate, data)
+            why = unstackable_reason(task, candidate, data)
             size = activation_bytes_per_example(task, candidate, data) if why is None else 0
             with torch.random.fork_rng(devices=[]):
                 conv = any(isinstance(m, torch.nn.Conv2d) for m in task.build_model(candidate).modules())
@@ -161,6 +210,17 @@ class StackedExecutor:
         probe = self._probe.get(candidate_id)
         return None if probe is None else probe[0]
 
+    def plain_reason(self, candidate: Candidate) -> str:
+        """Why instances of a probed ``candidate`` that :meth:`plan` sent to the plain loop train
+        there: the runs' ``robust.plain_reason``, a stack of one included."""
+        why = self.why_plain(candidate.id)
+        if why is not None:
+            return why
+        batch = int(candidate.params.get("batch_size", 64))
+        if self.plain_batch is not None and batch >= self.plain_batch:
+            return f"batch size {batch} trains faster in the plain loop (plain_batch {self.plain_batch})"
+        return "a lone instance: a stack of one trains slower than the plain loop for this model"
+
     def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
         from robustcli.training.instance import train_instance
         from robustcli.training.stacked import iter_stacked
@@ -172,7 +232,7 @@ class StackedExecutor:
                 self._probe.setdefault(cand.id, self._probe[first.id])
             self.decisions.append((first.id, engine, len(group), most))
             if engine == "plain":
-                why = self.why_plain(first.id)  # None when stacking was possible but would not pay
+                why = self.plain_reason(first)
                 for cand, spec in group:
                     result = train_instance(task, cand, data, spec, settings)
                     result.plain_reason = why
@@ -183,7 +243,9 @@ class StackedExecutor:
             for chunk in _balanced_chunks(group, most):
                 if len(chunk) == 1 and lone == "plain":
                     cand, spec = chunk[0]
-                    yield cand, train_instance(task, cand, data, spec, settings)
+                    result = train_instance(task, cand, data, spec, settings)
+                    result.plain_reason = self.plain_reason(first)
+                    yield cand, result
                     continue
                 cands = [c for c, _ in chunk]
                 specs = [s for _, s in chunk]

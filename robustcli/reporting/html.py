@@ -38,7 +38,14 @@ def study_page(
     survivors_per_step: Sequence[int] | None,
     fingerprint: str,
     decomposition: Sequence[Mapping[str, Any]] = (),
+    selected: str | None = None,
 ) -> str:
+    """The page. A row of ``summary`` or ``decomposition`` names its candidate by ``candidate`` (the
+    id) and, where given, ``description`` (readable); ``selected`` is the selected one's description."""
+
+    def name(row: Mapping[str, Any]) -> str:
+        return f"{row['description']} ({row['candidate']})" if row.get("description") else str(row["candidate"])
+
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     if selection is not None:
@@ -46,7 +53,7 @@ def study_page(
             "<p>Selection: <b>{}</b>, selected <code>{}</code> with {} trainings versus {} exhaustive; "
             "survivors per step {}.</p>".format(
                 html.escape(selection.get("robust.state", "?")),
-                html.escape(selection.get("robust.selected", "-")),
+                html.escape(selection.get("robust.selected", "-") + (f" ({selected})" if selected else "")),
                 html.escape(selection.get("robust.trainings", "?")),
                 html.escape(selection.get("robust.exhaustive_trainings", "?")),
                 html.escape(str(list(survivors_per_step or []))),
@@ -57,11 +64,11 @@ def study_page(
         "<p>The spread of a candidate's test loss over its instances (other training samples, other "
         "initialisations) is the systematic uncertainty of its loss. The line to quote:</p>"
     )
-    parts.append("<ul>" + "".join(f"<li><code>{html.escape(r['candidate'])}</code>: {html.escape(r['quote'])}</li>" for r in summary) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li><code>{html.escape(name(r))}</code>: {html.escape(r['quote'])}</li>" for r in summary) + "</ul>")
     parts.append(
         _table(
             ["candidate", "instances", "failed", "mean [95% CI]", "std", "Q90-Q10"],
-            [[r["candidate"], r["instances"], r["failed"], r["mean_ci"], _num(r["std"]), _num(r["q90_q10"])] for r in summary],
+            [[name(r), r["instances"], r["failed"], r["mean_ci"], _num(r["std"]), _num(r["q90_q10"])] for r in summary],
         )
     )
     if baselines:
@@ -84,7 +91,7 @@ def study_page(
         parts.append(
             _table(
                 ["candidate", "both vary", "only the initialisation", "only the training sample"],
-                [[r["candidate"], cell(r["both"]), cell(r["init"]), cell(r["data"])] for r in decomposition],
+                [[name(r), cell(r["both"]), cell(r["init"]), cell(r["data"])] for r in decomposition],
             )
         )
     else:

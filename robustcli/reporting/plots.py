@@ -19,9 +19,11 @@ def study_figure(
     curves_label: str = "",
     loss_name: str = "loss",
     baseline: float | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """One PNG: box plots of instance losses per candidate (best mean first), the number of
-    candidates left per selection step, and the per-epoch test loss of one candidate's instances."""
+    """One PNG: box plots of instance losses per candidate (best mean first; ``labels`` names them,
+    by default their keys), the number of candidates left per selection step, and the per-epoch
+    test loss of one candidate's instances."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +36,7 @@ def study_figure(
     ax = axes.pop(0)
     names = list(losses)
     data = [[x for x in losses[n] if math.isfinite(x)] for n in names]
-    ax.boxplot(data, vert=False, tick_labels=names, showmeans=True)
+    ax.boxplot(data, vert=False, tick_labels=[(labels or {}).get(n, n) for n in names], showmeans=True)
     ax.invert_yaxis()
     ax.set_xlabel(f"test {loss_name} per instance")
     ax.set_title("instance losses (triangle: mean)")
@@ -62,7 +64,7 @@ def study_figure(
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"test {loss_name}")
-        ax.set_title(f"instances of {curves_label}")
+        ax.set_title(f"instances of\n{curves_label}", fontsize="medium")
     fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

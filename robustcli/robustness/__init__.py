@@ -8,17 +8,19 @@ from robustcli.robustness.criteria import (
     make_objective,
     pareto_fronts,
 )
-from robustcli.robustness.statistics import STATISTICS, Estimate, statistic, summarize
+from robustcli.robustness.statistics import STATISTICS, Estimate, LossSummary, statistic, summarize, summarize_instances
 
 __all__ = [
     "COMBINE_MODES",
     "STATISTICS",
     "Criterion",
     "Estimate",
+    "LossSummary",
     "Objective",
     "get_criterion",
     "make_objective",
     "pareto_fronts",
     "statistic",
     "summarize",
+    "summarize_instances",
 ]

@@ -5,12 +5,14 @@ Pure numpy: the selection loop and the reports use these without torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["STATISTICS", "Estimate", "statistic", "summarize"]
+__all__ = ["STATISTICS", "Estimate", "LossSummary", "statistic", "summarize", "summarize_instances"]
 
 
 def _q(q: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -79,3 +81,41 @@ def summarize(
         low, high = (np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (np.nan, np.nan))
         out[name] = Estimate(value, float(low), float(high))
     return out
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """What every command shows of a candidate's instance losses (see :func:`summarize_instances`)."""
+
+    instances: int
+    failed: int
+    statistics: Mapping[str, Estimate]
+
+    @property
+    def systematic_abs(self) -> float:
+        """The instance-to-instance spread (std): the systematic uncertainty of "the" model's loss."""
+        return self.statistics["std"].value
+
+    @property
+    def systematic_rel(self) -> float:
+        """:attr:`systematic_abs` as a share of the mean loss (NaN without a mean)."""
+        mean = self.statistics["mean"].value
+        return self.systematic_abs / mean if mean and math.isfinite(mean) else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instances": self.instances,
+            "failed": self.failed,
+            "statistics": {k: v.as_dict() for k, v in self.statistics.items()},
+            "systematic_abs": self.systematic_abs,
+            "systematic_rel": self.systematic_rel,
+        }
+
+
+def summarize_instances(losses: Sequence[float], seed: int) -> LossSummary:
+    """The one summary of a candidate's instance losses that every command prints (assess, select,
+    report): every statistic of the finished instances' losses, with its bootstrap interval drawn
+    with the *study's* ``seed``, so the same candidate shows the same interval everywhere. Failed
+    instances (NaN or infinite loss) are counted, not averaged."""
+    finite = [float(x) for x in losses if math.isfinite(x)]
+    return LossSummary(len(losses), len(losses) - len(finite), summarize(finite, seed=seed))

@@ -12,8 +12,8 @@
     quantile of the criterion over the candidates still in the race (all ties at the threshold
     survive; with ``combine = "pareto"`` the value is the Pareto front index).
 ``race``
-    A paired statistical race on the mean loss with an indifference zone (``delta``, 0.005 by
-    default): drops what a test shows clearly worse than a robust reference, or not needed, and
+    A paired statistical race on the mean loss with an indifference zone (``delta``: 1 % of the
+    leader's mean loss by default, or an absolute difference): drops what a test shows clearly worse than a robust reference, or not needed, and
     stops once the best is shown within ``delta`` of every survivor; see :class:`RaceRule`.
 ``race-strict``
     The race with a screening that controls the error of dropping the true best (rigorous
@@ -42,9 +42,36 @@ __all__ = [
     "PaperRule",
     "QuantileRule",
     "RaceRule",
+    "baseline_limit",
     "make_rule",
+    "parse_delta",
     "t_quantile",
 ]
+
+#: the race's default indifference zone: 1 % of the leader's mean loss (see :func:`parse_delta`)
+DEFAULT_DELTA = "1%"
+
+
+def parse_delta(value: float | str) -> tuple[float, bool]:
+    """``(amount, relative)`` of an indifference zone: ``"1%"`` is 0.01 of the leader's mean loss
+    (relative), a plain number (``0.005``, ``"0.005"``) is in loss units (absolute)."""
+    text = str(value).strip()
+    relative = text.endswith("%")
+    try:
+        amount = float(text[:-1] if relative else text)
+    except ValueError:
+        raise InputError(f"--delta {value!r}: expected a loss difference (0.005) or a share of the leader's mean (1%)") from None
+    if not math.isfinite(amount) or amount <= 0:
+        raise InputError(f"--delta {value!r}: must be a positive finite number")
+    return (amount / 100.0, True) if relative else (amount, False)
+
+
+def baseline_limit(baseline: float | None, margin: float) -> float | None:
+    """The mean loss above which the baseline cut drops a candidate: the baseline plus ``margin``
+    of it (None without a finite baseline: no cut)."""
+    if baseline is None or not math.isfinite(baseline):
+        return None
+    return baseline * (1.0 + margin) if baseline >= 0 else baseline * (1.0 - margin)
 
 
 def _baseline_cut(view: LossView, margin: float) -> np.ndarray:
@@ -53,9 +80,9 @@ def _baseline_cut(view: LossView, margin: float) -> np.ndarray:
     If no candidate passes, the cut says nothing useful and everyone is kept.
     """
     keep = np.ones(len(view.ids), dtype=bool)
-    if view.baseline is None or not math.isfinite(view.baseline):
+    limit = baseline_limit(view.baseline, margin)
+    if limit is None:
         return keep
-    limit = view.baseline * (1.0 + margin) if view.baseline >= 0 else view.baseline * (1.0 - margin)
     passed = view.mean_losses() <= limit
     return passed if passed.any() else keep
 
@@ -263,7 +290,9 @@ class RaceRule(Rule):
     instances a race spends on it. If the selection ends at ``max_steps`` or the budget with
     several survivors, the pick is the best mean among them. The test concerns mean losses,
     so the race requires the (first) criterion to be ``mean``. ``delta`` is in loss units, or
-    a fraction of ``b``'s mean loss when ``relative`` is true.
+    a fraction of ``b``'s mean loss when ``relative`` is true; a string says which by itself
+    (``"1%"``, ``"0.005"``, see :func:`parse_delta`). The default, ``"1%"`` of ``b``'s mean, is the
+    same zone on every loss scale.
     """
 
     name = "race"
@@ -271,15 +300,18 @@ class RaceRule(Rule):
     def __init__(
         self,
         confidence: float = 0.95,
-        delta: float = 0.005,
+        delta: float | str = DEFAULT_DELTA,
         baseline_margin: float = 0.20,
         prior_df: float = 4.0,
         zone_fraction: float = 0.5,
-        relative: bool = False,
+        relative: bool | None = None,
         strict: bool = False,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+        if isinstance(delta, str):  # "1%" or "0.005" (see parse_delta)
+            delta, percent = parse_delta(delta)
+            relative = percent if relative is None else relative
         if delta < 0:
             raise InputError(f"delta must be >= 0, got {delta}")
         if prior_df < 0:
@@ -288,7 +320,7 @@ class RaceRule(Rule):
             raise InputError(f"zone_fraction must be between 0 and 1, got {zone_fraction}")
         self.confidence, self.delta, self.baseline_margin = confidence, delta, baseline_margin
         self.prior_df, self.zone_fraction = prior_df, zone_fraction
-        self.relative, self.strict = relative, strict
+        self.relative, self.strict = bool(relative), strict
         if strict:
             self.name = "race-strict"
 
@@ -369,7 +401,7 @@ class RaceRule(Rule):
         return worse
 
     def describe(self) -> str:
-        unit = f"{self.delta:.1%} of the best mean" if self.relative else f"{self.delta:g}"
+        unit = f"{100 * self.delta:g}% of the leader's mean" if self.relative else f"{self.delta:g}"
         kind = "race-strict" if self.strict else "race"
         return f"{kind} (confidence {self.confidence:g}, indifference zone {unit})"
 
@@ -387,8 +419,9 @@ def make_rule(name: str, settings: Any = None, where: str = "from --rule", **ove
     """A rule by name, its parameters taken from a ``SelectionSettings`` (or defaults).
 
     ``fraction`` -> paper/halving/quantile, ``baseline_margin`` -> paper/race,
-    ``confidence`` -> race, and ``delta`` -> race when the settings have one. ``overrides``
-    win over the settings.
+    ``confidence`` -> race, and ``delta`` -> race when the settings have one (``"1%"``: relative to
+    the leader's mean; a number: absolute, see :func:`parse_delta`). ``overrides`` win over the
+    settings.
     """
     key = str(name).strip().lower()
     if key not in RULES:
