@@ -63,7 +63,7 @@ def log(store: MlflowStore, exp: str, parent: str, index: int, failed: bool = Fa
     """Hand one instance to the store; the key of its run (``store.run_id`` gives its id)."""
     return store.log_instance(
         exp,
-        parent,
+        spec_of(),
         candidate=FakeCandidate(),
         name=f"fake/{index}",
         result=result(index, failed),
@@ -85,9 +85,13 @@ def open_track() -> tuple[MlflowStore, str, str]:
     return store, exp, parent_of(store, exp)
 
 
+def spec_of(fingerprint: str = "fp") -> dict:
+    return MlflowStore.candidate_spec(task="synthetic", candidate=FakeCandidate(), fingerprint=fingerprint, name="fake",
+                                      settings_params={"train_size": 64}, start_time=END - 500)
+
+
 def parent_of(store: MlflowStore, exp: str, fingerprint: str = "fp") -> str:
-    return store.candidate_run(exp, task="synthetic", candidate=FakeCandidate(), fingerprint=fingerprint, name="fake",
-                               settings_params={"train_size": 64}, start_time=END - 500)
+    return store.candidate_run(exp, spec_of(fingerprint))
 
 
 def journals() -> list[Path]:
@@ -338,7 +342,7 @@ def test_why_an_instance_trained_plainly_is_a_tag(workdir):
     store, exp, parent = open_track()
     res = result(0)
     res.engine, res.stack, res.plain_reason = "plain", (), "the task schedules its learning rate (lr_factor)"
-    key = store.log_instance(exp, parent, candidate=FakeCandidate(), name="fake/0", result=res, end_time=END,
+    key = store.log_instance(exp, spec_of(), candidate=FakeCandidate(), name="fake/0", result=res, end_time=END,
                              fingerprint="fp", settings_json="{}", provenance={})
     assert store.get_run(store.run_id(key)).data.tags["robust.plain_reason"].startswith("the task schedules")
 

@@ -151,39 +151,35 @@ class StudySession:
     def describe(self, candidate: Candidate) -> str:
         """What people read for a candidate: its name (also for the grid's copy of a named
         candidate), else the task's description of its parameters."""
-        if candidate.name:
-            return candidate.name
-        for name, named in self.space.named.items():
-            if named.id == candidate.id:
-                return name
-        try:
-            text = str(self.task.describe_candidate(candidate)).strip()
-        except Exception:  # noqa: BLE001 - a plugin's description must never stop a study
-            text = ""
-        return text[:200] or candidate.id
+        from robustcli.task import readable_name
 
-    def parent_run(self, candidate: Candidate, start_time: int | None = None) -> str:
+        named = candidate.name or next((n for n, c in self.space.named.items() if c.id == candidate.id), None)
+        return named or readable_name(self.task, candidate)[:200] or candidate.id
+
+    def _candidate_spec(self, candidate: Candidate, start_time: int | None = None) -> dict[str, Any]:
+        s, t = self.settings, self.settings.training
+        name = self.describe(candidate)
+        if s.vary != "both":
+            name += f" [{s.vary} varies]"
+        return self.store.candidate_spec(
+            task=str(s.task),
+            candidate=candidate,
+            fingerprint=self.fingerprint,
+            name=name,
+            settings_params={
+                "train_size": self.train_size,
+                "test_size": t.test_size or "all",
+                "sampling": t.sampling,
+                "study_seed": s.seed,
+                "vary": s.vary,
+            },
+            start_time=start_time,
+        )
+
+    def parent_run(self, candidate: Candidate) -> str:
         """The candidate's run under these settings (its statistics summarise exactly its children)."""
         if candidate.id not in self._parents:
-            s, t = self.settings, self.settings.training
-            name = self.describe(candidate)
-            if s.vary != "both":
-                name += f" [{s.vary} varies]"
-            self._parents[candidate.id] = self.store.candidate_run(
-                self.experiment(),
-                task=str(s.task),
-                candidate=candidate,
-                fingerprint=self.fingerprint,
-                name=name,
-                settings_params={
-                    "train_size": self.train_size,
-                    "test_size": t.test_size or "all",
-                    "sampling": t.sampling,
-                    "study_seed": s.seed,
-                    "vary": s.vary,
-                },
-                start_time=start_time,
-            )
+            self._parents[candidate.id] = self.store.candidate_run(self.experiment(), self._candidate_spec(candidate))
         return self._parents[candidate.id]
 
     def _claim_key(self, candidate: Candidate, index: int) -> str:
@@ -191,17 +187,14 @@ class StudySession:
 
     def _update_parents(self, candidates: Iterable[Candidate]) -> None:
         """Each candidate run's statistics, of exactly its instances under these settings."""
-        import time
-
         by_id = {c.id: c for c in candidates}
         if not by_id:
             return
         known = self.known(list(by_id) if len(by_id) == 1 else None)
-        now = int(time.time() * 1000)
         for cid, cand in by_id.items():
             records = list(known.get(cid, {}).values())
             if records:
-                self.store.log_candidate_statistics(self.parent_run(cand), records, now)
+                self.store.log_candidate_statistics(self.parent_run(cand), records)
 
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
@@ -296,10 +289,9 @@ class StudySession:
                 if (device, threads) != (result.device, result.threads):
                     device, threads = result.device, result.threads
                     tags = provenance_tags(self.plugin.distribution, device, threads)
-                start = end - int(round(result.seconds * 1000))
                 key = self.store.log_instance(
                     self.experiment(),
-                    self.parent_run(candidate, start_time=start),
+                    self._candidate_spec(candidate),
                     candidate=candidate,
                     name=f"{self.describe(candidate)}/{result.spec.index}",
                     result=result,
@@ -316,7 +308,7 @@ class StudySession:
                 touched[candidate.id] = candidate
                 if on_result is not None:
                     on_result(candidate, result)
-                yield candidate, InstanceRecord.from_result(key, candidate.id, result)
+                yield candidate, InstanceRecord.from_result(key, candidate.id, result, end)
         except BaseException:
             try:
                 self.store.flush()

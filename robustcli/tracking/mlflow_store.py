@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import Any
 from robustcli.errors import StoreError
 from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
 from robustcli.tracking.locks import LockFile, lock_file
-from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, replay_journals, run_record
+from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, ClientRunWriter, replay_journals, run_record
 
 __all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
@@ -87,6 +88,7 @@ class InstanceRecord:
     spiked: bool
     init_seed: int
     data_seed: int
+    end_time: int = 0  # ms since the epoch, when it stopped training
 
     @classmethod
     def from_run(cls, run: Any) -> InstanceRecord:
@@ -105,10 +107,11 @@ class InstanceRecord:
             spiked=tags.get("robust.spiked") == "true",
             init_seed=int(params.get("init_seed", -1)),
             data_seed=int(params.get("data_seed", -1)),
+            end_time=int(run.info.end_time or 0),
         )
 
     @classmethod
-    def from_result(cls, run_id: str, candidate_id: str, result: Any) -> InstanceRecord:
+    def from_result(cls, run_id: str, candidate_id: str, result: Any, end_time: int = 0) -> InstanceRecord:
         """The record of a result just logged, without reading it back."""
         return cls(
             run_id=run_id,
@@ -122,6 +125,7 @@ class InstanceRecord:
             spiked=result.spiked,
             init_seed=result.spec.init_seed,
             data_seed=result.spec.data_seed,
+            end_time=end_time,
         )
 
 
@@ -150,8 +154,10 @@ class MlflowStore:
         self._client: Any = None
         self._writer: BackgroundWriter | None = None  # started on the first run
         self._parents: dict[tuple[str, str], dict[str, str]] = {}  # (experiment, fingerprint) -> candidate -> run
+        self._parent_mutex = threading.RLock()
         self._context: dict[str, str] | None = None
         self._run_ids: dict[str, str] = {}  # write key -> run id of the runs written by this store
+        self._stats: dict[str, float] = {}  # what the last background writer did
         #: runs found in dead processes' journals when this store was opened (written unless already there)
         self.replayed = 0
 
@@ -190,6 +196,7 @@ class MlflowStore:
     def close(self) -> None:
         """Flush and stop the background writer (a later write starts a new one)."""
         if self._writer is not None:
+            self.writer_stats  # noqa: B018 - kept for the benchmark
             writer, self._writer = self._writer, None
             writer.close()
 
@@ -202,9 +209,9 @@ class MlflowStore:
     def writer_stats(self) -> dict[str, float]:
         """What the background writer did so far (for the benchmark)."""
         w = self._writer
-        if w is None:
-            return {}
-        return {"runs": w.written, "seconds": w.write_seconds, "cpu": w.write_cpu}
+        if w is not None:
+            self._stats.update(runs=w.written, seconds=w.write_seconds, cpu=w.write_cpu)
+        return dict(self._stats)
 
     def _journal_dir(self) -> Path:
         return self._db.parent / JOURNAL_DIR if self._db is not None else _cache_dir("journals", self.uri)
@@ -236,7 +243,8 @@ class MlflowStore:
             client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
             raise StoreError(f"cannot reach tracking URI {self.uri!r}: {_first_line(exc)}") from None
-        self.replayed = replay_journals(self._journal_dir(), client)
+        self._client = client  # the replay below finds candidate runs through this store
+        self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
         return client
 
     def _artifact_location(self, name: str) -> str | None:
@@ -300,9 +308,8 @@ class MlflowStore:
             if not token:
                 return runs
 
-    def candidate_run(
-        self,
-        exp_id: str,
+    @staticmethod
+    def candidate_spec(
         *,
         task: str,
         candidate: Any,
@@ -310,59 +317,62 @@ class MlflowStore:
         name: str,
         settings_params: Mapping[str, Any],
         start_time: int | None = None,
-    ) -> str:
-        """The run of ``candidate`` under the settings ``fingerprint``, created on first use.
+    ) -> dict[str, Any]:
+        """What a candidate's run is made of (plain data: it travels in the journal with its instances)."""
+        tags = {
+            "robust.kind": "candidate",
+            "robust.task": task,
+            "robust.candidate_id": candidate.id,
+            "robust.candidate_json": candidate.to_json(),
+            "robust.fingerprint": fingerprint,
+            "robust.description": name,
+        }
+        if candidate.name:
+            tags["robust.candidate_name"] = candidate.name
+        params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
+        params.update({k: str(v) for k, v in settings_params.items() if k not in params})
+        return {"candidate_id": candidate.id, "fingerprint": fingerprint, "name": name, "tags": tags,
+                "params": params, "start_time": start_time or _now_ms()}
 
-        Two processes creating it at once: a record lock makes the second find the first's."""
-        parents = self._parents.get((exp_id, fingerprint))
-        if parents is None:
-            parents = self._parents[(exp_id, fingerprint)] = self._find_parents(exp_id, fingerprint)
-        if candidate.id in parents:
-            return parents[candidate.id]
-        key = f"parent:{exp_id}:{fingerprint}:{candidate.id}"
-        self.locks.lock(key)
-        try:
-            found = self._find_parents(exp_id, fingerprint, candidate.id)
-            if candidate.id in found:
-                parents[candidate.id] = found[candidate.id]
-                return found[candidate.id]
-            tags = {
-                "robust.kind": "candidate",
-                "robust.task": task,
-                "robust.candidate_id": candidate.id,
-                "robust.candidate_json": candidate.to_json(),
-                "robust.fingerprint": fingerprint,
-                "robust.description": name,
-                **self.context_tags,
-            }
-            if candidate.name:
-                tags["robust.candidate_name"] = candidate.name
-            params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
-            params.update({k: str(v) for k, v in settings_params.items() if k not in params})
-            start = start_time or _now_ms()
-            run_id = self._write_now(exp_id, name, tags, params, start)
-            parents[candidate.id] = run_id
-            return run_id
-        finally:
-            self.locks.unlock(key)
+    def candidate_run(self, exp_id: str, spec: Mapping[str, Any]) -> str:
+        """The run of the candidate of ``spec`` (:meth:`candidate_spec`) under its settings, created on
+        first use. Two processes creating it at once: a record lock makes the second find the first's;
+        the writer thread and this thread: a mutex."""
+        fingerprint, cid = spec["fingerprint"], spec["candidate_id"]
+        with self._parent_mutex:
+            parents = self._parents.get((exp_id, fingerprint))
+            if parents is None:
+                parents = self._parents[(exp_id, fingerprint)] = self._find_parents(exp_id, fingerprint)
+            if cid in parents:
+                return parents[cid]
+            key = f"parent:{exp_id}:{fingerprint}:{cid}"
+            self.locks.lock(key)
+            try:
+                found = self._find_parents(exp_id, fingerprint, cid)
+                if cid not in found:
+                    run = run_record(experiment_id=exp_id, name=spec["name"], status="FINISHED",
+                                     tags={**spec["tags"], **self.context_tags}, params=spec["params"], metrics=[],
+                                     start_time=spec["start_time"], end_time=spec["start_time"])
+                    found[cid] = ClientRunWriter(self._raw, "").write(run)
+                parents[cid] = found[cid]
+                return found[cid]
+            finally:
+                self.locks.unlock(key)
+
+    def _parent_of(self, run: Mapping[str, Any]) -> str:
+        """The writer's hook: the id of the candidate run a journaled instance belongs to."""
+        return self.candidate_run(run["experiment_id"], run["parent"])
 
     def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, str]:
         filt = f"tags.`robust.kind` = 'candidate' and tags.`robust.fingerprint` = '{fingerprint}'"
         if candidate_id is not None:
             filt += f" and tags.`robust.candidate_id` = '{candidate_id}'"
         out: dict[str, str] = {}
-        for run in self.search(exp_id, filt, wait=False):  # a parent is written at once, never queued
+        for run in self.search(exp_id, filt, wait=False):  # a candidate run is written at once, never queued
             out.setdefault(run.data.tags["robust.candidate_id"], run.info.run_id)
         return out
 
-    def _write_now(self, exp_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], start: int) -> str:
-        from robustcli.tracking.writer import ClientRunWriter
-
-        run = run_record(experiment_id=exp_id, name=name, status="FINISHED", tags=tags, params=params, metrics=[],
-                         start_time=start, end_time=start)
-        return ClientRunWriter(self._raw, "").write(run)
-
-    def log_candidate_statistics(self, run_id: str, records: Iterable[InstanceRecord], end_time: int) -> None:
+    def log_candidate_statistics(self, run_id: str, records: Iterable[InstanceRecord]) -> None:
         """The candidate run's statistics of exactly these instances, as metrics at step = finished
         instances; its end time moved to its last instance's end."""
         from mlflow.entities import Metric
@@ -381,7 +391,7 @@ class MlflowStore:
         metrics = [Metric(k, v, now, step) for k, v in values.items() if math.isfinite(v)]
         client = self.client
         client.log_batch(run_id, metrics=metrics)
-        client.set_terminated(run_id, "FINISHED", end_time=end_time)
+        client.set_terminated(run_id, "FINISHED", end_time=max((r.end_time for r in recs), default=0) or now)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -391,7 +401,7 @@ class MlflowStore:
     def log_instance(
         self,
         exp_id: str,
-        parent_run_id: str,
+        parent: Mapping[str, Any],
         *,
         candidate: Any,
         name: str,
@@ -404,12 +414,12 @@ class MlflowStore:
     ) -> str:
         """Hand over one finished (or failed) instance as a child run, written whole and closed.
 
-        Returns at once a key for the run (:meth:`run_id` turns it into the run's id once
-        written); the background writer writes it (journaled first), see :meth:`flush`.
+        ``parent`` is its candidate's :meth:`candidate_spec`: the writer finds or creates that run, off
+        the training thread. Returns at once a key for the run (:meth:`run_id` turns it into the
+        run's id once written); the background writer writes it (journaled first), see :meth:`flush`.
         """
         spec = result.spec
         tags = {
-            "mlflow.parentRunId": parent_run_id,
             "robust.kind": "instance",
             "robust.candidate_id": candidate.id,
             "robust.instance_index": str(spec.index),
@@ -436,7 +446,7 @@ class MlflowStore:
             "test_size": str(spec.test_size) if spec.test_size else "all",
             "instance_index": str(spec.index),
         }
-        start_time = end_time - int(round(max(result.seconds, 0.0) * 1000))
+        start_time = int(getattr(result, "started_at", 0) * 1000) or end_time - int(round(max(result.seconds, 0.0) * 1000))
         metrics = _curve("train_loss", result.train_curve, start_time, end_time)
         metrics += _curve("epoch_test_loss", result.test_curve, start_time, end_time)
         final = {"epochs": result.epochs, "seconds": result.seconds, "spiked": float(result.spiked)}
@@ -444,10 +454,11 @@ class MlflowStore:
             final["test_loss"] = result.test_loss
         metrics += [(k, float(v), end_time, 0) for k, v in final.items()]
         run = run_record(experiment_id=exp_id, name=name, status="FAILED" if result.failed else "FINISHED", tags=tags,
-                         params=params, metrics=metrics, start_time=start_time, end_time=end_time)
+                         params=params, metrics=metrics, start_time=start_time, end_time=end_time,
+                         parent={**parent, "start_time": start_time})
         self.connect()  # and replay dead journals before this process journals its own
         if self._writer is None:
-            self._writer = BackgroundWriter(self._raw, self._journal_dir(), self._run_ids)
+            self._writer = BackgroundWriter(self._raw, self._journal_dir(), self._run_ids, self._parent_of)
         self._writer.submit(run)
         return run["write_key"]
 

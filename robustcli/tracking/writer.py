@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,12 @@ def run_record(
     metrics: Sequence[tuple[str, float, int, int]],
     start_time: int,
     end_time: int,
+    parent: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finished run as plain JSON-able data, its write key chosen now.
+
+    ``parent`` describes the run it nests under (a candidate's run), found or created by the
+    writer's ``parent_of`` hook when the run is written: off the training thread, and again on a replay.
 
     ``metrics`` are (key, value, timestamp_ms, step); exact duplicates are dropped (MLflow keeps
     one of them anyway); NaN and infinities are kept as strings so the journal stays strict JSON.
@@ -87,6 +91,7 @@ def run_record(
         "tags": sorted((k, str(v)) for k, v in tags.items()),
         "params": sorted((k, str(v)) for k, v in params.items()),
         "metrics": rows,
+        **({"parent": dict(parent)} if parent is not None else {}),
     }
 
 
@@ -99,18 +104,24 @@ def _float(value: float | str) -> float:
 
 
 # -- writing one run --------------------------------------------------------------------------
+ParentOf = Callable[[Mapping[str, Any]], str]
+
+
 class ClientRunWriter:
     """Writes :func:`run_record` runs with ``MlflowClient``; each run is tagged with its journal."""
 
-    def __init__(self, client: Any, journal_id: str) -> None:
+    def __init__(self, client: Any, journal_id: str, parent_of: ParentOf | None = None) -> None:
         self.client = client
         self.journal_id = journal_id
+        self.parent_of = parent_of
 
     def write(self, run: Mapping[str, Any]) -> str:
         """Write ``run`` whole; its MLflow run id. A run that fails half-way is deleted again."""
         from mlflow.entities import Metric, Param
 
         tags = dict(run["tags"])
+        if "parent" in run and self.parent_of is not None:
+            tags["mlflow.parentRunId"] = self.parent_of(run)
         if self.journal_id:  # a run written at once (a candidate's) has no journal
             tags["robust.journal"] = self.journal_id
             tags["robust.write_key"] = run["write_key"]
@@ -164,7 +175,7 @@ def _read_journal(lines: Iterable[str]) -> list[dict[str, Any]]:
     return out
 
 
-def replay_journals(folder: Path, client: Any) -> int:
+def replay_journals(folder: Path, client: Any, parent_of: ParentOf | None = None) -> int:
     """Write the runs that dead processes left in their journals; the number of runs written."""
     if not folder.is_dir():
         return 0
@@ -186,7 +197,7 @@ def replay_journals(folder: Path, client: Any) -> int:
                 continue  # replayed and removed by another process before this one locked it
             runs = _read_journal(_read_all(fd).decode("utf-8", errors="replace").splitlines())
             try:
-                written, waiting = _replay(path.stem, runs, client)
+                written, waiting = _replay(path.stem, runs, client, parent_of)
             except Exception as exc:  # noqa: BLE001 - a replay must not stop the command that opens the store
                 log.warning("could not replay the journal %s now (%s); the next command tries again", path, _one_line(exc))
                 continue
@@ -198,7 +209,7 @@ def replay_journals(folder: Path, client: Any) -> int:
     return done
 
 
-def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any) -> tuple[int, int]:
+def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any, parent_of: ParentOf | None) -> tuple[int, int]:
     """Write the runs of one journal that are not in the store whole: (written, still waiting).
     Runs of a deleted experiment wait in the journal until it is restored."""
     from mlflow.entities import ViewType
@@ -211,7 +222,7 @@ def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any) -> tuple[i
     if live:
         for run in _search_all(client, live, f"tags.`robust.journal` = '{journal_id}'", ViewType.ACTIVE_ONLY):
             found[run.data.tags.get("robust.write_key", "")] = run
-    writer = ClientRunWriter(client, journal_id)
+    writer = ClientRunWriter(client, journal_id, parent_of)
     written = waiting = 0
     for run in runs:
         if run["experiment_id"] not in live:
@@ -252,10 +263,12 @@ def _search_all(client: Any, experiments: list[str], filter_string: str, view: A
 class BackgroundWriter:
     """Journals each run at once, writes it from a thread; :meth:`flush` waits for all of them."""
 
-    def __init__(self, client: Any, journal_dir: Path, run_ids: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, client: Any, journal_dir: Path, run_ids: dict[str, str] | None = None, parent_of: ParentOf | None = None
+    ) -> None:
         self.journal_dir = journal_dir
         self.journal_path = journal_dir / _journal_name()
-        self.writer = ClientRunWriter(client, self.journal_path.stem)
+        self.writer = ClientRunWriter(client, self.journal_path.stem, parent_of)
         self._fh: Any = None
         self._pending: list[dict[str, Any]] = []
         self._busy = 0  # runs taken by the thread and not yet written

@@ -66,6 +66,9 @@ class InstanceResult:
     stack: tuple[str, ...] = ()
     #: why a model that could not be stacked trained plainly (e.g. "a learning-rate schedule")
     plain_reason: str | None = None
+    #: wall-clock time (``time.time()``) its training began: a stack's start for a stacked instance,
+    #: whose ``seconds`` is only its share of the stack's time; 0 where unknown
+    started_at: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -159,7 +162,7 @@ def train_instance(
         from robustcli.training.cpu_memory import keep_freed_memory
 
         keep_freed_memory()  # the same allocator setting as the stacked engine (see cpu_memory)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     replace = settings.sampling == "bootstrap"
     train_idx, test_idx = sample_indices(data, spec, replace)
     x, y = data.pool_x[train_idx].to(device), data.pool_y[train_idx].to(device)
@@ -221,6 +224,7 @@ def train_instance(
         test_loss=math.nan if failed else test_curve[-1],
         epochs=len(train_curve),
         seconds=time.perf_counter() - start,
+        started_at=started_at,
         spiked=stopper.spiked,
         train_curve=train_curve,
         test_curve=test_curve,
