@@ -55,6 +55,13 @@ class StoreError(RobustError):
     exit_code = 2
 
 
+class StoreWriteError(StoreError):
+    """The store stopped taking runs mid-study (a server gone away): not bad input, so exit 1;
+    what was not written waits in the journal for the next command."""
+
+    exit_code = 1
+
+
 class TrainingError(RobustError):
     """Training could not run at all (not a diverging instance: that is a recorded failure)."""
 

@@ -107,6 +107,7 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
         "task": settings.task,
         "study": settings.study_name,
         "tracking_uri": session.store.uri,
+        "mlflow_ui": session.ui_path(),
         "selected_description": readable_name(session.task, session.candidate(result.selected)),
         "baseline_loss": baseline,
         "baseline_cut": baseline_cut(rule, baseline),
@@ -189,6 +190,8 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
         )
     console.print(table)
     console.print(f"history in MLflow: {report['tracking_uri']} (experiment {report['study']!r}, run selection-*)")
+    if report["mlflow_ui"]:
+        console.print(f"compare the candidates in `mlflow ui`: open {report['mlflow_ui']}")
 
 
 class _LiveView:

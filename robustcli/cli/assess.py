@@ -174,6 +174,7 @@ def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> di
         "run_ids": [session.store.run_id(r.run_id) for r in records],
         "statistics": stats,
         "tracking_uri": session.store.uri,
+        "mlflow_ui": session.ui_path(),
         "fingerprint": session.fingerprint,
         "vary": session.settings.vary,
     }
@@ -204,3 +205,5 @@ def _render(report: dict[str, Any]) -> None:
         console.print(f"only the {'initialisation' if report['vary'] == 'init' else 'training sample'} varies "
                       f"(every instance shares instance 0's {held}): `robust report` sets this spread against the others")  # fmt: skip
     console.print(f"runs in MLflow: {report['tracking_uri']} (experiment {report['study']!r})")
+    if report["mlflow_ui"]:
+        console.print(f"compare the candidates in `mlflow ui`: open {report['mlflow_ui']}")

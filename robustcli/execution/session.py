@@ -142,6 +142,11 @@ class StudySession:
             )
         return self._exp_id
 
+    def ui_path(self) -> str | None:
+        """Where `mlflow ui` compares this study's candidates, once it has an experiment."""
+        exp_id = self.existing_experiment()
+        return self.store.ui_path(exp_id) if exp_id is not None else None
+
     def known(self, candidate_ids: Iterable[str] | None = None) -> dict[str, dict[int, InstanceRecord]]:
         exp_id = self.existing_experiment()
         if exp_id is None:

@@ -29,6 +29,7 @@ same fingerprint are reused, so asking for N instances when K are logged trains 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import threading
@@ -48,8 +49,17 @@ __all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStor
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 #: the statistics a candidate's run carries as metrics (besides ``instances`` and ``failed``)
 STAT_METRICS = ("mean", "median", "min", "max", "std", "iqr", "q90_q10")
-#: MLflow 3 opens an experiment of this kind in its training-runs table, not the GenAI overview
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: what the UI shows of a study: MLflow 3 treats an experiment of this kind as model training, and
+#: ``#/experiments/<id>/runs?viewStateShareKey=robust`` opens its runs table with the statistics
+#: as columns, sorted by the mean (a shared view: MLflow shows no metric column by default)
+UI_VIEW_KEY = "robust"
+_COLUMNS = [f"metrics.`{k}`" for k in ("mean", "std", "median", "iqr", "q90_q10", "instances", "failed")]
+EXPERIMENT_UI_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps(
+        {"selectedColumns": [*_COLUMNS, "params.`train_size`"], "orderByKey": "metrics.`mean`", "orderByAsc": True}
+    ),
+}
 
 
 def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = None) -> str:
@@ -228,7 +238,7 @@ class MlflowStore:
         # "View run ..." lines would break --json on stdout
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         if self._db is not None:
             ensure_store(self.uri, self._db)
         import logging
@@ -269,7 +279,7 @@ class MlflowStore:
 
     def ensure_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
         """The study's experiment, created on first use (two processes creating it: one wins)."""
-        wanted = {**EXPERIMENT_KIND, **(tags or {})}
+        wanted = {**EXPERIMENT_UI_TAGS, **(tags or {})}
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
             try:
@@ -281,10 +291,14 @@ class MlflowStore:
         if exp.lifecycle_stage != "active":
             raise StoreError(f"experiment {name!r} ({exp.experiment_id}) is deleted: restore it "
                              f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another --study")
-        for key, value in EXPERIMENT_KIND.items():  # studies made by earlier versions open in the right view too
+        for key, value in EXPERIMENT_UI_TAGS.items():  # studies made by earlier versions get the view too
             if exp.tags.get(key) != value:
                 self.client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
+
+    def ui_path(self, exp_id: str) -> str:
+        """Where ``mlflow ui`` shows the study's candidates side by side (append to the UI's address)."""
+        return f"#/experiments/{exp_id}/runs?viewStateShareKey={UI_VIEW_KEY}"
 
     def list_experiments(self) -> list[Any]:
         return list(self.client.search_experiments())

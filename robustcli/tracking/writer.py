@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustcli.errors import StoreError
+from robustcli.errors import StoreError, StoreWriteError
 from robustcli.tracking.locks import try_lock_whole
 from robustcli.tracking.processes import process_start
 
@@ -142,11 +142,17 @@ class ClientRunWriter:
             self.client.set_terminated(run_id, run["status"], end_time=run["end_time"])
         except BaseException:
             try:  # never leave a half-written run behind where it can be helped
-                self.client.delete_run(run_id)
+                discard(self.client, run_id)
             except Exception:  # noqa: BLE001 - the server is gone: the replay deletes it later
                 pass
             raise
         return run_id
+
+
+def discard(client: Any, run_id: str) -> None:
+    """Remove a half-written run: ended first (KILLED), so that nothing stays RUNNING, even in the trash."""
+    client.set_terminated(run_id, "KILLED")
+    client.delete_run(run_id)
 
 
 # -- journals ----------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any, parent_of:
         if there is not None and there.info.status in FINAL:
             continue
         if there is not None:
-            client.delete_run(there.info.run_id)  # half-written by the dead process
+            discard(client, there.info.run_id)  # half-written by the dead process
         writer.write(run)
         written += 1
     if waiting:
@@ -315,7 +321,7 @@ class BackgroundWriter:
                 self._cond.wait()
             error = self._error
         if error is not None:
-            raise StoreError(
+            raise StoreWriteError(
                 f"could not write finished runs to MLflow ({_one_line(error)}); they are kept in "
                 f"{self.journal_path} and the next command on this store writes them"
             ) from error
@@ -384,7 +390,12 @@ class BackgroundWriter:
 
 def _one_line(error: BaseException) -> str:
     text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0]
+    if len(first) > 240:  # MLflow's HTTP errors run long: cut at a word
+        first = first[:240].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {first}"
 
 
 def _close_at_exit(ref: weakref.ref) -> None:
