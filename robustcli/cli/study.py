@@ -166,18 +166,19 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 
     from robustcli.studies._common import STUDY_STATISTICS
 
+    from rich import box
+
     heads = {"mean": "mean", "median": "median", "std": "std", "iqr": "IQR", "q90_q10": "Q90-Q10"}
     for size in result.sizes:
         table = Table(title=f"training sample of {size:,}: {result.loss_name} over {result.instances} instances "
-                      f"[95% bootstrap interval]", title_justify="left")
-        table.add_column("model", ratio=1)
-        table.add_column("n", justify="right", no_wrap=True)
+                      f"[95% bootstrap interval]", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("model", min_width=10, overflow="fold")
         for key in STUDY_STATISTICS:
-            table.add_column(heads[key], justify="right", no_wrap=True)
+            table.add_column(heads[key], justify="right")
         for row in (r for r in result.rows if r.size == size):
             label = row.model + (" (baseline)" if row.kind == "baseline" else "")
-            n = f"{row.n}" + (f" ({row.failed} failed)" if row.failed else "")
-            table.add_row(label, n, *(_cell(row.statistics[k]) for k in STUDY_STATISTICS))
+            label += f" ({row.failed} of {row.n} failed)" if row.failed else ""
+            table.add_row(label, *(_cell(row.statistics[k]) for k in STUDY_STATISTICS))
         console.print(table)
     console.print(f"test sample: {result.test_sample}")
     for line in result.saturation_lines():
@@ -257,9 +258,7 @@ def _render_variance(result: Any, out: Path | None) -> None:
     console.print(table)
     shares = ", ".join(f"{name} {_share(d.shares[key])}" for key, name in (("init", "initialisation"), ("data", "training sample")))
     console.print(f"shares of var(init) + var(data): {shares}", highlight=False)
-    console.print(f"var(init) + var(data) = {_share(d.ratio)} of var(both): {d.verdict}", highlight=False)
-    if d.note:
-        console.print(d.note, highlight=False)
+    console.print(d.note or f"var(init) + var(data) = {_share(d.ratio)} of var(both): they add up", highlight=False)
     console.print(f"{result.trained_now} instances trained now; study run {result.run_id} in {result.tracking_uri} "
                   f"(experiment {result.study!r})" + (f"; figure {out}" if out else ""))
 
