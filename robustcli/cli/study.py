@@ -3,6 +3,8 @@ spread comes from). The logic is in :mod:`robustcli.studies`; this module parses
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,12 +54,50 @@ Out = Annotated[
 ]
 
 
-def _session(config: Path | None, tracking_uri: str | None, instances: int | None, options: dict[str, Any]) -> Any:
+#: the options of `robust assess` every study takes: name -> (annotation, default)
+_TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
+    "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
+    "device": (Device, None), "min_epochs": (MinEpochs, None), "window": (Window, None),
+    "threshold": (Threshold, None), "stop_mode": (StopMode, None), "max_epochs": (MaxEpochs, None),
+    "task_option": (TaskOptions, None), "engine": (Engine, None), "max_stack": (MaxStack, None),
+    "threads": (Threads, None), "executor": (Executor, None), "workers": (Workers, None),
+    "address": (RayAddress, None), "json_output": (JsonFlag, False),
+}
+
+
+def _with_training_options(fn: Any) -> Any:
+    """``fn(..., options)`` as a command that also takes the training options of `robust assess`
+    it does not declare itself; they reach it together, as the dict ``options``."""
+    own = inspect.signature(fn, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _TRAINING_OPTIONS.items()
+        if name not in own.parameters
+    ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        options = {p.name: kwargs.pop(p.name) for p in added}
+        return fn(**kwargs, options=options)
+
+    command.__signature__ = own.replace(parameters=[*params, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*params, *added)}
+    return command
+
+
+def _session(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
+    """The study's session from the command line (and study file): ``given`` overrides ``options``."""
     from robustcli.config import load_settings
     from robustcli.execution.session import StudySession
 
-    settings = load_settings(config, instances=instances, **training_overrides(**options))
-    return StudySession(settings, tracking_uri)
+    values = {**options, **given}
+    config, uri = values.pop("config"), values.pop("tracking_uri")
+    values.pop("json_output")
+    values["task_options"] = values.pop("task_option")
+    settings = load_settings(config, instances=instances, **training_overrides(**values))
+    return StudySession(settings, uri)
 
 
 def _run(study: Any, quiet: bool) -> Any:
@@ -88,6 +128,7 @@ def _cell(est: Any) -> str:
 
 @app.command("sample-size")
 @handle_errors
+@_with_training_options
 def sample_size(
     task: TaskName = None,
     candidate: Annotated[
@@ -107,26 +148,7 @@ def sample_size(
                      "drawn from the test set, the paper's), 'task' (the task's default), 'all' or a number.", show_default=False),
     ] = None,
     out: Out = None,
-    train_size: TrainSize = None,
-    sampling: Sampling = None,
-    seed: Seed = None,
-    study: StudyName = None,
-    config: ConfigFile = None,
-    tracking_uri: TrackingUri = None,
-    device: Device = None,
-    min_epochs: MinEpochs = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    stop_mode: StopMode = None,
-    max_epochs: MaxEpochs = None,
-    task_option: TaskOptions = None,
-    engine: Engine = None,
-    max_stack: MaxStack = None,
-    threads: Threads = None,
-    executor: Executor = None,
-    workers: Workers = None,
-    address: RayAddress = None,
-    json_output: JsonFlag = False,
+    options: Any = None,
 ) -> None:
     """Train candidates (and the task's baselines) at each training-sample size, N instances each;
     print a table per size (mean, median, std, IQR, Q90-Q10 with bootstrap 95% intervals) and where
@@ -143,17 +165,13 @@ def sample_size(
         raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45")
     wanted = parse_sizes(sizes)  # refused before the task and its data load
     test = {None: "train", "task": None}.get(test_size, test_size)
-    session = _session(config, tracking_uri, instances, dict(
-        task=task, study=study, seed=seed, train_size=train_size, test_size=test, sampling=sampling,
-        device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-        max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
-        executor=executor, workers=workers, address=address,
-    ))  # fmt: skip
+    session = _session(options, instances, task=task, test_size=test)
     names = list(candidate or []) or ([session.settings.candidate] if session.settings.candidate else [])
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         plan = SampleSizeStudy(session, names, wanted, session.settings.instances, baselines=baselines)
-    if train_size is not None and not json_output:
-        err_console.print(f"note: --train-size {train_size} is replaced by each size of --sizes", highlight=False)
+    json_output = options["json_output"]
+    if options["train_size"] is not None and not json_output:
+        err_console.print(f"note: --train-size {options['train_size']} is replaced by each size of --sizes", highlight=False)
     result = plan.log(_run(plan, quiet=json_output), out)
     if json_output:
         print_json(result)
@@ -189,6 +207,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 
 @app.command("variance")
 @handle_errors
+@_with_training_options
 def variance(
     task: TaskName = None,
     candidate: Annotated[
@@ -196,27 +215,7 @@ def variance(
     ] = None,
     instances: Instances = None,
     out: Out = None,
-    train_size: TrainSize = None,
-    test_size: TestSize = None,
-    sampling: Sampling = None,
-    seed: Seed = None,
-    study: StudyName = None,
-    config: ConfigFile = None,
-    tracking_uri: TrackingUri = None,
-    device: Device = None,
-    min_epochs: MinEpochs = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    stop_mode: StopMode = None,
-    max_epochs: MaxEpochs = None,
-    task_option: TaskOptions = None,
-    engine: Engine = None,
-    max_stack: MaxStack = None,
-    threads: Threads = None,
-    executor: Executor = None,
-    workers: Workers = None,
-    address: RayAddress = None,
-    json_output: JsonFlag = False,
+    options: Any = None,
 ) -> None:
     """Split one candidate's spread into its sources: N instances with both seeds varying, N with
     only the initialisation varying (one training sample), N with only the training sample varying
@@ -227,14 +226,10 @@ def variance(
     """
     from robustcli.studies.variance import VarianceStudy
 
-    session = _session(config, tracking_uri, instances, dict(
-        task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
-        device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-        max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
-        executor=executor, workers=workers, address=address,
-    ))  # fmt: skip
+    session = _session(options, instances, task=task)
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         plan = VarianceStudy(session, candidate or session.settings.candidate, session.settings.instances)
+    json_output = options["json_output"]
     result = plan.log(_run(plan, quiet=json_output), out)
     if json_output:
         print_json(result)
