@@ -118,6 +118,16 @@ def _run(study: Any, quiet: bool) -> Any:
         return study.run(done)
 
 
+def _finish(plan: Any, options: dict[str, Any], out: Path | None, render: Any) -> None:
+    """Train what ``plan`` misses, log the study run, print its JSON or ``render`` it."""
+    json_output = options["json_output"]
+    result = plan.log(_run(plan, quiet=json_output), out)
+    if json_output:
+        print_json(result)
+    else:
+        render(result, out)
+
+
 def _cell(est: Any) -> str:
     """A statistic over its interval, on two lines (tables stay within 80 columns)."""
     if not math.isfinite(est.value):
@@ -169,14 +179,9 @@ def sample_size(
     names = list(candidate or []) or ([session.settings.candidate] if session.settings.candidate else [])
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         plan = SampleSizeStudy(session, names, wanted, session.settings.instances, baselines=baselines)
-    json_output = options["json_output"]
-    if options["train_size"] is not None and not json_output:
+    if options["train_size"] is not None and not options["json_output"]:
         err_console.print(f"note: --train-size {options['train_size']} is replaced by each size of --sizes", highlight=False)
-    result = plan.log(_run(plan, quiet=json_output), out)
-    if json_output:
-        print_json(result)
-        return
-    _render_sample_size(result, out)
+    _finish(plan, options, out, _render_sample_size)
 
 
 def _render_sample_size(result: Any, out: Path | None) -> None:
@@ -229,12 +234,7 @@ def variance(
     session = _session(options, instances, task=task)
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         plan = VarianceStudy(session, candidate or session.settings.candidate, session.settings.instances)
-    json_output = options["json_output"]
-    result = plan.log(_run(plan, quiet=json_output), out)
-    if json_output:
-        print_json(result)
-        return
-    _render_variance(result, out)
+    _finish(plan, options, out, _render_variance)
 
 
 def _render_variance(result: Any, out: Path | None) -> None:
