@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -67,7 +66,9 @@ def baseline(
         raise InputError(f"task {settings.task!r} defines no baselines")
     load_checked_data(session)
     session.store.client  # noqa: B018 - fail on an unreachable store before the work
-    rows = [_run_baseline(session, name, b, instances) for name, b in baselines.items()]
+    from robustcli.execution.baselines import fit_baseline
+
+    rows = [fit_baseline(session, name, b, instances) for name, b in baselines.items()]
     if json_output:
         print_json({"task": settings.task, "study": settings.study_name, "train_size": session.train_size, "baselines": rows})
         return
@@ -81,70 +82,3 @@ def baseline(
     console.print(table)
     for r in rows:
         console.print(f"{r['name']}: {r['description']}", soft_wrap=True)
-
-
-def _run_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from robustcli.training.instance import sample_indices
-
-    import time
-
-    data = session.data
-    losses = []
-    started = int(time.time() * 1000)
-    replace = session.settings.training.sampling == "bootstrap"
-    from robustcli.training.instance import InstanceSpec
-    from robustcli.training.seeds import derive_seeds
-
-    for i in range(instances):
-        # the study's common draws, never a candidate-mixed stream
-        seeds = derive_seeds(session.settings.seed, i)
-        spec = InstanceSpec(i, seeds.init_seed, seeds.data_seed, session.train_size, session.test_size)
-        idx, t_idx = sample_indices(data, spec, replace)
-        tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
-        with torch.no_grad():
-            pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
-            losses.append(float(session.task.test_loss(torch.as_tensor(pred).reshape(ty.shape), ty)))
-    a = np.asarray(losses)
-    row = {
-        "name": name,
-        "description": base.description,
-        "losses": losses,
-        "mean": float(a.mean()),
-        "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
-        "min": float(a.min()),
-        "max": float(a.max()),
-        "median": float(np.median(a)),
-    }
-    _log(session, row, started)
-    return row
-
-
-def _log(session: Any, row: dict[str, Any], started: int) -> None:
-    """A baseline's run: its losses per instance and, under the names a candidate's run uses
-    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
-    import time
-
-    from mlflow.entities import Metric, RunTag
-
-    client = session.store.client
-    exp_id = session.experiment()
-    now = int(time.time() * 1000)
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}", start_time=started,
-                            tags=session.store.context_tags)
-    metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
-    stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}
-    metrics += [Metric(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
-    metrics += [Metric(k, v, now, len(row["losses"])) for k, v in stats.items() if math.isfinite(v)]
-    metrics.append(Metric("instances", float(len(row["losses"])), now, len(row["losses"])))
-    tags = {
-        "robust.kind": "baseline",
-        "robust.baseline": row["name"],
-        "robust.task": str(session.settings.task),
-        "robust.data_fingerprint": session.settings.data_fingerprint(),
-        "robust.instances": str(len(row["losses"])),
-    }
-    client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, candidates, report, reproduce, studies, tasks
+from robustcli.cli import assess, baseline, candidates, report, reproduce, studies, study, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command("reproduce")(reproduce.reproduce)
 app.command("studies")(studies.studies)
 app.command("export")(studies.export)
 app.command("report")(report.report)
+app.add_typer(study.app, name="study")
 
 
 def _add_optional_commands() -> None:

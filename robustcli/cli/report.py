@@ -106,10 +106,13 @@ def report(
     decomposition = _decomposition(ranked[:5], losses, runs, main_run)
     for row in (*summary, *decomposition):
         row["description"] = label(row["candidate"])
+    from robustcli.reporting.studies import add_study_sections, study_sections
+
+    studies = study_sections(store, exp_id)  # robust study sample-size / variance: a section each
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
 
-        out.write_text(
+        out.write_text(add_study_sections(
             study_page(
                 title=f"{study} ({task})",
                 png=png.read_bytes(),
@@ -121,15 +124,16 @@ def report(
                 survivors_per_step=path,
                 fingerprint=fingerprint,
                 decomposition=decomposition,
-            )
-        )
+            ), studies,
+        ))
         png.unlink()
         if selections:  # the page belongs with the study's own run
             store.client.log_artifact(selections[0].info.run_id, str(out))
     if json_output:
         print_json(
             {"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary,
-             "decomposition": decomposition}
+             "decomposition": decomposition,
+             "studies": [{k: v for k, v in st.items() if k != "png"} for st in studies]}
         )  # fmt: skip
         return
     from rich.table import Table
@@ -153,6 +157,8 @@ def report(
         for row in decomposition:
             table.add_row(f"{row['description']} ({row['candidate']})", *(_std_cell(row[k]) for k in ("both", "init", "data")))
         console.print(table)
+    for st in studies:
+        console.print("\n".join(st["lines"]), highlight=False)
     console.print(f"wrote {out}")
 
 

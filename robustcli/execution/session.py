@@ -9,6 +9,7 @@ returns only once they are all committed (see :mod:`robustcli.tracking.writer`).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -29,13 +30,9 @@ class StudySession:
         # first: a tracking URI that cannot work is refused before the task (and torch) loads
         self.store = MlflowStore(resolve_tracking_uri(tracking_uri, settings.tracking_uri))
         cls, self.plugin = load_task_class(settings.task)
-        # resolve the task's defaults now, so that fingerprints do not depend on how they were given
-        train_size = settings.training.train_size or cls.default_train_size
-        test_size = settings.training.test_size or cls.default_test_size
-        test_size = train_size if test_size == "train" else test_size
-        training = settings.training.model_copy(update={"train_size": train_size, "test_size": test_size})
-        settings = settings.model_copy(update={"training": training})
-        self.settings = settings
+        #: the settings as given (before the task's defaults fill them in): :meth:`variant` starts from them
+        self.given = settings
+        self.settings = settings = _resolved(settings, cls)
         try:
             self.task: Task = cls(**settings.task_options)
         except TypeError as exc:
@@ -47,6 +44,22 @@ class StudySession:
         self._parents: dict[str, str] = {}
         self._space = None
         self._executor: Any = None
+
+    def variant(self, *, vary: str | None = None, **training: Any) -> StudySession:
+        """The same study under other settings (``train_size``, ``test_size``... of the training
+        settings as given, or another ``vary``): its own fingerprint, instances and candidate runs,
+        sharing this session's store, task, data and executor (a study over many settings loads
+        its data once)."""
+        given = self.given
+        update: dict[str, Any] = {"training": given.training.model_copy(update=training)}
+        if vary is not None:
+            update["vary"] = vary
+        other = copy.copy(self)
+        other.given = given.model_copy(update=update)
+        other.settings = _resolved(other.given, type(self.task))
+        other.fingerprint = other.settings.fingerprint()
+        other._parents = {}
+        return other
 
     # -- what the study is about -------------------------------------------------------------
     @property
@@ -81,10 +94,10 @@ class StudySession:
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
 
-    def prepare_executor(self) -> None:
+    def prepare_executor(self) -> Any:
         """Refuse a device or an executor that cannot run (no GPU for --device cuda, an unreachable
         or too small Ray cluster) before anything is written: the executor is made and, for Ray,
-        connected now."""
+        connected now. Returns it (variants of this session can train with it)."""
         from robustcli.training.instance import resolve_device
 
         if self.settings.training.executor != "ray":  # Ray's workers have the devices: checked there
@@ -94,6 +107,7 @@ class StudySession:
         prepare = getattr(self._executor, "prepare", None)
         if prepare is not None:
             prepare()
+        return self._executor
 
     def check_study_task(self) -> None:
         exp_id = self.existing_experiment()
@@ -322,3 +336,13 @@ class StudySession:
             raise
         self.store.flush()
         self._update_parents(touched.values())
+
+
+def _resolved(settings: StudySettings, cls: type[Task]) -> StudySettings:
+    """``settings`` with the task's default sizes filled in (and ``test_size = "train"`` as the
+    training sample's size), so that fingerprints do not depend on how they were given."""
+    train_size = settings.training.train_size or cls.default_train_size
+    test_size = settings.training.test_size or cls.default_test_size
+    test_size = train_size if test_size == "train" else test_size
+    training = settings.training.model_copy(update={"train_size": train_size, "test_size": test_size})
+    return settings.model_copy(update={"training": training})

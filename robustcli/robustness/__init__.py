@@ -1,4 +1,4 @@
-"""Statistics and criteria over a candidate's instance losses (numpy only)."""
+"""Statistics, criteria and the variance decomposition over a candidate's instance losses (numpy only)."""
 
 from robustcli.robustness.criteria import (
     COMBINE_MODES,
@@ -8,15 +8,18 @@ from robustcli.robustness.criteria import (
     make_objective,
     pareto_fronts,
 )
+from robustcli.robustness.decomposition import Decomposition, decompose
 from robustcli.robustness.statistics import STATISTICS, Estimate, LossSummary, statistic, summarize, summarize_instances
 
 __all__ = [
     "COMBINE_MODES",
     "STATISTICS",
     "Criterion",
+    "Decomposition",
     "Estimate",
     "LossSummary",
     "Objective",
+    "decompose",
     "get_criterion",
     "make_objective",
     "pareto_fronts",

@@ -1,0 +1,265 @@
+"""`robust study`: the paper's studies of one or a few candidates (training-sample size, where the
+spread comes from). The logic is in :mod:`robustcli.studies`; this module parses and renders."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from robustcli.cli._common import (
+    ConfigFile,
+    Device,
+    Engine,
+    Executor,
+    JsonFlag,
+    MaxEpochs,
+    MaxStack,
+    MinEpochs,
+    RayAddress,
+    Sampling,
+    Seed,
+    StopMode,
+    StudyName,
+    TaskName,
+    TaskOptions,
+    TestSize,
+    Threads,
+    Threshold,
+    TrackingUri,
+    TrainSize,
+    Window,
+    Workers,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    training_overrides,
+)
+
+app = typer.Typer(
+    help="The paper's studies: loss against training-sample size (Figures 4-6) and where the spread "
+    "comes from (initialisation or training sample, Figure 7). Resumable: instances already in MLflow "
+    "are reused.\n\nExample: robust study sample-size --task synthetic --candidate small --sizes 50,100,200 -n 5",
+    no_args_is_help=True,
+)
+
+Instances = Annotated[int | None, typer.Option("--instances", "-n", help="Instances per set (default 5).", show_default=False)]
+Out = Annotated[
+    Path | None, typer.Option("--out", help="Also write the figure to this PNG (it is logged to MLflow either way).", show_default=False)
+]
+
+
+#: the options of `robust assess` every study takes: name -> (annotation, default)
+_TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
+    "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
+    "device": (Device, None), "min_epochs": (MinEpochs, None), "window": (Window, None),
+    "threshold": (Threshold, None), "stop_mode": (StopMode, None), "max_epochs": (MaxEpochs, None),
+    "task_option": (TaskOptions, None), "engine": (Engine, None), "max_stack": (MaxStack, None),
+    "threads": (Threads, None), "executor": (Executor, None), "workers": (Workers, None),
+    "address": (RayAddress, None), "json_output": (JsonFlag, False),
+}
+
+
+def _with_training_options(fn: Any) -> Any:
+    """``fn(..., options)`` as a command that also takes the training options of `robust assess`
+    it does not declare itself; they reach it together, as the dict ``options``."""
+    own = inspect.signature(fn, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _TRAINING_OPTIONS.items()
+        if name not in own.parameters
+    ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        options = {p.name: kwargs.pop(p.name) for p in added}
+        return fn(**kwargs, options=options)
+
+    command.__signature__ = own.replace(parameters=[*params, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*params, *added)}
+    return command
+
+
+def _session(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
+    """The study's session from the command line (and study file): ``given`` overrides ``options``."""
+    from robustcli.config import load_settings
+    from robustcli.execution.session import StudySession
+
+    values = {**options, **given}
+    config, uri = values.pop("config"), values.pop("tracking_uri")
+    values.pop("json_output")
+    values["task_options"] = values.pop("task_option")
+    settings = load_settings(config, instances=instances, **training_overrides(**values))
+    return StudySession(settings, uri)
+
+
+def _run(study: Any, quiet: bool) -> Any:
+    """Train what the study misses under a progress bar on stderr, then its result."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=err_console, disable=quiet or not study.missing,
+    )
+    with progress:
+        bar = progress.add_task("training", total=study.missing, last="")
+
+        def done(label: str, rec: Any) -> None:
+            last = f"#{rec.index}: {rec.loss:.4g}" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
+            progress.update(bar, advance=1, description=f"training ({label})", last=last)
+
+        return study.run(done)
+
+
+def _finish(plan: Any, options: dict[str, Any], out: Path | None, render: Any) -> None:
+    """Train what ``plan`` misses, log the study run, print its JSON or ``render`` it."""
+    json_output = options["json_output"]
+    result = plan.log(_run(plan, quiet=json_output), out)
+    if json_output:
+        print_json(result)
+    else:
+        render(result, out)
+
+
+def _cell(est: Any) -> str:
+    """A statistic over its interval, on two lines (tables stay within 80 columns)."""
+    if not math.isfinite(est.value):
+        return "-"
+    interval = "" if not math.isfinite(est.low) else f"\n[{est.low:.3g}, {est.high:.3g}]"
+    return f"{est.value:.4g}{interval}"
+
+
+@app.command("sample-size")
+@handle_errors
+@_with_training_options
+def sample_size(
+    task: TaskName = None,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option("--candidate", "-C", help="Candidate id or name (repeatable; see `robust tasks show TASK`).", show_default=False),
+    ] = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", help="Training-sample sizes: a list (50,100,200) or a log-spaced range START:STOP:COUNT "
+                     "(100:32000:45, the paper's). Each at most the task's training pool.", show_default=False),
+    ] = None,
+    instances: Instances = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Fit the task's baselines on the same samples.")] = True,
+    test_size: Annotated[
+        str | None,
+        typer.Option("--test-size", help="Test sample per instance: 'train' (default: as many as the training sample, "
+                     "drawn from the test set, the paper's), 'task' (the task's default), 'all' or a number.", show_default=False),
+    ] = None,
+    out: Out = None,
+    options: Any = None,
+) -> None:
+    """Train candidates (and the task's baselines) at each training-sample size, N instances each;
+    print a table per size (mean, median, std, IQR, Q90-Q10 with bootstrap 95% intervals) and where
+    each model saturates; log the study (table and box-plot figure) to MLflow.
+
+    Example: robust study sample-size --task calo-energy --candidate model1 --candidate model2 --sizes 100:32000:45 -n 50
+
+    Example: robust study sample-size --task synthetic -C small -C wide --sizes 50,100,200,400 -n 5 --out sizes.png
+    """
+    from robustcli.errors import InputError
+    from robustcli.studies.sample_size import SampleSizeStudy, parse_sizes
+
+    if sizes is None:
+        raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45")
+    wanted = parse_sizes(sizes)  # refused before the task and its data load
+    test = {None: "train", "task": None}.get(test_size, test_size)
+    session = _session(options, instances, task=task, test_size=test)
+    names = list(candidate or []) or ([session.settings.candidate] if session.settings.candidate else [])
+    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
+        plan = SampleSizeStudy(session, names, wanted, session.settings.instances, baselines=baselines)
+    if options["train_size"] is not None and not options["json_output"]:
+        err_console.print(f"note: --train-size {options['train_size']} is replaced by each size of --sizes", highlight=False)
+    _finish(plan, options, out, _render_sample_size)
+
+
+def _render_sample_size(result: Any, out: Path | None) -> None:
+    from rich.table import Table
+
+    from robustcli.studies._common import STUDY_STATISTICS
+
+    from rich import box
+
+    heads = {"mean": "mean", "median": "median", "std": "std", "iqr": "IQR", "q90_q10": "Q90-Q10"}
+    for size in result.sizes:
+        table = Table(title=f"training sample of {size:,}: {result.loss_name} over {result.instances} instances "
+                      f"[95% bootstrap interval]", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("model", min_width=10, overflow="fold")
+        for key in STUDY_STATISTICS:
+            table.add_column(heads[key], justify="right")
+        for row in (r for r in result.rows if r.size == size):
+            label = row.model + (" (baseline)" if row.kind == "baseline" else "")
+            label += f" ({row.failed} of {row.n} failed)" if row.failed else ""
+            table.add_row(label, *(_cell(row.statistics[k]) for k in STUDY_STATISTICS))
+        console.print(table)
+    console.print(f"test sample: {result.test_sample}")
+    for line in result.saturation_lines():
+        console.print(line, highlight=False)
+    console.print(f"{result.trained_now} instances trained now, {result.fitted_now} baseline fits; study run "
+                  f"{result.run_id} in {result.tracking_uri} (experiment {result.study!r})" + (f"; figure {out}" if out else ""))
+
+
+@app.command("variance")
+@handle_errors
+@_with_training_options
+def variance(
+    task: TaskName = None,
+    candidate: Annotated[
+        str | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
+    ] = None,
+    instances: Instances = None,
+    out: Out = None,
+    options: Any = None,
+) -> None:
+    """Split one candidate's spread into its sources: N instances with both seeds varying, N with
+    only the initialisation varying (one training sample), N with only the training sample varying
+    (one initialisation). Prints the three standard deviations with bootstrap 95% intervals, the
+    shares, and a line when they do not add up. Reuses what `robust assess --vary init|data` logged.
+
+    Example: robust study variance --task calo-energy --candidate model2 --instances 50 --train-size 32000
+    """
+    from robustcli.studies.variance import VarianceStudy
+
+    session = _session(options, instances, task=task)
+    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
+        plan = VarianceStudy(session, candidate or session.settings.candidate, session.settings.instances)
+    _finish(plan, options, out, _render_variance)
+
+
+def _render_variance(result: Any, out: Path | None) -> None:
+    from rich.table import Table
+
+    from robustcli.studies.variance import HELD
+
+    d = result.decomposition
+    table = Table(title=f"{result.candidate_name}: where the spread of {result.loss_name} comes from "
+                  f"(training sample of {result.train_size:,}; 95% bootstrap intervals)", title_justify="left")
+    for col in ("set", "n", "mean", "std"):
+        table.add_column(col, justify="left" if col == "set" else "right", no_wrap=col != "set")
+    for key, words in HELD.items():
+        n = f"{result.instances}" + (f" ({result.failed[key]} failed)" if result.failed[key] else "")
+        table.add_row(words, n, _cell(result.statistics[key]["mean"]), _cell(d.std[key]))
+    console.print(table)
+    shares = ", ".join(f"{name} {_share(d.shares[key])}" for key, name in (("init", "initialisation"), ("data", "training sample")))
+    console.print(f"shares of var(init) + var(data): {shares}", highlight=False)
+    console.print(d.note or f"var(init) + var(data) = {_share(d.ratio)} of var(both): they add up", highlight=False)
+    console.print(f"{result.trained_now} instances trained now; study run {result.run_id} in {result.tracking_uri} "
+                  f"(experiment {result.study!r})" + (f"; figure {out}" if out else ""))
+
+
+def _share(est: Any) -> str:
+    if not math.isfinite(est.value):
+        return "-"
+    interval = "" if not math.isfinite(est.low) else f" [{100 * est.low:.0f}%, {100 * est.high:.0f}%]"
+    return f"{100 * est.value:.0f}%{interval}"

@@ -1,0 +1,107 @@
+"""A task's baselines fitted on the training samples of a study's instances, and logged to MLflow.
+
+Baseline j is fitted on the training sample of instance j (the study's common draws, never a
+candidate-mixed stream) and scored on that instance's test sample, so networks and baselines are
+compared on the same data. Each fit of N samples is one run (tag ``robust.kind = "baseline"``)
+keyed by the settings that decide the samples (``robust.data_fingerprint``); a later study that
+needs at most N of them reads them back instead of fitting again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+__all__ = ["baseline_losses", "fit_baseline", "logged_baseline_losses"]
+
+
+def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
+    """Fit ``base`` on the training samples of instances 0..N-1, log the run, return its row."""
+    import numpy as np
+    import torch
+
+    from robustcli.training.instance import InstanceSpec, sample_indices
+    from robustcli.training.seeds import derive_seeds
+
+    data = session.data
+    losses = []
+    started = int(time.time() * 1000)
+    replace = session.settings.training.sampling == "bootstrap"
+    for i in range(instances):
+        seeds = derive_seeds(session.settings.seed, i)
+        spec = InstanceSpec(i, seeds.init_seed, seeds.data_seed, session.train_size, session.test_size)
+        idx, t_idx = sample_indices(data, spec, replace)
+        tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
+        with torch.no_grad():
+            pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
+            losses.append(float(session.task.test_loss(torch.as_tensor(pred).reshape(ty.shape), ty)))
+    a = np.asarray(losses)
+    row = {
+        "name": name,
+        "description": base.description,
+        "losses": losses,
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "median": float(np.median(a)),
+    }
+    _log(session, row, started)
+    return row
+
+
+def logged_baseline_losses(session: Any, name: str, instances: int) -> list[float] | None:
+    """The losses of the first ``instances`` samples of baseline ``name`` under the session's data
+    settings, from a run that holds at least that many; None if none does."""
+    exp_id = session.existing_experiment()
+    if exp_id is None:
+        return None
+    runs = session.store.search(
+        exp_id,
+        f"tags.`robust.kind` = 'baseline' and tags.`robust.baseline` = '{name}' and "
+        f"tags.`robust.data_fingerprint` = '{session.settings.data_fingerprint()}'",
+    )
+    for run in runs:
+        if run.info.status != "FINISHED" or int(run.data.tags.get("robust.instances", 0)) < instances:
+            continue
+        history = session.store.client.get_metric_history(run.info.run_id, "test_loss")
+        by_step = {m.step: m.value for m in history}
+        if all(i in by_step for i in range(instances)):
+            return [by_step[i] for i in range(instances)]
+    return None
+
+
+def baseline_losses(session: Any, name: str, base: Any, instances: int) -> tuple[list[float], bool]:
+    """The losses of baseline ``name`` on instances 0..N-1: read back if logged, else fitted and
+    logged. Returns the losses and whether they were fitted now."""
+    logged = logged_baseline_losses(session, name, instances)
+    if logged is not None:
+        return logged, False
+    return fit_baseline(session, name, base, instances)["losses"], True
+
+
+def _log(session: Any, row: dict[str, Any], started: int) -> None:
+    """A baseline's run: its losses per instance and, under the names a candidate's run uses
+    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
+    from mlflow.entities import Metric, RunTag
+
+    client = session.store.client
+    exp_id = session.experiment()
+    now = int(time.time() * 1000)
+    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}", start_time=started,
+                            tags=session.store.context_tags)
+    metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
+    stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}
+    metrics += [Metric(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
+    metrics += [Metric(k, v, now, len(row["losses"])) for k, v in stats.items() if math.isfinite(v)]
+    metrics.append(Metric("instances", float(len(row["losses"])), now, len(row["losses"])))
+    tags = {
+        "robust.kind": "baseline",
+        "robust.baseline": row["name"],
+        "robust.task": str(session.settings.task),
+        "robust.data_fingerprint": session.settings.data_fingerprint(),
+        "robust.instances": str(len(row["losses"])),
+    }
+    client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)

@@ -1,0 +1,148 @@
+"""What the studies share: parts of a study (one setting's missing instances), training them with
+one executor, the statistics of a set of losses, and the study's own MLflow run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcli.robustness.statistics import Estimate, summarize
+
+__all__ = ["STUDY_STATISTICS", "Part", "log_study_run", "loss_statistics", "train_parts"]
+
+#: the statistics a study's table shows per set of losses (each with its bootstrap interval)
+STUDY_STATISTICS = ("mean", "median", "std", "iqr", "q90_q10")
+
+#: called after each instance trained: (the part's label, the record logged)
+OnInstance = Callable[[str, Any], None]
+
+
+@dataclass
+class Part:
+    """One setting of a study (a training-sample size, a kind of variation): its session, the
+    candidates' instances logged so far (index < N) and the (candidate, index) pairs still missing."""
+
+    label: str
+    session: Any
+    candidates: Sequence[Any]
+    instances: int
+    records: dict[str, dict[int, Any]] = field(default_factory=dict)
+    jobs: list[tuple[Any, int]] = field(default_factory=list)
+
+    def read(self) -> Part:
+        """What MLflow already holds under this setting (instances are reused), and what is missing."""
+        known = self.session.known([c.id for c in self.candidates])
+        self.records = {c.id: {i: r for i, r in known.get(c.id, {}).items() if i < self.instances} for c in self.candidates}
+        self.jobs = [(c, i) for c in self.candidates for i in range(self.instances) if i not in self.records[c.id]]
+        return self
+
+    def losses(self, candidate_id: str) -> list[float]:
+        recs = self.records[candidate_id]
+        return [recs[i].loss for i in sorted(recs)]
+
+
+def train_parts(base: Any, parts: Sequence[Part], on_instance: OnInstance | None = None) -> int:
+    """Train every part's missing instances with one executor (the base session's); returns how
+    many were trained. Each is logged by its part's session as it finishes."""
+    total = sum(len(p.jobs) for p in parts)
+    if not total:
+        return 0
+    executor = base.prepare_executor()  # a device or cluster that cannot train: refused before any write
+    for part in parts:
+        if not part.jobs:
+            continue
+        for cand, rec in part.session.train(part.jobs, executor=executor):
+            part.records[cand.id][rec.index] = rec
+            if on_instance is not None:
+                on_instance(part.label, rec)
+        part.jobs = []
+    return total
+
+
+def loss_statistics(losses: Sequence[float], seed: int) -> tuple[int, int, dict[str, Estimate]]:
+    """(instances, failed, statistics of the finite losses with bootstrap intervals from ``seed``)."""
+    finite = [x for x in losses if math.isfinite(x)]
+    return len(losses), len(losses) - len(finite), summarize(finite, names=STUDY_STATISTICS, seed=seed)
+
+
+def study_key(kind: str, description: Mapping[str, Any]) -> str:
+    text = json.dumps({"kind": kind, **description}, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def log_study_run(
+    session: Any,
+    kind: str,
+    description: Mapping[str, Any],
+    table: Mapping[str, Any],
+    figure: Callable[[Path], Any] | None,
+    metrics: Mapping[str, float] | None = None,
+    out: Path | None = None,
+) -> str:
+    """The study's run (tag ``robust.kind = "study"``, ``robust.study_kind = kind``) with
+    ``description`` as params, ``table`` as ``KIND.json`` and the figure drawn by ``figure(path)``
+    as ``KIND.png`` (and copied to ``out`` if given). The same study run again updates its run
+    rather than adding one."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = session.store.client
+    exp_id = session.experiment()
+    key = study_key(kind, description)
+    found = session.store.search(
+        exp_id, f"tags.`robust.kind` = 'study' and tags.`robust.study_key` = '{key}'"
+    )
+    now = int(time.time() * 1000)
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run = client.create_run(exp_id, run_name=f"study/{kind}", start_time=now, tags=session.store.context_tags)
+        run_id = run.info.run_id
+        tags = {
+            "robust.kind": "study",
+            "robust.study_kind": kind,
+            "robust.study_key": key,
+            "robust.task": str(session.settings.task),
+            "robust.study": session.settings.study_name,
+        }
+        params = [Param(k, _param(v)) for k, v in sorted(description.items())]
+        client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
+    values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)]
+    if values:
+        client.log_batch(run_id, metrics=values)
+    with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
+        path = Path(tmp) / f"{kind}.json"
+        path.write_text(json.dumps(_finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+        client.log_artifact(run_id, str(path))
+        if figure is not None:
+            png = Path(tmp) / f"{kind}.png"
+            figure(png)
+            client.log_artifact(run_id, str(png))
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(png.read_bytes())
+    client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
+    return run_id
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,261 @@
+"""The training-sample-size study (the paper's Figures 4-6): candidates and the task's baselines
+trained at each of several sizes, N instances each, and where each stops improving.
+
+Each size is its own setting (``train_size``, and with the paper's test sample ``test_size``):
+its own fingerprint, so its instances are the same ones ``robust assess --train-size S`` logs and
+a second run trains only what is missing. Instance j at every size draws from the study's seeds
+for j, as everywhere in ``robust``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcli.errors import InputError
+from robustcli.robustness.statistics import Estimate
+from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
+
+__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "saturation_size"]
+
+_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"50,100,200"`` (a list) or ``"100:32000:45"`` (45 sizes log-spaced from 100 to 32,000,
+    rounded; the paper's grid) -> sorted distinct sizes. Bad text raises InputError."""
+    import numpy as np
+
+    text = (text or "").strip()
+    hint = "give a list like 50,100,200 or a log-spaced range START:STOP:COUNT like 100:32000:45"
+    match = _RANGE.match(text)
+    if match:
+        start, stop, count = (int(g) for g in match.groups())
+        if start < 1 or stop < start or count < 2:
+            raise InputError(f"--sizes {text!r}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
+        return sorted({int(round(x)) for x in np.geomspace(start, stop, count)})
+    if ":" in text:
+        raise InputError(f"--sizes {text!r}: {hint}")
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(f"--sizes {text!r}: {part!r} is not a positive whole number ({hint})")
+        sizes.append(int(part))
+    return sorted(set(sizes))
+
+
+def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
+    """The smallest size beyond which the median no longer improves beyond its interval: no larger
+    size has a median below the lower end of this size's bootstrap interval. None when it still
+    improves at the last size but one (the last size alone cannot show it) or intervals are missing."""
+    pts = [(s, m) for s, m in sorted(medians, key=lambda t: t[0]) if math.isfinite(m.value)]
+    for k, (size, med) in enumerate(pts[:-1]):
+        if not math.isfinite(med.low):
+            return None
+        if all(later.value >= med.low for _, later in pts[k + 1 :]):
+            return size
+    return None
+
+
+@dataclass(frozen=True)
+class SizeRow:
+    """The statistics of one model's losses at one training-sample size."""
+
+    size: int
+    model: str  # the candidate's name or description, or the baseline's name
+    kind: str  # "candidate" or "baseline"
+    id: str  # the candidate's id or the baseline's name
+    n: int
+    failed: int
+    statistics: dict[str, Estimate]
+    losses: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "model": self.model,
+            "kind": self.kind,
+            "id": self.id,
+            "n": self.n,
+            "failed": self.failed,
+            **{k: self.statistics[k].value for k in STUDY_STATISTICS},
+            "intervals": {k: [self.statistics[k].low, self.statistics[k].high] for k in STUDY_STATISTICS},
+            "losses": self.losses,
+        }
+
+
+@dataclass(frozen=True)
+class SampleSizeResult:
+    task: str
+    study: str
+    loss_name: str
+    sizes: list[int]
+    instances: int
+    test_sample: str  # how each instance's test sample is drawn, in words
+    models: list[dict[str, str]]  # {"model", "kind", "id"}, candidates first
+    rows: list[SizeRow]
+    saturation: dict[str, int | None]  # model -> size (None: still improving, or cannot tell)
+    trained_now: int
+    fitted_now: int  # baseline fits (baselines are read back when logged)
+    tracking_uri: str
+    run_id: str = ""
+    fingerprints: dict[int, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "study": self.study,
+            "loss": self.loss_name,
+            "sizes": self.sizes,
+            "instances": self.instances,
+            "test_sample": self.test_sample,
+            "models": self.models,
+            "rows": [r.as_dict() for r in self.rows],
+            "saturation": self.saturation,
+            "trained_now": self.trained_now,
+            "fitted_now": self.fitted_now,
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "fingerprints": {str(k): v for k, v in self.fingerprints.items()},
+        }
+
+    def saturation_lines(self) -> list[str]:
+        out = []
+        for model, size in self.saturation.items():
+            if size is None:
+                out.append(f"{model}: the median still improves beyond its interval at the largest sizes "
+                           f"(no saturation up to {self.sizes[-1]:,})")
+            else:
+                out.append(f"{model}: saturates at {size:,}: beyond it the median no longer improves "
+                           f"beyond its 95% interval")
+        return out
+
+
+class SampleSizeStudy:
+    """Validated on construction (nothing trained or written); :meth:`run` trains what is missing.
+
+    ``session`` is a :class:`~robustcli.execution.session.StudySession` whose settings give
+    everything but the size; its test size as given decides the test sample (``"train"``: as many
+    as the training sample, from the test set, the paper's; otherwise the task's default or a
+    fixed number)."""
+
+    def __init__(
+        self, session: Any, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
+    ) -> None:
+        if instances < 1:
+            raise InputError(f"--instances must be a positive count, got {instances}")
+        if not candidates:
+            raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {session.settings.task}`)")
+        self.session = session
+        self.candidates = [session.candidate(c.strip()) for c in candidates]
+        if len({c.id for c in self.candidates}) != len(self.candidates):
+            raise InputError("--candidate names the same candidate twice")
+        if not sizes:
+            raise InputError("--sizes: no size given")
+        self.sizes = sorted(set(int(s) for s in sizes))
+        self.instances = instances
+        self.baselines = dict(session.task.baselines()) if baselines else {}
+        session.check_study_task()
+        data = session.data  # a bad task option or data file fails here, before any training
+        paper = session.given.training.test_size == "train"
+        for size in self.sizes:
+            if size > data.pool_size:
+                raise InputError(
+                    f"--sizes: {size:,} exceeds the training pool of {data.pool_size:,} examples of task "
+                    f"{session.settings.task!r} (largest size allowed: {data.pool_size:,})"
+                )
+            if paper and size > data.test_size:
+                raise InputError(
+                    f"--sizes: {size:,} exceeds the test set of {data.test_size:,} examples of task "
+                    f"{session.settings.task!r}, from which the paper's test sample (as large as the training "
+                    f"sample) is drawn; pass --test-size all to score every size on the whole test set"
+                )
+        self.parts = [
+            Part(f"size {s:,}", session.variant(train_size=s), self.candidates, instances) for s in self.sizes
+        ]
+        for part in self.parts:
+            part.session.validate_sizes()
+            part.read()
+        self.test_sample = _test_sample(session, data.test_size)
+
+    @property
+    def missing(self) -> int:
+        """Instances to train (those not yet in MLflow under the same settings)."""
+        return sum(len(p.jobs) for p in self.parts)
+
+    def run(self, on_instance: OnInstance | None = None) -> SampleSizeResult:
+        from robustcli.execution.baselines import baseline_losses
+
+        trained = train_parts(self.session, self.parts, on_instance)
+        rows: list[SizeRow] = []
+        fitted = 0
+        seed = self.session.settings.seed
+        labels = {c.id: self.session.describe(c) for c in self.candidates}
+        for size, part in zip(self.sizes, self.parts):
+            for cand in self.candidates:
+                rows.append(_row(size, labels[cand.id], "candidate", cand.id, part.losses(cand.id), seed))
+            for name, base in self.baselines.items():
+                losses, now = baseline_losses(part.session, name, base, self.instances)
+                fitted += now
+                rows.append(_row(size, name, "baseline", name, losses, seed))
+        models = [{"model": labels[c.id], "kind": "candidate", "id": c.id} for c in self.candidates]
+        models += [{"model": n, "kind": "baseline", "id": n} for n in self.baselines]
+        saturation = {
+            m["model"]: saturation_size([(r.size, r.statistics["median"]) for r in rows if r.model == m["model"]])
+            for m in models
+        }
+        s = self.session
+        return SampleSizeResult(
+            task=str(s.settings.task),
+            study=s.settings.study_name,
+            loss_name=s.task.loss.name,
+            sizes=self.sizes,
+            instances=self.instances,
+            test_sample=self.test_sample,
+            models=models,
+            rows=rows,
+            saturation=saturation,
+            trained_now=trained,
+            fitted_now=fitted,
+            tracking_uri=s.store.uri,
+            fingerprints={size: p.session.fingerprint for size, p in zip(self.sizes, self.parts)},
+        )
+
+    def log(self, result: SampleSizeResult, out: Path | None = None) -> SampleSizeResult:
+        """The study's run in MLflow (its table and figure as artifacts); ``out``: the figure's PNG here too."""
+        from dataclasses import replace
+
+        from robustcli.reporting.studies import sample_size_figure
+
+        description = {
+            "candidates": [c.id for c in self.candidates],
+            "baselines": list(self.baselines),
+            "sizes": self.sizes,
+            "instances": self.instances,
+            "test_size": str(self.session.given.training.test_size),
+            "fingerprints": [p.session.fingerprint for p in self.parts],
+        }
+        draw = lambda path: sample_size_figure(path, result)  # noqa: E731
+        run_id = log_study_run(self.session, "sample-size", description, result.as_dict(), draw, out=out)
+        return replace(result, run_id=run_id)
+
+
+def _row(size: int, model: str, kind: str, key: str, losses: list[float], seed: int) -> SizeRow:
+    n, failed, stats = loss_statistics(losses, seed)
+    return SizeRow(size, model, kind, key, n, failed, stats, losses)
+
+
+def _test_sample(session: Any, test_set: int) -> str:
+    given = session.given.training.test_size
+    if given == "train":
+        return "as many examples as the training sample, drawn from the test set (the paper's)"
+    size = session.settings.training.test_size
+    origin = "" if given is not None else "the task's default: "
+    if isinstance(size, int) and size < test_set:
+        return f"{origin}{size:,} examples drawn from the test set of {test_set:,}"
+    return f"{origin}the whole test set ({test_set:,} examples)"

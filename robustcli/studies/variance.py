@@ -1,0 +1,143 @@
+"""Where a candidate's spread comes from (the paper's "impact of model initialisation", Fig. 7):
+N instances with both seeds varying, N with only the initialisation varying (instance 0's
+training sample for all) and N with only the training sample varying (instance 0's
+initialisation for all).
+
+The three sets are the settings ``robust assess --vary both|init|data`` uses, so the instances
+either command logged are reused, and a second run trains nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustcli.errors import InputError
+from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
+from robustcli.robustness.statistics import Estimate
+from robustcli.studies._common import OnInstance, Part, log_study_run, loss_statistics, train_parts
+
+__all__ = ["VarianceResult", "VarianceStudy"]
+
+#: what each set holds fixed, in words
+HELD = {
+    "both": "both seeds vary (the paper's instances)",
+    "init": "only the initialisation varies (instance 0's training sample for all)",
+    "data": "only the training sample varies (instance 0's initialisation for all)",
+}
+
+
+@dataclass(frozen=True)
+class VarianceResult:
+    task: str
+    study: str
+    candidate: str
+    candidate_name: str
+    loss_name: str
+    train_size: int
+    instances: int
+    losses: dict[str, list[float]]  # by set: both, init, data
+    statistics: dict[str, dict[str, Estimate]]  # by set, mean/median/std/iqr/q90_q10
+    failed: dict[str, int]
+    decomposition: Decomposition
+    trained_now: int
+    tracking_uri: str
+    fingerprints: dict[str, str]
+    run_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.decomposition
+        std = {k: d.std[k] for k in SOURCES}
+        return {
+            "task": self.task,
+            "study": self.study,
+            "candidate": self.candidate,
+            "candidate_name": self.candidate_name,
+            "loss": self.loss_name,
+            "train_size": self.train_size,
+            "instances": self.instances,
+            **{f"std_{k}": std[k].value for k in SOURCES},
+            "intervals": {f"std_{k}": [std[k].low, std[k].high] for k in SOURCES},
+            "shares": {k: v.as_dict() for k, v in d.shares.items()},
+            "ratio": d.ratio.as_dict(),
+            "verdict": d.verdict,
+            "note": d.note,
+            "sets": {
+                k: {
+                    "varies": HELD[k],
+                    "failed": self.failed[k],
+                    "statistics": {name: est.as_dict() for name, est in self.statistics[k].items()},
+                    "losses": self.losses[k],
+                    "fingerprint": self.fingerprints[k],
+                }
+                for k in SOURCES
+            },
+            "trained_now": self.trained_now,
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+        }
+
+
+class VarianceStudy:
+    """Validated on construction (nothing trained or written); :meth:`run` trains what is missing."""
+
+    def __init__(self, session: Any, candidate: str | None, instances: int) -> None:
+        if instances < 2:
+            raise InputError(f"--instances must be at least 2 (a spread needs two instances), got {instances}")
+        if not candidate:
+            raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {session.settings.task}`)")
+        if session.settings.vary != "both":
+            raise InputError("--vary does not apply: the study trains all three sets (both, init, data)")
+        self.session = session
+        self.candidate = session.candidate(candidate)
+        self.instances = instances
+        session.validate_sizes()
+        self.parts = [Part(v, session.variant(vary=v), [self.candidate], instances).read() for v in SOURCES]
+
+    @property
+    def missing(self) -> int:
+        return sum(len(p.jobs) for p in self.parts)
+
+    def run(self, on_instance: OnInstance | None = None) -> VarianceResult:
+        trained = train_parts(self.session, self.parts, on_instance)
+        s, cid, seed = self.session, self.candidate.id, self.session.settings.seed
+        losses = {p.label: p.losses(cid) for p in self.parts}
+        stats, failed = {}, {}
+        for k, values in losses.items():
+            _, failed[k], stats[k] = loss_statistics(values, seed)
+        return VarianceResult(
+            task=str(s.settings.task),
+            study=s.settings.study_name,
+            candidate=cid,
+            candidate_name=s.describe(self.candidate),
+            loss_name=s.task.loss.name,
+            train_size=s.train_size,
+            instances=self.instances,
+            losses=losses,
+            statistics=stats,
+            failed=failed,
+            decomposition=decompose(losses, seed=seed),
+            trained_now=trained,
+            tracking_uri=s.store.uri,
+            fingerprints={p.label: p.session.fingerprint for p in self.parts},
+        )
+
+    def log(self, result: VarianceResult, out: Path | None = None) -> VarianceResult:
+        """The study's run in MLflow (table, figure, the three stds as metrics); ``out``: the PNG here too."""
+        from dataclasses import replace
+
+        from robustcli.reporting.studies import variance_figure
+
+        description = {
+            "candidate": self.candidate.id,
+            "instances": self.instances,
+            "train_size": self.session.train_size,
+            "fingerprints": [p.session.fingerprint for p in self.parts],
+        }
+        table = result.as_dict()
+        metrics = {k: table[k] for k in ("std_both", "std_init", "std_data")}
+        metrics.update({f"share_{k}": v["value"] for k, v in table["shares"].items()})
+        draw = lambda path: variance_figure(path, result)  # noqa: E731
+        run_id = log_study_run(self.session, "variance", description, table, draw, metrics, out)
+        return replace(result, run_id=run_id)
