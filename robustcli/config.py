@@ -39,6 +39,7 @@ from robustcli.errors import InputError
 
 __all__ = [
     "EarlyStoppingSettings",
+    "NasSettings",
     "SelectionSettings",
     "StudySettings",
     "TrainingSettings",
@@ -142,6 +143,23 @@ class SelectionSettings(_Strict):
     sample: PositiveInt | None = None
 
 
+class NasSettings(_Strict):
+    """`robust nas`: an Optuna search of ``trials`` trainings (one per trial), then its ``top``
+    candidates assessed with the study's ``instances`` and set against ``against`` (a candidate's
+    name or id, or ``selected``: the survivor of the study's last finished selection)."""
+
+    trials: PositiveInt = 20
+    top: PositiveInt = 3
+    sampler: Literal["tpe", "random"] = "tpe"
+    against: str | None = None
+
+    @model_validator(mode="after")
+    def _top_within_trials(self) -> NasSettings:
+        if self.top > self.trials:
+            raise ValueError(f"--top {self.top} exceeds --trials {self.trials}: the best trials are taken from those run")
+        return self
+
+
 class StudySettings(_Strict):
     """A whole study: what a study file holds."""
 
@@ -157,6 +175,7 @@ class StudySettings(_Strict):
     task_options: dict[str, Any] = {}
     training: TrainingSettings = TrainingSettings()
     selection: SelectionSettings = SelectionSettings()
+    nas: NasSettings = NasSettings()
 
     @property
     def study_name(self) -> str:
@@ -241,7 +260,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
     option = ""
-    if loc and loc[-1] not in ("training", "selection", "early_stopping", *_FILE_ONLY):
+    if loc and loc[-1] not in ("training", "selection", "nas", "early_stopping", *_FILE_ONLY):
         option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
@@ -280,14 +299,17 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
     cli: dict[str, Any] = {}
     early = {k: v for k, v in overrides.items() if k in EarlyStoppingSettings.model_fields and v is not None}
     selection = {k: v for k, v in overrides.items() if k in SelectionSettings.model_fields and v is not None}
+    nas = {k: v for k, v in overrides.items() if k in NasSettings.model_fields and v is not None}
     for key, value in overrides.items():
-        if value is None or key in early or key in selection:
+        if value is None or key in early or key in selection or key in nas:
             continue
         cli[key] = value
     if early:
         cli["early_stopping"] = early
     if selection:
         cli["selection"] = selection
+    if nas:
+        cli["nas"] = nas
     data = _merge(_nest(file_data), _nest(cli))
     where = where if config is None else f"{where} with the command line"
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, report, reproduce, studies, tasks
+from robustcli.cli import assess, baseline, nas, report, reproduce, studies, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ def root(
 app.add_typer(tasks.app, name="tasks")
 app.command("assess")(assess.assess)
 app.command("baseline")(baseline.baseline)
+app.command("nas")(nas.nas)
 app.command("reproduce")(reproduce.reproduce)
 app.command("studies")(studies.studies)
 app.command("export")(studies.export)
