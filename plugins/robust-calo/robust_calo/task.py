@@ -175,6 +175,10 @@ class CaloTask(Task):
     def describe_candidate(self, candidate: Candidate) -> str:
         return _grid.describe(candidate.params)
 
+    def nas_space(self, trial: Any) -> dict[str, Any]:
+        """The paper's NAS space (its appendix 7), see :data:`robust_calo.grid.NAS_SPACE`."""
+        return _grid.nas_space(trial, self.target, self.options["input"])
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         summary = _grid.grid_summary(self.target, o["grid"], o["input"])
@@ -184,6 +188,8 @@ class CaloTask(Task):
             "grid source": summary["note"],
             "grid dimensions": summary["dimensions"],
             "fixed parameters": summary["fixed"],
+            "nas space": f"{_grid.nas_space_size():,} candidates (`robust nas`; the paper's appendix 7: 9,477, "
+            f"with the second pooling 3x3 or 1x1)",
             "data": (
                 self._data.meta
                 if self._data is not None

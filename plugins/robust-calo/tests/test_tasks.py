@@ -14,7 +14,10 @@ from robustcli.errors import InputError
 N_EVENTS = 2000
 
 #: candidate ids are hashes of the parameters: a change here means every stored study's ids change
-NAMED_IDS = {"model1": "c1445d7a313", "model2": "c578a836c62", "model3": "c441aa728db", "model4": "c4b752eadb2"}
+NAMED_IDS = {
+    "model1": "c1445d7a313", "model2": "c578a836c62", "model3": "c441aa728db", "model4": "c4b752eadb2",
+    "nas1": "c6b2157886a", "nas2": "c54e3db3c56",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +45,14 @@ def test_grid_has_the_papers_6912_candidates_with_stable_ids(cls):
     ids = {c.id for c in space}
     for name, cand in space.named.items():
         assert cand.id == NAMED_IDS[name]
-        assert cand.id in ids  # every named model lies on the grid
+        assert (cand.id in ids) == name.startswith("model")  # Models 1-4 lie on the grid; NAS 1-2 in the NAS space
         assert space.get(name).params == cand.params
 
 
 def test_named_models_carry_the_tables_hyperparameters():
     e = CaloEnergyTask().search_space().named
     p = CaloPositionTask().search_space().named
-    assert set(e) == {"model1", "model2"} and set(p) == {"model3", "model4"}
+    assert set(e) == {"model1", "model2", "nas1", "nas2"} and set(p) == {"model3", "model4"}
     m1, m2, m3, m4 = e["model1"].params, e["model2"].params, p["model3"].params, p["model4"].params
     assert (m1["optimizer"], m1["lr"], m1["batch_size"], m1["weight_decay"]) == ("nadam", 1e-4, 64, 1e-2)
     assert (m2["optimizer"], m2["lr"], m2["batch_size"], m2["weight_decay"]) == ("adamw", 1e-3, 32, 1e-1)
@@ -58,6 +61,28 @@ def test_named_models_carry_the_tables_hyperparameters():
             "adamw", 1e-4, 32, 1e-1, "prelu",
         )  # fmt: skip
     assert (m1["features"], m2["features"], m3["features"], m4["features"]) == ("none", "esum", "none", "barycenter")
+    n1, n2 = e["nas1"].params, e["nas2"].params  # Table 3
+    assert (n1["optimizer"], n1["lr"], n1["batch_size"], n1["weight_decay"]) == ("adamw", 1e-3, 32, 1e-3)
+    assert (n2["lr"], n2["weight_decay"], n2["hidden"], n2["features_at"]) == (1e-2, 1e-2, (128, 64, 9), 2)
+
+
+@pytest.mark.parametrize("cls", [CaloEnergyTask, CaloPositionTask])
+def test_nas_space_is_the_papers_and_holds_model2_and_the_nas_models(cls):
+    optuna = pytest.importorskip("optuna")
+    from robust_calo.grid import nas_space_size
+    from robustcli.task import Candidate
+
+    assert nas_space_size() == 2 * 9477  # the paper's count, times the second pooling (3x3 or 1x1)
+    task = cls()
+    model2 = {"conv1_filters": 32, "conv2_filters": 64, "pool": 3, "dense_layers": 1, "optimizer": "adamw",
+              "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-1}  # fmt: skip
+    nas2 = {"conv1_filters": 32, "conv2_filters": 16, "pool": 1, "dense_layers": 3, "units_1": 128, "units_2": 64,
+            "optimizer": "adamw", "lr": 1e-2, "batch_size": 32, "weight_decay": 1e-2}  # fmt: skip
+    found = [Candidate.from_params(task.nas_space(optuna.trial.FixedTrial(a))) for a in (model2, nas2)]
+    if cls is CaloEnergyTask:
+        assert [c.id for c in found] == [NAMED_IDS["model2"], NAMED_IDS["nas2"]]
+    for cand in found:
+        task.build_model(cand)
 
 
 def test_describe_gives_the_grid_without_loading_data(tmp_path):
