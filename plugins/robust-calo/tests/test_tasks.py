@@ -125,6 +125,9 @@ def test_position_loss_is_rmse_of_x():
         (CaloEnergyTask, {"grid": "huge"}, "grid='huge'.*paper, text"),
         (CaloEnergyTask, {"input": "log"}, "input='log'"),
         (CaloEnergyTask, {"cell_size": 0}, "cell_size"),
+        (CaloEnergyTask, {"units": "adc"}, "units='adc'.*visible"),
+        (CaloEnergyTask, {"noise": -1}, "noise=-1"),
+        (CaloEnergyTask, {"noise": 0, "path": "x.root"}, "noise applies to the simulated data"),
         (CaloPositionTask, {"predict": "z"}, "predict='z'.*x, xy"),
     ],
 )
@@ -196,7 +199,7 @@ def _expected_energy_sum_resolution(x: torch.Tensor, energy: torch.Tensor) -> fl
     p = CaloParams()
     e = energy[:, 0].double().numpy()
     corners = x[:, 0].double().numpy()[:, [0, 0, -1, -1], [0, -1, 0, -1]]
-    noise = float(corners.std())
+    noise = float(corners.std()) / p.visible_fraction  # cells in visible GeV (the default): in E, calibrated
     var = p.stochastic**2 / e + (15 * noise / e) ** 2 + p.constant_term**2
     return float(np.sqrt(np.mean(var)))
 
@@ -216,7 +219,8 @@ def test_energy_baselines(sample):
         losses[name] = float(task.test_loss(pred, data.test_y))
     expected = _expected_energy_sum_resolution(data.test_x, data.test_y)
     assert losses["energy-sum"] == pytest.approx(expected, rel=0.25)
-    assert base["energy-sum"].scale == pytest.approx(1.0, abs=0.05)  # calibrated deposits
+    # visible deposits (the default, the paper's scale): k = 1 / (visible fraction x containment) ~ 6.4
+    assert base["energy-sum"].scale == pytest.approx(1 / (0.99 * CaloParams().visible_fraction), rel=0.05)
     assert losses["energy-sum-3x3"] < 0.6 * losses["energy-sum"]  # noise of 9 cells, not 225
     assert losses["xgboost"] < losses["energy-sum"]
     again = base["xgboost"].fit_predict(data.pool_x, data.pool_y, data.test_x, seed=5)
