@@ -397,10 +397,12 @@ class NasSearch:
         client = self.session.store.client
         run_id = self._open_run()
         rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
+        import textwrap
+
         labels = {}
-        for r in rows:
+        for r in rows:  # long descriptions wrapped: the boxes keep their room
             label = f"{r['name']} (trial {r['trial']})" if r["trial"] is not None else f"{r['name']} (against)"
-            labels[label] = r
+            labels[textwrap.fill(label, 34)] = r
         with tempfile.TemporaryDirectory() as tmp:
             png = study_figure(
                 Path(tmp) / "nas.png",

@@ -193,7 +193,7 @@ def describe(params: dict[str, Any]) -> str:
 
     known = {"filters", "kernel", "pool", "hidden", "activation", "features", "input", "optimizer", "lr", "weight_decay",
              "batch_size", "features_at"}  # fmt: skip
-    if not known - {"input"} <= set(params):
+    if not known - {"input", "features_at"} <= set(params):
         return describe_params(params)  # not a grid point of this plugin: the generic description
     short = {k: describe_params({k: params[k]}) for k in ("lr", "weight_decay", "batch_size")}
     parts = [
