@@ -406,8 +406,8 @@ class NasSearch:
         with tempfile.TemporaryDirectory() as tmp:
             png = study_figure(
                 Path(tmp) / "nas.png",
-                title=f"{report['task']}: NAS picks ({report['trials']} trials, {report['sampler']}) over "
-                f"{report['instances']} fresh instances each, train size {report['train_size']}",
+                title=f"{report['task']}: NAS picks ({report['trials']} trials, {report['sampler']})\n"
+                f"over {report['instances']} fresh instances each, train size {report['train_size']}",
                 losses={label: r["losses"] for label, r in labels.items()},
                 marks={label: r["trial_loss"] for label, r in labels.items() if r["trial_loss"] is not None},
                 marks_label="the trial's single training",
