@@ -45,6 +45,11 @@ def test_nas_json_mlflow_and_resume(app, runner, workdir):
     assert again["trial_table"] == report["trial_table"] and again["top"] == report["top"]
     assert len(client.search_runs([exp], "tags.`robust.kind` = 'nas-trial'")) == 4
 
+    drawn = runner.invoke(app, ["report", "--study", "synthetic", "--out", str(workdir / "r.html"), "--json"])
+    assert drawn.exit_code == 0, drawn.output
+    assert [s["top"] for s in json.loads(drawn.stdout)["nas"]] == [report["top"]]
+    assert "Neural-architecture search" in (workdir / "r.html").read_text()
+
 
 def test_more_trials_continue_the_search_as_if_uninterrupted(app, runner, workdir, empty_store):
     import shutil

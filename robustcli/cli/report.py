@@ -100,6 +100,9 @@ def report(
     summary = _summaries(ranked[:5], losses, runs[0].data.tags.get("robust.loss_name", "loss"))
     main_run = next(r for rs in by_cand.values() for r in rs)
     decomposition = _decomposition(ranked[:5], losses, runs, main_run)
+    from robustcli.studies.nas import logged_searches
+
+    searches = logged_searches(store, exp_id)
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
 
@@ -113,6 +116,7 @@ def report(
                 survivors_per_step=path,
                 fingerprint=fingerprint,
                 decomposition=decomposition,
+                searches=searches,
             )
         )
         png.unlink()
@@ -121,7 +125,8 @@ def report(
     if json_output:
         print_json(
             {"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary,
-             "decomposition": decomposition}
+             "decomposition": decomposition,
+             "nas": [{k: v for k, v in s.items() if k != "png"} for s in searches]}
         )  # fmt: skip
         return
     from rich.table import Table

@@ -446,3 +446,20 @@ def _verdict(top: list[dict[str, Any]], against: dict[str, Any] | None, lower_is
         text += (f"; {against['name']}: mean {fmt(against['mean'])} (std {fmt(against['std'])}), "
                  f"{'better' if better else 'worse'} on the mean and {'more' if steadier else 'less'} robust (std)")  # fmt: skip
     return text
+
+
+def logged_searches(store: Any, exp_id: str) -> list[dict[str, Any]]:
+    """The finished searches of an experiment as ``robust report`` draws them: each one's report
+    (``nas.json``) and figure (``nas.png``, as bytes under ``png``), read back from MLflow."""
+    out = []
+    runs = store.search(exp_id, f"tags.`robust.kind` = '{NAS_KIND}' and tags.`robust.state` = 'finished'")
+    for run in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                folder = Path(store.client.download_artifacts(run.info.run_id, "", tmp))
+                report = json.loads((folder / "nas.json").read_text())
+                report["png"] = (folder / "nas.png").read_bytes()
+            except (OSError, ValueError):  # a search whose artifacts are gone: nothing to draw
+                continue
+        out.append(report)
+    return out
