@@ -362,6 +362,13 @@ class Task(ABC):
         """Non-deep references by name. None by default."""
         return {}
 
+    def data_options(self) -> Mapping[str, Any]:
+        """Options, with their values in effect, that decide the data although the study may not
+        name them: the session adds them to the study's task options (those given win), so that
+        instances logged before a default changed are never taken for instances of the new data.
+        The calorimeter tasks give their cell unit. Values must be valid options. None by default."""
+        return {}
+
     def nas_space(self, trial: Any) -> Mapping[str, Any]:
         """The parameters of one candidate, drawn by an Optuna ``trial``: the space ``robust nas`` searches.
 

@@ -171,6 +171,11 @@ class CaloTask(Task):
         self._data = TaskData(x[idx_pool], yt[idx_pool], x[idx_test], yt[idx_test], meta=meta)
         return self._data
 
+    def data_options(self) -> dict[str, Any]:
+        """The cell unit of simulated data: its default became visible (the paper's scale), so
+        instances logged on the calibrated data of before never count as instances of today's."""
+        return {} if self.options["path"] is not None else {"units": self.options["units"]}
+
     def cell_unit(self, path: str) -> str:
         """What the cells of the data hold, in words."""
         from robust_calo import rootio

@@ -244,3 +244,21 @@ def test_position_baselines(sample):
     fit = task.baselines()["barycenter-3x3"]
     fit.fit_predict(data.pool_x, data.pool_y, data.test_x, seed=0)
     assert 0.08 < fit.fits["x"].b / 4.04 < 0.2  # LHCb: 0.129 (3x3), 0.144 (inner)
+
+
+def test_the_cell_unit_is_part_of_the_fingerprint(tmp_path):
+    """Instances logged on the calibrated data of before (no units option) never count as today's."""
+    from robustcli.config import load_settings
+    from robustcli.execution.session import StudySession
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def session(**options):
+        return StudySession(load_settings(None, task="calo-energy", task_options=options or None), uri)
+
+    default, visible, calibrated = session(), session(units="visible"), session(units="calibrated")
+    assert default.fingerprint == visible.fingerprint != calibrated.fingerprint
+    assert default.settings.task_options == {"units": "visible"}
+    before = load_settings(None, task="calo-energy").fingerprint()  # what earlier versions logged
+    assert before not in (default.fingerprint, calibrated.fingerprint)
+    assert session(path=str(tmp_path / "x.root")).settings.task_options == {"path": str(tmp_path / "x.root")}
