@@ -41,6 +41,7 @@ from robustcli.errors import InputError
 
 __all__ = [
     "EarlyStoppingSettings",
+    "NasSettings",
     "SelectionSettings",
     "StudySettings",
     "TrainingSettings",
@@ -166,6 +167,23 @@ class SelectionSettings(_Strict):
         return f"{amount * 100:g}%" if relative else amount
 
 
+class NasSettings(_Strict):
+    """`robust nas`: an Optuna search of ``trials`` trainings (one per trial), then its ``top``
+    candidates assessed with the study's ``instances`` and set against ``against`` (a candidate's
+    name or id, or ``selected``: the survivor of the study's last finished selection)."""
+
+    trials: PositiveInt = 20
+    top: PositiveInt = 3
+    sampler: Literal["tpe", "random"] = "tpe"
+    against: str | None = None
+
+    @model_validator(mode="after")
+    def _top_within_trials(self) -> NasSettings:
+        if self.top > self.trials:
+            raise ValueError(f"--top {self.top} exceeds --trials {self.trials}: the best trials are taken from those run")
+        return self
+
+
 class StudySettings(_Strict):
     """A whole study: what a study file holds."""
 
@@ -181,6 +199,7 @@ class StudySettings(_Strict):
     task_options: dict[str, Any] = {}
     training: TrainingSettings = TrainingSettings()
     selection: SelectionSettings = SelectionSettings()
+    nas: NasSettings = NasSettings()
 
     @property
     def study_name(self) -> str:
@@ -212,7 +231,7 @@ _TRAINING_KEYS = {
 #: command-line names of fields whose name differs, as a study file may spell them too
 _FIELD_OF_OPTION = {"address": "ray_address", "stop_mode": "mode"}
 #: the sections whose fields may stand at the top level of a study file
-_SECTIONS = {"early_stopping": EarlyStoppingSettings, "selection": SelectionSettings}
+_SECTIONS = {"early_stopping": EarlyStoppingSettings, "selection": SelectionSettings, "nas": NasSettings}
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +307,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
     option = ""
-    if loc and loc[-1] not in ("training", "selection", "early_stopping", *_FILE_ONLY):
+    if loc and loc[-1] not in ("training", "selection", "nas", "early_stopping", *_FILE_ONLY):
         option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":

@@ -21,6 +21,8 @@ Contract, in short:
 * ``test_loss(pred, y)`` is the reported loss (a scalar tensor, lower is better);
   ``objective(pred, y)`` is what is minimised, by default the test loss itself.
 * ``baselines()`` optionally returns non-deep references scored with the same ``test_loss``.
+* ``nas_space(trial)`` optionally defines the space ``robust nas`` searches with Optuna; by
+  default the grid of ``search_space()``, one categorical per dimension.
 """
 
 from __future__ import annotations
@@ -163,12 +165,18 @@ class SearchSpace:
         self._size = size
         self._by_id_cache: dict[str, Candidate] | None = None
         self._named = dict(named or {})
+        #: the grid it was built from (``from_grid`` without a filter): what ``suggest`` draws from
+        self._grid: dict[str, list[Any]] | None = None
+        self._fixed: dict[str, Any] = {}
         if not callable(candidates):
             self._by_id  # noqa: B018 - a given list is checked for clashing ids at once
 
     def __getstate__(self) -> dict[str, Any]:
         # workers get the expanded candidates, never the grid's closure (not picklable)
-        return {"_source": list(self._by_id.values()), "_size": None, "_by_id_cache": self._by_id, "_named": self._named}
+        return {
+            "_source": list(self._by_id.values()), "_size": None, "_by_id_cache": self._by_id, "_named": self._named,
+            "_grid": self._grid, "_fixed": self._fixed,
+        }  # fmt: skip
 
     @property
     def _by_id(self) -> dict[str, Candidate]:
@@ -205,7 +213,29 @@ class SearchSpace:
 
         named_cands = {n: Candidate.from_params(p, name=n) for n, p in (named or {}).items()}
         size = math.prod(len(grid[k]) for k in keys) if keep is None else None
-        return cls(expand, named_cands, size=size)
+        space = cls(expand, named_cands, size=size)
+        if keep is None:
+            space._grid = {k: list(grid[k]) for k in keys}
+            space._fixed = dict(fixed or {})
+        return space
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """The parameters of a candidate drawn by an Optuna ``trial``: one categorical per grid
+        dimension (named as the dimension; values that are not numbers, strings or booleans, such
+        as tuples, are offered as their JSON text), plus the fixed values. A space not built from a
+        plain grid (a hand-made list, or a grid with a ``keep`` filter, whose product holds points
+        that are not candidates) is one categorical over its candidates' ids, named ``candidate``."""
+        if self._grid is None:
+            ids = sorted(c.id for c in self)
+            return dict(self._by_id[trial.suggest_categorical("candidate", ids)].params)
+        params = dict(self._fixed)
+        for key, values in self._grid.items():
+            if all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+                params[key] = trial.suggest_categorical(key, values)
+            else:
+                texts = [json.dumps(v) for v in values]
+                params[key] = values[texts.index(trial.suggest_categorical(key, texts))]
+        return params
 
     def __len__(self) -> int:
         # distinct grid points hash to distinct ids; a collision would raise on expansion
@@ -333,6 +363,27 @@ class Task(ABC):
     def baselines(self) -> Mapping[str, Baseline]:
         """Non-deep references by name. None by default."""
         return {}
+
+    def data_options(self) -> Mapping[str, Any]:
+        """Options, with their values in effect, that decide the data although the study may not
+        name them: the session adds them to the study's task options (those given win), so that
+        instances logged before a default changed are never taken for instances of the new data.
+        The calorimeter tasks give their cell unit. Values must be valid options. None by default."""
+        return {}
+
+    def nas_space(self, trial: Any) -> Mapping[str, Any]:
+        """The parameters of one candidate, drawn by an Optuna ``trial``: the space ``robust nas`` searches.
+
+        Ask for each parameter with the trial's ``suggest_categorical`` / ``suggest_int`` /
+        ``suggest_float`` (conditional parameters are fine: ask for them only when they apply) and
+        return the candidate's whole ``params``, as ``search_space()`` would hold them (equal params
+        give the same candidate id, so instances logged by ``assess`` or ``select`` are reused). The
+        space need not be the grid: the calorimeter tasks return the paper's NAS space (its
+        appendix). Called once per trial and again, with the logged values, when a search resumes,
+        so it must be a pure function of the trial's answers. Default: the grid of
+        ``search_space()``, one categorical per dimension (:meth:`SearchSpace.suggest`).
+        """
+        return self.search_space().suggest(trial)
 
     def describe(self) -> dict[str, Any]:
         """What ``robust tasks show`` prints besides the contract's fields."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli import assess, baseline, candidates, report, reproduce, studies, study, tasks
+from robustcli.cli import assess, baseline, candidates, nas, report, reproduce, studies, study, tasks
 from robustcli.cli._common import err_console
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.add_typer(tasks.app, name="tasks")
 app.command("candidates")(candidates.candidates)
 app.command("assess")(assess.assess)
 app.command("baseline")(baseline.baseline)
+app.command("nas")(nas.nas)
 app.command("reproduce")(reproduce.reproduce)
 app.command("studies")(studies.studies)
 app.command("export")(studies.export)

@@ -109,6 +109,9 @@ def report(
     from robustcli.reporting.studies import add_study_sections, study_sections
 
     studies = study_sections(store, exp_id)  # robust study sample-size / variance: a section each
+    from robustcli.studies.nas import logged_searches
+
+    searches = logged_searches(store, exp_id)
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
 
@@ -124,6 +127,7 @@ def report(
                 survivors_per_step=path,
                 fingerprint=fingerprint,
                 decomposition=decomposition,
+                searches=searches,
             ), studies,
         ))
         png.unlink()
@@ -133,7 +137,8 @@ def report(
         print_json(
             {"study": study, "out": str(out), "candidates": ranked, "fingerprint": fingerprint, "summary": summary,
              "decomposition": decomposition,
-             "studies": [{k: v for k, v in st.items() if k != "png"} for st in studies]}
+             "studies": [{k: v for k, v in st.items() if k != "png"} for st in studies],
+             "nas": [{k: v for k, v in s.items() if k != "png"} for s in searches]}
         )  # fmt: skip
         return
     from rich.table import Table

@@ -37,6 +37,10 @@ class StudySession:
             self.task: Task = cls(**settings.task_options)
         except TypeError as exc:
             raise InputError(f"bad [task_options] for task {settings.task!r}: {exc}") from None
+        implied = {k: v for k, v in self.task.data_options().items() if k not in settings.task_options}
+        if implied:  # a default that decides the data is part of the fingerprint (see Task.data_options)
+            settings = settings.model_copy(update={"task_options": {**settings.task_options, **implied}})
+            self.settings = settings
         self.fingerprint = settings.fingerprint()
         self._data: TaskData | None = None
         self._exp_id: str | None = None

@@ -39,6 +39,7 @@ def study_page(
     fingerprint: str,
     decomposition: Sequence[Mapping[str, Any]] = (),
     selected: str | None = None,
+    searches: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The page. A row of ``summary`` or ``decomposition`` names its candidate by ``candidate`` (the
     id) and, where given, ``description`` (readable); ``selected`` is the selected one's description."""
@@ -100,6 +101,26 @@ def study_page(
             "<code>--vary data</code> with this study's settings to split the spread into its two sources.</p>"
         )
     parts.append(f"<img alt='study figure' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    for search in searches:
+        parts.append(_search_section(search))
     parts.append(f"<p><small>settings fingerprint {html.escape(fingerprint)}; read back from MLflow by robust report</small></p>")
     parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _search_section(search: Mapping[str, Any]) -> str:
+    """A `robust nas` search: its best trials over fresh instances beside the reference, and its figure."""
+    rows = list(search["top"]) + ([search["against"]] if search.get("against") and search["against"]["role"] == "against" else [])
+    parts = [
+        f"<h2>Neural-architecture search ({html.escape(str(search['sampler']))}, {search['trials']} trials, "
+        f"seed {search['sampler_seed']})</h2>",
+        "<p>One training per trial, as a NAS does; then fresh instances of the best trials and of the "
+        f"reference (<code>robust nas</code>). {html.escape(search['verdict'])}.</p>",
+        _table(
+            ["candidate", "trial", "trial loss", "instances", "mean", "std", "median"],
+            [[r["name"], "-" if r["trial"] is None else r["trial"], _num(r["trial_loss"]) if r["trial_loss"] is not None else "-",
+              r["instances"], _num(r["mean"]), _num(r["std"]), _num(r["median"])] for r in rows],
+        ),  # fmt: skip
+        f"<img alt='NAS figure' src='data:image/png;base64,{base64.b64encode(search['png']).decode()}'>",
+    ]
     return "".join(parts)

@@ -20,10 +20,13 @@ def study_figure(
     loss_name: str = "loss",
     baseline: float | None = None,
     labels: Mapping[str, str] | None = None,
+    marks: Mapping[str, float] | None = None,
+    marks_label: str = "",
 ) -> Path:
     """One PNG: box plots of instance losses per candidate (best mean first; ``labels`` names them,
     by default their keys), the number of candidates left per selection step, and the per-epoch
-    test loss of one candidate's instances."""
+    test loss of one candidate's instances. ``marks`` puts one more value beside a candidate's box
+    (e.g. the single training a search judged it by), drawn as a cross and named ``marks_label``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,6 +45,11 @@ def study_figure(
     ax.set_title("instance losses (triangle: mean)")
     if baseline is not None:
         ax.axvline(baseline, color="tab:red", linestyle="--", label=f"best baseline {baseline:.4g}")
+    shown = [(names.index(n) + 1, v) for n, v in (marks or {}).items() if n in names and math.isfinite(v)]
+    if shown:
+        ax.scatter([v for _, v in shown], [y for y, _ in shown], marker="x", s=60, color="tab:red", zorder=3,
+                   label=marks_label or None)  # fmt: skip
+    if baseline is not None or (shown and marks_label):
         ax.legend(loc="lower right")
     if survivors_per_step is not None:
         ax = axes.pop(0)

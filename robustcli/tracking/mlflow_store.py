@@ -386,6 +386,28 @@ class MlflowStore:
             out.setdefault(run.data.tags["robust.candidate_id"], run.info.run_id)
         return out
 
+    def write_run(
+        self,
+        exp_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        *,
+        metrics: Mapping[str, float] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> str:
+        """Write one finished run whole, at once (not through the background writer), and return
+        its id: a run half-written is deleted again. ``metrics`` are final values (step 0)."""
+        from robustcli.tracking.writer import ClientRunWriter
+
+        start = start or _now_ms()
+        end = end or start
+        rows = [(k, float(v), end, 0) for k, v in (metrics or {}).items() if math.isfinite(v)]
+        run = run_record(experiment_id=exp_id, name=name, status="FINISHED", tags=tags, params=params, metrics=rows,
+                         start_time=start, end_time=end)
+        return ClientRunWriter(self._raw, "").write(run)
+
     def log_candidate_statistics(self, run_id: str, records: Iterable[InstanceRecord]) -> None:
         """The candidate run's statistics of exactly these instances, as metrics at step = finished
         instances; its end time moved to its last instance's end."""

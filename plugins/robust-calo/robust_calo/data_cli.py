@@ -44,11 +44,14 @@ def make_calo(
     events: Annotated[int, typer.Option("--events", "-n", help="Number of photons to simulate.")] = 500_000,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output ROOT file. Default: calo_<dataset>_<events>_seed<seed>.root", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same events.")] = 0,
+    units: Annotated[str, typer.Option("--units", help="Cell values: visible (scintillator energy, the paper's scale: 0-14 GeV for A) or calibrated (the 15x15 sum ~ E).")] = "visible",
+    noise: Annotated[float | None, typer.Option("--noise", help="Electronic noise per cell, sigma in calibrated GeV (0: none). Default: LHCb's, 63 MeV at dataset A's reference angle.", show_default=False)] = None,
 ) -> None:
     """Simulate single photons in a 15x15 cluster of an LHCb-like Shashlik ECAL and write a ROOT file.
 
     Fast GFlash-type parameterisation (see PHYSICS.md of robust-calo); one TTree "showers" with
-    the branches deposits[15][15] (GeV), energy (GeV), x, y (mm), theta_x, theta_y (rad).
+    the branches deposits[15][15] (GeV: visible, scintillator energy by default, the paper's raw
+    scale; the unit is recorded in the tree's title), energy (GeV), x, y (mm), theta_x, theta_y (rad).
 
     Example: robust data make-calo --dataset B --events 500000 --out calo_B.root --seed 1
     """
@@ -57,6 +60,10 @@ def make_calo(
         raise InputError(f"--events must be a positive number of photons, got {events}")
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
+    if units not in ("visible", "calibrated"):
+        raise InputError(f"--units {units!r} is not valid; valid: visible, calibrated")
+    if noise is not None and not noise >= 0:
+        raise InputError(f"--noise must be a sigma >= 0 in calibrated GeV, got {noise}")
     path = out if out is not None else Path(f"calo_{ds}_{events}_seed{seed}.root")
     if path.exists() and path.is_dir():
         raise InputError(f"--out {path} is a directory; give a file name such as {path / 'calo.root'}")
@@ -70,7 +77,7 @@ def make_calo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from robust_calo.rootio import write_showers
-    from robust_calo.simulation import simulate
+    from robust_calo.simulation import simulate, with_params
 
     console = Console(stderr=True)
     t0 = time.perf_counter()
@@ -79,13 +86,14 @@ def make_calo(
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
     ) as bar:
         task = bar.add_task("sim", total=events)
-        arrays = simulate(ds, events, seed, progress=lambda k: bar.update(task, completed=k))
+        arrays = simulate(ds, events, seed, progress=lambda k: bar.update(task, completed=k),
+                          params=with_params(units=units, noise_gev=noise))
     t_sim = time.perf_counter() - t0
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with console.status(f"writing {path}"):
-            write_showers(tmp, arrays)
+            write_showers(tmp, arrays, units=units)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -131,7 +139,26 @@ def show(
     if event is not None and not 0 <= event < n:
         raise InputError(f"--event {event} is out of range: {file} has {n} events read (0..{n - 1})")
     show_figure(arrays, target, title=f"{file.name}  ({n} events)", event=event)
+    print(_unit_line(file, tree, arrays), file=sys.stderr)
     print(target)
+
+
+def _unit_line(file: Path, tree: str, arrays: dict) -> str:
+    """What the cells hold: the unit the file records, else one inferred from the 15x15 sum over E."""
+    import numpy as np
+
+    from robust_calo.rootio import cell_unit
+
+    dep = arrays["deposits"]
+    ratio = float(np.median(dep.sum(axis=(1, 2)) / arrays["energy"]))
+    unit = cell_unit(file, tree)
+    how = "recorded in the file"
+    if unit is None:
+        unit, how = ("visible" if ratio < 0.5 else "calibrated"), "inferred from the sum over E; not recorded in the file"
+    words = {"visible": "GeV of visible (scintillator) energy, the paper's raw scale", "calibrated": "calibrated GeV"}
+    return (f"cells: {words[unit]} ({how}); max cell {float(dep.max()):.1f} GeV, "
+            f"99.9% of hottest cells below {float(np.quantile(dep.max(axis=(1, 2)), 0.999)):.1f} GeV; "
+            f"median 15x15 sum / E = {ratio:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

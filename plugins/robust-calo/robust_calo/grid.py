@@ -36,7 +36,17 @@ from typing import Any
 
 from robustcli.task import SearchSpace
 
-__all__ = ["GRIDS", "describe", "grid_dimensions", "grid_summary", "named_models", "search_space"]
+__all__ = [
+    "GRIDS",
+    "NAS_SPACE",
+    "describe",
+    "grid_dimensions",
+    "grid_summary",
+    "nas_models",
+    "nas_space",
+    "named_models",
+    "search_space",
+]
 
 GRIDS = ("paper", "text")
 
@@ -86,10 +96,76 @@ def named_models(target: str, input_mode: str = "raw") -> dict[str, dict[str, An
 
 
 def search_space(target: str, grid: str = "paper", input_mode: str = "raw") -> SearchSpace:
-    """The task's search space: the grid plus its named models."""
-    return SearchSpace.from_grid(
-        grid_dimensions(target, grid), fixed=_fixed(input_mode), named=named_models(target, input_mode)
-    )
+    """The task's search space: the grid plus its named models (and, for energy, the NAS picks)."""
+    named = named_models(target, input_mode)
+    if target == "energy":
+        named.update(nas_models(input_mode))
+    return SearchSpace.from_grid(grid_dimensions(target, grid), fixed=_fixed(input_mode), named=named)
+
+
+#: The paper's NAS space (appendix 7, "Comparison with NAS"): what Optuna's TPE searched. Each
+#: convolution's filters independently; 1-3 dense layers, the last one the 9-neuron layer every
+#: model of the paper ends with (the widths listed apply to the others: NAS 1 is 32 -> 9, NAS 2
+#: 128 -> 64 -> 9); the optimisers, rates, batch sizes and weight decays as listed. That is
+#: 3 x 3 x (1 + 3 + 9) x 3^4 = 9,477, the paper's count. Its NAS models pool the second
+#: convolution to 1x1 while Model 2 pools to 3x3, and the paper says Model 2 lies in the space: so
+#: the second pooling is a dimension here too (18,954). Fixed: 3x3 kernels, ReLU (the NAS models'),
+#: the task's inductive-bias feature (NAS 1 and 2 take the energy sum: Linear(32 + 1, 9) = 306 and
+#: Linear(64 + 1, 9) = 594 parameters), entering the last dense layer.
+NAS_SPACE: dict[str, list[Any]] = {
+    "conv1_filters": [16, 32, 64],
+    "conv2_filters": [16, 32, 64],
+    "pool": [3, 1],
+    "dense_layers": [1, 2, 3],
+    "units": [32, 64, 128],
+    "optimizer": ["adam", "adamw", "rmsprop"],
+    "lr": [1e-4, 1e-3, 1e-2],
+    "batch_size": [16, 32, 64],
+    "weight_decay": [1e-3, 1e-2, 1e-1],
+}
+
+
+def _nas_params(
+    input_mode: str, target: str, filters: tuple[int, int], pool: int, widths: tuple[int, ...], training: dict[str, Any]
+) -> dict[str, Any]:
+    """A candidate of the NAS space; keys as the grid's, so Model 2 found by the search *is* model2."""
+    params: dict[str, Any] = {
+        **_fixed(input_mode), "filters": filters, "kernel": 3, "activation": "relu", "features": _FEATURE[target],
+        "hidden": (*widths, 9), "pool": pool, **training,
+    }  # fmt: skip
+    if len(widths) >= 2:  # the features enter the last dense layer (the model's default is the second)
+        params["features_at"] = len(widths)
+    return params
+
+
+def nas_space(trial: Any, target: str, input_mode: str = "raw") -> dict[str, Any]:
+    """A candidate of :data:`NAS_SPACE` drawn by an Optuna trial (the width of dense layer i is
+    asked as ``units_i`` only when there is such a layer)."""
+    s = NAS_SPACE
+    filters = (trial.suggest_categorical("conv1_filters", s["conv1_filters"]),
+               trial.suggest_categorical("conv2_filters", s["conv2_filters"]))  # fmt: skip
+    pool = trial.suggest_categorical("pool", s["pool"])
+    layers = trial.suggest_categorical("dense_layers", s["dense_layers"])
+    widths = tuple(trial.suggest_categorical(f"units_{i + 1}", s["units"]) for i in range(layers - 1))
+    training = {k: trial.suggest_categorical(k, s[k]) for k in ("optimizer", "lr", "batch_size", "weight_decay")}
+    return _nas_params(input_mode, target, filters, pool, widths, training)
+
+
+def nas_space_size() -> int:
+    s = NAS_SPACE
+    hidden = sum(len(s["units"]) ** (n - 1) for n in s["dense_layers"])
+    return prod(len(s[k]) for k in s if k not in ("dense_layers", "units")) * hidden
+
+
+def nas_models(input_mode: str = "raw") -> dict[str, dict[str, Any]]:
+    """NAS 1 and NAS 2 (Table 3 and the appendix's layer summaries: 5,756 and 15,932 parameters):
+    conv 32 then 16 filters pooled to 1x1, AdamW, batch 32; NAS 1: 32 -> 9 neurons, rate and decay
+    1e-3; NAS 2: 128 -> 64 -> 9, 1e-2 (Table 3 leaves the cells it shares with NAS 1 blank)."""
+    common = {"optimizer": "adamw", "batch_size": 32}
+    return {
+        "nas1": _nas_params(input_mode, "energy", (32, 16), 1, (32,), {**common, "lr": 1e-3, "weight_decay": 1e-3}),
+        "nas2": _nas_params(input_mode, "energy", (32, 16), 1, (128, 64), {**common, "lr": 1e-2, "weight_decay": 1e-2}),
+    }
 
 
 def grid_summary(target: str, grid: str = "paper", input_mode: str = "raw") -> dict[str, Any]:
@@ -115,8 +191,9 @@ def describe(params: dict[str, Any]) -> str:
     (filters, kernel, second pooling, hidden layers, activation, added feature, optimiser)."""
     from robustcli.task import describe_params
 
-    known = {"filters", "kernel", "pool", "hidden", "activation", "features", "input", "optimizer", "lr", "weight_decay", "batch_size"}
-    if not known - {"input"} <= set(params):
+    known = {"filters", "kernel", "pool", "hidden", "activation", "features", "input", "optimizer", "lr", "weight_decay",
+             "batch_size", "features_at"}  # fmt: skip
+    if not known - {"input", "features_at"} <= set(params):
         return describe_params(params)  # not a grid point of this plugin: the generic description
     short = {k: describe_params({k: params[k]}) for k in ("lr", "weight_decay", "batch_size")}
     parts = [
@@ -127,7 +204,7 @@ def describe(params: dict[str, Any]) -> str:
         str(params["activation"]),
     ]
     if params["features"] != "none":
-        parts.append(str(params["features"]))
+        parts.append(str(params["features"]) + (f"@{params['features_at']}" if "features_at" in params else ""))
     if params.get("input", "raw") != "raw":
         parts.append(str(params["input"]))
     parts += [str(params["optimizer"]), short["lr"], short["weight_decay"], short["batch_size"]]

@@ -22,7 +22,9 @@ Layout (appendix 6.1 of the paper, checked against its torchinfo parameter count
   layer* when there are at least two hidden layers (Model 4: Linear(64 + 2, 9) = 603 parameters),
   and to the flattened convolution output when there is only one (Model 2: Linear(576 + 1, 9) =
   5,202 parameters; the paper's text says "after the first fully connected layer" but its count
-  for Model 2 only fits this reading).
+  for Model 2 only fits this reading). The candidate parameter ``features_at`` (the index of the
+  dense layer that receives them) overrides this: the NAS space's three-layer nets take them in the
+  last layer, as NAS 2's count shows (Linear(64 + 1, 9) = 594).
 
 Inputs and outputs (``input`` candidate parameter):
 
@@ -86,6 +88,7 @@ class CaloNet(nn.Module):
         activation: str = "relu",
         features: str = "none",
         input: str = "raw",  # noqa: A002 - the candidate parameter's name
+        features_at: int | None = None,
         outputs: int = 1,
         target: str = "energy",
         pitch_cm: float = 4.04,
@@ -120,7 +123,11 @@ class CaloNet(nn.Module):
             nn.Flatten(),
         )
         n_feat = {"none": 0, "esum": 1, "barycenter": 2}[features]
-        self.inject_at = 1 if len(hidden) >= 2 else 0  # index of the dense layer receiving the features
+        # index of the dense layer receiving the features: the second, or the only one (the grid's
+        # models); the NAS space's three-layer nets say ``features_at`` (NAS 2: the last, 9 neurons)
+        self.inject_at = (1 if len(hidden) >= 2 else 0) if features_at is None else int(features_at)
+        if not 0 <= self.inject_at < len(hidden):
+            raise ValueError(f"features_at {features_at} names no dense layer (there are {len(hidden)})")
         width = f2 * int(pool) ** 2
         layers: list[nn.Module] = []
         for i, h in enumerate(hidden):
@@ -191,6 +198,7 @@ def build_calo_net(params: Mapping[str, Any], *, target: str, outputs: int = 1, 
         activation=str(params.get("activation", "relu")),
         features=str(params.get("features", "none")),
         input=str(params.get("input", "raw")),
+        features_at=params.get("features_at"),
         outputs=outputs,
         target=target,
         pitch_cm=pitch_cm,

@@ -27,7 +27,9 @@ __all__ = [
     "BRANCHES",
     "MIN_DEPOSIT_GEV",
     "TREE",
+    "UNITS",
     "cache_dir",
+    "cell_unit",
     "default_data_path",
     "ensure_default_data",
     "read_showers",
@@ -35,6 +37,9 @@ __all__ = [
 ]
 
 TREE = "showers"
+#: the cell units the simulator writes (``CaloParams.units``), recorded in the tree's title
+UNITS = ("visible", "calibrated")
+_UNIT_MARK = "; cells in GeV, "
 BRANCHES = ("deposits", "energy", "x", "y", "theta_x", "theta_y")
 GRID = 15
 NCELLS = GRID * GRID
@@ -65,11 +70,13 @@ def write_showers(
     *,
     compression: str = "zstd",
     step: int = 100_000,
+    units: str | None = None,
 ) -> None:
     """Write a shower sample (the dict :func:`robust_calo.simulation.simulate` returns) to ``path``.
 
     ``deposits`` may be [n, 15, 15] or [n, 225]; it is stored as a fixed-size ``float[15][15]``
     branch. Overwrites ``path``. ``compression``: "zstd" (default, fast), "zlib", "lz4" or "none".
+    ``units`` ("visible" or "calibrated") is recorded in the tree's title (:func:`cell_unit`).
     """
     import uproot
 
@@ -94,7 +101,10 @@ def write_showers(
     }[compression]
     types = {b: (np.dtype((np.float32, (GRID, GRID))) if b == "deposits" else np.float32) for b in BRANCHES}
     with uproot.recreate(os.fspath(path), compression=comp) as f:
-        t = f.mktree(tree, types, title="single photons in a 15x15 Shashlik ECAL cluster (robust-calo)")
+        title = "single photons in a 15x15 Shashlik ECAL cluster (robust-calo)"
+        if units is not None:
+            title += f"{_UNIT_MARK}{units}"
+        t = f.mktree(tree, types, title=title)
         for lo in range(0, max(n, 1), step):
             if n == 0:
                 break
@@ -305,8 +315,13 @@ def cache_dir() -> pathlib.Path:
     return base / "calo"
 
 
-def default_data_path(dataset: str, n_events: int, seed: int = 0) -> pathlib.Path:
-    """Where the default sample of ``dataset`` lives; the name carries the simulator version."""
+def default_data_path(
+    dataset: str, n_events: int, seed: int = 0, *, units: str = "visible", noise_gev: float | None = None
+) -> pathlib.Path:
+    """Where the default sample of ``dataset`` lives. The name carries everything that changes its
+    content: the simulator version, the cell units and the noise (``lhcb``, or a fixed sigma per
+    cell), so a file of another unit or noise (or one made before units were in the name) is
+    never reused silently."""
     from robust_calo.simulation import DATASETS, SIM_VERSION
 
     ds = str(dataset).upper()
@@ -314,7 +329,10 @@ def default_data_path(dataset: str, n_events: int, seed: int = 0) -> pathlib.Pat
         raise InputError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
     if int(n_events) <= 0:
         raise InputError(f"number of events must be positive, got {n_events}")
-    return cache_dir() / f"calo{ds}_n{int(n_events)}_seed{int(seed)}_sim{SIM_VERSION}.root"
+    if units not in UNITS:
+        raise InputError(f"unknown cell units {units!r}; valid: {', '.join(UNITS)}")
+    noise = "lhcb" if noise_gev is None else f"{float(noise_gev):g}gev"
+    return cache_dir() / f"calo{ds}_n{int(n_events)}_seed{int(seed)}_sim{SIM_VERSION}_{units}_noise-{noise}.root"
 
 
 def ensure_default_data(
@@ -322,9 +340,13 @@ def ensure_default_data(
     n_events: int = 100_000,
     seed: int = 0,
     *,
+    units: str = "visible",
+    noise_gev: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> pathlib.Path:
-    """Return the path of the default sample, simulating and writing it on first use.
+    """Return the path of the default sample, simulating and writing it on first use: cells in
+    ``units`` (visible by default, the paper's scale), LHCb's electronic noise unless ``noise_gev``
+    (a fixed sigma per cell in calibrated GeV; 0: none).
 
     The file is written to a temporary name in the same folder and moved into place with
     ``os.replace``, so an interrupted run never leaves a half-written file under the final name
@@ -332,15 +354,18 @@ def ensure_default_data(
     """
     from robust_calo.simulation import simulate
 
-    path = default_data_path(dataset, n_events, seed)
+    from robust_calo.simulation import with_params
+
+    path = default_data_path(dataset, n_events, seed, units=units, noise_gev=noise_gev)
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = simulate(str(dataset).upper(), int(n_events), int(seed), progress=progress)
+    params = with_params(units=units, noise_gev=noise_gev)
+    arrays = simulate(str(dataset).upper(), int(n_events), int(seed), progress=progress, params=params)
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write_showers(tmp, arrays)
+        write_showers(tmp, arrays, units=units)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -349,3 +374,17 @@ def ensure_default_data(
             pass
         raise
     return path
+
+
+def cell_unit(path: os.PathLike | str, tree: str = TREE) -> str | None:
+    """The cell units a file from :func:`write_showers` records ("visible" or "calibrated"), or
+    None where it records none (a user's file, or one written before units were recorded)."""
+    import uproot
+
+    try:
+        with uproot.open(os.fspath(path)) as f:
+            title = str(f[tree].title)
+    except Exception:  # noqa: BLE001 - unreadable files are read_showers' to report
+        return None
+    unit = title.partition(_UNIT_MARK)[2].strip()
+    return unit if unit in UNITS else None

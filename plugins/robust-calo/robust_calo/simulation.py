@@ -23,6 +23,8 @@ evaluated analytically instead of with thousands of point-like spots per event:
    variances and covariances of all cells equal those of the spot-by-spot model (derivation in
    PHYSICS.md). Then a per-cell gain spread (1 %), a per-event constant term and Gaussian
    electronic noise per cell.
+5. Units. Cells come out as visible (scintillator) energy in GeV by default, the paper's scale
+   (``CaloParams.units``); "calibrated" divides by the visible fraction (the sum is then ~E).
 
 Everything is vectorised over blocks of ``BLOCK`` events; each block has its own random stream
 ``numpy.random.default_rng([seed, dataset, block, SIM_VERSION])``, so a result depends only on the
@@ -96,7 +98,9 @@ class CaloParams:
     noise_theta_ref: float = 0.05  # rad: middle of LHCb's inner section (r ~ 0.6 m at z ~ 12.5 m)
     noise_theta_min: float = 0.025  # rad: inner edge of the inner section (beam plug)
     noise_gev: float | None = None  # fixed per-cell sigma in calibrated GeV instead (0 = no noise)
-    units: str = "calibrated"  # "calibrated": sum ~ E; "visible": scintillator energy (x visible_fraction)
+    # "visible" (default, the paper's scale: dataset A's cells 0-14 GeV): the energy seen in the
+    # scintillator, deposited x visible_fraction; "calibrated": divided back, so the 15x15 sum ~ E
+    units: str = "visible"
     # dataset B kinematics
     theta_max: float = 0.3  # |theta_x|, |theta_y| < theta_max [rad]
     pt_mean_gev: float = 1.5  # mean of the (untruncated) exponential p_T spectrum
@@ -122,8 +126,9 @@ def simulate(
 ) -> dict[str, np.ndarray]:
     """Simulate ``n_events`` single photons of ``dataset`` ("A" or "B").
 
-    Returns float32 arrays: ``deposits`` [n, 15, 15] cell energies in GeV (calibrated: the sum is
-    ~E minus leakage; or visible energy if ``params.units == "visible"``), ``energy`` [n] GeV,
+    Returns float32 arrays: ``deposits`` [n, 15, 15] cell energies in GeV (visible, scintillator
+    energy by default: the sum is ~0.157 E; calibrated, the sum ~E minus leakage, if
+    ``params.units == "calibrated"``), ``energy`` [n] GeV,
     ``x``, ``y`` [n] impact point in mm at the ECAL front face relative to the centre of the
     central cell, ``theta_x``, ``theta_y`` [n] rad. ``progress(k)`` is called with the number of
     events finished after each chunk of about ``chunk`` events. Deterministic for a given seed,

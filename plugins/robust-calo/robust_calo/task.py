@@ -3,7 +3,10 @@
 Data: single photons in a 15x15 LHCb-like Shashlik ECAL, as a ROOT file (``path``) or, by default,
 the package's own fast simulation (``dataset`` A or B, ``events`` showers, ``sim_seed``), made on
 first use into the cache. The population is split 0.5/0.5 once with ``split_seed`` into the
-training pool and the test set (paper section 2). ``x`` is ``[n, 1, 15, 15]`` (cell energies, GeV);
+training pool and the test set (paper section 2). ``x`` is ``[n, 1, 15, 15]`` (cell energies, GeV;
+simulated cells are visible, scintillator energy by default, the paper's raw scale: 0-14 GeV for
+dataset A; ``units = "calibrated"`` divides by the visible fraction, ``noise`` sets the per-cell
+electronic noise: LHCb's by default, or a fixed sigma in calibrated GeV, 0 for none);
 ``y`` is ``[n, 1]`` energy in GeV, or ``[n, 1]`` / ``[n, 2]`` impact position in cm.
 
 Losses (paper section 3.2): energy ``RMSE(E)/E = sqrt(mean(((E_pred - E_true)/E_true)^2))``;
@@ -46,6 +49,8 @@ class CaloTask(Task):
         "cell_size": CELL_SIZE_MM,
         "grid": "paper",
         "input": "raw",
+        "units": "visible",
+        "noise": None,
     }
     _extra_options: ClassVar[dict[str, Any]] = {}
 
@@ -57,6 +62,10 @@ class CaloTask(Task):
                 f"unknown option {unknown[0]!r} for task {self.name!r} (from [task_options]); "
                 f"valid: {', '.join(sorted(valid))}"
             )
+        for key in ("units", "noise"):
+            if key in options and options.get("path") is not None:
+                raise InputError(f"task {self.name!r} option {key} applies to the simulated data, not to a file "
+                                 f"(path={options['path']!r}): a file's cells are as they were written")  # fmt: skip
         self.options = self._validate({**valid, **options})
         self._data: TaskData | None = None
         self._space: SearchSpace | None = None
@@ -97,6 +106,11 @@ class CaloTask(Task):
             raise self._bad("grid", o["grid"], f"valid: {', '.join(_grid.GRIDS)}")
         if o["input"] not in ("raw", "fraction"):
             raise self._bad("input", o["input"], "valid: raw, fraction")
+        if o["units"] not in ("visible", "calibrated"):
+            raise self._bad("units", o["units"], "valid: visible (the paper's scale), calibrated")
+        nz = o["noise"]
+        if nz is not None and (isinstance(nz, bool) or not isinstance(nz, int | float) or not nz >= 0):
+            raise self._bad("noise", nz, "expected a per-cell sigma in calibrated GeV (0: none); default: LHCb's")
         return o
 
     @property
@@ -112,7 +126,9 @@ class CaloTask(Task):
             path = o["path"]
         else:
             events = o["events"] if o["events"] is not None else DEFAULT_EVENTS
-            path = str(rootio.ensure_default_data(o["dataset"], n_events=events, seed=o["sim_seed"]))
+            path = str(rootio.ensure_default_data(
+                o["dataset"], n_events=events, seed=o["sim_seed"], units=o["units"], noise_gev=o["noise"]
+            ))  # fmt: skip
         kwargs: dict[str, Any] = {"branches": o["branches"], "max_events": o["events"]}
         if o["tree"] is not None:
             kwargs["tree"] = o["tree"]
@@ -147,12 +163,27 @@ class CaloTask(Task):
             "split_seed": self.options["split_seed"],
             "cell_size_mm": self.options["cell_size"],
             "energy_range_gev": [float(energy.min()), float(energy.max())],
+            "cell_unit": self.cell_unit(path),
             "max_cell_gev": float(dep.max()),
             "y_unit": self.loss.unit,
         }
         idx_pool, idx_test = torch.from_numpy(pool), torch.from_numpy(test)
         self._data = TaskData(x[idx_pool], yt[idx_pool], x[idx_test], yt[idx_test], meta=meta)
         return self._data
+
+    def data_options(self) -> dict[str, Any]:
+        """The cell unit of simulated data: its default became visible (the paper's scale), so
+        instances logged on the calibrated data of before never count as instances of today's."""
+        return {} if self.options["path"] is not None else {"units": self.options["units"]}
+
+    def cell_unit(self, path: str) -> str:
+        """What the cells of the data hold, in words."""
+        from robust_calo import rootio
+
+        unit = rootio.cell_unit(path, self.options["tree"] or rootio.TREE)
+        words = {"visible": "GeV of visible (scintillator) energy, the paper's scale",
+                 "calibrated": "GeV calibrated (the 15x15 sum ~ E)"}  # fmt: skip
+        return words[unit] if unit else "GeV as the file holds them (unit not recorded)"
 
     # -- space and models -------------------------------------------------------------------------
     def search_space(self) -> SearchSpace:
@@ -175,6 +206,10 @@ class CaloTask(Task):
     def describe_candidate(self, candidate: Candidate) -> str:
         return _grid.describe(candidate.params)
 
+    def nas_space(self, trial: Any) -> dict[str, Any]:
+        """The paper's NAS space (its appendix 7), see :data:`robust_calo.grid.NAS_SPACE`."""
+        return _grid.nas_space(trial, self.target, self.options["input"])
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         summary = _grid.grid_summary(self.target, o["grid"], o["input"])
@@ -184,11 +219,15 @@ class CaloTask(Task):
             "grid source": summary["note"],
             "grid dimensions": summary["dimensions"],
             "fixed parameters": summary["fixed"],
+            "nas space": f"{_grid.nas_space_size():,} candidates (`robust nas`; the paper's appendix 7: 9,477, "
+            f"with the second pooling 3x3 or 1x1)",
             "data": (
                 self._data.meta
                 if self._data is not None
                 else (o["path"] or f"simulated dataset {o['dataset']}, "
-                      f"{o['events'] or DEFAULT_EVENTS} events (made on first use), split 0.5/0.5")
+                      f"{o['events'] or DEFAULT_EVENTS} events (made on first use), split 0.5/0.5; cells in GeV of "
+                      f"{'visible (scintillator) energy, the paper scale' if o['units'] == 'visible' else 'calibrated energy'}, "
+                      f"noise {'LHCb' if o['noise'] is None else o['noise']}")
             ),
         }  # fmt: skip
         return out

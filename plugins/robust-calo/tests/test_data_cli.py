@@ -57,6 +57,8 @@ def test_make_calo_default_name_and_lowercase_dataset(runner: CliRunner, tmp_pat
         (["--events", "0"], ["--events", "positive"]),
         (["--events", "-5"], ["--events"]),
         (["--seed", "-1"], ["--seed"]),
+        (["--units", "adc"], ["--units 'adc'", "visible, calibrated"]),
+        (["--noise", "-1"], ["--noise"]),
         (["--out", "/nonexistent-dir/x.root"], ["does not exist"]),
     ],
 )
@@ -70,6 +72,16 @@ def test_show_writes_png(runner: CliRunner, made: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_show_states_the_cell_unit(runner: CliRunner, made: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["show", str(made), "--out", str(tmp_path / "u.png")])
+    assert result.exit_code == 0, result.output
+    assert "visible (scintillator) energy" in result.stderr and "recorded in the file" in result.stderr
+    cal = tmp_path / "cal.root"
+    assert runner.invoke(app, ["make-calo", "-n", "200", "--units", "calibrated", "--out", str(cal)]).exit_code == 0
+    shown = runner.invoke(app, ["show", str(cal), "--out", str(tmp_path / "c.png")])
+    assert "calibrated GeV (recorded in the file)" in shown.stderr
 
 
 def test_show_default_output_next_to_file(runner: CliRunner, made: Path) -> None:

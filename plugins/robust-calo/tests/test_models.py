@@ -14,8 +14,8 @@ from robust_calo.models import CaloNet, build_calo_net, count_parameters, local_
 from robustcli.training.init import he_init
 
 #: appendix 6.1 of the paper (torchinfo "Trainable params")
-APPENDIX = {"model1": 23_923, "model2": 23_932, "model3": 23_644, "model4": 23_662}
-TARGET = {"model1": "energy", "model2": "energy", "model3": "position", "model4": "position"}
+APPENDIX = {"model1": 23_923, "model2": 23_932, "model3": 23_644, "model4": 23_662, "nas1": 5_756, "nas2": 15_932}
+TARGET = {"model1": "energy", "model2": "energy", "model3": "position", "model4": "position", "nas1": "energy", "nas2": "energy"}
 
 
 def clusters(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -27,7 +27,9 @@ def clusters(n: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def named(name: str) -> dict:
-    return named_models(TARGET[name])[name]
+    from robust_calo.grid import nas_models
+
+    return {**named_models(TARGET[name]), **nas_models()}[name]
 
 
 @pytest.mark.parametrize("name", sorted(APPENDIX))

@@ -183,6 +183,13 @@ def test_default_data_path(cache: Path) -> None:
     p = default_data_path("b", 1000, 3)
     assert p.parent == cache and "caloB" in p.name and "n1000" in p.name and "seed3" in p.name
     assert p.suffix == ".root"
+    # the cell units and the noise are in the name: a file of another unit (or of before units were
+    # in the name, all calibrated) is never taken for the default
+    assert "_visible_noise-lhcb" in p.name
+    others = {default_data_path("b", 1000, 3, units="calibrated"), default_data_path("b", 1000, 3, noise_gev=0)}
+    assert len(others | {p}) == 3
+    with pytest.raises(InputError, match="units"):
+        default_data_path("A", 10, units="adc")
     with pytest.raises(InputError):
         default_data_path("Z", 10)
     with pytest.raises(InputError):
@@ -195,6 +202,9 @@ def test_ensure_default_data_makes_once(cache: Path, monkeypatch: pytest.MonkeyP
     assert p.exists() and seen[-1] == 300
     assert read_showers(p)["energy"].shape == (300,)
     np.testing.assert_array_equal(read_showers(p)["deposits"], simulate("A", 300, 0)["deposits"])
+    from robust_calo.rootio import cell_unit
+
+    assert cell_unit(p) == "visible"
 
     def boom(*a, **k):
         raise AssertionError("simulated twice")

@@ -14,7 +14,10 @@ from robustcli.errors import InputError
 N_EVENTS = 2000
 
 #: candidate ids are hashes of the parameters: a change here means every stored study's ids change
-NAMED_IDS = {"model1": "c1445d7a313", "model2": "c578a836c62", "model3": "c441aa728db", "model4": "c4b752eadb2"}
+NAMED_IDS = {
+    "model1": "c1445d7a313", "model2": "c578a836c62", "model3": "c441aa728db", "model4": "c4b752eadb2",
+    "nas1": "c6b2157886a", "nas2": "c54e3db3c56",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +45,14 @@ def test_grid_has_the_papers_6912_candidates_with_stable_ids(cls):
     ids = {c.id for c in space}
     for name, cand in space.named.items():
         assert cand.id == NAMED_IDS[name]
-        assert cand.id in ids  # every named model lies on the grid
+        assert (cand.id in ids) == name.startswith("model")  # Models 1-4 lie on the grid; NAS 1-2 in the NAS space
         assert space.get(name).params == cand.params
 
 
 def test_named_models_carry_the_tables_hyperparameters():
     e = CaloEnergyTask().search_space().named
     p = CaloPositionTask().search_space().named
-    assert set(e) == {"model1", "model2"} and set(p) == {"model3", "model4"}
+    assert set(e) == {"model1", "model2", "nas1", "nas2"} and set(p) == {"model3", "model4"}
     m1, m2, m3, m4 = e["model1"].params, e["model2"].params, p["model3"].params, p["model4"].params
     assert (m1["optimizer"], m1["lr"], m1["batch_size"], m1["weight_decay"]) == ("nadam", 1e-4, 64, 1e-2)
     assert (m2["optimizer"], m2["lr"], m2["batch_size"], m2["weight_decay"]) == ("adamw", 1e-3, 32, 1e-1)
@@ -58,6 +61,28 @@ def test_named_models_carry_the_tables_hyperparameters():
             "adamw", 1e-4, 32, 1e-1, "prelu",
         )  # fmt: skip
     assert (m1["features"], m2["features"], m3["features"], m4["features"]) == ("none", "esum", "none", "barycenter")
+    n1, n2 = e["nas1"].params, e["nas2"].params  # Table 3
+    assert (n1["optimizer"], n1["lr"], n1["batch_size"], n1["weight_decay"]) == ("adamw", 1e-3, 32, 1e-3)
+    assert (n2["lr"], n2["weight_decay"], n2["hidden"], n2["features_at"]) == (1e-2, 1e-2, (128, 64, 9), 2)
+
+
+@pytest.mark.parametrize("cls", [CaloEnergyTask, CaloPositionTask])
+def test_nas_space_is_the_papers_and_holds_model2_and_the_nas_models(cls):
+    optuna = pytest.importorskip("optuna")
+    from robust_calo.grid import nas_space_size
+    from robustcli.task import Candidate
+
+    assert nas_space_size() == 2 * 9477  # the paper's count, times the second pooling (3x3 or 1x1)
+    task = cls()
+    model2 = {"conv1_filters": 32, "conv2_filters": 64, "pool": 3, "dense_layers": 1, "optimizer": "adamw",
+              "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-1}  # fmt: skip
+    nas2 = {"conv1_filters": 32, "conv2_filters": 16, "pool": 1, "dense_layers": 3, "units_1": 128, "units_2": 64,
+            "optimizer": "adamw", "lr": 1e-2, "batch_size": 32, "weight_decay": 1e-2}  # fmt: skip
+    found = [Candidate.from_params(task.nas_space(optuna.trial.FixedTrial(a))) for a in (model2, nas2)]
+    if cls is CaloEnergyTask:
+        assert [c.id for c in found] == [NAMED_IDS["model2"], NAMED_IDS["nas2"]]
+    for cand in found:
+        task.build_model(cand)
 
 
 def test_describe_gives_the_grid_without_loading_data(tmp_path):
@@ -100,6 +125,9 @@ def test_position_loss_is_rmse_of_x():
         (CaloEnergyTask, {"grid": "huge"}, "grid='huge'.*paper, text"),
         (CaloEnergyTask, {"input": "log"}, "input='log'"),
         (CaloEnergyTask, {"cell_size": 0}, "cell_size"),
+        (CaloEnergyTask, {"units": "adc"}, "units='adc'.*visible"),
+        (CaloEnergyTask, {"noise": -1}, "noise=-1"),
+        (CaloEnergyTask, {"noise": 0, "path": "x.root"}, "noise applies to the simulated data"),
         (CaloPositionTask, {"predict": "z"}, "predict='z'.*x, xy"),
     ],
 )
@@ -171,7 +199,7 @@ def _expected_energy_sum_resolution(x: torch.Tensor, energy: torch.Tensor) -> fl
     p = CaloParams()
     e = energy[:, 0].double().numpy()
     corners = x[:, 0].double().numpy()[:, [0, 0, -1, -1], [0, -1, 0, -1]]
-    noise = float(corners.std())
+    noise = float(corners.std()) / p.visible_fraction  # cells in visible GeV (the default): in E, calibrated
     var = p.stochastic**2 / e + (15 * noise / e) ** 2 + p.constant_term**2
     return float(np.sqrt(np.mean(var)))
 
@@ -191,7 +219,8 @@ def test_energy_baselines(sample):
         losses[name] = float(task.test_loss(pred, data.test_y))
     expected = _expected_energy_sum_resolution(data.test_x, data.test_y)
     assert losses["energy-sum"] == pytest.approx(expected, rel=0.25)
-    assert base["energy-sum"].scale == pytest.approx(1.0, abs=0.05)  # calibrated deposits
+    # visible deposits (the default, the paper's scale): k = 1 / (visible fraction x containment) ~ 6.4
+    assert base["energy-sum"].scale == pytest.approx(1 / (0.99 * CaloParams().visible_fraction), rel=0.05)
     assert losses["energy-sum-3x3"] < 0.6 * losses["energy-sum"]  # noise of 9 cells, not 225
     assert losses["xgboost"] < losses["energy-sum"]
     again = base["xgboost"].fit_predict(data.pool_x, data.pool_y, data.test_x, seed=5)
@@ -215,3 +244,21 @@ def test_position_baselines(sample):
     fit = task.baselines()["barycenter-3x3"]
     fit.fit_predict(data.pool_x, data.pool_y, data.test_x, seed=0)
     assert 0.08 < fit.fits["x"].b / 4.04 < 0.2  # LHCb: 0.129 (3x3), 0.144 (inner)
+
+
+def test_the_cell_unit_is_part_of_the_fingerprint(tmp_path):
+    """Instances logged on the calibrated data of before (no units option) never count as today's."""
+    from robustcli.config import load_settings
+    from robustcli.execution.session import StudySession
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def session(**options):
+        return StudySession(load_settings(None, task="calo-energy", task_options=options or None), uri)
+
+    default, visible, calibrated = session(), session(units="visible"), session(units="calibrated")
+    assert default.fingerprint == visible.fingerprint != calibrated.fingerprint
+    assert default.settings.task_options == {"units": "visible"}
+    before = load_settings(None, task="calo-energy").fingerprint()  # what earlier versions logged
+    assert before not in (default.fingerprint, calibrated.fingerprint)
+    assert session(path=str(tmp_path / "x.root")).settings.task_options == {"path": str(tmp_path / "x.root")}

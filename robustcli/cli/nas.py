@@ -1,0 +1,187 @@
+"""`robust nas`: an Optuna search (one training per trial), then its best trials assessed over
+fresh instances and set beside a candidate of yours. The work is in :mod:`robustcli.studies.nas`."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import typer
+
+from robustcli.cli._common import (
+    ConfigFile,
+    Device,
+    Engine,
+    Executor,
+    JsonFlag,
+    MaxEpochs,
+    MaxStack,
+    MinEpochs,
+    RayAddress,
+    Sampling,
+    Seed,
+    StopMode,
+    StudyName,
+    TaskName,
+    TaskOptions,
+    TestSize,
+    Threads,
+    Threshold,
+    TrackingUri,
+    TrainSize,
+    Window,
+    Workers,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    training_overrides,
+)
+
+
+@handle_errors
+def nas(
+    task: TaskName = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Trials of the search, one training each (default 20).", show_default=False)] = None,
+    top: Annotated[int | None, typer.Option("--top", help="Best distinct trials to assess (default 3).", show_default=False)] = None,
+    instances: Annotated[
+        int | None, typer.Option("--instances", "-n", help="Fresh instances per assessed candidate (default 5).", show_default=False)
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Candidate to set beside the picks: a name or id (e.g. model2), or 'selected' "
+                     "(the survivor of the study's last finished `robust select`).", show_default=False),
+    ] = None,
+    sampler: Annotated[
+        str | None, typer.Option("--sampler", metavar="tpe|random", help="Optuna sampler (default tpe).", show_default=False)
+    ] = None,
+    train_size: TrainSize = None,
+    test_size: TestSize = None,
+    sampling: Sampling = None,
+    seed: Seed = None,
+    study: StudyName = None,
+    config: ConfigFile = None,
+    tracking_uri: TrackingUri = None,
+    device: Device = None,
+    min_epochs: MinEpochs = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    stop_mode: StopMode = None,
+    max_epochs: MaxEpochs = None,
+    task_option: TaskOptions = None,
+    engine: Engine = None,
+    max_stack: MaxStack = None,
+    threads: Threads = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    address: RayAddress = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Search the task's NAS space with Optuna (TPE by default, seeded by --seed), one training
+    per trial as a NAS does; then assess the --top distinct trials with --instances fresh
+    instances each and set them beside --against, box plot beside box plot: is the best single
+    run the robust choice? Trials and instances already in MLflow are reused: an identical second
+    run trains nothing, and more --trials continue the search.
+
+    The calorimeter tasks search the paper's NAS space (its appendix: two convolutions of 16, 32
+    or 64 filters, 1-3 dense layers, Adam/AdamW/RMSprop, its rates, weight decays and batch
+    sizes); another task searches its grid, one categorical per dimension, or its own nas_space.
+
+    Example: robust nas --task calo-energy -o dataset=B --trials 120 --top 2 --instances 50 --against model2
+
+    Example (seconds): robust nas --task synthetic --trials 6 --top 2 --instances 3 --max-epochs 30
+    """
+    from robustcli.config import load_settings
+    from robustcli.errors import InputError
+
+    for name, value in (("--trials", trials), ("--top", top), ("--instances", instances)):
+        if value is not None and value <= 0:
+            raise InputError(f"{name} must be a positive count, got {value}")
+    settings = load_settings(
+        config,
+        instances=instances,
+        trials=trials,
+        top=top,
+        against=against,
+        sampler=sampler,
+        **training_overrides(
+            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
+            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
+            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
+            executor=executor, workers=workers, address=address,
+        ),
+    )
+    from robustcli.execution.session import StudySession
+    from robustcli.studies.nas import NasSearch
+
+    session = StudySession(settings, tracking_uri)
+    search = NasSearch(session, settings.nas)
+    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
+        search.prepare()
+    with _Bars(quiet=json_output) as bars:
+        report = search.run(progress=bars.update)
+    if json_output:
+        print_json(report)
+    else:
+        _render(report)
+
+
+class _Bars:
+    """One progress bar for the search's trials and one for the assessment's instances, on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"), console=err_console, disable=quiet,
+        )  # fmt: skip
+        self.bars: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, phase: str, done: int, total: int, message: str) -> None:
+        if phase not in self.bars:
+            label = "search (trials)" if phase == "trial" else "assessment (instances)"
+            self.bars[phase] = self.progress.add_task(label, total=total, last="")
+        self.progress.update(self.bars[phase], completed=done, total=total, last=message)
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def fmt(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else "-"
+
+    console.print(
+        f"{report['task']}: {report['trials']} trials ({report['sampler']}, seed {report['sampler_seed']}; "
+        f"{report['trained_trials']} trained now, {report['failed_trials']} failed, "
+        f"{report['distinct_candidates']} distinct candidates)"
+    )
+    table = Table(title=f"The best trials over {report['instances']} fresh instances each (train size {report['train_size']})")
+    for col in ("candidate", "trial", "trial loss", "mean", "std", "median", "Q90-Q10", "failed"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
+    for r in rows:
+        s = r["statistics"]
+        table.add_row(
+            f"{r['name']} ({r['candidate']})" + (" [against]" if r["role"] == "against" else ""),
+            "-" if r["trial"] is None else str(r["trial"]),
+            fmt(r["trial_loss"]),
+            fmt(r["mean"]),
+            fmt(r["std"]),
+            fmt(r["median"]),
+            fmt(s["q90_q10"]["value"]),
+            str(r["failed"]),
+        )
+    console.print(table)
+    console.print(report["verdict"])
+    console.print(
+        f"{report['trained_instances']} instances trained now; box plots (nas.png) and the table (nas.json) in MLflow: "
+        f"{report['tracking_uri']} (experiment {report['study']!r}, run {report['run_id']})"
+    )

@@ -1,0 +1,465 @@
+"""A neural-architecture and hyperparameter search with Optuna, then the robustness of its picks.
+
+What the paper's appendix (its "Comparison with NAS", Figure 18) does, for any task:
+
+1. **Search.** An Optuna study (TPE by default) over the task's :meth:`~robustcli.task.Task.nas_space`:
+   each trial is *one* training, as a NAS does; its loss is that training's test loss. The
+   training is instance 0 of the trial's candidate under the study's settings, logged like any
+   instance (so a candidate already assessed costs nothing, and a trial repeated by the sampler
+   is read, not retrained). Each trial is also an MLflow run (tag ``robust.kind = nas-trial``)
+   under the search's run (``robust.kind = nas``), with Optuna's answers as params and ``loss``.
+2. **Assessment.** The ``top`` distinct candidates by trial loss get ``instances`` more trainings
+   each (instances 1..N: the trial's own training is left out, it was picked *for* being low),
+   and so does the candidate to compare with (``against``), on the same seeds (common random
+   numbers). Box plot beside box plot, with each trial's single loss marked: the paper's point
+   that the best single run is not the robust choice.
+
+Resume. MLflow is the one record: no Optuna storage file. A re-run finds the search's run by its
+key (settings fingerprint, sampler, seed, the task's space) and rebuilds the Optuna study by
+replaying the logged trials in order (``enqueue_trial`` / ``ask`` / ``tell``, re-running the task's
+``nas_space`` on the logged answers, which also rebuilds the distributions). Trial *n* is asked of
+a fresh sampler seeded by (study seed, *n*), so a resumed search asks exactly what an
+uninterrupted one would, and a second identical run trains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcli.config import NasSettings
+from robustcli.errors import InputError
+from robustcli.task import Candidate
+
+__all__ = ["NAS_KIND", "TRIAL_KIND", "NasSearch", "NasTrial", "search_key", "trial_seed"]
+
+NAS_KIND = "nas"
+TRIAL_KIND = "nas-trial"
+
+#: (phase, done, total, message): phase "trial" during the search, "instance" during the assessment
+Progress = Callable[[str, int, int, str], None]
+
+
+def search_key(fingerprint: str, nas: NasSettings, seed: int, space: str) -> str:
+    """What identifies a search: the instances' settings, the sampler, the seed and the space (not
+    the number of trials: asking for more continues the same search)."""
+    text = json.dumps({"fp": fingerprint, "sampler": nas.sampler, "seed": seed, "space": space}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of the sampler that asks trial ``number`` (31 bits)."""
+    digest = hashlib.blake2b(f"robust/nas/{seed}/{number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 31) - 1)
+
+
+@dataclass
+class NasTrial:
+    """One trial: Optuna's answers, the candidate they make, and its one training's loss."""
+
+    number: int
+    answers: dict[str, Any]
+    candidate: Candidate
+    loss: float  # NaN: the training failed
+    instance_run: str = ""
+    trained_now: bool = False
+
+    def as_dict(self, describe: Callable[[Candidate], str]) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "candidate": self.candidate.id,
+            "name": describe(self.candidate),
+            "params": dict(self.candidate.params),
+            "answers": self.answers,
+            "loss": self.loss,
+            "state": "complete" if math.isfinite(self.loss) else "fail",
+        }
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise InputError("`robust nas` needs Optuna: pip install 'optuna>=4'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _sampler(optuna: Any, kind: str, seed: int) -> Any:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+@dataclass
+class _Assessment:
+    candidate: Candidate
+    role: str  # "top" or "against"
+    losses: list[float] = field(default_factory=list)
+    trial: NasTrial | None = None
+
+
+class NasSearch:
+    """A search over a :class:`~robustcli.execution.session.StudySession`; :meth:`prepare` refuses
+    bad input before anything is written, :meth:`run` searches, assesses and logs."""
+
+    def __init__(self, session: Any, nas: NasSettings) -> None:
+        self.session = session
+        self.nas = nas
+        self.settings = session.settings
+        self.against: Candidate | None = None
+        self._run_id: str | None = None
+        space_name = f"{type(session.task).__module__}.{type(session.task).__qualname__}"
+        self.key = search_key(session.fingerprint, nas, self.settings.seed, space_name)
+
+    # -- before anything trains ----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Optuna importable, the candidate to compare with known, the sizes possible, the device there."""
+        _optuna()
+        if self.settings.instances < 1:
+            raise InputError(f"--instances must be a positive count, got {self.settings.instances}")
+        if self.nas.against:
+            self.against = self._resolve_against(self.nas.against.strip())
+        self.session.validate_sizes()
+        self.session.prepare_executor()
+
+    def _resolve_against(self, key: str) -> Candidate:
+        if key != "selected":
+            return self.session.space.get(key, where="--against")
+        exp_id = self.session.existing_experiment()
+        runs = [] if exp_id is None else self.session.store.search(
+            exp_id,
+            f"tags.`robust.kind` = 'selection' and tags.`robust.fingerprint` = '{self.session.fingerprint}' "
+            f"and tags.`robust.state` = 'finished'",
+        )
+        if not runs:
+            raise InputError(
+                f"--against selected: study {self.settings.study_name!r} has no finished selection under these "
+                f"settings; run `robust select` first or name a candidate (see `robust tasks show {self.settings.task}`)"
+            )
+        return self.session.space.get(runs[-1].data.tags["robust.selected"], where="--against selected")
+
+    # -- MLflow: the search's run and its trials -------------------------------------------------
+    def _find_run(self) -> Any | None:
+        exp_id = self.session.existing_experiment()
+        if exp_id is None:
+            return None
+        runs = self.session.store.search(
+            exp_id, f"tags.`robust.kind` = '{NAS_KIND}' and tags.`robust.nas_key` = '{self.key}'"
+        )
+        return runs[0] if runs else None
+
+    def _open_run(self) -> str:
+        if self._run_id is not None:
+            return self._run_id
+        client = self.session.store.client
+        run = self._find_run()
+        if run is None:
+            s = self.settings
+            run = client.create_run(
+                self.session.experiment(),
+                run_name=f"nas-{self.key}",
+                tags={
+                    "robust.kind": NAS_KIND,
+                    "robust.nas_key": self.key,
+                    "robust.task": str(s.task),
+                    "robust.fingerprint": self.session.fingerprint,
+                    **self.session.store.context_tags,
+                },
+            )
+            params = {"sampler": self.nas.sampler, "sampler_seed": s.seed, "train_size": self.session.train_size,
+                      "sampler_seeding": "trial n: a fresh sampler seeded by hash(study seed, n)"}  # fmt: skip
+            from mlflow.entities import Param
+
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        else:
+            client.update_run(run.info.run_id, status="RUNNING")
+        self._run_id = run.info.run_id
+        return self._run_id
+
+    def _logged_trials(self) -> list[Any]:
+        exp_id = self.session.existing_experiment()
+        if exp_id is None:
+            return []
+        runs = self.session.store.search(
+            exp_id, f"tags.`robust.kind` = '{TRIAL_KIND}' and tags.`robust.nas_key` = '{self.key}'"
+        )
+        by_number: dict[int, Any] = {}
+        for run in runs:  # two runs of one trial (a race): the first logged wins, as for instances
+            by_number.setdefault(int(run.data.tags["robust.trial_number"]), run)
+        # only the unbroken prefix counts: trial n was asked knowing trials 0..n-1
+        out = []
+        while len(out) in by_number:
+            out.append(by_number[len(out)])
+        return out
+
+    def _log_trial(self, trial: NasTrial) -> None:
+        tags = {
+            "mlflow.parentRunId": self._open_run(),
+            "robust.kind": TRIAL_KIND,
+            "robust.nas_key": self.key,
+            "robust.trial_number": str(trial.number),
+            "robust.trial_answers": json.dumps(trial.answers, sort_keys=True),
+            "robust.candidate_id": trial.candidate.id,
+            "robust.candidate_json": trial.candidate.to_json(),
+            "robust.instance_run": trial.instance_run,
+            "robust.task": str(self.settings.task),
+            "robust.fingerprint": self.session.fingerprint,
+            **self.session.store.context_tags,
+        }
+        params = {k: str(v)[:6000] for k, v in trial.answers.items()}
+        params["sampler_seed"] = str(trial_seed(self.settings.seed, trial.number))
+        metrics = {"loss": trial.loss} if math.isfinite(trial.loss) else {}
+        name = f"trial-{trial.number}: {self.session.describe(trial.candidate)}"[:250]
+        self.session.store.write_run(self.session.experiment(), name, tags, params, metrics=metrics)
+
+    # -- the search ---------------------------------------------------------------------------
+    def _candidate(self, trial: Any) -> Candidate:
+        try:
+            params = dict(self.session.task.nas_space(trial))
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's space: say whose it is
+            raise InputError(f"task {self.settings.task!r}: its nas_space failed: {type(exc).__name__}: {exc}") from exc
+        cand = Candidate.from_params(params)
+        for name, named in self.session.space.named.items():
+            if named.id == cand.id:
+                return named  # the paper's Model 2 found by the search keeps its name
+        return cand
+
+    def _train_instance_0(self, cand: Candidate) -> tuple[Any, bool]:
+        known = self.session.known([cand.id]).get(cand.id, {})
+        if 0 in known:
+            return known[0], False
+        records = list(self.session.train([(cand, 0)]))
+        return records[-1][1], True
+
+    def search(self, progress: Progress | None = None) -> list[NasTrial]:
+        """Replay the logged trials, then run the missing ones: ``nas.trials`` in all."""
+        optuna = _optuna()
+        from optuna.trial import TrialState
+
+        lower = self.session.task.loss.lower_is_better
+        study = optuna.create_study(direction="minimize" if lower else "maximize",
+                                    sampler=_sampler(optuna, self.nas.sampler, trial_seed(self.settings.seed, 0)))  # fmt: skip
+        trials: list[NasTrial] = []
+
+        def tell(opt_trial: Any, loss: float) -> None:
+            if math.isfinite(loss):
+                study.tell(opt_trial, loss)
+            else:
+                study.tell(opt_trial, state=TrialState.FAIL)
+
+        logged = self._logged_trials()[: self.nas.trials]
+        for run in logged:
+            answers = json.loads(run.data.tags["robust.trial_answers"])
+            study.enqueue_trial(answers)
+            opt_trial = study.ask()
+            cand = self._candidate(opt_trial)
+            if cand.id != run.data.tags["robust.candidate_id"]:
+                raise InputError(
+                    f"trial {len(trials)} of the search in study {self.settings.study_name!r} no longer gives the "
+                    f"candidate it logged: the task's nas_space changed; search in another --study"
+                )
+            loss = float(run.data.metrics.get("loss", math.nan))
+            tell(opt_trial, loss)
+            trials.append(NasTrial(len(trials), answers, cand, loss, run.data.tags.get("robust.instance_run", "")))
+        if progress is not None:
+            progress("trial", len(trials), self.nas.trials, f"{len(trials)} logged" if trials else "")
+        for number in range(len(trials), self.nas.trials):
+            study.sampler = _sampler(optuna, self.nas.sampler, trial_seed(self.settings.seed, number))
+            opt_trial = study.ask()
+            cand = self._candidate(opt_trial)
+            rec, trained = self._train_instance_0(cand)
+            trial = NasTrial(number, dict(opt_trial.params), cand, rec.loss, self.session.store.run_id(rec.run_id), trained)
+            self._log_trial(trial)
+            tell(opt_trial, trial.loss)
+            trials.append(trial)
+            if progress is not None:
+                shown = f"{trial.loss:.5g}" if math.isfinite(trial.loss) else "failed"
+                progress("trial", number + 1, self.nas.trials, f"#{number}: {shown} ({self.session.describe(cand)})")
+        return trials
+
+    def best(self, trials: list[NasTrial]) -> list[NasTrial]:
+        """The ``top`` distinct candidates by their trial's loss (failed trials never)."""
+        sign = 1.0 if self.session.task.loss.lower_is_better else -1.0
+        ranked = sorted((t for t in trials if math.isfinite(t.loss)), key=lambda t: (sign * t.loss, t.number))
+        out: list[NasTrial] = []
+        for t in ranked:
+            if all(t.candidate.id != o.candidate.id for o in out):
+                out.append(t)
+            if len(out) == self.nas.top:
+                break
+        return out
+
+    # -- the assessment -------------------------------------------------------------------------
+    def assess(self, best: list[NasTrial], progress: Progress | None = None) -> tuple[list[_Assessment], int]:
+        """Instances 1..N of each top candidate and of the one to compare with; those logged are read."""
+        rows = [_Assessment(t.candidate, "top", trial=t) for t in best]
+        if self.against is not None and all(r.candidate.id != self.against.id for r in rows):
+            rows.append(_Assessment(self.against, "against"))
+        indices = range(1, self.settings.instances + 1)
+        known = self.session.known([r.candidate.id for r in rows])
+        jobs = [(r.candidate, i) for r in rows for i in indices if i not in known.get(r.candidate.id, {})]
+        if jobs:
+            done = 0
+            for cand, rec in self.session.train(jobs):
+                known.setdefault(cand.id, {})[rec.index] = rec
+                done += 1
+                if progress is not None:
+                    progress("instance", done, len(jobs), f"{self.session.describe(cand)} #{rec.index}")
+        for r in rows:
+            r.losses = [known[r.candidate.id][i].loss for i in indices]
+        return rows, len(jobs)
+
+    # -- all of it --------------------------------------------------------------------------------
+    def run(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Search, assess, log the table and the figure to the search's run; the report as a dict."""
+        try:
+            trials = self.search(progress)
+            best = self.best(trials)
+            if not best:
+                raise InputError(f"all {len(trials)} trials failed: nothing to assess (see the trial runs in MLflow)")
+            rows, trained_instances = self.assess(best, progress)
+            report = self._report(trials, rows, trained_instances)
+            self._log_report(report)
+        except BaseException:
+            if self._run_id is not None:
+                try:
+                    self.session.store.client.set_terminated(self._run_id, "KILLED")
+                except Exception:  # noqa: BLE001 - the store is gone: the report says why already
+                    pass
+            raise
+        return report
+
+    def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> dict[str, Any]:
+        from robustcli.robustness import summarize
+
+        describe = self.session.describe
+        out_rows = []
+        for r in rows:
+            finite = [x for x in r.losses if math.isfinite(x)]
+            stats = summarize(finite, seed=self.settings.seed, names=("mean", "median", "std", "iqr", "q90_q10", "min", "max"))
+            out_rows.append({
+                "role": r.role,
+                "candidate": r.candidate.id,
+                "name": describe(r.candidate),
+                "params": dict(r.candidate.params),
+                "trial": r.trial.number if r.trial else None,
+                "trial_loss": r.trial.loss if r.trial else None,
+                "instances": len(r.losses),
+                "failed": len(r.losses) - len(finite),
+                "losses": r.losses,
+                "mean": stats["mean"].value,
+                "std": stats["std"].value,
+                "median": stats["median"].value,
+                "statistics": {k: v.as_dict() for k, v in stats.items()},
+            })  # fmt: skip
+        top = [r for r in out_rows if r["role"] == "top"]
+        against = next((r for r in out_rows if r["role"] == "against"), None)
+        if against is None and self.against is not None:  # the candidate to compare with is one of the top
+            against = next(r for r in out_rows if r["candidate"] == self.against.id)
+        return {
+            "task": self.settings.task,
+            "study": self.settings.study_name,
+            "loss": {"name": self.session.task.loss.name, "lower_is_better": self.session.task.loss.lower_is_better},
+            "sampler": self.nas.sampler,
+            "sampler_seed": self.settings.seed,
+            "sampler_seeding": "trial n is asked of a fresh sampler seeded by hash(sampler_seed, n)",
+            "trials": len(trials),
+            "trained_trials": sum(t.trained_now for t in trials),
+            "failed_trials": sum(not math.isfinite(t.loss) for t in trials),
+            "distinct_candidates": len({t.candidate.id for t in trials}),
+            "trial_table": [t.as_dict(describe) for t in trials],
+            "instances": self.settings.instances,
+            "instance_indices": [1, self.settings.instances],
+            "trained_instances": trained_instances,
+            "train_size": self.session.train_size,
+            "top": top,
+            "against": against,
+            "verdict": _verdict(top, against, self.session.task.loss.lower_is_better),
+            "key": self.key,
+            "run_id": self._open_run(),
+            "tracking_uri": self.session.store.uri,
+            "fingerprint": self.session.fingerprint,
+        }
+
+    def _log_report(self, report: dict[str, Any]) -> None:
+        from robustcli.reporting.plots import study_figure
+
+        client = self.session.store.client
+        run_id = self._open_run()
+        rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
+        import textwrap
+
+        labels = {}
+        for r in rows:  # long descriptions wrapped: the boxes keep their room
+            label = f"{r['name']} (trial {r['trial']})" if r["trial"] is not None else f"{r['name']} (against)"
+            labels[textwrap.fill(label, 34)] = r
+        with tempfile.TemporaryDirectory() as tmp:
+            png = study_figure(
+                Path(tmp) / "nas.png",
+                title=f"{report['task']}: NAS picks ({report['trials']} trials, {report['sampler']})\n"
+                f"over {report['instances']} fresh instances each, train size {report['train_size']}",
+                losses={label: r["losses"] for label, r in labels.items()},
+                marks={label: r["trial_loss"] for label, r in labels.items() if r["trial_loss"] is not None},
+                marks_label="the trial's single training",
+                loss_name=report["loss"]["name"],
+            )
+            table = Path(tmp) / "nas.json"
+            table.write_text(json.dumps(report, indent=1, default=str, allow_nan=True))
+            client.log_artifact(run_id, str(png))
+            client.log_artifact(run_id, str(table))
+        report["figure"] = "nas.png"
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        best = report["top"][0]
+        metrics = {"trials": report["trials"], "best_trial_loss": best["trial_loss"], "best_trial_mean": best["mean"]}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, report["trials"]) for k, v in metrics.items() if v is not None and math.isfinite(v)],
+            tags=[RunTag("robust.state", "finished"), RunTag("robust.verdict", report["verdict"][:5000])],
+        )
+        client.set_terminated(run_id, "FINISHED")
+
+
+def _verdict(top: list[dict[str, Any]], against: dict[str, Any] | None, lower_is_better: bool) -> str:
+    """One sentence: how the best single run fares over fresh instances, and against the reference."""
+    best = top[0]
+
+    def fmt(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else "-"
+
+    text = (f"best single run: trial {best['trial']} ({best['name']}), loss {fmt(best['trial_loss'])}; over "
+            f"{best['instances']} fresh instances its mean is {fmt(best['mean'])} (std {fmt(best['std'])})")  # fmt: skip
+    if against is not None and against is not best:
+        better = (against["mean"] < best["mean"]) == lower_is_better
+        steadier = against["std"] < best["std"]
+        text += (f"; {against['name']}: mean {fmt(against['mean'])} (std {fmt(against['std'])}), "
+                 f"{'better' if better else 'worse'} on the mean and {'more' if steadier else 'less'} robust (std)")  # fmt: skip
+    return text
+
+
+def logged_searches(store: Any, exp_id: str) -> list[dict[str, Any]]:
+    """The finished searches of an experiment as ``robust report`` draws them: each one's report
+    (``nas.json``) and figure (``nas.png``, as bytes under ``png``), read back from MLflow."""
+    out = []
+    runs = store.search(exp_id, f"tags.`robust.kind` = '{NAS_KIND}' and tags.`robust.state` = 'finished'")
+    for run in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                folder = Path(store.client.download_artifacts(run.info.run_id, "", tmp))
+                report = json.loads((folder / "nas.json").read_text())
+                report["png"] = (folder / "nas.png").read_bytes()
+            except (OSError, ValueError):  # a search whose artifacts are gone: nothing to draw
+                continue
+        out.append(report)
+    return out
