@@ -104,6 +104,8 @@ def run_training_selection(settings: StudySettings, json_output: bool = False, e
     summary = survivor_summary(session, result.survivors, result.steps, seed=settings.seed)
     report = {
         **result.as_dict(),
+        # trained by this process: an instance another process (an assess beside) trained is read, not counted
+        "trained": executor.trained_here,
         "task": settings.task,
         "study": settings.study_name,
         "tracking_uri": session.store.uri,

@@ -119,7 +119,9 @@ def assess(
     if missing:
         session.prepare_executor()  # a device or cluster that cannot train: refused before any write
         records.update(_train(session, cand, missing, quiet=json_output))
-    report = _report(session, cand, [records[i] for i in range(n)], trained_now=len(missing))
+    # what this process trained: an instance another process trained meanwhile was waited for and read
+    trained_now = sum(r.fresh for r in records.values())
+    report = _report(session, cand, [records[i] for i in range(n)], trained_now=trained_now)
     if json_output:
         print_json(report)
     else:

@@ -30,12 +30,15 @@ class SessionExecutor(Executor):
         self.engine = engine
         self.on_start = on_start
         self.on_done = on_done
+        #: instances this process trained (not those another process trained meanwhile, waited for and read)
+        self.trained_here = 0
 
     def run(self, requests: Sequence[tuple[str, int]]) -> Iterator[tuple[str, int, float]]:
         if self.on_start is not None:
             self.on_start(len(requests))
         jobs = [(self.session.candidate(cid), index) for cid, index in requests]
         for candidate, record in self.session.train(jobs, executor=self.engine):
+            self.trained_here += record.fresh
             self.store.add(candidate.id, record.index, record.loss)
             if self.on_done is not None:
                 self.on_done(candidate.id, record.index, record.loss)

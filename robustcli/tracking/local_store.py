@@ -52,6 +52,13 @@ def check_sqlite_uri(uri: str) -> Path | None:
     if path.exists():
         _check_writable(uri, path.parent, path)
         _check_is_mlflow_store(uri, path)
+    else:  # to be created: its nearest folder that exists must take it (nothing is made now)
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"tracking URI {uri!r}: {folder} is not a folder")
+        _check_writable(uri, folder)
     return path
 
 

@@ -99,6 +99,8 @@ class InstanceRecord:
     init_seed: int
     data_seed: int
     end_time: int = 0  # ms since the epoch, when it stopped training
+    #: trained by this process just now (not read back: logged earlier or by another process)
+    fresh: bool = False
 
     @classmethod
     def from_run(cls, run: Any) -> InstanceRecord:
@@ -136,6 +138,7 @@ class InstanceRecord:
             init_seed=result.spec.init_seed,
             data_seed=result.spec.data_seed,
             end_time=end_time,
+            fresh=True,
         )
 
 
