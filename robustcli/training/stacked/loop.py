@@ -122,7 +122,7 @@ def iter_stacked(
     # batches are [B, K, ...] (instance dim 1): the grouped convolutions then need no transpose
     step_fn = vmap(loss_fn(task, base), in_dims=(0, 0, 1, 1))
     fwd = forward_fn(base)
-    eval_chunk = tuning.eval_chunk(device.type)
+    eval_chunk = tuning.for_device(device.type).eval_chunk
     done: set[int] = set()  # rows (of the current stack) that have stopped, with compact=False
 
     while True:

@@ -52,10 +52,11 @@ class StackedPool(torch.autograd.Function):
         x = x.movedim(in_dims[0], 1)  # [N, K, C, H, W]
         n, k, c = x.shape[:3]
         x = x.reshape(n, k * c, *x.shape[3:])  # a view when the layout is [N, H, W, K, C]
-        if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+        cl = torch.channels_last
+        if tuning.for_device(x.device.type).channels_last_pool and x.dim() == 4 and not x.is_contiguous(memory_format=cl):
             # the CPU's channels-first max pooling is ~10-30x slower than channels-last here: a
             # copy (e.g. after a convolution of an unbatched channels-first input) is cheaper
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=cl)
         out = fn(x)
         return out.reshape(n, k, c, *out.shape[2:]), 1
 
@@ -154,8 +155,8 @@ class SharedConvPool(torch.autograd.Function):
         # in tiles whose [tile, k*k, K*O] product stays in the cache (a few MB): the product and
         # its max over the window read back from the cache, not from memory (measured 2-3x
         # faster than whole-chunk products, which are memory-bound at 37 MB each)
-        cpu = x.device.type == "cpu"
-        tile = max(1, tuning.SHARED_CONV_POOL_TILE_FLOATS // (window * nk * o)) if cpu else best.shape[0]
+        tiled = tuning.for_device(x.device.type).tile_conv_pool
+        tile = max(1, tuning.SHARED_CONV_POOL_TILE_FLOATS // (window * nk * o)) if tiled else best.shape[0]
         for lo in range(0, best.shape[0], tile):
             hi = min(best.shape[0], lo + tile)
             part = (rows[lo * window : hi * window] @ wt).view(hi - lo, window, nk * o)

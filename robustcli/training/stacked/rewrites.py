@@ -20,9 +20,10 @@ unrewritten model. The passes run in the registry's order:
     2-d max-pooling pools the ``K*C`` channels as one image (:class:`.ops.StackedPool`) instead
     of vmap's rule that folds K into the batch.
 ``fused_eval_conv_pool``
-    a one-channel, unbiased, unstrided convolution followed by its ``k x k``, stride-``k``
-    max-pooling evaluates a shared input without writing the full map
-    (:class:`.ops.SharedConvPool`; its 9-term sums may round differently, ~1e-7 relative).
+    a one-channel, unbiased, unstrided convolution followed (through a ReLU, which then runs
+    after the pooling as ``pool_before_relu`` runs it) by its ``k x k``, stride-``k`` max-pooling
+    evaluates a shared input without writing the full map (:class:`.ops.SharedConvPool`; its
+    9-term sums may round differently, ~1e-7 relative).
 
 The passes see ``nn.Sequential`` containers only (a pair of modules is adjacent there and
 nowhere else), and leave alone a convolution subclass (its own forward) and any module object
@@ -285,13 +286,18 @@ def _fused_eval_conv_pool(root: nn.Module) -> int:
             j = i + 1
             while j < len(seq) and type(seq[j]) is nn.Identity:  # what pool_before_relu leaves of a ReLU
                 j += 1
+            relu = j if j < len(seq) and type(seq[j]) is nn.ReLU else None
+            j += relu is not None
             pool = _plain_max_pool(seq[j] if j < len(seq) else None)
             if pool is None or _pair(pool.kernel_size) != _pair(pool.stride if pool.stride is not None else pool.kernel_size):
                 continue
-            conv = _stacked_conv(root, m)
+            wrapped = seq[j] if isinstance(seq[j], PoolForStack) else PoolForStack(seq[j])
+            conv = _stacked_conv(root, m) if relu is None or not wrapped.relu_after else None
             if conv is None:
                 continue
-            wrapped = seq[j] if isinstance(seq[j], PoolForStack) else PoolForStack(seq[j])
+            if relu is not None:  # [ReLU, pool] runs as pool then ReLU, as pool_before_relu does
+                seq[relu] = nn.Identity()
+                wrapped.relu_after = True
             conv.pool_after = wrapped
             conv.eval_pool = _pair(pool.kernel_size)
             conv.fused = True
