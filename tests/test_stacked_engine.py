@@ -20,7 +20,7 @@ from torch.func import vmap
 
 from robustcli.config import EarlyStoppingSettings, TrainingSettings
 from robustcli.errors import InputError
-from robustcli.task import Candidate, Loss, SearchSpace, Task, TaskData
+from robustcli.task import TaskData
 from robustcli.training.instance import InstanceSpec
 from robustcli.training.seeds import derive_seeds
 from robustcli.training.stacked import _torch, rewrites, train_stacked, tuning
@@ -28,37 +28,12 @@ from robustcli.training.stacked.build import forward_fn, loss_fn, stack_models
 from robustcli.training.stacked.data import Gather
 from robustcli.training.stacked.probe import build
 from robustcli.training.stacked_optim import StackedAdam, StackedAdamW, StackedNAdam, StackedRMSprop, StackedSGD
+from test_stacked import OddConvTask
 
 
-class EveryPassTask(Task):
-    """11x11 images through a net that gives every pass something to rewrite: a one-channel
-    unbiased convolution whose 9x9 map a 2x2 pooling crops (a row and a column dropped), ReLU
-    before max-pooling, an adaptive pooling, a biased convolution."""
-
-    name = "every-pass"
-    loss = Loss("mse", "mean((y_pred - y)^2)")
-
-    def load_data(self) -> TaskData:
-        gen = torch.Generator().manual_seed(5)
-        x = torch.randn(120, 1, 11, 11, generator=gen).relu()  # exact zeros: ties at 0 in the pooling
-        y = x.mean(dim=(1, 2, 3)).unsqueeze(1)
-        return TaskData(x[:80], y[:80], x[80:], y[80:])
-
-    def search_space(self) -> SearchSpace:
-        return SearchSpace([Candidate.from_params({"optimizer": "adam", "lr": 3e-3, "batch_size": 16})])
-
-    def build_model(self, candidate: Candidate) -> nn.Module:
-        return nn.Sequential(
-            nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4, 8, 2), nn.ReLU(), nn.AdaptiveMaxPool2d(2),
-            nn.Flatten(), nn.Linear(32, 1),
-        )  # fmt: skip
-
-    def test_loss(self, pred, y):
-        return ((pred - y) ** 2).mean()
-
-
-TASK = EveryPassTask()
+# 11x11 images through conv (one channel, no bias) -> ReLU -> 2x2 max-pool (a row and a column
+# cropped) -> conv -> ReLU -> adaptive max-pool -> dense: every pass has work in it
+TASK = OddConvTask()
 CAND = next(iter(TASK.search_space()))
 K = 3
 

@@ -32,7 +32,7 @@ that appears twice in the tree (a rewrite would change every use).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +175,18 @@ def _stacked_conv(root: nn.Module, m: nn.Module) -> StackedConv2d | None:
     return m
 
 
+def _convs_and_next(root: nn.Module, skip: tuple[type, ...]) -> Iterator[tuple[nn.Sequential, int, int]]:
+    """``(seq, i, j)`` for each ``Conv2d`` (plain or rewritten) at ``seq[i]`` of every
+    ``nn.Sequential``, ``j`` the first position after it whose module's type is not in ``skip``."""
+    for seq in _sequentials(root):
+        for i in range(len(seq)):
+            if type(seq[i]) in (nn.Conv2d, StackedConv2d):
+                j = i + 1
+                while j < len(seq) and type(seq[j]) in skip:
+                    j += 1
+                yield seq, i, j
+
+
 def _poolable(m: nn.Module) -> bool:
     return type(m) in _POOLS and not getattr(m, "return_indices", False)
 
@@ -214,20 +226,13 @@ def _shared_input_conv(root: nn.Module) -> int:
 def _crop_conv(root: nn.Module) -> int:
     """A convolution computes only the rows and columns the max-pooling after it reads."""
     done = 0
-    for seq in _sequentials(root):
-        mods = list(seq)
-        for i, m in enumerate(mods):
-            if type(m) not in (nn.Conv2d, StackedConv2d) or not _valid(m):
-                continue
-            j = i + 1
-            while j < len(mods) and type(mods[j]) in _ELEMENTWISE:
-                j += 1
-            pool = _plain_max_pool(mods[j] if j < len(mods) else None)
-            conv = _stacked_conv(root, m) if pool is not None else None
-            if conv is not None:
-                conv.crop_kernel = _pair(pool.kernel_size)
-                conv.crop_stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
-                done += 1
+    for seq, i, j in _convs_and_next(root, _ELEMENTWISE):
+        pool = _plain_max_pool(seq[j] if j < len(seq) else None)
+        conv = _stacked_conv(root, seq[i]) if pool is not None and _valid(seq[i]) else None
+        if conv is not None:
+            conv.crop_kernel = _pair(pool.kernel_size)
+            conv.crop_stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+            done += 1
     return done
 
 
@@ -274,33 +279,28 @@ def _stacked_pool(root: nn.Module) -> int:
 def _fused_eval_conv_pool(root: nn.Module) -> int:
     """A one-channel convolution and its pooling evaluate a shared input fused (SharedConvPool)."""
     done = 0
-    for seq in _sequentials(root):
-        for i in range(len(seq)):
-            m = seq[i]
-            if type(m) not in (nn.Conv2d, StackedConv2d) or getattr(m, "fused", False):
-                continue
-            if not (m.in_channels == 1 and m.groups == 1 and m.bias is None and _valid(m)):
-                continue
-            if m.stride != (1, 1) or m.dilation != (1, 1):
-                continue
-            j = i + 1
-            while j < len(seq) and type(seq[j]) is nn.Identity:  # what pool_before_relu leaves of a ReLU
-                j += 1
-            relu = j if j < len(seq) and type(seq[j]) is nn.ReLU else None
-            j += relu is not None
-            pool = _plain_max_pool(seq[j] if j < len(seq) else None)
-            if pool is None or _pair(pool.kernel_size) != _pair(pool.stride if pool.stride is not None else pool.kernel_size):
-                continue
-            wrapped = seq[j] if isinstance(seq[j], PoolForStack) else PoolForStack(seq[j])
-            conv = _stacked_conv(root, m) if relu is None or not wrapped.relu_after else None
-            if conv is None:
-                continue
-            if relu is not None:  # [ReLU, pool] runs as pool then ReLU, as pool_before_relu does
-                seq[relu] = nn.Identity()
-                wrapped.relu_after = True
-            conv.pool_after = wrapped
-            conv.eval_pool = _pair(pool.kernel_size)
-            conv.fused = True
-            seq[j] = nn.Identity()
-            done += 1
+    # nn.Identity in between: what pool_before_relu leaves of a ReLU
+    for seq, i, j in _convs_and_next(root, (nn.Identity,)):
+        m = seq[i]
+        if getattr(m, "fused", False) or not (m.in_channels == 1 and m.groups == 1 and m.bias is None and _valid(m)):
+            continue
+        if m.stride != (1, 1) or m.dilation != (1, 1):
+            continue
+        relu = j if j < len(seq) and type(seq[j]) is nn.ReLU else None
+        j += relu is not None
+        pool = _plain_max_pool(seq[j] if j < len(seq) else None)
+        if pool is None or _pair(pool.kernel_size) != _pair(pool.stride if pool.stride is not None else pool.kernel_size):
+            continue
+        wrapped = seq[j] if isinstance(seq[j], PoolForStack) else PoolForStack(seq[j])
+        conv = _stacked_conv(root, m) if relu is None or not wrapped.relu_after else None
+        if conv is None:
+            continue
+        if relu is not None:  # [ReLU, pool] runs as pool then ReLU, as pool_before_relu does
+            seq[relu] = nn.Identity()
+            wrapped.relu_after = True
+        conv.pool_after = wrapped
+        conv.eval_pool = _pair(pool.kernel_size)
+        conv.fused = True
+        seq[j] = nn.Identity()
+        done += 1
     return done
