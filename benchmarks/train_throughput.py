@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="under a minute on 2 idle cores: Model 2, batch 32, K 64, 2 epochs (1 steady), 3 rounds, no executor row")
     p.add_argument("--models", default="mlp,model1,model2", help="comma list of mlp, model1, model2")
-    p.add_argument("--batches", default="16,32,64,256")
+    p.add_argument("--batches", default=None, help="batch sizes (default 16,32,64,256; --quick 32)")
     p.add_argument("--ks", default=None, help="stack sizes (default 1,8,64; with --full 1,8,64,512)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per instance, at least 2 (default 3; --full 5)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved plain/stacked rounds (default 3; --full 5)")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vmap-only", action="store_true", help="also time the stacked engine without its layout tricks")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.batches = "model2", "32"
+        args.models, args.batches = "model2", args.batches or "32"
         args.ks = args.ks or "64"
         args.epochs = args.epochs or 2
     if args.threads:
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or (5 if args.full else 3)
     rounds = args.rounds or (5 if args.full else 3)
     ks = [int(k) for k in (args.ks or ("1,8,64,512" if args.full else "1,8,64")).split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [int(b) for b in (args.batches or "16,32,64,256").split(",")]
     models = args.models.split(",")
     if epochs < 2:
         p.error("--epochs must be at least 2: the first epoch is left out of the steady rate")
