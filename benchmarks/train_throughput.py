@@ -39,8 +39,8 @@ largest K joins the rounds, in which half the instances stop after half the epoc
 is compacted when they stop). Printed: its ratio to the plain loop and the share of the full
 stack's ratio it keeps (median over the rounds).
 
-    .venv/bin/python benchmarks/train_throughput.py            # many minutes on 2 cores
-    .venv/bin/python benchmarks/train_throughput.py --quick    # under a minute: Model 2, batch 32, K 64, 2 epochs
+    .venv/bin/python benchmarks/train_throughput.py            # all models and batches: long
+    .venv/bin/python benchmarks/train_throughput.py --quick    # Model 2, batch 32, K 64, 2 epochs, 3 rounds
     .venv/bin/python benchmarks/train_throughput.py --full     # K up to 512, more epochs and rounds
     .venv/bin/python benchmarks/train_throughput.py --models model2 --batches 16,32,64,256 --ks 64
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="K up to 512, 5 epochs, 5 rounds")
     p.add_argument("--quick", action="store_true",
-                   help="under a minute on 2 idle cores: Model 2, batch 32, K 64, 2 epochs (1 steady), 3 rounds, no executor row")
+                   help="Model 2, batch 32 (or --batches), K 64, 2 epochs (1 steady), 3 rounds, no executor row")
     p.add_argument("--models", default="mlp,model1,model2", help="comma list of mlp, model1, model2")
     p.add_argument("--batches", default=None, help="batch sizes (default 16,32,64,256; --quick 32)")
     p.add_argument("--ks", default=None, help="stack sizes (default 1,8,64; with --full 1,8,64,512)")
