@@ -247,3 +247,17 @@ def test_the_accelerator_choices_give_the_cpu_results(monkeypatch):
     accelerator = train_stacked(TASK, CAND, data, _specs(K), settings)
     for a, b in zip(cpu, accelerator, strict=True):
         assert b.test_curve == pytest.approx(a.test_curve, rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_stacked_engine_on_cuda_gives_the_cpu_results(monkeypatch):  # never run yet: no GPU at hand
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    data = TASK.load_data()
+    es = EarlyStoppingSettings(min_epochs=2, window=2, max_epochs=2)
+    cpu = train_stacked(TASK, CAND, data, _specs(K), TrainingSettings(early_stopping=es))
+    cuda = train_stacked(TASK, CAND, data, _specs(K), TrainingSettings(early_stopping=es, device="cuda"))
+    for a, b in zip(cpu, cuda, strict=True):
+        assert b.device.startswith("cuda")
+        assert b.test_curve == pytest.approx(a.test_curve, rel=1e-4)
