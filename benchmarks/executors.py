@@ -3,7 +3,10 @@
 Every executor trains the same instances (same seeds, samples and data) for a fixed number of
 epochs (``min_epochs = max_epochs``), so the figure is instance-epochs per second; ratios are
 against the in-process plain loop with one thread, measured in the same run. The pool is warmed up
-first (its start-up, the workers importing torch, is printed apart, not counted).
+first (its start-up, the workers importing torch, is printed apart, not counted). The rows are
+timed interleaved, ``inprocess plain 1 thr, row 2, row 3, ..., inprocess plain 1 thr, ...``
+(``--repeat`` rounds; ``benchmarks/tools/interleave.py``): each ratio is the median over the
+rounds, each round's row against the plain timings either side of it, with its spread.
 
 Rows: ``inprocess`` (this process, ``--threads`` torch threads), ``local`` (the local pool,
 ``--workers`` processes x 1 thread), each with the ``plain`` or ``stacked`` engine inside;
@@ -13,7 +16,8 @@ Rows: ``inprocess`` (this process, ``--threads`` torch threads), ``local`` (the 
     .venv/bin/python benchmarks/executors.py --quick         # under a minute
     .venv/bin/python benchmarks/executors.py --models synthetic --ray
 
-Measured on the 2-core development VM (torch 2.13 CPU, ``--ray``, fastest of 2), while other
+Measured the earlier way (each row the fastest of 2, one row after the other) on the 2-core
+development VM (torch 2.13 CPU, ``--ray``), while other
 sessions kept the load average at 5-6, i.e. each of our processes got well under one core: read
 the ratios as "under contention", not as an idle machine's. inst-epochs/s (ratio vs in-process
 plain, 1 thread):
@@ -49,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.tools.interleave import interleave, ratios, spread  # noqa: E402
 
 
 def jobs_for(space: Any, key: str, count: int, train_size: int) -> list[tuple[Any, Any]]:
@@ -90,7 +96,7 @@ def bench(
     settings = TrainingSettings(train_size=train_size, early_stopping=es)
     batch = space.get(key).params.get("batch_size")
     print(f"\n{name} (load {os.getloadavg()[0]:.1f}): candidate {key} (batch {batch}), train {train_size}, {count} instances x {epochs} epochs")
-    print(f"  {'executor':<34} {'inst-epochs/s':>13} {'ratio':>7} {'seconds':>8}")
+    print(f"  {'executor':<34} {'inst-epochs/s':>13} {'ratio vs the first [min..max]':>36} {'seconds':>8}")
 
     def pool(inner: str) -> Any:
         executor = LocalPoolExecutor(args.workers, inner)
@@ -122,23 +128,39 @@ def bench(
         for inner in ("plain", "stacked"):
             rows.append((f"ray   {inner:<7} {args.workers} task x 1 thr", lambda inner=inner: ray(inner), 1))
 
-    base = None
-    ref_losses: list[float] = []
-    ratios: dict[str, float] = {}
-    for label, make, threads in rows:
-        torch.set_num_threads(threads)
-        executor = make()
-        # the fastest of --repeat timings: the machine is shared, and others' load only slows us
-        seconds, done, losses = min(timed(executor, task, data, jobs, settings) for _ in range(args.repeat))
-        if hasattr(executor, "close"):
-            executor.close()
-        rate = done / seconds
-        if base is None:
-            base, ref_losses = rate, losses
-        drift = max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True))
-        print(f"  {label:<34} {rate:>13.1f} {rate / base:>6.2f}x {seconds:>8.1f}   max|dloss| vs plain {drift:.1e}")
-        ratios[label] = rate / base
-    return ratios
+    # all executors made (pools started and warm) first, then timed interleaved: the in-process
+    # plain loop with one thread, then every other row, per round, and the plain loop once more
+    # (benchmarks/tools/interleave.py): each row's ratio is against the plain timings either side
+    made = [(label, make(), threads) for label, make, threads in rows]
+    losses: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+
+    def rate(label: str, executor: Any, threads: int):
+        def once() -> float:
+            torch.set_num_threads(threads)
+            took, done, lost = timed(executor, task, data, jobs, settings)
+            losses.setdefault(label, lost)
+            seconds.setdefault(label, []).append(took)
+            return done / took
+
+        return once
+
+    try:
+        base, rates = interleave(rate(*made[0]), {label: rate(label, ex, t) for label, ex, t in made[1:]}, args.repeat)
+    finally:
+        for _, executor, _ in made:
+            if hasattr(executor, "close"):
+                executor.close()
+    ref = losses[made[0][0]]
+    out: dict[str, float] = {}
+    for label, _, _ in made:
+        r = spread([1.0] * len(base)) if label == made[0][0] else ratios(base, rates[label])
+        ips = spread(base if label == made[0][0] else rates[label])
+        drift = max(abs(a - b) for a, b in zip(losses[label], ref, strict=True))
+        print(f"  {label:<34} {ips.median:>13.1f} {r.text():>36} {spread(seconds[label]).median:>8.1f}   "
+              f"max|dloss| vs plain {drift:.1e}")  # fmt: skip
+        out[label] = r.median
+    return out
 
 
 def main() -> None:
@@ -149,12 +171,12 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=32)
     parser.add_argument("--calo-instances", type=int, default=8)
     parser.add_argument("--calo-epochs", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2, help="time each row this many times, keep the fastest")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (every row once per round)")
     parser.add_argument("--ray", action="store_true", help="add Ray rows (a local Ray)")
-    parser.add_argument("--quick", action="store_true", help="under a minute: 16 MLP and 4 Model 2 instances (2 epochs), 1 timing each")
+    parser.add_argument("--quick", action="store_true", help="16 MLP and 4 Model 2 instances (2 epochs), 2 rounds")
     args = parser.parse_args()
     if args.quick:
-        args.instances, args.calo_instances, args.calo_epochs, args.repeat = 16, 4, 2, 1
+        args.instances, args.calo_instances, args.calo_epochs, args.repeat = 16, 4, 2, 2
 
     models = args.models.split(",")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (others' load skews every row)")

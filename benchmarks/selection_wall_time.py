@@ -4,7 +4,10 @@ Runs ``robust baseline`` once, untimed (engine-independent: both runs read its r
 paper's baseline cut; it also generates and caches the data on first use), then ``robust select`` on the same study file twice, each into a fresh copy of
 that store, once with ``--engine plain`` and once with the default engine. Each select is timed
 as a whole command (start-up, data loading, training, MLflow writes, the final instances and
-the summary).
+the summary). The engines alternate, ``plain, stacked, plain, stacked, ..., plain``
+(``--rounds``; ``benchmarks/tools/interleave.py``): each stacked run is compared with the plain
+runs either side of it, and the figures printed are medians with their spread. ``--quick`` runs
+a smaller study: a check that the script runs, not the demo's figure.
 
     .venv/bin/python benchmarks/selection_wall_time.py            # the demo study (minutes)
     .venv/bin/python benchmarks/selection_wall_time.py --quick    # a reduced demo (under a minute)
@@ -13,7 +16,7 @@ the summary).
 The engines differ by floating-point reordering, which can move a loss across a cut, and early
 stopping then makes the work itself differ: besides each wall time, the script counts the
 instance-epochs each run trained (from its store), and the last line is
-``ratio=<plain / stacked wall time per instance-epoch>``.
+``ratio=<plain / stacked wall time per instance-epoch>`` (median over the rounds).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.tools.interleave import interleave, ratios, spread  # noqa: E402
 
 #: --quick: the demo's study at a reduced size (fewer events to generate, smaller samples, fewer epochs)
 QUICK = ["-o", "events=20000", "--train-size", "500", "--min-epochs", "4", "--window", "2", "--max-epochs", "8"]
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", type=Path, default=ROOT / "examples" / "studies" / "demo.toml")
     p.add_argument("--quick", action="store_true", help="the study at a reduced size: under a minute on 2 cores")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (plain, others, ..., plain)")
     p.add_argument("--extra", default="", help="more `robust select` options, one string")
     p.add_argument("--engines", default="plain,stacked",
                    help="comma list of plain, stacked (in process) and local (the stacked engine in a local "
@@ -96,40 +102,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robust baseline --instances {n}: {time.perf_counter() - t:.1f} s, data generation included on "
               f"first use (outside the timings)", flush=True)  # fmt: skip
 
-        rows = []
-        for engine in args.engines.split(","):
-            db = work / f"{engine}.db"
-            shutil.copy(template, db)
-            how = ["--engine", "stacked", "--executor", "local"] if engine == "local" else ["--engine", engine]
-            cmd = [*robust, "select", "-c", str(args.config), *how, "--json",
-                   "--tracking-uri", f"sqlite:///{db}", *extra]  # fmt: skip
-            wall, out = run(cmd)
-            out["instance_epochs"] = instance_epochs(db)
-            summary = out.get("summary") or [{}]
-            best = summary[0]
-            stats = best.get("statistics", {}).get("mean", {})
-            mean = stats.get("value") if isinstance(stats, dict) else stats
-            rows.append((engine, wall, out))
-            print(f"{engine:>8}: {wall:7.1f} s, {out['trained']} step trainings + final instances "
-                  f"({best.get('instances', 0)} of the survivor), {out['instance_epochs']} instance-epochs "
-                  f"({1000 * wall / max(1, out['instance_epochs']):.0f} ms each), selected {out['selected']} "
-                  f"(mean loss {mean if mean is None else f'{mean:.4f}'})", flush=True)  # fmt: skip
-        if len(rows) >= 2:
-            e0, w0, o0 = rows[0]
-            per0 = w0 / max(1, o0["instance_epochs"])
-            print()
-            for e, w, o in rows[1:]:
-                per = w / max(1, o["instance_epochs"])
-                if (o["selected"], o["trained"]) != (o0["selected"], o0["trained"]):
-                    print(f"note: {e0} and {e} took different paths ({o0['trained']} vs {o['trained']} step trainings, "
-                          f"selected {o0['selected']} vs {o['selected']}): floating-point differences between the "
-                          f"engines move losses near a cut; compare the time per instance-epoch")  # fmt: skip
-                print(f"{e} against {e0}: {w0 / w:.2f}x faster in wall time ({w0:.1f} s -> {w:.1f} s), "
-                      f"{per0 / per:.2f}x per instance-epoch")  # fmt: skip
+        engines = args.engines.split(",")
+        outputs: dict[str, list[dict]] = {e: [] for e in engines}
+
+        def select(engine: str):
+            def rate() -> float:
+                db = work / f"{engine}-{len(outputs[engine])}.db"
+                shutil.copy(template, db)
+                how = ["--engine", "stacked", "--executor", "local"] if engine == "local" else ["--engine", engine]
+                cmd = [*robust, "select", "-c", str(args.config), *how, "--json",
+                       "--tracking-uri", f"sqlite:///{db}", *extra]  # fmt: skip
+                wall, out = run(cmd)
+                out["wall"], out["instance_epochs"] = wall, instance_epochs(db)
+                outputs[engine].append(out)
+                best = (out.get("summary") or [{}])[0]
+                stats = best.get("statistics", {}).get("mean", {})
+                mean = stats.get("value") if isinstance(stats, dict) else stats
+                print(f"{engine:>8}: {wall:7.1f} s, {out['trained']} step trainings + final instances "
+                      f"({best.get('instances', 0)} of the survivor), {out['instance_epochs']} instance-epochs "
+                      f"({1000 * wall / max(1, out['instance_epochs']):.0f} ms each), selected {out['selected']} "
+                      f"(mean loss {mean if mean is None else f'{mean:.4f}'})", flush=True)  # fmt: skip
+                return max(1, out["instance_epochs"]) / wall
+
+            return rate
+
+        # the first engine (plain) and the others alternate: A B A B ... A (benchmarks/tools/interleave.py)
+        first, others = engines[0], engines[1:]
+        base, rates = interleave(select(first), {e: select(e) for e in others}, args.rounds)
+        print()
+        for e in others:
+            o0, o = outputs[first][0], outputs[e][0]
+            if (o["selected"], o["trained"]) != (o0["selected"], o0["trained"]):
+                print(f"note: {first} and {e} took different paths ({o0['trained']} vs {o['trained']} step trainings, "
+                      f"selected {o0['selected']} vs {o['selected']}): floating-point differences between the "
+                      f"engines move losses near a cut; compare the time per instance-epoch")  # fmt: skip
+            walls = ratios([o["wall"] for o in outputs[first]], [o["wall"] for o in outputs[e]])
+            print(f"{e} against {first}: per instance-epoch {ratios(base, rates[e]).text()}; "
+                  f"wall time {first} / {e} {spread([1 / w for w in walls.values]).text()}")  # fmt: skip
+        if others:
             # headline: the default (stacked, in process) against the plain loop, per instance-epoch
             # (the early stopping and the cuts make the work itself differ between engines)
-            o1 = dict((e, (w, o)) for e, w, o in rows).get("stacked", (rows[1][1], rows[1][2]))
-            print(f"ratio={per0 / (o1[0] / max(1, o1[1]['instance_epochs'])):.3f}")
+            print(f"ratio={ratios(base, rates['stacked' if 'stacked' in others else others[0]]).median:.3f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,40 +1,51 @@
 """Training throughput: the plain one-instance loop against the stacked engine, in one run.
 
-Both engines train the same instances (same seeds, same samples, same data, same epochs); the
-figure is instance-epochs per second. Printed per model, batch size and stack size K:
+Both engines train the same instances (same seeds, same samples, same data, same epochs). The
+figure is **steady-state instance-epochs per second**: every instance's first epoch and its
+set-up (sampling, building and initialising the models, the first kernel calls) are left out,
+and reported apart. Both engines call ``EarlyStopping.update`` once per instance after each
+epoch's evaluation; those calls are the clock (:class:`EpochClock`): an instance's steady time
+runs from its first update to its last.
 
-* ``plain`` and ``stacked`` instance-epochs/s and their ratio (stacked / plain);
+The method (``benchmarks/tools/interleave.py``): plain and stacked repetitions alternate,
+``plain, stacked K..., plain, stacked K..., ..., plain``, ``--rounds`` times; each stacked
+repetition's ratio is taken against the geometric mean of the plain repetitions either side of
+it, and the printed ratio is the median over the rounds with its spread (min..max, width). A
+``--quick`` run measures the same quantity as the default run with fewer configurations.
+
+Printed per model, batch size and stack size K:
+
+* ``plain`` and ``stacked`` steady instance-epochs/s (medians) and the ratio (stacked / plain);
+* set-up: seconds per plain instance and per stack spent outside the steady epochs;
 * the achieved GFLOP/s of each (the convolutions and dense layers: 3x the forward FLOPs per
   training example, 1x per test example, the test set being scored every epoch) against the fp32
-  matmul peak timed at the start of the same run;
+  matmul peak, itself timed once per round (median of the rounds' bests);
 * fidelity: for the instances both engines trained, the largest |test loss stacked - plain|
   next to the across-seed standard deviation of the plain test losses; for Model 2 at batch 32
   also the noise floor, the same difference between the plain loop with one thread and with the
   default threads. Short trainings on small samples stay far below the seed spread; longer
   noisy ones (e.g. ``--train-size 2000``, where the per-epoch test loss jumps by 20-50 %) are
   chaotic: ulp-level differences grow to the size of the seed spread after a few hundred Adam
-  steps, for the thread count as for the engine (measured: 8e-3 and 1.4e-2 against a seed std
-  of 1.7e-2, Model 2, 3 epochs of 2,000 examples).
+  steps, for the thread count as for the engine.
 
 Models: the synthetic task's MLP, and the paper's Model 1 and Model 2 (``robust_calo``, on
 freshly simulated showers; a stand-in conv net of the same shapes if the plugin is missing).
-Headline: Model 2, batch 32, K = 64, stacked / plain instance-epochs per second; the last line
-printed is exactly ``ratio=<number>`` (that headline, on the last device measured; ``nan`` when
-the run did not include it).
+Headline: Model 2, batch 32, K = 64, median stacked / plain steady instance-epochs per second;
+the last line printed is exactly ``ratio=<number>`` (that headline, on the last device measured;
+``nan`` when the run did not include it).
 
-Early stopping: with Model 2 at batch 32 in the run, one more stack of the largest K is timed
-in which half the instances stop after half the epochs (their epoch cap is halved; the stack is
-compacted when they stop). Printed: its ratio to the plain loop and the share of the full stack's
-ratio it keeps.
+Early stopping: with Model 2 at batch 32 in a run that is not ``--quick``, one more stack of the
+largest K joins the rounds, in which half the instances stop after half the epochs (the stack
+is compacted when they stop). Printed: its ratio to the plain loop and the share of the full
+stack's ratio it keeps (median over the rounds).
 
-    .venv/bin/python benchmarks/train_throughput.py            # a few minutes on 2 cores
-    .venv/bin/python benchmarks/train_throughput.py --quick    # under a minute: Model 2, batch 32, K 8 and 64, 1 epoch
-    .venv/bin/python benchmarks/train_throughput.py --full     # K up to 512, more epochs
-    .venv/bin/python benchmarks/train_throughput.py --threads 1 --models model2 --batches 32
+    .venv/bin/python benchmarks/train_throughput.py            # all models and batches: long
+    .venv/bin/python benchmarks/train_throughput.py --quick    # Model 2, batch 32, K 64, 2 epochs, 3 rounds
+    .venv/bin/python benchmarks/train_throughput.py --full     # K up to 512, more epochs and rounds
+    .venv/bin/python benchmarks/train_throughput.py --models model2 --batches 16,32,64,256 --ks 64
 
-The plain loop's throughput does not depend on K (instances are independent), so it is timed
-once per (model, batch) on the first ``--plain-instances`` instances; the stacked engine is
-timed for each K. Timings on a shared machine are noisy: compare ratios within one run.
+The plain loop's throughput does not depend on K (instances are independent), so each plain
+repetition trains the first ``--plain-instances`` instances once per round.
 
 Memory: the stacked engine keeps freed memory in the process on the CPU
 (:func:`robustcli.training.cpu_memory.keep_freed_memory`, glibc ``mallopt``), which also speeds
@@ -52,7 +63,8 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +73,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.tools.interleave import Spread, interleave, ratios, spread  # noqa: E402
 from robustcli.config import EarlyStoppingSettings, TrainingSettings  # noqa: E402
 from robustcli.task import Candidate, Loss, SearchSpace, Task, TaskData  # noqa: E402
-from robustcli.training.instance import InstanceSpec, train_instance  # noqa: E402
-from robustcli.training.seeds import derive_seeds  # noqa: E402
-from robustcli.training import stacked as stacked_engine  # noqa: E402
 from robustcli.training.cpu_memory import keep_freed_memory  # noqa: E402
 from robustcli.training.early_stopping import EarlyStopping  # noqa: E402
+from robustcli.training.instance import InstanceSpec, train_instance  # noqa: E402
+from robustcli.training.seeds import derive_seeds  # noqa: E402
 from robustcli.training.stacked import train_stacked  # noqa: E402
 
 
@@ -170,20 +182,84 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-# -- one measurement -----------------------------------------------------------------------------
+# -- steady-state timing -------------------------------------------------------------------------
+class EpochClock:
+    """When each instance ends an epoch: both engines call ``EarlyStopping.update`` once per
+    instance after each epoch's evaluation, and this records the time of each call, per
+    ``EarlyStopping`` object (one per instance).
+
+    ``capped``/``cap``: the first ``capped`` instances to end an epoch stop after ``cap`` epochs
+    (their update answers ``epoch_cap``); a stack's rows end their first epoch in spec order."""
+
+    def __init__(self, capped: int = 0, cap: int = 0) -> None:
+        self.marks: dict[EarlyStopping, list[float]] = {}  # keyed by the object: ids could be reused
+        self.capped, self.cap = capped, cap
+        self._original = EarlyStopping.update
+
+    def __enter__(self) -> EpochClock:
+        clock, original = self, self._original
+
+        def update(stopper: EarlyStopping, loss: float) -> str | None:
+            marks = clock.marks.setdefault(stopper, [])
+            marks.append(time.perf_counter())
+            reason = original(stopper, loss)
+            if reason is None and clock.capped and len(marks) >= clock.cap and list(clock.marks).index(stopper) < clock.capped:
+                return "epoch_cap"
+            return reason
+
+        EarlyStopping.update = update  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        EarlyStopping.update = self._original  # type: ignore[method-assign]
+
+    def steady(self) -> tuple[float, int]:
+        """(seconds, instance-epochs) of the steady epochs: each instance's epochs after its
+        first, timed over the union of the instances' first-to-last intervals (the plain loop's
+        instances follow each other and add up; a stack's rows overlap and count once)."""
+        epochs = sum(len(m) - 1 for m in self.marks.values())
+        seconds, end = 0.0, -math.inf
+        for lo, hi in sorted((m[0], m[-1]) for m in self.marks.values()):
+            lo = max(lo, end)
+            if hi > lo:
+                seconds += hi - lo
+                end = hi
+        return seconds, epochs
+
+
 @dataclass
-class Row:
-    model: str
-    batch: int
-    k: int
-    plain_ips: float
-    stacked_ips: float
-    plain_gflops: float
-    stacked_gflops: float
-    max_dloss: float
-    seed_std: float
-    compared: int
-    label: str = ""
+class Rep:
+    """One timed repetition: wall time, its steady part, and what it trained."""
+
+    wall: float
+    steady_seconds: float
+    steady_epochs: int
+    epochs: int  # all instance-epochs, the first ones included
+    units: int  # plain: instances; stacked: stacks (what the set-up is reported per)
+    results: list[Any] = field(repr=False)
+
+    @property
+    def rate(self) -> float:
+        """Steady instance-epochs per second."""
+        return self.steady_epochs / self.steady_seconds if self.steady_seconds > 0 else math.nan
+
+    @property
+    def setup(self) -> float:
+        """Seconds per unit outside the steady rate: set-up and the first epochs' excess."""
+        return max(0.0, self.wall - self.epochs / self.rate) / self.units
+
+
+def timed(run: Callable[[], list[Any]], device: torch.device, units: int, capped: int = 0, cap: int = 0) -> Rep:
+    with EpochClock(capped, cap) as clock:
+        _sync(device)
+        t = time.perf_counter()
+        results = run()
+        _sync(device)
+        wall = time.perf_counter() - t
+    seconds, steady = clock.steady()
+    if steady == 0:
+        raise SystemExit("no steady epochs to time: --epochs must be at least 2")
+    return Rep(wall, seconds, steady, sum(r.epochs for r in results), units, results)
 
 
 def specs_for(count: int, train_size: int) -> list[InstanceSpec]:
@@ -194,90 +270,67 @@ def specs_for(count: int, train_size: int) -> list[InstanceSpec]:
     return out
 
 
-def run_plain(task, cand, data, specs, settings, device):
-    _sync(device)
-    t = time.perf_counter()
-    results = [train_instance(task, cand, data, s, settings) for s in specs]
-    _sync(device)
-    return results, time.perf_counter() - t
-
-
-def run_stacked(task, cand, data, specs, settings, device, fast_layout=True):
-    _sync(device)
-    t = time.perf_counter()
-    results = train_stacked(task, cand, data, specs, settings, fast_layout=fast_layout)
-    _sync(device)
-    return results, time.perf_counter() - t
-
-
-def run_half_stopped(task, cand, data, specs, settings, device):
-    """One stack in which the first half of the instances stop after half the epochs (their
-    epoch cap is halved: the stacked engine builds one EarlyStopping per instance, in spec
-    order); the others run all the epochs. Returns the results, the seconds and the
-    instance-epochs trained."""
-    full = settings.early_stopping
-    short = full.model_copy(update={"max_epochs": max(1, full.max_epochs // 2), "min_epochs": max(1, full.max_epochs // 2)})
-    caps = iter([short] * (len(specs) // 2) + [full] * (len(specs) - len(specs) // 2))
-
-    def stopper(_settings):
-        return EarlyStopping(next(caps))
-
-    original = stacked_engine.EarlyStopping
-    stacked_engine.EarlyStopping = stopper  # type: ignore[assignment]
-    try:
-        results, seconds = run_stacked(task, cand, data, specs, settings, device)
-    finally:
-        stacked_engine.EarlyStopping = original  # type: ignore[assignment]
-    return results, seconds, sum(r.epochs for r in results)
-
-
-def run_executor(task, cand, data, specs, settings, device):
+def run_executor(task, cand, data, specs, settings) -> tuple[list[Any], str]:
     """The StackedExecutor's own plan (stack size, fallbacks) for these jobs; results in spec order."""
     from robustcli.execution.stacked import StackedExecutor
 
     ex = StackedExecutor()
-    _sync(device)
-    t = time.perf_counter()
     by_index = {r.spec.index: r for _, r in ex.run(task, data, [(cand, s) for s in specs], settings)}
-    _sync(device)
     engine, k = ex.decisions[-1][1], ex.decisions[-1][3]
-    return [by_index[s.index] for s in specs], time.perf_counter() - t, f"{engine} K={k}" if engine == "stacked" else engine
+    return [by_index[s.index] for s in specs], f"stacked K={k}" if engine == "stacked" else engine
+
+
+def _max_dloss(a: list[Any], b: list[Any]) -> float:
+    both = min(len(a), len(b))
+    return max(abs(x.test_loss - y.test_loss) for x, y in zip(a[:both], b[:both]))
+
+
+@dataclass
+class Row:
+    model: str
+    batch: int
+    name: str  # K, "vmap K", "auto" or "half"
+    ratio: Spread
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--full", action="store_true", help="K up to 512 and 5 epochs")
+    p.add_argument("--full", action="store_true", help="K up to 512, 5 epochs, 5 rounds")
     p.add_argument("--quick", action="store_true",
-                   help="under a minute on 2 cores: Model 2, batch 32, K 8 and 64, 1 epoch (2 for the half-stopped stack)")
+                   help="Model 2, batch 32 (or --batches), K 64, 2 epochs (1 steady), 3 rounds, no executor row")
     p.add_argument("--models", default="mlp,model1,model2", help="comma list of mlp, model1, model2")
-    p.add_argument("--batches", default="16,32,64,256")
+    p.add_argument("--batches", default=None, help="batch sizes (default 16,32,64,256; --quick 32)")
     p.add_argument("--ks", default=None, help="stack sizes (default 1,8,64; with --full 1,8,64,512)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per instance (default 3; --full 5)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per instance, at least 2 (default 3; --full 5)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved plain/stacked rounds (default 3; --full 5)")
     p.add_argument("--train-size", type=int, default=512)
     p.add_argument("--events", type=int, default=4000, help="simulated showers (half pool, half test set)")
-    p.add_argument("--plain-instances", type=int, default=8, help="instances the plain loop trains per config")
+    p.add_argument("--plain-instances", type=int, default=8, help="instances each plain repetition trains")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--vmap-only", action="store_true", help="also time the stacked engine without its layout tricks")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.batches = "model2", "32"
-        args.ks = args.ks or "8,64"
-        args.epochs = args.epochs or 1
-        args.plain_instances = min(args.plain_instances, 4)
+        args.models, args.batches = "model2", args.batches or "32"
+        args.ks = args.ks or "64"
+        args.epochs = args.epochs or 2
     if args.threads:
         torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # the stacked engine would switch it on at its first stack anyway
     epochs = args.epochs or (5 if args.full else 3)
+    rounds = args.rounds or (5 if args.full else 3)
     ks = [int(k) for k in (args.ks or ("1,8,64,512" if args.full else "1,8,64")).split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [int(b) for b in (args.batches or "16,32,64,256").split(",")]
     models = args.models.split(",")
+    if epochs < 2:
+        p.error("--epochs must be at least 2: the first epoch is left out of the steady rate")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
-          f"load average {os.getloadavg()[0]:.1f} (timings on a shared machine are noisy); "
-          f"freed memory kept in the process: {'yes' if kept else 'no'}")  # fmt: skip
-    print(f"epochs {epochs} per instance (min_epochs = max_epochs), train size {args.train_size}, "
-          f"plain loop on the first {args.plain_instances} instances of each config")  # fmt: skip
+          f"load average {os.getloadavg()[0]:.1f} at the start; freed memory kept in the process: "
+          f"{'yes' if kept else 'no'}")  # fmt: skip
+    print(f"epochs {epochs} per instance (min_epochs = max_epochs; the first left out of the rates), "
+          f"train size {args.train_size}, {rounds} rounds plain/stacked interleaved, "
+          f"each plain repetition {args.plain_instances} instances")  # fmt: skip
     tasks = _tasks(models, args.events)
     headline = math.nan
     for device_name in args.devices.split(","):
@@ -287,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False
-        peak = matmul_peak(device)
-        print(f"\n== {device_name}: fp32 matmul peak {peak:.1f} GFLOP/s (2048^3, best of 8)")
+        print(f"\n== {device_name}")
         settings = TrainingSettings(
             early_stopping=EarlyStoppingSettings(min_epochs=epochs, window=2, max_epochs=epochs), device=device_name
         )
@@ -300,81 +352,106 @@ def main(argv: list[str] | None = None) -> int:
             flops = 3 * fwd * args.train_size + fwd * data.test_size
             print(f"-- {name} ({source}); {3 * fwd / 1e6:.3f} MFLOP per training example, "
                   f"{flops / 1e9:.3f} GFLOP per instance-epoch (test set {data.test_size})")  # fmt: skip
-            print(f"{'batch':>5} {'K':>4} {'plain i-ep/s':>12} {'stacked i-ep/s':>14} {'ratio':>6} "
-                  f"{'plain GF/s':>10} {'stk GF/s':>9} {'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
             # warm-up (lazy kernel initialisation, allocator) outside the timings
             warm = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=1, window=2, max_epochs=1), device=device_name)
-            run_plain(task, base_cand, data, specs_for(1, min(args.train_size, 64)), warm, device)
-            run_stacked(task, base_cand, data, specs_for(2, min(args.train_size, 64)), warm, device)
+            train_instance(task, base_cand, data, specs_for(1, min(args.train_size, 64))[0], warm)
+            train_stacked(task, base_cand, data, specs_for(2, min(args.train_size, 64)), warm)
             for batch in batches:
-                cand = Candidate.from_params({**base_cand.params, "batch_size": batch}, name=base_cand.name)
-                n_plain = min(args.plain_instances, max(ks))
-                plain, t_plain = run_plain(task, cand, data, specs_for(n_plain, args.train_size), settings, device)
-                plain_ips = n_plain * epochs / t_plain
-                plain_losses = [r.test_loss for r in plain]
-                seed_std = statistics.stdev(plain_losses) if len(plain_losses) > 1 else math.nan
-                for k in ks + ["auto"]:
-                    if k == "auto":  # what the StackedExecutor does with the largest K's jobs
-                        k = max(ks)
-                        stacked, t_stk, plan = run_executor(task, cand, data, specs_for(k, args.train_size), settings, device)
-                        variants = [(f"auto: {plan}", None)]
-                    else:
-                        variants = [("", True)] + ([("vmap ", False)] if args.vmap_only else [])
-                    specs = specs_for(k, args.train_size)
-                    for label, fast in variants:
-                        if fast is not None:
-                            stacked, t_stk = run_stacked(task, cand, data, specs, settings, device, fast_layout=fast)
-                        ips = k * epochs / t_stk
-                        both = min(k, n_plain)
-                        dl = max(abs(a.test_loss - b.test_loss) for a, b in zip(plain[:both], stacked[:both]))
-                        gf = lambda ips_: ips_ * flops / 1e9  # noqa: E731
-                        row = Row(name, batch, k, plain_ips, ips, gf(plain_ips), gf(ips), dl, seed_std, both, label)
-                        rows.append(row)
-                        kname = "auto" if fast is None else label + str(k)
-                        print(f"{batch:>5} {kname:>4} {plain_ips:>12.2f} {ips:>14.2f} {ips / plain_ips:>5.2f}x "
-                              f"{row.plain_gflops:>10.2f} {row.stacked_gflops:>9.2f} {100 * row.stacked_gflops / peak:>5.1f}% "
-                              f"{dl:>10.2e} {seed_std:>9.2e}" + (f"  ({k} jobs, executor: {label[6:]})" if fast is None else ""),
-                              flush=True)  # fmt: skip
-                if name == "model2" and batch == 32 and device.type == "cpu" and torch.get_num_threads() > 1:
-                    # the floating-point noise floor: the same plain loop with one thread (other
-                    # summation orders in the kernels) against the default threads
-                    threads = torch.get_num_threads()
-                    torch.set_num_threads(1)
-                    try:
-                        one, _ = run_plain(task, cand, data, specs_for(n_plain, args.train_size), settings, device)
-                    finally:
-                        torch.set_num_threads(threads)
-                    floor = max(abs(a.test_loss - b.test_loss) for a, b in zip(plain, one))
-                    print(f"noise floor: plain loop, 1 thread vs {threads}: max|dloss| {floor:.2e} over {n_plain} "
-                          f"instances (seed std {seed_std:.2e}); the stacked engine's difference is of this kind", flush=True)
-                if name == "model2" and batch == 32 and len(ks) and max(ks) >= 2:
-                    # half the instances stop after half the epochs: compaction keeps the gain?
-                    k = max(ks)
-                    full_row = next(r for r in rows if r.model == name and r.batch == batch and r.k == k and not r.label)
-                    long = TrainingSettings(
-                        early_stopping=EarlyStoppingSettings(min_epochs=2 * epochs, window=2, max_epochs=2 * epochs),
-                        device=device_name,
-                    )
-                    _, t_half, inst_epochs = run_half_stopped(task, cand, data, specs_for(k, args.train_size), long, device)
-                    half_ips = inst_epochs / t_half
-                    share = (half_ips / plain_ips) / (full_row.stacked_ips / plain_ips)
-                    print(f"half-stopped: K={k}, {k // 2} instances stop after {epochs} of {2 * epochs} epochs: "
-                          f"stacked {half_ips:.2f} i-ep/s = {half_ips / plain_ips:.2f}x plain, "
-                          f"{100 * share:.0f}% of the full stack's {full_row.stacked_ips / plain_ips:.2f}x "
-                          f"({100 * (half_ips / plain_ips - 1) / max(1e-9, full_row.stacked_ips / plain_ips - 1):.0f}% "
-                          f"of the gain above 1x)", flush=True)  # fmt: skip
-        for h in [r for r in rows if r.model == "model2" and r.batch == 32 and r.k == 64 and r.label in ("", )] + [
-            r for r in rows if r.model == "model2" and r.batch == 32 and r.label.startswith("auto")
-        ]:
-            what = "K=64 in one stack" if not h.label else f"{h.k} instances through the StackedExecutor ({h.label[6:]})"
-            print(f"\nHEADLINE ({device_name}): Model 2, batch 32, {what}: stacked {h.stacked_ips:.1f} vs plain "
-                  f"{h.plain_ips:.1f} instance-epochs/s = {h.stacked_ips / h.plain_ips:.2f}x; "
-                  f"test-loss difference max {h.max_dloss:.2e} over {h.compared} instances "
-                  f"vs across-seed std {h.seed_std:.2e} ({100 * h.max_dloss / h.seed_std:.2f}%)")  # fmt: skip
-            if not h.label and h.k == 64:
-                headline = h.stacked_ips / h.plain_ips
+                rows += measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device, args)
+        for h in [r for r in rows if r.model == "model2" and r.batch == 32 and r.name in ("64", "auto")]:
+            what = "K=64 in one stack" if h.name == "64" else "the StackedExecutor's plan"
+            print(f"\nHEADLINE ({device_name}): Model 2, batch 32, {what}: stacked / plain steady "
+                  f"instance-epochs/s = {h.ratio.text()}")  # fmt: skip
+            if h.name == "64":
+                headline = h.ratio.median
     print(f"ratio={headline:.3f}")
     return 0
+
+
+def measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device, args) -> list[Row]:
+    """One (model, batch): the interleaved rounds, then one table row per stacked variant."""
+    cand = Candidate.from_params({**base_cand.params, "batch_size": batch}, name=base_cand.name)
+    n_plain = min(args.plain_instances, max(ks))
+    reps: dict[str, list[Rep]] = {}
+    peaks: list[float] = []
+    plans: list[str] = []
+
+    def record(key: str, run: Callable[[], list[Any]], units: int, **cap: int) -> Callable[[], float]:
+        def rep() -> float:
+            reps.setdefault(key, []).append(timed(run, device, units, **cap))
+            if key == "plain":  # the matmul peak once per round, next to the plain loop
+                peaks.append(matmul_peak(device, reps=3))
+            return reps[key][-1].rate
+
+        return rep
+
+    plain = record("plain", lambda: [train_instance(task, cand, data, s, settings) for s in specs_for(n_plain, args.train_size)], n_plain)
+    variants: dict[str, Callable[[], float]] = {}
+    for k in ks:
+        specs = specs_for(k, args.train_size)
+        variants[str(k)] = record(str(k), lambda specs=specs: train_stacked(task, cand, data, specs, settings), 1)
+        if args.vmap_only:
+            variants[f"vmap {k}"] = record(
+                f"vmap {k}", lambda specs=specs: train_stacked(task, cand, data, specs, settings, fast_layout=False), 1
+            )
+    big = specs_for(max(ks), args.train_size)
+
+    def auto() -> list[Any]:
+        results, plan = run_executor(task, cand, data, big, settings)
+        plans.append(plan)
+        return results
+
+    if not args.quick:
+        variants["auto"] = record("auto", auto, 1)
+    half = name == "model2" and batch == 32 and max(ks) >= 2 and not args.quick
+    if half:  # half the instances stop after half the epochs: does compaction keep the gain?
+        long = settings.model_copy(update={"early_stopping": EarlyStoppingSettings(
+            min_epochs=2 * epochs, window=2, max_epochs=2 * epochs)})  # fmt: skip
+        variants["half"] = record(
+            "half", lambda: train_stacked(task, cand, data, big, long), 1, capped=max(ks) // 2, cap=epochs
+        )
+
+    plain_rates, _ = interleave(plain, variants, rounds)
+    plain_reps = reps["plain"]
+    peak = spread(peaks)
+    plain_ips = statistics.median(plain_rates)
+    plain_losses = [r.test_loss for r in plain_reps[0].results]
+    seed_std = statistics.stdev(plain_losses) if len(plain_losses) > 1 else math.nan
+    print(f"batch {batch}: plain {plain_ips:.2f} i-ep/s steady (rounds: {spread(plain_rates).text('.2f', '')}), "
+          f"set-up {statistics.median(r.setup for r in plain_reps):.3f} s per instance; "
+          f"fp32 matmul peak {peak.text('.0f', ' GFLOP/s')}")  # fmt: skip
+    print(f"{'batch':>5} {'K':>7} {'stacked i-ep/s':>14} {'ratio stacked/plain [min..max]':>40} {'set-up s':>8} "
+          f"{'plain GF/s':>10} {'stk GF/s':>9} {'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
+    out: list[Row] = []
+    for key in variants:
+        ratio = ratios(plain_rates, [r.rate for r in reps[key]])
+        ips = statistics.median(r.rate for r in reps[key])
+        dl = math.nan if key == "half" else _max_dloss(plain_reps[0].results, reps[key][0].results)
+        label = {"auto": "auto", "half": f"half {max(ks)}"}.get(key, key)
+        print(f"{batch:>5} {label:>7} {ips:>14.2f} {ratio.text():>40} {statistics.median(r.setup for r in reps[key]):>8.2f} "
+              f"{plain_ips * flops / 1e9:>10.2f} {ips * flops / 1e9:>9.2f} {100 * ips * flops / 1e9 / peak.median:>5.1f}% "
+              f"{dl:>10.2e} {seed_std:>9.2e}" + (f"  ({max(ks)} jobs, executor: {plans[0]})" if key == "auto" else ""),
+              flush=True)  # fmt: skip
+        out.append(Row(name, batch, key, ratio))
+    if half:
+        full = ratios(plain_rates, [r.rate for r in reps[str(max(ks))]])
+        halved = ratios(plain_rates, [r.rate for r in reps["half"]])
+        share = spread([h / f for h, f in zip(halved.values, full.values, strict=True)])
+        print(f"half-stopped: K={max(ks)}, {max(ks) // 2} instances stop after {epochs} of {2 * epochs} epochs: "
+              f"{halved.text()} plain, {share.text('.2f', '')} of the full stack's ratio", flush=True)  # fmt: skip
+    if name == "model2" and batch == 32 and device.type == "cpu" and torch.get_num_threads() > 1 and not args.quick:
+        # the floating-point noise floor: the same plain loop with one thread (other summation
+        # orders in the kernels) against the default threads
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = [train_instance(task, cand, data, s, settings) for s in specs_for(n_plain, args.train_size)]
+        finally:
+            torch.set_num_threads(threads)
+        print(f"noise floor: plain loop, 1 thread vs {threads}: max|dloss| {_max_dloss(plain_reps[0].results, one):.2e} "
+              f"over {n_plain} instances (seed std {seed_std:.2e}); the stacked engine's difference is of this kind",
+              flush=True)  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

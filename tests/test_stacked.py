@@ -24,7 +24,11 @@ from robustcli.errors import InputError
 from robustcli.task import Candidate, Loss, SearchSpace, Task, TaskData
 from robustcli.training.instance import InstanceSpec, train_instance
 from robustcli.training.seeds import derive_seeds
-from robustcli.training.stacked import _build, _Gather, _loss_fn, check_stackable, train_stacked
+from robustcli.training.stacked import check_stackable, rewrites, train_stacked, tuning
+from robustcli.training.stacked.build import forward_fn, loss_fn
+from robustcli.training.stacked.data import Gather, channels_last_rows
+from robustcli.training.stacked.ops import SharedConvPool
+from robustcli.training.stacked.probe import build
 from robustcli.training.stacked_optim import (
     StackedAdam,
     StackedAdamW,
@@ -162,9 +166,9 @@ def test_first_step_gradients_match_the_instance_alone(task, candidate, rtol):
     k, batch = 4, 16
     specs = _specs(k)
     idx = torch.randint(0, data.pool_size, (batch, k), generator=torch.Generator().manual_seed(0))
-    base, params, buffers = _build(task, [candidate] * k, specs, torch.device("cpu"))
-    x, y = _Gather(data.pool_x, data.pool_y, channels_last=True)(idx)
-    vmap(_loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y).sum().backward()
+    base, params, buffers = build(task, [candidate] * k, specs, torch.device("cpu"))
+    x, y = Gather(data.pool_x, data.pool_y, channels_last=True)(idx)
+    vmap(loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y).sum().backward()
     for i, spec in enumerate(specs):
         torch.manual_seed(spec.init_seed)
         model = task.build_model(candidate)
@@ -359,24 +363,22 @@ class OddConvTask(TinyConvTask):
 
 
 def test_rewritten_stacked_model_matches_the_model_alone():
-    from robustcli.training.stacked import _forward_fn, _StackedConv2d
-
     task = OddConvTask()
     data = task.load_data()
     k = 3
     specs = _specs(k)
-    base, params, buffers = _build(task, [CONV_CAND] * k, specs, torch.device("cpu"))
-    convs = [m for m in base.modules() if isinstance(m, _StackedConv2d)]
-    assert convs[0].crop_kernel == (2, 2) and "pool_after" in convs[0]._modules
+    base, params, buffers = build(task, [CONV_CAND] * k, specs, torch.device("cpu"))
+    convs = [m for m in base.modules() if isinstance(m, rewrites.StackedConv2d)]
+    assert convs[0].crop_kernel == (2, 2) and convs[0].fused
     assert not any(type(m) is nn.ReLU for m in base.modules())  # both ReLUs now run after their pooling
     assert params["3.weight"].stride()[2] == 1  # conv weights stored [K, O, kh, kw, I]
     # training forward/backward: gradients as the model alone's
     idx = torch.randint(0, data.pool_size, (16, k), generator=torch.Generator().manual_seed(1))
-    x, y = _Gather(data.pool_x, data.pool_y, channels_last=True)(idx)
-    vmap(_loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y).sum().backward()
+    x, y = Gather(data.pool_x, data.pool_y, channels_last=True)(idx)
+    vmap(loss_fn(task, base), in_dims=(0, 0, 1, 1))(params, buffers, x, y).sum().backward()
     # evaluation of a shared input (the fused conv+pool path): predictions as the model alone's
     with torch.no_grad():
-        preds = vmap(_forward_fn(base), in_dims=(0, 0, None))(params, buffers, data.test_x)
+        preds = vmap(forward_fn(base), in_dims=(0, 0, None))(params, buffers, data.test_x)
     for i, spec in enumerate(specs):
         torch.manual_seed(spec.init_seed)
         model = task.build_model(CONV_CAND)
@@ -394,14 +396,12 @@ def test_rewritten_stacked_model_matches_the_model_alone():
 def test_fused_evaluation_conv_pool_in_tiles_matches_conv_then_pool(monkeypatch, pool):
     """The evaluation's fused one-channel convolution + pooling, computed in tiles (here 7 rows,
     the last tile short), gives the convolution-then-pooling of each instance."""
-    from robustcli.training import stacked
-
-    monkeypatch.setattr(stacked, "SHARED_CONV_POOL_TILE_FLOATS", 7 * pool[0] * pool[1] * 3 * 5)
+    monkeypatch.setattr(tuning, "SHARED_CONV_POOL_TILE_FLOATS", 7 * pool[0] * pool[1] * 3 * 5)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(6, 1, 12, 11, generator=gen)
     weight = torch.randn(3, 5, 1, 3, 3, generator=gen)  # K=3 instances, 5 filters each
     with torch.no_grad():
-        got = vmap(lambda w: stacked._SharedConvPool.apply(x, w, pool), in_dims=0)(weight)
+        got = vmap(lambda w: SharedConvPool.apply(x, w, pool), in_dims=0)(weight)
     for i in range(3):
         want = torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(x, weight[i]), pool)
         assert got[i].shape == want.shape
@@ -409,14 +409,12 @@ def test_fused_evaluation_conv_pool_in_tiles_matches_conv_then_pool(monkeypatch,
 
 
 def test_pool_before_relu_is_exact_with_ties_at_zero():
-    from robustcli.training.stacked import _pool_before_relu
-
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 8, 8, generator=gen).clamp_min(0) - torch.randn(4, 3, 8, 8, generator=gen).relu()
     x[0, 0, :4, :4] = 0.0  # a window of ties at zero
     plain = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
     swapped = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
-    assert _pool_before_relu(swapped) == 1
+    assert rewrites.PASSES["pool_before_relu"].rewrite(swapped) == 1
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn(4, 3, 4, 4, generator=gen)
     ya, yb = plain(a), swapped(b)
@@ -426,22 +424,20 @@ def test_pool_before_relu_is_exact_with_ties_at_zero():
 
 
 def test_optimiser_keeps_the_parameter_layout_and_its_bits():
-    from robustcli.training.stacked import _channels_last_rows
-
     gen = torch.Generator().manual_seed(0)
     p0 = torch.randn(4, 6, 5, 3, 3, generator=gen)
     grads = [torch.randn(4, 6, 5, 3, 3, generator=gen) for _ in range(5)]
-    dense, strided = p0.clone(), _channels_last_rows(p0.clone())
+    dense, strided = p0.clone(), channels_last_rows(p0.clone())
     assert strided.stride() != dense.stride()
     a, b = StackedNAdam([dense], lr=1e-2, weight_decay=1e-2), StackedNAdam([strided], lr=1e-2, weight_decay=1e-2)
     for t, g in enumerate(grads):
         a.step([g])
-        b.step([_channels_last_rows(g)])
+        b.step([channels_last_rows(g)])
         if t == 2:
             a.keep([0, 2, 3])
             b.keep([0, 2, 3])
             grads = [gg[[0, 2, 3]] for gg in grads]
-    assert b.params[0].stride() == _channels_last_rows(b.params[0].contiguous()).stride()
+    assert b.params[0].stride() == channels_last_rows(b.params[0].contiguous()).stride()
     assert b.state[0]["exp_avg"].stride() == b.params[0].stride()
     assert torch.equal(a.params[0], b.params[0])
 
@@ -534,7 +530,7 @@ def test_frozen_parameters_stay_frozen_in_the_stack_and_after_compaction():
     compacted = train_stacked(task, [good, bad], data, specs, settings)
     assert compacted[1].status == "failed" and compacted[1].epochs == 1
     assert compacted[0].test_curve == pytest.approx(plain.test_curve, rel=1e-4)
-    base, params, _ = _build(task, [good], specs[:1], torch.device("cpu"), probe=data.pool_x[:4])
+    base, params, _ = build(task, [good], specs[:1], torch.device("cpu"), probe=(data.pool_x[:4], data.pool_y[:4]))
     assert not params["0.weight"].requires_grad and params["3.weight"].requires_grad
 
 

@@ -16,6 +16,18 @@ together), so the stack costs the same number of kernel launches as one instance
 
 Rows that do not step (``active`` False) keep their parameters and state untouched, as an
 instance that has stopped. ``keep(rows, params)`` compacts the stack to a subset of rows.
+
+CUDA graphs: designed, not built (no GPU has been at hand). A captured step replays the same
+kernels with the same arguments, so nothing that changes from one step to the next may be a
+Python number, and today the bias corrections and step sizes are Python doubles computed per
+run of rows: that is what makes each row bitwise ``torch.optim``'s default (``capturable=False``)
+path. The graph step would keep each row's step count and hyperparameters as ``[K]`` float32
+tensors on the device and compute the bias corrections there, mirroring torch's
+``capturable=True`` branch of ``_single_tensor_adam`` (and friends); that branch is also the one
+``differentiable=True`` takes, which runs on the CPU, so its bitwise test needs no GPU. Stopped
+rows would be masked (``active`` as a device tensor) rather than compacted inside a graph. Its
+results would be bitwise torch's ``capturable=True`` path, not the default one (float32 bias
+corrections in place of doubles): a change of results, hence opt-in.
 """
 
 from __future__ import annotations
