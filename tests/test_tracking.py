@@ -386,3 +386,21 @@ def StudySession_with(study: str, train_size: int):  # noqa: N802 - reads as the
 
     training = TRAINING.model_copy(update={"train_size": train_size})
     return StudySession(StudySettings(task="synthetic", study=study, training=training))
+
+
+def test_a_stacked_instance_runs_from_its_stacks_start_to_its_own_stop(workdir):
+    """An instance trained in a stack reports only its share of the stack's time as ``seconds``;
+    its run still spans the stack's whole training up to its own stop."""
+    from mlflow.tracking import MlflowClient
+
+    s = session("times")
+    small = s.candidate("small")
+    list(s.train([(small, i) for i in range(3)]))
+    client = MlflowClient(uri())
+    exp = client.get_experiment_by_name("times").experiment_id
+    runs = client.search_runs([exp], "tags.`robust.kind` = 'instance'")
+    assert {r.data.tags["robust.engine"] for r in runs} == {"stacked"}
+    assert len({r.info.start_time for r in runs}) == 1  # one stack, one start
+    for run in runs:
+        span = run.info.end_time - run.info.start_time
+        assert span >= run.data.metrics["seconds"] * 1000 * 0.99  # at least its share, in fact the stack's time

@@ -91,6 +91,7 @@ def iter_stacked(
     exactly with ``passes`` (names from :data:`.rewrites.PASSES`; all by default), checked at
     start by :func:`.probe.build`; ``False`` is vmap's own path, kept for benchmarks.
     """
+    started_at = time.time()  # the stack's start is every member's: its seconds are only a share
     specs = list(specs)
     candidates = [candidate] * len(specs) if isinstance(candidate, Candidate) else list(candidate)
     _check_group(candidates, specs)
@@ -163,7 +164,7 @@ def iter_stacked(
                 reason = row.stopper.update(te if monitor_test else tr)
             if reason is not None:
                 stopped.append(i)
-                yield row.pos, _result(row, reason, device)
+                yield row.pos, _result(row, reason, device, started_at)
         if not stopped:
             continue
         done.update(stopped)
@@ -212,7 +213,7 @@ def _evaluate(
     return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in losses]).tolist()
 
 
-def _result(row: _Row, reason: str, device: torch.device) -> InstanceResult:
+def _result(row: _Row, reason: str, device: torch.device, started_at: float = 0.0) -> InstanceResult:
     failed = reason == "diverged"
     tr, te = row.train_curve[-1], row.test_curve[-1]
     return InstanceResult(
@@ -228,6 +229,7 @@ def _result(row: _Row, reason: str, device: torch.device) -> InstanceResult:
         failure=(f"non-finite loss at epoch {len(row.train_curve)} (train {tr}, test {te})" if failed else None),
         device=str(device),
         threads=torch.get_num_threads(),
+        started_at=started_at,
     )
 
 
