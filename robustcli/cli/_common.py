@@ -6,6 +6,7 @@ Kept free of torch and MLflow so that `robust --help` starts fast.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import sys
@@ -248,3 +249,51 @@ def training_overrides(
         "workers": workers,
         "ray_address": address,
     }
+
+
+#: the options of `robust assess` that the studies (`robust study ...`, `robust nas`) take too: name -> (annotation, default)
+_TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
+    "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
+    "device": (Device, None), "min_epochs": (MinEpochs, None), "window": (Window, None),
+    "threshold": (Threshold, None), "stop_mode": (StopMode, None), "max_epochs": (MaxEpochs, None),
+    "task_option": (TaskOptions, None), "engine": (Engine, None), "max_stack": (MaxStack, None),
+    "threads": (Threads, None), "executor": (Executor, None), "workers": (Workers, None),
+    "address": (RayAddress, None), "json_output": (JsonFlag, False),
+}
+
+
+def with_training_options(fn: Any) -> Any:
+    """``fn(..., options)`` as a command that also takes the training options of `robust assess`
+    it does not declare itself; they reach it together, as the dict ``options``."""
+    own = inspect.signature(fn, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _TRAINING_OPTIONS.items()
+        if name not in own.parameters
+    ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        options = {p.name: kwargs.pop(p.name) for p in added}
+        return fn(**kwargs, options=options)
+
+    command.__signature__ = own.replace(parameters=[*params, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*params, *added)}
+    return command
+
+
+def settings_from_options(options: dict[str, Any], **given: Any) -> tuple[Any, str | None]:
+    """The study settings (study file, then the command line) from :func:`with_training_options`'s
+    ``options`` and the command's own values ``given`` (which override them); and the tracking URI."""
+    from robustcli.config import load_settings
+
+    values = {**options}
+    config, uri = values.pop("config"), values.pop("tracking_uri")
+    values.pop("json_output")
+    values["task_options"] = values.pop("task_option")
+    shared = inspect.signature(training_overrides).parameters
+    values.update({k: v for k, v in given.items() if k in shared})
+    own = {k: v for k, v in given.items() if k not in shared}
+    return load_settings(config, **own, **training_overrides(**values)), uri

@@ -9,37 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from robustcli.cli._common import (
-    ConfigFile,
-    Device,
-    Engine,
-    Executor,
-    JsonFlag,
-    MaxEpochs,
-    MaxStack,
-    MinEpochs,
-    RayAddress,
-    Sampling,
-    Seed,
-    StopMode,
-    StudyName,
     TaskName,
-    TaskOptions,
-    TestSize,
-    Threads,
-    Threshold,
-    TrackingUri,
-    TrainSize,
-    Window,
-    Workers,
     console,
     err_console,
     handle_errors,
     print_json,
-    training_overrides,
+    settings_from_options,
+    with_training_options,
 )
 
 
 @handle_errors
+@with_training_options
 def nas(
     task: TaskName = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Trials of the search, one training each (default 20).", show_default=False)] = None,
@@ -55,27 +36,7 @@ def nas(
     sampler: Annotated[
         str | None, typer.Option("--sampler", metavar="tpe|random", help="Optuna sampler (default tpe).", show_default=False)
     ] = None,
-    train_size: TrainSize = None,
-    test_size: TestSize = None,
-    sampling: Sampling = None,
-    seed: Seed = None,
-    study: StudyName = None,
-    config: ConfigFile = None,
-    tracking_uri: TrackingUri = None,
-    device: Device = None,
-    min_epochs: MinEpochs = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    stop_mode: StopMode = None,
-    max_epochs: MaxEpochs = None,
-    task_option: TaskOptions = None,
-    engine: Engine = None,
-    max_stack: MaxStack = None,
-    threads: Threads = None,
-    executor: Executor = None,
-    workers: Workers = None,
-    address: RayAddress = None,
-    json_output: JsonFlag = False,
+    options: Any = None,  # the training options of `robust assess` (with_training_options)
 ) -> None:
     """Search the task's NAS space with Optuna (TPE by default, seeded by --seed), one training
     per trial as a NAS does; then assess the --top distinct trials with --instances fresh
@@ -91,26 +52,15 @@ def nas(
 
     Example (seconds): robust nas --task synthetic --trials 6 --top 2 --instances 3 --max-epochs 30
     """
-    from robustcli.config import load_settings
     from robustcli.errors import InputError
 
     for name, value in (("--trials", trials), ("--top", top), ("--instances", instances)):
         if value is not None and value <= 0:
             raise InputError(f"{name} must be a positive count, got {value}")
-    settings = load_settings(
-        config,
-        instances=instances,
-        trials=trials,
-        top=top,
-        against=against,
-        sampler=sampler,
-        **training_overrides(
-            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
-            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
-            executor=executor, workers=workers, address=address,
-        ),
+    settings, tracking_uri = settings_from_options(
+        options, task=task, instances=instances, trials=trials, top=top, against=against, sampler=sampler
     )
+    json_output = options["json_output"]
     from robustcli.execution.session import StudySession
     from robustcli.studies.nas import NasSearch
 

@@ -3,8 +3,6 @@ spread comes from). The logic is in :mod:`robustcli.studies`; this module parses
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,33 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from robustcli.cli._common import (
-    ConfigFile,
-    Device,
-    Engine,
-    Executor,
-    JsonFlag,
-    MaxEpochs,
-    MaxStack,
-    MinEpochs,
-    RayAddress,
-    Sampling,
-    Seed,
-    StopMode,
-    StudyName,
     TaskName,
-    TaskOptions,
-    TestSize,
-    Threads,
-    Threshold,
-    TrackingUri,
-    TrainSize,
-    Window,
-    Workers,
     console,
     err_console,
     handle_errors,
     print_json,
-    training_overrides,
+    settings_from_options,
+    with_training_options,
 )
 
 app = typer.Typer(
@@ -54,50 +32,11 @@ Out = Annotated[
 ]
 
 
-#: the options of `robust assess` every study takes: name -> (annotation, default)
-_TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
-    "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
-    "device": (Device, None), "min_epochs": (MinEpochs, None), "window": (Window, None),
-    "threshold": (Threshold, None), "stop_mode": (StopMode, None), "max_epochs": (MaxEpochs, None),
-    "task_option": (TaskOptions, None), "engine": (Engine, None), "max_stack": (MaxStack, None),
-    "threads": (Threads, None), "executor": (Executor, None), "workers": (Workers, None),
-    "address": (RayAddress, None), "json_output": (JsonFlag, False),
-}
-
-
-def _with_training_options(fn: Any) -> Any:
-    """``fn(..., options)`` as a command that also takes the training options of `robust assess`
-    it does not declare itself; they reach it together, as the dict ``options``."""
-    own = inspect.signature(fn, eval_str=True)
-    params = [p for p in own.parameters.values() if p.name != "options"]
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, (annotation, default) in _TRAINING_OPTIONS.items()
-        if name not in own.parameters
-    ]
-
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        options = {p.name: kwargs.pop(p.name) for p in added}
-        return fn(**kwargs, options=options)
-
-    command.__signature__ = own.replace(parameters=[*params, *added])  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in (*params, *added)}
-    return command
-
-
 def _session(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
     """The study's session from the command line (and study file): ``given`` overrides ``options``."""
-    from robustcli.config import load_settings
     from robustcli.execution.session import StudySession
 
-    values = {**options, **given}
-    config, uri = values.pop("config"), values.pop("tracking_uri")
-    values.pop("json_output")
-    values["task_options"] = values.pop("task_option")
-    settings = load_settings(config, instances=instances, **training_overrides(**values))
-    return StudySession(settings, uri)
+    return StudySession(*settings_from_options(options, instances=instances, **given))
 
 
 def _run(study: Any, quiet: bool) -> Any:
@@ -138,7 +77,7 @@ def _cell(est: Any) -> str:
 
 @app.command("sample-size")
 @handle_errors
-@_with_training_options
+@with_training_options
 def sample_size(
     task: TaskName = None,
     candidate: Annotated[
@@ -212,7 +151,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 
 @app.command("variance")
 @handle_errors
-@_with_training_options
+@with_training_options
 def variance(
     task: TaskName = None,
     candidate: Annotated[
