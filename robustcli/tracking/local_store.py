@@ -86,12 +86,12 @@ def _check_writable(uri: str, folder: Path, store: Path | None = None) -> None:
         fd, probe = tempfile.mkstemp(prefix=".robust-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
-        if store is not None:
-            with open(store, "r+b"):
-                pass
     except OSError as exc:
-        where = store if store is not None and exc.filename == str(store) else folder
-        raise InputError(f"tracking URI {uri!r}: cannot write to {where} ({exc.strerror or exc})") from None
+        raise InputError(f"tracking URI {uri!r}: cannot write to {folder} ({exc.strerror or exc})") from None
+    # access(), not open(): closing a descriptor of the store would drop the sqlite locks this
+    # process may hold on it (POSIX locks belong to the process, not the descriptor)
+    if store is not None and not os.access(store, os.W_OK):
+        raise InputError(f"tracking URI {uri!r}: cannot write to {store} (read-only)")
 
 
 def ensure_store(uri: str, path: Path) -> None:
