@@ -193,7 +193,8 @@ def _render(report: dict[str, Any], summary: list[dict[str, Any]]) -> None:
     console.print(table)
     console.print(f"history in MLflow: {report['tracking_uri']} (experiment {report['study']!r}, run selection-*)")
     if report["mlflow_ui"]:
-        console.print(f"compare the candidates in `mlflow ui`: open {report['mlflow_ui']}")
+        serve = "" if report["tracking_uri"].startswith("http") else f" (start it: mlflow ui --backend-store-uri {report['tracking_uri']})"
+        console.print(f"compare the candidates in MLflow's UI: {report['mlflow_ui']}{serve}", soft_wrap=True)
 
 
 class _LiveView:

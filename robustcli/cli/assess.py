@@ -208,4 +208,5 @@ def _render(report: dict[str, Any]) -> None:
                       f"(every instance shares instance 0's {held}): `robust report` sets this spread against the others")  # fmt: skip
     console.print(f"runs in MLflow: {report['tracking_uri']} (experiment {report['study']!r})")
     if report["mlflow_ui"]:
-        console.print(f"compare the candidates in `mlflow ui`: open {report['mlflow_ui']}")
+        serve = "" if report["tracking_uri"].startswith("http") else f" (start it: mlflow ui --backend-store-uri {report['tracking_uri']})"
+        console.print(f"compare the candidates in MLflow's UI: {report['mlflow_ui']}{serve}", soft_wrap=True)

@@ -300,8 +300,12 @@ class MlflowStore:
         return exp.experiment_id
 
     def ui_path(self, exp_id: str) -> str:
-        """Where ``mlflow ui`` shows the study's candidates side by side (append to the UI's address)."""
-        return f"#/experiments/{exp_id}/runs?viewStateShareKey={UI_VIEW_KEY}"
+        """Where MLflow's UI shows the study's candidates side by side: on a tracking server its
+        address; for a local store that of ``mlflow ui --backend-store-uri URI`` (its default port)."""
+        page = f"#/experiments/{exp_id}/runs?viewStateShareKey={UI_VIEW_KEY}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"http://127.0.0.1:5000/{page}"
 
     def list_experiments(self) -> list[Any]:
         return list(self.client.search_experiments())
