@@ -179,7 +179,8 @@ class StudySession:
         named = candidate.name or next((n for n, c in self.space.named.items() if c.id == candidate.id), None)
         return named or readable_name(self.task, candidate)[:200] or candidate.id
 
-    def _candidate_spec(self, candidate: Candidate, start_time: int | None = None) -> dict[str, Any]:
+    def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
+        """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
         name = self.describe(candidate)
         if s.vary != "both":
@@ -196,7 +197,6 @@ class StudySession:
                 "study_seed": s.seed,
                 "vary": s.vary,
             },
-            start_time=start_time,
         )
 
     def parent_run(self, candidate: Candidate) -> str:
