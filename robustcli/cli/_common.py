@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 
 from robustcli.errors import RobustError
+from robustcli.reporting.strict_json import finite
 
 console = Console()
 err_console = Console(stderr=True)
@@ -60,20 +60,7 @@ def _from_the_store(exc: BaseException) -> bool:
 
 def print_json(payload: Any) -> None:
     """Machine-readable output: one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null: strict JSON parsers (jq) refuse them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "as_dict"):
-        return _finite(value.as_dict())
-    return value
+    sys.stdout.write(json.dumps(finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _json_default(value: Any) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustcli.reporting import strict_json
 from robustcli.robustness.statistics import Estimate, summarize
 
 __all__ = ["STUDY_STATISTICS", "Part", "log_study_run", "loss_statistics", "train_parts"]
@@ -119,7 +120,7 @@ def log_study_run(
         client.log_batch(run_id, metrics=values)
     with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
         path = Path(tmp) / f"{kind}.json"
-        path.write_text(json.dumps(_finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
         client.log_artifact(run_id, str(path))
         if figure is not None:
             png = Path(tmp) / f"{kind}.png"
@@ -136,13 +137,3 @@ def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]
 
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

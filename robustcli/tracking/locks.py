@@ -81,9 +81,6 @@ class LockFile:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _offset(key))
             self._held.discard(key)
 
-    def held(self, key: str) -> bool:
-        return key in self._held
-
 
 def lock_file(path: Path) -> LockFile:
     """This process's :class:`LockFile` for ``path`` (one descriptor per file, see the module doc)."""

@@ -371,10 +371,8 @@ class MlflowStore:
             try:
                 found = self._find_parents(exp_id, fingerprint, cid)
                 if cid not in found:
-                    run = run_record(experiment_id=exp_id, name=spec["name"], status="FINISHED",
-                                     tags={**spec["tags"], **self.context_tags}, params=spec["params"], metrics=[],
-                                     start_time=spec["start_time"], end_time=spec["start_time"])
-                    found[cid] = ClientRunWriter(self._raw, "").write(run)
+                    found[cid] = self.write_run(exp_id, spec["name"], {**spec["tags"], **self.context_tags},
+                                                spec["params"], start=spec["start_time"])
                 parents[cid] = found[cid]
                 return found[cid]
             finally:
@@ -406,8 +404,6 @@ class MlflowStore:
     ) -> str:
         """Write one finished run whole, at once (not through the background writer), and return
         its id: a run half-written is deleted again. ``metrics`` are final values (step 0)."""
-        from robustcli.tracking.writer import ClientRunWriter
-
         start = start or _now_ms()
         end = end or start
         rows = [(k, float(v), end, 0) for k, v in (metrics or {}).items() if math.isfinite(v)]

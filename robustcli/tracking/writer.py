@@ -99,10 +99,6 @@ def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else repr(value)  # 'nan', 'inf', '-inf'
 
 
-def _float(value: float | str) -> float:
-    return float(value)
-
-
 # -- writing one run --------------------------------------------------------------------------
 ParentOf = Callable[[Mapping[str, Any]], str]
 
@@ -131,14 +127,12 @@ class ClientRunWriter:
         run_id = created.info.run_id
         try:
             params = [Param(k, v) for k, v in run["params"]]
-            metrics = [Metric(k, _float(v), ts, step) for k, v, ts, step in run["metrics"]]
-            first = True
-            while first or params or metrics:
-                first = False
+            # float() reads back the 'nan' / 'inf' the journal holds for non-finite values
+            metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in run["metrics"]]
+            while params or metrics:  # in chunks within MLflow's limits per log_batch
                 ps, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
                 ms, metrics = metrics[: _MAX_METRICS - len(ps)], metrics[_MAX_METRICS - len(ps) :]
-                if ps or ms:
-                    self.client.log_batch(run_id, metrics=ms, params=ps)
+                self.client.log_batch(run_id, metrics=ms, params=ps)
             self.client.set_terminated(run_id, run["status"], end_time=run["end_time"])
         except BaseException:
             try:  # never leave a half-written run behind where it can be helped
