@@ -46,6 +46,8 @@ __all__ = [
     "StudySettings",
     "TrainingSettings",
     "load_settings",
+    "parse_pairs",
+    "with_overrides",
 ]
 
 
@@ -349,6 +351,23 @@ def _unknown_field(loc: list[str]) -> str:
     return f"unknown field {name!r} {table}{hint} (fields: {listing}; [task_options]: the task's own)"
 
 
+def parse_pairs(pairs: list[str] | None, option: str = "--task-option") -> dict[str, Any] | None:
+    """``["dataset=B", "events=5000"]`` -> ``{"dataset": "B", "events": 5000}`` (JSON values where they
+    parse); ``option`` names the option in the error line. None when nothing was given."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{option} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings:
     """Settings from a study file (optional) with command-line ``overrides`` on top.
 
@@ -395,3 +414,18 @@ def _check_executor_options(t: TrainingSettings, where: str) -> None:
         raise InputError(f"{prefix}--workers applies to --executor local, not {t.executor}")
     if t.ray_address is not None and t.executor != "ray":
         raise InputError(f"{prefix}--address applies to --executor ray, not {t.executor}")
+
+
+def with_overrides(settings: StudySettings, where: str = "argument", **overrides: Any) -> StudySettings:
+    """``settings`` with flat ``overrides`` on top (the names :func:`load_settings` takes; ``None``
+    means "not given"), validated: a bad value is one :class:`InputError` naming it."""
+    given = _nest({key: value for key, value in overrides.items() if value is not None})
+    if not given:
+        return settings
+    data = _merge(settings.model_dump(exclude_unset=True), given)
+    try:
+        out = StudySettings.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_describe_validation_error(exc, "command line")) from None
+    _check_executor_options(out.training, "command line")
+    return out

@@ -397,6 +397,12 @@ class Task(ABC):
 
 
 
+def labelled(task: Task | None, candidate: Candidate) -> str:
+    """A candidate as every output shows it: ``model2 (c1a2b3c4d5)``, or its readable description
+    and id, ``adam-lr1e-2-bs32-hidden=16 (c1a2b3c4d5)``."""
+    return f"{readable_name(task, candidate)} ({candidate.id})"
+
+
 def readable_name(task: Task | None, candidate: Candidate, *, use_name: bool = True) -> str:
     """How output names a candidate beside its id: its name if it has one (and ``use_name``), else
     the task's description of it (:meth:`Task.describe_candidate`), else :func:`describe_params`

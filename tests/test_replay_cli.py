@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -177,16 +175,15 @@ def test_writer_refuses_bad_rows(tmp_path: Path) -> None:
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_training_mode_calls_the_study_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_mode_hands_the_options_to_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustcli.api import Study
+
     calls = []
-    fake = types.ModuleType("robustcli.cli._study")
-    fake.run_training_selection = lambda settings, json_output: calls.append((settings, json_output))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "robustcli.cli._study", fake)
+    monkeypatch.setattr(Study, "select", lambda self, **kw: calls.append(self.session.given))
     result = invoke("--task", "synthetic", "--study", "s1", "--rule", "race", "--criterion", "mean,std",
                     "--warmup", "3", "--budget", "100", "--candidates", "a,b", "--sample", "2", "--json")
     assert result.exit_code == 0, result.output
-    (settings, json_output), = calls
-    assert json_output is True
+    (settings,) = calls
     assert settings.task == "synthetic" and settings.study == "s1"
     sel = settings.selection
     assert (sel.rule, sel.criterion, sel.warmup, sel.budget, sel.candidates, sel.sample) == (

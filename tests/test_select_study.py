@@ -221,9 +221,11 @@ def test_report_page_renders_in_a_browser(app, runner, workdir):
 def test_a_candidate_with_one_instance_is_quoted_without_a_spread():
     import math
 
-    from robustcli.cli.report import _summaries
+    from robustcli.api import CandidateSummary
+    from robustcli.robustness import summarize_instances
 
-    (one, three) = _summaries(["a", "b"], {"a": [0.5], "b": [0.4, 0.5, 0.6]}, "rmse")
+    one, three = (CandidateSummary(c, None, c, summarize_instances(losses, seed=0), losses, "rmse").headline()
+                  for c, losses in (("a", [0.5]), ("b", [0.4, 0.5, 0.6])))
     assert one["quote"] == "rmse = 0.5 (1 finished instance: no spread yet)" and math.isnan(one["std"])
     assert three["quote"] == "rmse = 0.5 +- 0.1 (training syst., 3 instances)"
 

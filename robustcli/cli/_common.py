@@ -18,6 +18,7 @@ from rich.console import Console
 
 from robustcli.errors import RobustError
 from robustcli.reporting.strict_json import finite
+from robustcli.task import labelled  # noqa: F401 - re-exported for the commands
 
 console = Console()
 err_console = Console(stderr=True)
@@ -136,60 +137,19 @@ TaskOptions = Annotated[
 ]
 
 
-def labelled(task: Any, candidate: Any) -> str:
-    """A candidate as every command shows it: ``model2 (c1a2b3c4d5)``, or its readable description
-    and id, ``adam-lr1e-2-bs32-hidden=16 (c1a2b3c4d5)``."""
-    from robustcli.task import readable_name
+def cli_progress(json_output: bool) -> Any:
+    """The progress a command draws: rich bars on stderr, none (notes still printed) under --json."""
+    from robustcli.reporting.progress import RichProgress
 
-    return f"{readable_name(task, candidate)} ({candidate.id})"
-
-
-def candidates_of_runs(runs: Any) -> dict[str, Any]:
-    """id -> Candidate from a study's candidate (parent) runs, as the store logged them."""
-    from robustcli.task import Candidate
-
-    out = {}
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
-            params = json.loads(tags.get("robust.candidate_json", "{}"))
-            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
-    return out
-
-
-def load_checked_data(session: Any) -> None:
-    """Load the session's data (with a status line: the first run may generate it) and refuse the
-    sizes it cannot give, before anything is written: also a bootstrap sample larger than the pool."""
-    from robustcli.errors import InputError
-
-    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
-        session.validate_sizes()
-    pool = session.data.pool_size
-    if session.train_size > pool:
-        raise InputError(
-            f"--train-size {session.train_size} exceeds the training pool of {pool} examples of task "
-            f"{session.settings.task!r}: a bootstrap sample larger than the pool repeats examples without adding any; "
-            f"choose at most {pool}"
-        )
+    return RichProgress(console=err_console, disable=json_output)
 
 
 def parse_task_options(pairs: list[str] | None, option: str = "--task-option") -> dict[str, Any] | None:
-    """``["dataset=B", "events=5000"]`` -> ``{"dataset": "B", "events": 5000}`` (JSON values where they
-    parse); ``option`` names the option in the error line."""
-    from robustcli.errors import InputError
+    """``["dataset=B"]`` -> ``{"dataset": "B"}`` (:func:`robustcli.config.parse_pairs`, imported lazily:
+    pydantic stays out of ``robust --help``)."""
+    from robustcli.config import parse_pairs
 
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"{option} expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
+    return parse_pairs(pairs, option)
 
 
 def training_overrides(

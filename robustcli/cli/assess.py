@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -32,10 +31,8 @@ from robustcli.cli._common import (
     Window,
     Workers,
     console,
-    err_console,
+    cli_progress,
     handle_errors,
-    labelled,
-    load_checked_data,
     print_json,
     training_overrides,
 )
@@ -105,81 +102,13 @@ def assess(
             executor=executor, workers=workers, address=address,
         ),
     )
-    from robustcli.execution.session import StudySession
+    from robustcli.api import Study
 
-    session = StudySession(settings, tracking_uri)
-    if not settings.candidate:
-        raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {settings.task}`)")
-    cand = session.candidate(settings.candidate)
-    load_checked_data(session)
-    n = settings.instances
-    known = session.known([cand.id]).get(cand.id, {})
-    missing = [i for i in range(n) if i not in known]
-    records = {i: r for i, r in known.items() if i < n}
-    if missing:
-        session.prepare_executor()  # a device or cluster that cannot train: refused before any write
-        records.update(_train(session, cand, missing, quiet=json_output))
-    # what this process trained: an instance another process trained meanwhile was waited for and read
-    trained_now = sum(r.fresh for r in records.values())
-    report = _report(session, cand, [records[i] for i in range(n)], trained_now=trained_now)
+    result = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).assess()
     if json_output:
-        print_json(report)
+        print_json(result)
     else:
-        _render(report)
-
-
-def _train(session: Any, cand: Any, missing: list[int], quiet: bool) -> dict[int, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    out: dict[int, Any] = {}
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[last]}"),
-        console=err_console,
-        disable=quiet,
-    )
-    with progress:
-        bar = progress.add_task(f"training {labelled(session.task, cand)}", total=len(missing), last="")
-        for _, rec in session.train([(cand, i) for i in missing]):
-            out[rec.index] = rec
-            last = f"#{rec.index}: {rec.loss:.5g} ({rec.stop_reason}, {rec.epochs} ep)" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
-            progress.update(bar, advance=1, last=last)
-    return out
-
-
-def _report(session: Any, cand: Any, records: list[Any], trained_now: int) -> dict[str, Any]:
-    from robustcli.robustness import summarize_instances
-    from robustcli.task import readable_name
-
-    stats = summarize_instances([r.loss for r in records], seed=session.settings.seed).as_dict()["statistics"]
-    task = session.task
-    return {
-        "task": session.settings.task,
-        "study": session.settings.study_name,
-        "candidate": cand.id,
-        "candidate_name": cand.name,
-        "candidate_description": readable_name(task, cand),
-        "loss": {"name": task.loss.name, "formula": task.loss.formula},
-        "instances": len(records),
-        "trained_now": trained_now,
-        "failed": sum(r.status == "failed" for r in records),
-        "spiked": sum(r.spiked for r in records),
-        "stop_reasons": dict(Counter(r.stop_reason for r in records)),
-        "train_size": session.train_size,
-        "mean_epochs": (sum(r.epochs for r in records) / len(records)) if records else 0,
-        "mean_seconds": (sum(r.seconds for r in records) / len(records)) if records else 0,
-        "losses": [r.loss if math.isfinite(r.loss) else None for r in records],
-        "run_ids": [session.store.run_id(r.run_id) for r in records],
-        "statistics": stats,
-        "tracking_uri": session.store.uri,
-        "mlflow_ui": session.ui_path(),
-        "fingerprint": session.fingerprint,
-        "vary": session.settings.vary,
-    }
+        _render(result.as_dict())
 
 
 def _render(report: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from robustcli.cli._common import (
     TrackingUri,
     TrainSize,
     console,
-    load_checked_data,
+    cli_progress,
     handle_errors,
     print_json,
     training_overrides,
@@ -46,10 +46,7 @@ def baseline(
     Example: robust baseline --task calo-energy --instances 5 --train-size 2000
     """
     from robustcli.config import load_settings
-    from robustcli.errors import InputError
 
-    if instances <= 0:
-        raise InputError(f"--instances must be a positive count, got {instances}")
     settings = load_settings(
         config,
         **training_overrides(
@@ -58,20 +55,13 @@ def baseline(
             task_options=task_option,
         ),
     )
-    from robustcli.execution.session import StudySession
+    from robustcli.api import Study
 
-    session = StudySession(settings, tracking_uri)
-    baselines = session.task.baselines()
-    if not baselines:
-        raise InputError(f"task {settings.task!r} defines no baselines")
-    load_checked_data(session)
-    session.store.client  # noqa: B018 - fail on an unreachable store before the work
-    from robustcli.execution.baselines import fit_baseline
-
-    rows = [fit_baseline(session, name, b, instances) for name, b in baselines.items()]
+    fits = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).fit_baselines(instances)
     if json_output:
-        print_json({"task": settings.task, "study": settings.study_name, "train_size": session.train_size, "baselines": rows})
+        print_json(fits)
         return
+    rows = fits.baselines
     from rich.table import Table
 
     table = Table(title=f"{settings.task}: baselines over {instances} training samples of {session.train_size}")

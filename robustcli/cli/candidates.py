@@ -28,20 +28,9 @@ def candidates(
 
     Example: robust candidates --task synthetic --where optimizer=adam --where hidden=16
     """
-    from robustcli.plugins import load_task
-    from robustcli.task import filter_candidates, readable_name
+    from robustcli.api import list_candidates
 
-    the_task = load_task(task, parse_task_options(task_option))
-    space = the_task.search_space()
-    named = list(space.named.values())
-    seen = {c.id for c in named}
-    cands = named + [c for c in space if c.id not in seen]
-    if where:
-        cands = filter_candidates(cands, parse_task_options(where, "--where") or {}, f"--where {' '.join(where)}")
-    rows = [
-        {"id": c.id, "name": c.name, "description": readable_name(the_task, c, use_name=False),
-         "params": dict(c.params)} for c in cands
-    ]
+    rows = [c.as_dict() for c in list_candidates(task, where, parse_task_options(task_option))]
     if json_output:
         print_json({"task": task, "where": where or [], "candidates": rows})
         return

@@ -10,8 +10,8 @@ import typer
 
 from robustcli.cli._common import (
     TaskName,
+    cli_progress,
     console,
-    err_console,
     handle_errors,
     print_json,
     settings_from_options,
@@ -60,46 +60,14 @@ def nas(
     settings, tracking_uri = settings_from_options(
         options, task=task, instances=instances, trials=trials, top=top, against=against, sampler=sampler
     )
-    json_output = options["json_output"]
-    from robustcli.execution.session import StudySession
-    from robustcli.studies.nas import NasSearch
+    from robustcli.api import Study
 
-    session = StudySession(settings, tracking_uri)
-    search = NasSearch(session, settings.nas)
-    with err_console.status(f"loading the data of {settings.task} (the first run may generate it)"):
-        search.prepare()
-    with _Bars(quiet=json_output) as bars:
-        report = search.run(progress=bars.update)
-    if json_output:
-        print_json(report)
+    study = Study.from_settings(settings, tracking_uri, progress=cli_progress(options["json_output"]))
+    outcome = study.nas()
+    if options["json_output"]:
+        print_json(outcome)
     else:
-        _render(report)
-
-
-class _Bars:
-    """One progress bar for the search's trials and one for the assessment's instances, on stderr."""
-
-    def __init__(self, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"), console=err_console, disable=quiet,
-        )  # fmt: skip
-        self.bars: dict[str, Any] = {}
-
-    def __enter__(self) -> _Bars:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def update(self, phase: str, done: int, total: int, message: str) -> None:
-        if phase not in self.bars:
-            label = "search (trials)" if phase == "trial" else "assessment (instances)"
-            self.bars[phase] = self.progress.add_task(label, total=total, last="")
-        self.progress.update(self.bars[phase], completed=done, total=total, last=message)
+        _render(outcome.as_dict())
 
 
 def _render(report: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ Kept free of torch and MLflow at import: the training path is imported inside th
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,12 +32,13 @@ from robustcli.cli._common import (
     TrainSize,
     Window,
     Workers,
+    cli_progress,
     console,
     handle_errors,
     print_json,
     training_overrides,
 )
-from robustcli.errors import InputError, UnknownNameError
+from robustcli.errors import InputError
 
 __all__ = ["select"]
 
@@ -50,22 +50,6 @@ def _split(values: list[str] | str | None) -> list[str] | None:
     items = [values] if isinstance(values, str) else values
     out = [part.strip() for item in items for part in item.split(",") if part.strip()]
     return out or None
-
-
-def baseline_cut(rule: Any, baseline: float | None) -> str | None:
-    """'baseline cut at 0.0361 (baseline 0.0301 + 20%)' for a rule that cuts at a known baseline."""
-    from robustcli.selection.rules import baseline_limit
-
-    margin = getattr(rule, "baseline_margin", None)
-    limit = None if margin is None else baseline_limit(baseline, margin)
-    return None if limit is None else f"baseline cut at {limit:.4g} (baseline {baseline:.4g} + {margin:.0%})"
-
-
-def warn_if_the_paper_cut_is_skipped(rule: Any, baseline: float | None, how: str) -> None:
-    """One line on stderr when --rule paper has no baseline to cut at: only its halving runs."""
-    if rule.name == "paper" and baseline_cut(rule, baseline) is None:
-        print(f"note: no baseline loss, so --rule paper skips its cut at baseline + {rule.baseline_margin:.0%} "
-              f"and only halves; {how}", file=sys.stderr)  # fmt: skip
 
 
 def _fmt(value: float) -> str:
@@ -181,59 +165,28 @@ def select(
     if replay is None:
         if baseline_loss is not None:
             raise InputError("--baseline-loss applies to --replay only; a study takes its baseline from the task")
-        from robustcli.cli._study import run_training_selection  # lazy: pulls in torch and MLflow
+        from robustcli.api import Study  # lazy: pulls in torch and MLflow
+        from robustcli.cli.selection_view import render_selection
 
-        run_training_selection(settings, json_output)
+        outcome = Study.from_settings(settings, progress=cli_progress(json_output)).select()
+        if json_output:
+            print_json(outcome)
+        else:
+            render_selection(outcome)
         return
-    _replay(settings, replay, baseline_loss, json_output)
+    from robustcli.api import replay_selection
+
+    replayed = replay_selection(settings, replay, baseline_loss, progress=cli_progress(json_output))
+    if json_output:
+        print_json(replayed)
+        return
+    _render(replayed.result, replayed.criterion_names, replay, replayed.instances, replayed.baseline_cut)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Any:
     from robustcli.config import load_settings
 
     return load_settings(config, **overrides)
-
-
-def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output: bool) -> None:
-    from robustcli.robustness.criteria import make_objective
-    from robustcli.selection import MemoryStore, TableExecutor, make_rule, read_loss_table, select as run_selection
-
-    sel = settings.selection
-    objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
-    rule = make_rule(sel.rule, sel)
-    table = read_loss_table(path)
-    if sel.candidates:
-        unknown = [c for c in sel.candidates if c not in set(table.candidates)]
-        if unknown:
-            raise UnknownNameError("candidate", unknown[0], table.candidates, f"from --candidates, not in {path}")
-        table = table.subset(sel.candidates)
-    if sel.sample is not None:
-        from robustcli.selection import sample_candidates
-
-        table = table.subset(sample_candidates(table.candidates, sel.sample, settings.seed, f"in {path}"))
-    if sel.max_steps is not None:
-        table.require_steps(sel.max_steps)
-    max_steps = sel.max_steps or table.instances
-    store = MemoryStore(baseline=baseline_loss)
-    warn_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)")
-    result = run_selection(
-        table.candidates, store, TableExecutor(table, store), rule, objective,
-        warmup=sel.warmup, budget=sel.budget, max_steps=max_steps, exhaustive_instances=table.instances,
-    )
-    if json_output:
-        payload = result.as_dict()
-        payload.update(
-            {
-                "table": str(path),
-                "instances": table.instances,
-                "combine": objective.combine,
-                "baseline_loss": baseline_loss,
-                "baseline_cut": baseline_cut(rule, baseline_loss),
-            }
-        )
-        print_json(payload)
-        return
-    _render(result, objective.names, path, table.instances, baseline_cut(rule, baseline_loss))
 
 
 def _render(result: Any, names: list[str], path: Path, instances: int, cut: str | None) -> None:

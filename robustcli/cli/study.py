@@ -13,6 +13,7 @@ from robustcli.cli._common import (
     TaskName,
     console,
     err_console,
+    cli_progress,
     handle_errors,
     print_json,
     settings_from_options,
@@ -32,36 +33,17 @@ Out = Annotated[
 ]
 
 
-def _session(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
-    """The study's session from the command line (and study file): ``given`` overrides ``options``."""
-    from robustcli.execution.session import StudySession
+def _study(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
+    """The API's study from the command line (and study file): ``given`` overrides ``options``."""
+    from robustcli.api import Study
 
-    return StudySession(*settings_from_options(options, instances=instances, **given))
-
-
-def _run(study: Any, quiet: bool) -> Any:
-    """Train what the study misses under a progress bar on stderr, then its result."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=err_console, disable=quiet or not study.missing,
-    )
-    with progress:
-        bar = progress.add_task("training", total=study.missing, last="")
-
-        def done(label: str, rec: Any) -> None:
-            last = f"#{rec.index}: {rec.loss:.4g}" if rec.status == "finished" else f"#{rec.index}: failed ({rec.stop_reason})"
-            progress.update(bar, advance=1, description=f"training ({label})", last=last)
-
-        return study.run(done)
+    settings, tracking_uri = settings_from_options(options, instances=instances, **given)
+    return Study.from_settings(settings, tracking_uri, progress=cli_progress(options["json_output"]))
 
 
-def _finish(plan: Any, options: dict[str, Any], out: Path | None, render: Any) -> None:
-    """Train what ``plan`` misses, log the study run, print its JSON or ``render`` it."""
-    json_output = options["json_output"]
-    result = plan.log(_run(plan, quiet=json_output), out)
-    if json_output:
+def _show(result: Any, options: dict[str, Any], out: Path | None, render: Any) -> None:
+    """Print the study's JSON or ``render`` it."""
+    if options["json_output"]:
         print_json(result)
     else:
         render(result, out)
@@ -108,19 +90,17 @@ def sample_size(
     Example: robust study sample-size --task synthetic -C small -C wide --sizes 50,100,200,400 -n 5 --out sizes.png
     """
     from robustcli.errors import InputError
-    from robustcli.studies.sample_size import SampleSizeStudy, parse_sizes
+    from robustcli.studies.sample_size import parse_sizes
 
     if sizes is None:
         raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45")
     wanted = parse_sizes(sizes)  # refused before the task and its data load
     test = {None: "train", "task": None}.get(test_size, test_size)
-    session = _session(options, instances, task=task, test_size=test)
-    names = list(candidate or []) or ([session.settings.candidate] if session.settings.candidate else [])
-    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
-        plan = SampleSizeStudy(session, names, wanted, session.settings.instances, baselines=baselines)
+    study = _study(options, instances, task=task, test_size=test)
+    names = list(candidate or []) or ([study.settings.candidate] if study.settings.candidate else [])
     if options["train_size"] is not None and not options["json_output"]:
         err_console.print(f"note: --train-size {options['train_size']} is replaced by each size of --sizes", highlight=False)
-    _finish(plan, options, out, _render_sample_size)
+    _show(study.sample_size(names, wanted, baselines=baselines, out=out), options, out, _render_sample_size)
 
 
 def _render_sample_size(result: Any, out: Path | None) -> None:
@@ -168,12 +148,8 @@ def variance(
 
     Example: robust study variance --task calo-energy --candidate model2 --instances 50 --train-size 32000
     """
-    from robustcli.studies.variance import VarianceStudy
-
-    session = _session(options, instances, task=task)
-    with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
-        plan = VarianceStudy(session, candidate or session.settings.candidate, session.settings.instances)
-    _finish(plan, options, out, _render_variance)
+    study = _study(options, instances, task=task)
+    _show(study.variance(candidate, out=out), options, out, _render_variance)
 
 
 def _render_variance(result: Any, out: Path | None) -> None:

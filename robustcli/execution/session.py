@@ -32,16 +32,12 @@ class StudySession:
         cls, self.plugin = load_task_class(settings.task)
         #: the settings as given (before the task's defaults fill them in): :meth:`variant` starts from them
         self.given = settings
-        self.settings = settings = _resolved(settings, cls)
         try:
             self.task: Task = cls(**settings.task_options)
         except TypeError as exc:
             raise InputError(f"bad [task_options] for task {settings.task!r}: {exc}") from None
-        implied = {k: v for k, v in self.task.data_options().items() if k not in settings.task_options}
-        if implied:  # a default that decides the data is part of the fingerprint (see Task.data_options)
-            settings = settings.model_copy(update={"task_options": {**settings.task_options, **implied}})
-            self.settings = settings
-        self.fingerprint = settings.fingerprint()
+        self.settings = self._settled(settings)
+        self.fingerprint = self.settings.fingerprint()
         self._data: TaskData | None = None
         self._exp_id: str | None = None
         self._experiment_ready = False
@@ -49,20 +45,37 @@ class StudySession:
         self._space = None
         self._executor: Any = None
 
+    def _settled(self, given: StudySettings) -> StudySettings:
+        """``given`` with the task's defaults filled in: its sizes, and the task options that decide
+        its data (see Task.data_options), so that the fingerprint does not depend on how they were given."""
+        settings = _resolved(given, type(self.task))
+        implied = {k: v for k, v in self.task.data_options().items() if k not in settings.task_options}
+        if implied:
+            settings = settings.model_copy(update={"task_options": {**settings.task_options, **implied}})
+        return settings
+
     def variant(self, *, vary: str | None = None, **training: Any) -> StudySession:
         """The same study under other settings (``train_size``, ``test_size``... of the training
         settings as given, or another ``vary``): its own fingerprint, instances and candidate runs,
         sharing this session's store, task, data and executor (a study over many settings loads
         its data once)."""
-        given = self.given
-        update: dict[str, Any] = {"training": given.training.model_copy(update=training)}
+        update: dict[str, Any] = {"training": self.given.training.model_copy(update=training)}
         if vary is not None:
             update["vary"] = vary
+        return self.with_settings(self.given.model_copy(update=update))
+
+    def with_settings(self, given: StudySettings) -> StudySession:
+        """This session under other settings of the same task and task options (sharing its store,
+        task, data and executor); another task or other options make a session of their own."""
+        if (given.task, given.task_options) != (self.given.task, self.given.task_options):
+            return StudySession(given, self.store.uri)
         other = copy.copy(self)
-        other.given = given.model_copy(update=update)
-        other.settings = _resolved(other.given, type(self.task))
+        other.given = given
+        other.settings = self._settled(given)
         other.fingerprint = other.settings.fingerprint()
         other._parents = {}
+        if given.study_name != self.given.study_name:  # another experiment
+            other._exp_id, other._experiment_ready = None, False
         return other
 
     # -- what the study is about -------------------------------------------------------------

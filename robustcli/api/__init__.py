@@ -1,0 +1,58 @@
+"""robustcli as a library: the same studies as the `robust` command, for scripts and notebooks.
+
+Example::
+
+    from robustcli.api import Study
+
+    study = Study("synthetic", tracking_uri="sqlite:///mlruns/mlflow.db", train_size=200, max_epochs=30)
+    print([c.name or c.description for c in study.candidates()])
+    small = study.assess("small", instances=5)            # trains what MLflow lacks, then statistics
+    print(small.statistics["mean"], small.to_frame())      # a dataclass; to_frame() needs pandas
+    chosen = study.select(rule="race", max_steps=6)       # Algorithm 1, resumable
+    print(chosen.selected, [s.quote() for s in chosen.summary])
+    study.report("synthetic.html")
+
+Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``rows()`` and
+``to_frame()``. Bad input raises :class:`robustcli.errors.InputError` (a ``RobustError``) with the
+one line the CLI prints. Nothing draws progress unless ``progress=True`` (or a :class:`Progress`).
+"""
+
+from robustcli.api.progress import Progress, Silent
+from robustcli.api.report import build_report
+from robustcli.api.results import (
+    Assessment,
+    BaselineFits,
+    CandidateInfo,
+    CandidateSummary,
+    NasOutcome,
+    ReplayOutcome,
+    SelectionOutcome,
+    StudyInfo,
+    StudyReport,
+)
+from robustcli.api.selection import replay_selection
+from robustcli.api.store import export_losses, list_studies
+from robustcli.api.study import Study, list_candidates
+from robustcli.errors import InputError, RobustError
+
+__all__ = [
+    "Assessment",
+    "BaselineFits",
+    "CandidateInfo",
+    "CandidateSummary",
+    "InputError",
+    "NasOutcome",
+    "Progress",
+    "ReplayOutcome",
+    "RobustError",
+    "SelectionOutcome",
+    "Silent",
+    "Study",
+    "StudyInfo",
+    "StudyReport",
+    "build_report",
+    "export_losses",
+    "list_candidates",
+    "list_studies",
+    "replay_selection",
+]

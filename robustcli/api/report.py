@@ -1,0 +1,199 @@
+"""A study read back from MLflow: its best candidates' losses and summaries, the selection's path,
+where the spread comes from, the studies' sections; drawn as an offline HTML page (or a PNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from robustcli.api.results import CandidateSummary, StudyReport
+from robustcli.errors import InputError, UnknownNameError
+
+__all__ = ["build_report", "finished_instance_runs", "open_study_experiment"]
+
+
+def open_study_experiment(study: str, tracking_uri: str | None = None) -> tuple[Any, str]:
+    """The store and the experiment id of ``study`` (refused in one line, with the known studies, if absent)."""
+    from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
+
+    store = MlflowStore(resolve_tracking_uri(tracking_uri))
+    exp_id = store.find_experiment(study)
+    if exp_id is None:
+        raise UnknownNameError("study", study, [e.name for e in store.list_experiments() if "robust.task" in e.tags], "--study")
+    return store, exp_id
+
+
+def finished_instance_runs(store: Any, exp_id: str, study: str) -> list[Any]:
+    """The study's instance runs that ended (finished or failed); refused if there are none."""
+    runs = [r for r in store.search(exp_id, "tags.`robust.kind` = 'instance'") if r.info.status in ("FINISHED", "FAILED")]
+    if not runs:
+        raise InputError(f"study {study!r} holds no finished instances yet")
+    return runs
+
+
+def build_report(study: str, out: str | Path | None = None, top: int = 12, tracking_uri: str | None = None) -> StudyReport:
+    """Read ``study`` back from MLflow and write its report to ``out`` (``STUDY.html`` by default;
+    a ``.png`` writes the figure alone). The page is also logged to the study's selection run.
+
+    Example: ``build_report("calo-energy-demo", out="demo.html").summary[0].quote()``"""
+    from robustcli.reporting.plots import study_figure
+    from robustcli.tracking.mlflow_store import InstanceRecord
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    out = Path(out) if out is not None else Path(f"{study}.html")
+    if out.suffix.lower() not in (".html", ".png"):
+        raise InputError(f"--out {out}: write a .html page or a .png figure")
+    store, exp_id = open_study_experiment(study, tracking_uri)
+    runs = finished_instance_runs(store, exp_id, study)
+    # one figure compares like with like: the settings (fingerprint) with the most instances,
+    # among the studies where both seeds vary (the --vary init/data ones feed the decomposition)
+    varied = [r for r in runs if _vary(r) == "both"] or runs
+    fingerprint, _ = Counter(r.data.tags["robust.fingerprint"] for r in varied).most_common(1)[0]
+    by_cand: dict[str, list[Any]] = defaultdict(list)
+    seen: set[tuple[str, str]] = set()
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        key = (run.data.tags["robust.candidate_id"], run.data.tags["robust.instance_index"])
+        if run.data.tags["robust.fingerprint"] == fingerprint and key not in seen:
+            seen.add(key)  # an instance logged twice (two racing processes) counts once: the first
+            by_cand[key[0]].append(run)
+    record = {r.info.run_id: InstanceRecord.from_run(r) for rs in by_cand.values() for r in rs}
+
+    def mean_loss(cid: str) -> float:
+        finite = [x for x in (record[r.info.run_id].loss for r in by_cand[cid]) if math.isfinite(x)]
+        return sum(finite) / len(finite) if finite and len(finite) == len(by_cand[cid]) else math.inf
+
+    ranked = sorted(by_cand, key=lambda c: (-len(by_cand[c]), mean_loss(c), c))[:top]
+    ranked.sort(key=lambda c: (mean_loss(c), c))
+    losses = {c: [record[r.info.run_id].loss for r in sorted(by_cand[c], key=lambda r: record[r.info.run_id].index)]
+              for c in ranked}  # fmt: skip
+    best = ranked[0]
+    curves = [_history(store, r.info.run_id, "epoch_test_loss") for r in by_cand[best][:50]]
+    selections = store.search(exp_id, "tags.`robust.kind` = 'selection'")
+    path = leader = None
+    if selections:
+        path = [int(v) for v in _history(store, selections[0].info.run_id, "survivors")] or None
+        leader = _history(store, selections[0].info.run_id, "best_criterion") or None
+    baselines = store.search(exp_id, "tags.`robust.kind` = 'baseline'")
+    base = min((b.data.metrics["loss_mean"] for b in baselines if "loss_mean" in b.data.metrics), default=None)
+    task = runs[0].data.tags.get("robust.task", "")
+    png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    main_run = next(r for rs in by_cand.values() for r in rs)
+    label = _labeller(store, exp_id, task, main_run)
+    study_figure(
+        png,
+        title=f"{study} ({task}), settings {fingerprint}",
+        losses=losses,
+        survivors_per_step=path,
+        best_per_step=leader,
+        curves=curves,
+        curves_label=f"{label(best)}\n({best})",
+        baseline=base,
+        labels={c: f"{label(c)}\n({c})" for c in losses},
+    )
+    seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
+    loss_name = runs[0].data.tags.get("robust.loss_name", "loss")
+    summary = [_summary(c, label(c), losses[c], loss_name, seed) for c in ranked[:5]]
+    decomposition = _decomposition(ranked[:5], losses, runs, main_run)
+    for row in decomposition:
+        row["description"] = label(row["candidate"])
+    from robustcli.reporting.studies import add_study_sections, study_sections
+    from robustcli.studies.nas import logged_searches
+
+    studies = study_sections(store, exp_id)  # robust study sample-size / variance: a section each
+    searches = logged_searches(store, exp_id)
+    if out.suffix.lower() == ".html":
+        from robustcli.reporting.html import study_page
+
+        page = study_page(
+            title=f"{study} ({task})",
+            png=png.read_bytes(),
+            summary=[{**s.as_dict(), **s.headline()} for s in summary],
+            baselines={b.data.tags.get("robust.baseline", "?"): b.data.metrics for b in baselines},
+            selection=selections[0].data.tags if selections else None,
+            selected=label(selections[0].data.tags["robust.selected"])
+            if selections and "robust.selected" in selections[0].data.tags else None,
+            survivors_per_step=path,
+            fingerprint=fingerprint,
+            decomposition=decomposition,
+            searches=searches,
+        )
+        out.write_text(add_study_sections(page, studies))
+        png.unlink()
+        if selections:  # the page belongs with the study's own run
+            store.client.log_artifact(selections[0].info.run_id, str(out))
+    return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches)
+
+
+def _history(store: Any, run_id: str, metric: str) -> list[float]:
+    return [m.value for m in sorted(store.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
+
+
+def _summary(cid: str, description: str, losses: list[float], loss_name: str, seed: int) -> CandidateSummary:
+    from robustcli.robustness import summarize_instances
+
+    return CandidateSummary(cid, None, description, summarize_instances(losses, seed=seed), losses, loss_name)
+
+
+def _labeller(store: Any, exp_id: str, task: str, main_run: Any) -> Any:
+    """candidate id -> its readable description (name, or the task's description of its logged
+    parameters; the id where the store holds no parent run for it)."""
+    from robustcli.plugins import task_or_none
+    from robustcli.task import readable_name
+
+    cands = candidates_of_runs(store.search(exp_id, "tags.`robust.kind` = 'candidate'"))
+    options = json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("task_options") or {}
+    described = task_or_none(task, options) if cands else None
+    return lambda cid: readable_name(described, cands[cid]) if cid in cands else cid
+
+
+def candidates_of_runs(runs: Any) -> dict[str, Any]:
+    """id -> Candidate from a study's candidate (parent) runs, as the store logged them."""
+    from robustcli.task import Candidate
+
+    out = {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
+            params = json.loads(tags.get("robust.candidate_json", "{}"))
+            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
+    return out
+
+
+def _vary(run: Any) -> str:
+    """What varied between the instances of the run's study (``vary`` in its settings; both if absent)."""
+    return json.loads(run.data.tags.get("robust.settings_json", "{}")).get("vary", "both")
+
+
+def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[Any], main_run: Any) -> list[dict[str, Any]]:
+    """Per candidate, the spread of its loss with both seeds varying (the report's study), with only
+    the initialisation varying and with only the training sample varying (``robust assess --vary``
+    under otherwise equal settings); only candidates that have at least one of the latter two."""
+    from robustcli.config import StudySettings
+
+    settings = StudySettings.model_validate(json.loads(main_run.data.tags["robust.settings_json"]))
+    prints = {v: settings.model_copy(update={"vary": v}).fingerprint() for v in ("init", "data")}
+    found: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        tags = run.data.tags
+        for v, fp in prints.items():
+            if tags.get("robust.fingerprint") == fp and run.info.status == "FINISHED":
+                found[(tags["robust.candidate_id"], v)].setdefault(tags["robust.instance_index"], run.data.metrics.get("test_loss", math.nan))
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        finite = [x for x in values if math.isfinite(x)]
+        return {"instances": len(finite), "std": statistics.stdev(finite) if len(finite) > 1 else None}
+
+    rows = []
+    for cid in cands:
+        if not any((cid, v) in found for v in prints):
+            continue
+        row: dict[str, Any] = {"candidate": cid, "both": spread(losses[cid])}
+        for v in prints:
+            row[v] = spread(list(found.get((cid, v), {}).values()))
+        rows.append(row)
+    return rows

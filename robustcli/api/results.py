@@ -1,0 +1,280 @@
+"""The results the API returns: plain dataclasses with ``as_dict()`` (what ``--json`` prints),
+``rows()`` and ``to_frame()`` (see :class:`robustcli.results.TableResult`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustcli.results import TableResult
+from robustcli.robustness.statistics import LossSummary
+
+__all__ = [
+    "Assessment",
+    "BaselineFits",
+    "CandidateInfo",
+    "CandidateSummary",
+    "NasOutcome",
+    "ReplayOutcome",
+    "SelectionOutcome",
+    "StudyInfo",
+    "StudyReport",
+]
+
+
+def flat_statistics(statistics: dict[str, Any]) -> dict[str, float]:
+    """``{"mean": {"value", "low", "high"}, ...}`` -> ``{"mean": v, "mean_low": l, "mean_high": h, ...}``."""
+    out: dict[str, float] = {}
+    for name, est in statistics.items():
+        est = est.as_dict() if hasattr(est, "as_dict") else est
+        out[name], out[f"{name}_low"], out[f"{name}_high"] = est["value"], est["low"], est["high"]
+    return out
+
+
+@dataclass
+class CandidateInfo(TableResult):
+    """A candidate of a task: its id, name (if it has one), readable description and parameters."""
+
+    id: str
+    name: str | None
+    description: str
+    params: dict[str, Any]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"id": self.id, "name": self.name, "description": self.description, **self.params}]
+
+
+@dataclass
+class CandidateSummary(TableResult):
+    """The spread of one candidate's instance losses: the systematic uncertainty every command shows."""
+
+    candidate: str
+    name: str | None
+    description: str
+    summary: LossSummary
+    losses: list[float] = field(default_factory=list)
+    loss_name: str = "loss"
+
+    @property
+    def mean(self) -> float:
+        return self.summary.statistics["mean"].value
+
+    @property
+    def std(self) -> float:
+        return self.summary.systematic_abs
+
+    def quote(self) -> str:
+        """The line a physicist quotes: the instance-to-instance spread as a training systematic."""
+        finished = self.summary.instances - self.summary.failed
+        if finished > 1:
+            return f"{self.loss_name} = {self.mean:.4g} +- {self.std:.2g} (training syst., {finished} instances)"
+        return f"{self.loss_name} = {self.mean:.4g} ({finished} finished instance: no spread yet)"
+
+    def headline(self) -> dict[str, Any]:
+        """What a report shows beside the summary: the mean with its interval, std, Q90-Q10, the quote."""
+        mean = self.summary.statistics["mean"]
+        ci = "" if math.isnan(mean.low) else f" [{mean.low:.4g}, {mean.high:.4g}]"
+        return {"mean": self.mean, "mean_ci": f"{self.mean:.4g}{ci}", "std": self.std,
+                "q90_q10": self.summary.statistics["q90_q10"].value, "quote": self.quote()}  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "name": self.name, "description": self.description, **self.summary.as_dict()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        d = self.as_dict()
+        stats = d.pop("statistics")
+        return [{**d, **flat_statistics(stats)}]
+
+
+@dataclass
+class Assessment(TableResult):
+    """``Study.assess``: N instances of one candidate and the statistics of their test losses."""
+
+    task: str
+    study: str
+    candidate: str
+    candidate_name: str | None
+    candidate_description: str
+    loss: dict[str, str]
+    instances: int
+    trained_now: int
+    failed: int
+    spiked: int
+    stop_reasons: dict[str, int]
+    train_size: int
+    mean_epochs: float
+    mean_seconds: float
+    losses: list[float | None]
+    run_ids: list[str | None]
+    statistics: dict[str, Any]
+    tracking_uri: str
+    mlflow_ui: str | None
+    fingerprint: str
+    vary: str
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per instance: its index, test loss and MLflow run."""
+        return [{"candidate": self.candidate, "instance": i, "loss": loss, "run_id": run}
+                for i, (loss, run) in enumerate(zip(self.losses, self.run_ids))]  # fmt: skip
+
+
+@dataclass
+class BaselineFits(TableResult):
+    """``Study.fit_baselines``: each baseline's test losses on the instances' training samples."""
+
+    task: str
+    study: str
+    train_size: int
+    baselines: list[dict[str, Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in b.items() if k != "losses"} for b in self.baselines]
+
+
+@dataclass
+class SelectionOutcome(TableResult):
+    """``Study.select``: Algorithm 1's result and the systematic-uncertainty summary of its survivors."""
+
+    result: Any  # robustcli.selection.SelectionResult
+    task: str
+    study: str
+    trained: int
+    tracking_uri: str
+    mlflow_ui: str | None
+    selected_description: str
+    baseline_loss: float | None
+    baseline_cut: str | None
+    summary: list[CandidateSummary]
+
+    @property
+    def selected(self) -> str:
+        return self.result.selected
+
+    @property
+    def survivors(self) -> list[str]:
+        return list(self.result.survivors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.as_dict(),
+            # trained by this process: an instance another process (an assess beside) trained is read, not counted
+            "trained": self.trained,
+            "task": self.task,
+            "study": self.study,
+            "tracking_uri": self.tracking_uri,
+            "mlflow_ui": self.mlflow_ui,
+            "selected_description": self.selected_description,
+            "baseline_loss": self.baseline_loss,
+            "baseline_cut": self.baseline_cut,
+            "summary": [s.as_dict() for s in self.summary],
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per survivor (its summary), the selected one marked."""
+        return [{"selected": s.candidate == self.selected, **s.rows()[0]} for s in self.summary]
+
+
+@dataclass
+class ReplayOutcome(TableResult):
+    """``replay_selection``: Algorithm 1 replayed on a table of losses."""
+
+    result: Any  # robustcli.selection.SelectionResult
+    table: str
+    instances: int
+    combine: str
+    criterion_names: list[str]
+    baseline_loss: float | None
+    baseline_cut: str | None
+
+    @property
+    def selected(self) -> str:
+        return self.result.selected
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.as_dict(),
+            "table": self.table,
+            "instances": self.instances,
+            "combine": self.combine,
+            "baseline_loss": self.baseline_loss,
+            "baseline_cut": self.baseline_cut,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per step: how many candidates were evaluated and survived, and the leader."""
+        return list(self.result.as_dict()["history"])
+
+
+@dataclass
+class StudyInfo(TableResult):
+    """One study in the store (``list_studies``)."""
+
+    study: str
+    task: str
+    candidates: int
+    instances: int
+    failed: int
+    baselines: int
+    selections: list[str]
+
+
+@dataclass
+class StudyReport(TableResult):
+    """``build_report``: a study read back from MLflow, its page (or figure) written to ``out``."""
+
+    study: str
+    task: str
+    out: str
+    candidates: list[str]
+    fingerprint: str
+    summary: list[CandidateSummary]
+    decomposition: list[dict[str, Any]]
+    studies: list[dict[str, Any]]
+    nas: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        def no_png(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{k: v for k, v in s.items() if k != "png"} for s in items]
+
+        summary = [{**s.as_dict(), **s.headline()} for s in self.summary]
+        return {"study": self.study, "out": self.out, "candidates": self.candidates, "fingerprint": self.fingerprint,
+                "summary": summary, "decomposition": self.decomposition, "studies": no_png(self.studies),
+                "nas": no_png(self.nas)}  # fmt: skip
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per candidate shown, best mean first."""
+        return [s.rows()[0] for s in self.summary]
+
+
+@dataclass
+class NasOutcome(TableResult):
+    """``Study.nas``: the Optuna search, its best trials assessed over fresh instances, and the
+    candidate they are set against."""
+
+    report: dict[str, Any]
+
+    @property
+    def trials(self) -> int:
+        return int(self.report["trials"])
+
+    @property
+    def top(self) -> list[dict[str, Any]]:
+        return list(self.report["top"])
+
+    @property
+    def verdict(self) -> str:
+        return str(self.report["verdict"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.report)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per assessed candidate (the best trials, then the one they are set against)."""
+        against = self.report.get("against")
+        rows = self.top + ([against] if against and against.get("role") == "against" else [])
+        out = []
+        for r in rows:
+            flat = {k: v for k, v in r.items() if k not in ("statistics", "params", "losses")}
+            out.append({**flat, **{f"param_{k}": v for k, v in (r.get("params") or {}).items()}})
+        return out
