@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robustcli.errors import RobustError  # noqa: E402
-from robustcli.selection import LossTable, MemoryStore, TableExecutor, make_rule, read_loss_table, select  # noqa: E402
+from robustcli.selection import LossTable, MemoryStore, TableLosses, make_rule, read_loss_table, select  # noqa: E402
 
 RULE_NAMES = ("paper", "halving", "quantile", "race", "race-strict")
 TARGET_REGRET = 0.005
@@ -124,7 +124,7 @@ def run_rule(rule_name: str, trial: Trial) -> tuple[float, float, float, int]:
     n, m = trial.visible.shape
     table = {cid: trial.visible[i] for i, cid in enumerate(trial.ids)}
     store = MemoryStore(baseline=trial.baseline)
-    result = select(trial.ids, store, TableExecutor(table, store), make_rule(rule_name), "mean",
+    result = select(trial.ids, store, TableLosses(table, store), make_rule(rule_name), "mean",
                     warmup=1, max_steps=m, exhaustive_instances=m)
     pos = {cid: i for i, cid in enumerate(trial.ids)}
     with np.errstate(invalid="ignore"):

@@ -15,7 +15,7 @@ from robustcli.selection import (
     PaperRule,
     QuantileRule,
     RaceRule,
-    TableExecutor,
+    TableLosses,
     make_rule,
     select,
 )
@@ -117,7 +117,7 @@ def race_table(seed: int = 0, n_bad: int = 12, n_inst: int = 40):
 
 def run_table(rows, rule, **kw):
     store = MemoryStore(baseline=kw.pop("baseline", None))
-    return select(rows, store, TableExecutor(rows, store), rule, "mean", **kw)
+    return select(rows, store, TableLosses(rows, store), rule, "mean", **kw)
 
 
 def test_race_drops_clearly_worse_early_and_stops_on_near_ties() -> None:
@@ -210,7 +210,7 @@ def test_t_quantile(p: float, df: float, expected: float) -> None:
 def test_race_refuses_a_spread_criterion_before_training() -> None:
     rows = race_table()
     store = MemoryStore()
-    executor = TableExecutor(rows, store)
+    executor = TableLosses(rows, store)
     with pytest.raises(InputError, match="use paper, halving or quantile"):
         select(rows, store, executor, RaceRule(), ["std", "mean"])
     assert executor.trained == 0

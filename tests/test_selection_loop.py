@@ -11,13 +11,13 @@ import pytest
 
 from robustcli.errors import InputError, RobustError
 from robustcli.selection import (
-    Executor,
+    LossSource,
     MemoryStore,
     PaperRule,
     RaceRule,
     SelectionResult,
     StepRecord,
-    TableExecutor,
+    TableLosses,
     make_rule,
     select,
 )
@@ -34,7 +34,7 @@ def table(n: int = 16, m: int = 12, seed: int = 0, best: str = "c05") -> dict[st
     return out
 
 
-class CountingExecutor(TableExecutor):
+class CountingExecutor(TableLosses):
     """Counts and optionally fails after ``fail_after`` trainings (a crash mid-step)."""
 
     def __init__(self, rows, store, fail_after: int | None = None) -> None:
@@ -48,7 +48,7 @@ class CountingExecutor(TableExecutor):
                 raise RobustError("worker lost")
 
 
-def run(rows, rule=None, store=None, executor=None, **kw) -> tuple[SelectionResult, MemoryStore, TableExecutor]:
+def run(rows, rule=None, store=None, executor=None, **kw) -> tuple[SelectionResult, MemoryStore, TableLosses]:
     store = store if store is not None else MemoryStore()
     executor = executor if executor is not None else CountingExecutor(rows, store)
     result = select(list(rows), store, executor, rule or PaperRule(), "mean", **kw)
@@ -178,7 +178,7 @@ def test_on_step_and_store_history() -> None:
     assert seen[0].best == "c05" and seen[-1].survivors == ("c05",)
 
 
-class BadExecutor(Executor):
+class BadLossSource(LossSource):
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
@@ -192,7 +192,7 @@ class BadExecutor(Executor):
 @pytest.mark.parametrize("mode, message", [("extra", "was not requested"), ("short", "finished without 1")])
 def test_executor_contract_violations(mode: str, message: str) -> None:
     with pytest.raises(RobustError, match=message):
-        select(["a", "b"], MemoryStore(), BadExecutor(mode), PaperRule())
+        select(["a", "b"], MemoryStore(), BadLossSource(mode), PaperRule())
 
 
 def test_memory_store_refuses_a_changed_loss() -> None:

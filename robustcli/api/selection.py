@@ -65,7 +65,7 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
 def run_selection(session: Any, progress: Progress | None = None, engine: Any = None) -> SelectionOutcome:
     """Algorithm 1 on ``session`` under its settings' ``selection``: resumes from what MLflow holds,
     logs a selection run, then trains each survivor up to ``final_instances`` and summarises them."""
-    from robustcli.execution.session_executor import SessionExecutor
+    from robustcli.execution.session_losses import SessionLosses
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
     from robustcli.task import labelled, readable_name
@@ -98,7 +98,7 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
     view = _StepView(progress, baseline_cut(rule, baseline), label=lambda cid: labelled(session.task, session.candidate(cid)))
-    executor = SessionExecutor(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
+    executor = SessionLosses(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
     with progress:
         try:
             result = select(candidates, store, executor, rule, objective, warmup=sel.warmup, budget=sel.budget,
@@ -193,7 +193,7 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
 
     ``settings.selection`` holds the rule and criteria; ``baseline_loss`` is the paper's cut."""
     from robustcli.robustness.criteria import make_objective
-    from robustcli.selection import MemoryStore, TableExecutor, make_rule, read_loss_table, select
+    from robustcli.selection import MemoryStore, TableLosses, make_rule, read_loss_table, select
 
     progress = progress or Silent()
     path = Path(table)
@@ -215,7 +215,7 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
     store = MemoryStore(baseline=baseline_loss)
     _note_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
     result = select(
-        losses.candidates, store, TableExecutor(losses, store), rule, objective,
+        losses.candidates, store, TableLosses(losses, store), rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=sel.max_steps or losses.instances,
         exhaustive_instances=losses.instances,
     )  # fmt: skip

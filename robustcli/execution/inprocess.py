@@ -14,6 +14,12 @@ class InProcessExecutor:
 
     name = "inprocess"
 
+    def prepare(self) -> None:
+        """Nothing to connect to: trains in this process."""
+
+    def close(self) -> None:
+        """Nothing to shut down."""
+
     def run(
         self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
     ) -> Iterator[tuple[Candidate, Any]]:

@@ -1,7 +1,8 @@
 """The local pool executor: jobs spread over worker processes, one torch thread each.
 
 Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. The jobs are cut
-into *units* in this (coordinating) process by :func:`plan_units`:
+into *units* in this (coordinating) process by :func:`~robustcli.execution.planning.plan_units`,
+the planner the in-process stacked engine uses too:
 
 * ``inner="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
   (instances grouped by stack signature and cut the same way), so a unit's results are bitwise those
@@ -32,13 +33,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any, Literal
 
 from robustcli.config import TrainingSettings
+from robustcli.execution.planning import Unit, plan_units
 from robustcli.task import Candidate, Task, TaskData
 
 __all__ = ["LocalPoolExecutor", "default_workers", "dumps_payload", "plan_units", "run_unit"]
 
 Inner = Literal["stacked", "plain"]
-#: a unit of work: (inner engine for it, stack size, its jobs, why its model cannot be stacked or None)
-Unit = tuple[str, int, list[tuple[Candidate, Any]], str | None]
 
 
 def default_workers() -> int:
@@ -47,51 +47,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
-
-
-def plan_units(
-    task: Task,
-    data: TaskData,
-    jobs: Sequence[tuple[Candidate, Any]],
-    settings: TrainingSettings,
-    *,
-    inner: Inner = "stacked",
-    workers: int = 1,
-    max_stack: int | None = None,
-    split: bool = True,
-) -> list[Unit]:
-    """Cut ``jobs`` into units that each worker trains on its own (see the module docstring)."""
-    from robustcli.execution.stacked import StackedExecutor, _balanced_chunks, group_jobs
-
-    if inner not in ("stacked", "plain"):
-        raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
-    if inner == "plain":
-        return [("plain", 1, [job], None) for job in jobs]
-    planner = StackedExecutor(max_stack=max_stack or settings.max_stack)
-    groups = dict(enumerate(group_jobs(jobs)))
-    plans = {key: planner.plan(task, data, group[0][0], len(group), settings) for key, group in groups.items()}
-    if split and workers > 1:
-        # fewer stacks than workers: cap the stack size so that every worker gets a unit
-        stacked_jobs = sum(len(g) for k, g in groups.items() if plans[k][0] == "stacked")
-        units = sum(-(-len(g) // plans[k][1]) if plans[k][0] == "stacked" else len(g) for k, g in groups.items())
-        if stacked_jobs and units < workers:
-            plain_units = units - sum(-(-len(g) // plans[k][1]) for k, g in groups.items() if plans[k][0] == "stacked")
-            cap = max(2, -(-stacked_jobs // max(1, workers - plain_units)))
-            plans = {k: (e, min(m, cap)) if e == "stacked" else (e, m) for k, (e, m) in plans.items()}
-    out: list[Unit] = []
-    for key, group in groups.items():
-        engine, most = plans[key]
-        why = planner.plain_reason(group[0][0])  # for the units that train in the plain loop
-        if engine == "plain":
-            out.extend(("plain", 1, [job], why) for job in group)
-            continue
-        # a chunk of one trains as the in-process engine would train a lone instance
-        lone = planner.plan(task, data, group[0][0], 1, settings)[0]
-        for chunk in _balanced_chunks(group, most):
-            out.append(("plain", 1, chunk, why) if len(chunk) == 1 and lone == "plain" else ("stacked", len(chunk), chunk, None))
-    # the biggest units first: the pool's last worker is then not left with the longest one
-    out.sort(key=lambda unit: -len(unit[2]))
-    return out
 
 
 def dumps_payload(task: Task, data: TaskData) -> bytes:
@@ -106,19 +61,16 @@ def dumps_payload(task: Task, data: TaskData) -> bytes:
 
 def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
     """Train one unit here (in a worker) with the in-process engines; its (candidate, result) pairs."""
-    engine, size, jobs, why = unit
-    if engine == "stacked":
+    if unit.engine == "stacked":
         from robustcli.execution.stacked import StackedExecutor
 
-        executor: Any = StackedExecutor(max_stack=size)
-    else:
-        from robustcli.execution.inprocess import InProcessExecutor
+        return list(StackedExecutor(max_stack=unit.size).run_unit(task, data, unit, settings))
+    from robustcli.execution.inprocess import InProcessExecutor
 
-        executor = InProcessExecutor()
-    out = list(executor.run(task, data, jobs, settings))
-    if why is not None:
-        for _, result in out:
-            result.plain_reason = why
+    out = list(InProcessExecutor().run(task, data, unit.jobs, settings))
+    for _, result in out:
+        if unit.plain_reason is not None:
+            result.plain_reason = unit.plain_reason
     return out
 
 
@@ -207,6 +159,9 @@ class LocalPoolExecutor:
         finally:
             for future in pending:
                 future.cancel()
+
+    def prepare(self) -> None:
+        """The workers start with the first run (they need the task and its data)."""
 
     def close(self) -> None:
         if self._pool is not None:

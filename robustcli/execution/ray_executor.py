@@ -136,6 +136,10 @@ class RayExecutor:
             )
         self._workers(ray)  # refuses GPU tasks on a cluster without GPUs
 
+    def close(self) -> None:
+        """Let go of the data put in Ray's object store (Ray itself stays up for the process)."""
+        self._payload = self._keep = None
+
     def _workers(self, ray: Any) -> int:
         """How many units can run at once on the cluster as it is now."""
         resources = ray.cluster_resources()

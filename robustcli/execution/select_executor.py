@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.execution.protocol import TrainingExecutor
 
 __all__ = ["EXECUTORS", "make_executor"]
 
 EXECUTORS = ("inprocess", "local", "ray")
 
 
-def make_executor(settings: Any) -> Any:
+def make_executor(settings: Any) -> TrainingExecutor:
     """The executor for ``settings`` (a :class:`StudySettings` or its :class:`TrainingSettings`)."""
     t = getattr(settings, "training", settings)
     kind = getattr(t, "executor", "inprocess") or "inprocess"

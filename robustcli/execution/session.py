@@ -121,9 +121,7 @@ class StudySession:
             resolve_device(self.settings.training.device)
         if self._executor is None:
             self._executor = self.executor()
-        prepare = getattr(self._executor, "prepare", None)
-        if prepare is not None:
-            prepare()
+        self._executor.prepare()
         return self._executor
 
     def check_study_task(self) -> None:

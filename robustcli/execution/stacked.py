@@ -221,48 +221,40 @@ class StackedExecutor:
             return f"batch size {batch} trains faster in the plain loop (plain_batch {self.plain_batch})"
         return "a lone instance: a stack of one trains slower than the plain loop for this model"
 
+    def share_probe(self, group: Sequence[Job]) -> None:
+        """One probe per stack signature speaks for every candidate of its group."""
+        first = group[0][0]
+        for cand, _ in group[1:]:
+            self._probe.setdefault(cand.id, self._probe[first.id])
+
+    def prepare(self) -> None:
+        """Nothing to connect to: trains in this process."""
+
+    def close(self) -> None:
+        """Nothing to shut down."""
+
     def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
+        """Train the units :func:`~robustcli.execution.planning.plan_units` cuts, in the order the jobs came."""
+        from robustcli.execution.planning import plan_units
+
+        for unit in plan_units(task, data, jobs, settings, planner=self):
+            yield from self.run_unit(task, data, unit, settings)
+
+    def run_unit(self, task: Task, data: TaskData, unit: Any, settings: TrainingSettings) -> Iterator[Job]:
+        """Train one unit: a stack (``iter_stacked``) or one instance in the plain loop."""
         from robustcli.training.instance import train_instance
         from robustcli.training.stacked import iter_stacked
 
-        for group in group_jobs(jobs):
-            first = group[0][0]
-            engine, most = self.plan(task, data, first, len(group), settings)
-            for cand, _ in group[1:]:  # one probe per signature speaks for the whole group
-                self._probe.setdefault(cand.id, self._probe[first.id])
-            self.decisions.append((first.id, engine, len(group), most))
-            if engine == "plain":
-                why = self.plain_reason(first)
-                for cand, spec in group:
-                    result = train_instance(task, cand, data, spec, settings)
-                    result.plain_reason = why
-                    yield cand, result
-                continue
-            # how a chunk of one trains (only a group of one, or max_stack=1, makes such chunks)
-            lone = "stacked" if self.mode == "always" else self.plan(task, data, first, 1, settings)[0]
-            for chunk in _balanced_chunks(group, most):
-                if len(chunk) == 1 and lone == "plain":
-                    cand, spec = chunk[0]
-                    result = train_instance(task, cand, data, spec, settings)
-                    result.plain_reason = self.plain_reason(first)
-                    yield cand, result
-                    continue
-                cands = [c for c, _ in chunk]
-                specs = [s for _, s in chunk]
-                for pos, result in iter_stacked(task, cands, data, specs, settings, compact=self.compact, fast_layout=True):
-                    # what `robust reproduce` needs to rebuild the very same stack
-                    result.engine, result.stack = "stacked", stack_members(cands[pos], chunk)
-                    yield cands[pos], result
-
-
-def _balanced_chunks(items: list[Any], most: int) -> list[list[Any]]:
-    """``items`` in order, cut into the fewest chunks of at most ``most``, of near-equal sizes
-    (65 jobs with most=64 make stacks of 33 and 32, not 64 and 1)."""
-    count = -(-len(items) // most)
-    size, extra = divmod(len(items), count)
-    out, lo = [], 0
-    for i in range(count):
-        hi = lo + size + (1 if i < extra else 0)
-        out.append(items[lo:hi])
-        lo = hi
-    return out
+        if unit.engine == "plain":
+            for cand, spec in unit.jobs:
+                result = train_instance(task, cand, data, spec, settings)
+                if unit.plain_reason is not None:
+                    result.plain_reason = unit.plain_reason
+                yield cand, result
+            return
+        cands = [c for c, _ in unit.jobs]
+        specs = [s for _, s in unit.jobs]
+        for pos, result in iter_stacked(task, cands, data, specs, settings, compact=self.compact, fast_layout=True):
+            # what `robust reproduce` needs to rebuild the very same stack
+            result.engine, result.stack = "stacked", stack_members(cands[pos], unit.jobs)
+            yield cands[pos], result

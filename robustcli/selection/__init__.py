@@ -1,19 +1,19 @@
-"""Algorithm 1 (robust model selection) as a pure loop over a store and an executor.
+"""Algorithm 1 (robust model selection) as a pure loop over a store and a loss source.
 
 The loop knows nothing of MLflow or torch: it asks a :class:`Store` what is known, an
-:class:`Executor` for the missing instances and a :class:`Rule` who survives. The in-memory
-store and the table executor run it on a table of losses in milliseconds::
+:class:`LossSource` for the missing instances and a :class:`Rule` who survives. The in-memory
+store and the table loss source run it on a table of losses in milliseconds::
 
-    from robustcli.selection import MemoryStore, TableExecutor, make_rule, select
+    from robustcli.selection import MemoryStore, TableLosses, make_rule, select
 
     store = MemoryStore()
-    result = select(table.candidates, store, TableExecutor(table, store), make_rule("paper"), "mean")
+    result = select(table.candidates, store, TableLosses(table, store), make_rule("paper"), "mean")
     print(result.selected, result.trainings, result.survivors_per_step)
 """
 
-from robustcli.selection._base import Executor, LossView, Rule, StepRecord, Store
+from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
 from robustcli.selection.loop import SelectionResult, sample_candidates, select
-from robustcli.selection.memory import MemoryStore, TableExecutor
+from robustcli.selection.memory import MemoryStore, TableLosses
 from robustcli.selection.replay import (
     REQUIRED_COLUMNS,
     LossTable,
@@ -26,7 +26,7 @@ from robustcli.selection.rules import RULES, HalvingRule, PaperRule, QuantileRul
 __all__ = [
     "REQUIRED_COLUMNS",
     "RULES",
-    "Executor",
+    "LossSource",
     "HalvingRule",
     "LossTable",
     "LossView",
@@ -39,7 +39,7 @@ __all__ = [
     "sample_candidates",
     "StepRecord",
     "Store",
-    "TableExecutor",
+    "TableLosses",
     "loss_table_from_array",
     "make_rule",
     "read_loss_table",

@@ -1,8 +1,8 @@
-"""The three small contracts Algorithm 1 is written against: :class:`Store`, :class:`Executor`,
+"""The three small contracts Algorithm 1 is written against: :class:`Store`, :class:`LossSource`,
 :class:`Rule`, and the frozen records they exchange (:class:`LossView`, :class:`StepRecord`).
 
 The loop (:func:`robustcli.selection.select`) imports neither torch nor MLflow: it asks a
-store what is known, an executor for what is missing, and a rule who survives.
+store what is known, a loss source for what is missing, and a rule who survives.
 
 Words. A *candidate* is named by its id (a string). *Instance index* ``j`` (0-based) means the
 same training sample and seeds for every candidate (common random numbers), so losses of two
@@ -22,7 +22,7 @@ import numpy as np
 
 from robustcli.robustness.criteria import Objective
 
-__all__ = ["Executor", "LossView", "Rule", "StepRecord", "Store"]
+__all__ = ["LossSource", "LossView", "Rule", "StepRecord", "Store"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class StepRecord:
     every evaluated candidate after this step (one float per criterion, ``inf`` = failed or
     undefined), ``trainings`` the instances the selection has used so far (this step included,
     whether trained now or found in the store), ``trained`` how many of this step's instances the
-    executor trained in this run (0 for a step replayed from the store), ``exhaustive_trainings``
+    loss source trained in this run (0 for a step replayed from the store), ``exhaustive_trainings``
     what an exhaustive search over the same candidates would cost, ``best`` the best evaluated
     candidate by the criterion at this step (ties by id).
     """
@@ -152,14 +152,14 @@ class Store(ABC):
         return None
 
 
-class Executor(ABC):
+class LossSource(ABC):
     """Trains the instances the loop asks for.
 
     Contract: :meth:`run` is given distinct ``(candidate id, instance index)`` pairs that the
     store does not know yet. It yields ``(candidate id, instance index, loss)`` once per pair,
     in any order, as each finishes (a failed instance yields ``nan`` or ``inf``: failures are
     results, not exceptions). By the time a triple is yielded the store knows that loss, so an
-    interrupted run loses nothing that was yielded. An executor that cannot train at all raises a
+    interrupted run loses nothing that was yielded. A source that cannot train at all raises a
     :class:`~robustcli.errors.RobustError`; the loop can then be re-run and resumes.
     """
 

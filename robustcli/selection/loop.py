@@ -1,7 +1,7 @@
-"""Algorithm 1 of the paper as a pure loop over a :class:`Store` and an :class:`Executor`.
+"""Algorithm 1 of the paper as a pure loop over a :class:`Store` and an :class:`LossSource`.
 
 Step ``s`` (1-based) needs instance index ``s - 1`` of every surviving candidate. The loop asks
-the store what is known, asks the executor for the missing pairs only, then lets the rule cut.
+the store what is known, asks the loss source for the missing pairs only, then lets the rule cut.
 It ends when one candidate is left, when the next step would exceed the ``budget`` (total
 instances used), or after ``max_steps``.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from robustcli.errors import InputError, RobustError
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
-from robustcli.selection._base import Executor, LossView, Rule, StepRecord, Store
+from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
 
 __all__ = ["SelectionResult", "sample_candidates", "select"]
 
@@ -45,7 +45,7 @@ class SelectionResult:
     ``selected`` is the last candidate standing, or the best by the criterion among the
     survivors when the selection stopped at the budget or ``max_steps`` (``reason`` says which).
     ``trainings`` counts the instances the selection used (known before or trained now),
-    ``trained`` those the executor trained in this call, ``exhaustive_trainings`` the cost of
+    ``trained`` those the loss source trained in this call, ``exhaustive_trainings`` the cost of
     training every candidate as many instances (candidates x ``exhaustive_instances``, or
     candidates x steps when that is not given).
     """
@@ -134,7 +134,7 @@ def _loss(known: Mapping[str, Mapping[int, float]], overlay: Mapping[tuple[str, 
 def select(
     candidates: Iterable[str],
     store: Store,
-    executor: Executor,
+    source: LossSource,
     rule: Rule,
     criterion: Objective | Criterion | str | Sequence[str | Criterion] | None = None,
     *,
@@ -167,7 +167,7 @@ def select(
 
     survivors = list(ids)
     rows: dict[str, list[float]] = {cid: [] for cid in ids}  # losses at indices 0..step-1
-    overlay: dict[tuple[str, int], float] = {}  # what the executor yielded in this call
+    overlay: dict[tuple[str, int], float] = {}  # what the source yielded in this call
     history: list[StepRecord] = []
     trainings = trained_total = step = 0
     reason: StopReason = "one-left"
@@ -190,17 +190,17 @@ def select(
         trained_now = 0
         if requests:
             wanted = set(requests)
-            for cid, j, loss in executor.run(requests):
+            for cid, j, loss in source.run(requests):
                 key = (str(cid), int(j))
                 if key not in wanted:
-                    raise RobustError(f"executor returned {key}, which was not requested")
+                    raise RobustError(f"loss source returned {key}, which was not requested")
                 wanted.discard(key)
                 overlay[key] = float(loss)
                 trained_now += 1
             if wanted:
                 first = sorted(wanted)[0]
                 raise RobustError(
-                    f"executor finished without {len(wanted)} requested instance(s), e.g. candidate "
+                    f"loss source finished without {len(wanted)} requested instance(s), e.g. candidate "
                     f"{first[0]!r} instance {first[1]}; re-run to resume"
                 )
             known = store.known_losses()

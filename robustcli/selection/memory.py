@@ -1,4 +1,4 @@
-"""An in-memory :class:`Store` and an :class:`Executor` that replays a table of losses.
+"""An in-memory :class:`Store` and an :class:`LossSource` that replays a table of losses.
 
 Together they run Algorithm 1 on a table in milliseconds: the tests, ``robust select --replay``
 and the selection-efficiency benchmark use them. The MLflow store and the training executor
@@ -13,9 +13,9 @@ from types import MappingProxyType
 import numpy as np
 
 from robustcli.errors import InputError
-from robustcli.selection._base import Executor, StepRecord, Store
+from robustcli.selection._base import LossSource, StepRecord, Store
 
-__all__ = ["MemoryStore", "TableExecutor"]
+__all__ = ["MemoryStore", "TableLosses"]
 
 
 class MemoryStore(Store):
@@ -65,7 +65,7 @@ class MemoryStore(Store):
         return sum(len(v) for v in self._losses.values())
 
 
-class TableExecutor(Executor):
+class TableLosses(LossSource):
     """"Trains" an instance by looking its loss up in a table and writing it to ``store``.
 
     ``table`` maps candidate id -> losses by instance index (a sequence or a mapping), or is a

@@ -1,4 +1,4 @@
-"""The selection loop's :class:`~robustcli.selection.Executor` over a study session.
+"""The selection loop's :class:`~robustcli.selection.LossSource` over a study session.
 
 It trains the (candidate id, index) pairs the loop asks for with the session's training engine,
 and tells the store each loss the moment its run is logged, so an interrupted selection loses
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from robustcli.selection import Executor
+from robustcli.selection import LossSource
 
-__all__ = ["SessionExecutor"]
+__all__ = ["SessionLosses"]
 
 
-class SessionExecutor(Executor):
+class SessionLosses(LossSource):
     def __init__(
         self,
         session: Any,
