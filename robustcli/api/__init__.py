@@ -19,6 +19,7 @@ one line the CLI prints. Nothing draws progress unless ``progress=True`` (or a :
 
 from robustcli.api.progress import Progress, Silent
 from robustcli.api.report import build_report
+from robustcli.api.reproduce import Reproduction, reproduce_run
 from robustcli.api.results import (
     Assessment,
     BaselineFits,
@@ -44,6 +45,7 @@ __all__ = [
     "NasOutcome",
     "Progress",
     "ReplayOutcome",
+    "Reproduction",
     "RobustError",
     "SelectionOutcome",
     "Silent",
@@ -55,4 +57,5 @@ __all__ = [
     "list_candidates",
     "list_studies",
     "replay_selection",
+    "reproduce_run",
 ]

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
-import struct
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, labelled, print_json
-
-
-def _bits(x: float) -> str:
-    return struct.pack(">d", x).hex()
+from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, print_json
 
 
 @handle_errors
@@ -31,112 +24,22 @@ the runs a crashed process left in its journal).
 
     Example: robust reproduce 3f2a9c0d4e5b4a7f8e1d2c3b4a5f6e7d
     """
-    from robustcli.config import StudySettings
-    from robustcli.errors import InputError
-    from robustcli.plugins import load_task_class
-    from robustcli.task import Candidate, readable_name
-    from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
-    from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
-    from robustcli.training.instance import InstanceSpec, train_instance
+    from robustcli.api.reproduce import reproduce_run
 
-    store = MlflowStore(resolve_tracking_uri(tracking_uri))
-    run = store.get_run(run_id)
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    if tags.get("robust.kind") != "instance":
-        raise InputError(f"run {run_id} is not an instance run of robust (tag robust.kind={tags.get('robust.kind')!r})")
-    settings = StudySettings.model_validate(json.loads(tags["robust.settings_json"]))
-    if device:
-        if device not in ("cpu", "cuda", "auto"):
-            raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
-        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
-    cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
-    task = cls(**settings.task_options)
-    candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
-    candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
-    spec = InstanceSpec(
-        index=int(params["instance_index"]),
-        init_seed=int(params["init_seed"]),
-        data_seed=int(params["data_seed"]),
-        train_size=int(params["train_size"]),
-        test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
-    )
-    data = task.load_data()
-    logged_threads = tags.get("robust.torch_threads", "")
-    if logged_threads.isdigit():
-        import torch
-
-        # the logged thread count: some kernels sum in another order with another count
-        torch.set_num_threads(int(logged_threads))
-    members = _stack_members(tags.get("robust.stack", ""), candidate, task, run_id)
-    if tags.get("robust.engine") == "stacked" and members:
-        # a stacked instance is reproduced by retraining its whole stack, in the same order, with
-        # the same members (instances of other candidates included)
-        from robustcli.training.seeds import study_seeds
-        from robustcli.training.stacked import train_stacked
-
-        specs = []
-        for member, index in members:
-            seeds = study_seeds(settings.seed, index, member.id if settings.mix_candidate_seed else None, settings.vary)
-            specs.append(InstanceSpec(index, seeds.init_seed, seeds.data_seed, spec.train_size, spec.test_size))
-        own = [i for i, (member, index) in enumerate(members) if member.id == candidate.id and index == spec.index]
-        if not own or specs[own[0]] != spec:
-            raise InputError(f"run {run_id}: its seeds do not derive from the study seed; cannot rebuild its stack")
-        result = train_stacked(task, [m for m, _ in members], data, specs, settings.training)[own[0]]
-    else:
-        result = train_instance(task, candidate, data, spec, settings.training)
-    logged = metrics.get("test_loss", math.nan)
-    same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
-    now = provenance_tags(info.distribution, result.device, result.threads)
-    differences = {k: {"logged": tags.get(k), "now": now[k]} for k in COMPARED_TAGS if tags.get(k) != now[k]}
-    report: dict[str, Any] = {
-        "run_id": run_id,
-        "task": settings.task,
-        "candidate": candidate.id,
-        "candidate_description": readable_name(task, candidate),
-        "instance_index": spec.index,
-        "logged_test_loss": None if math.isnan(logged) else logged,
-        "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,
-        "logged_stop_reason": tags.get("robust.stop_reason"),
-        "reproduced_stop_reason": result.stop_reason,
-        "logged_epochs": int(metrics.get("epochs", 0)),
-        "reproduced_epochs": result.epochs,
-        "bitwise_equal": same,
-        "differences": differences,
-    }
+    result = reproduce_run(run_id, tracking_uri, device)
+    report, same = result.as_dict(), result.bitwise_equal
     if json_output:
         print_json(report)
     else:
         verdict = "[green]bit-for-bit identical[/green]" if same else "[red]differs[/red]"
         console.print(
-            f"run {run_id} ({settings.task}, {labelled(task, candidate)}, instance {spec.index}): logged "
+            f"run {run_id} ({result.task}, {result.candidate_description} ({result.candidate}), instance "
+            f"{result.instance_index}): logged "
             f"{report['logged_test_loss']!r}, reproduced {report['reproduced_test_loss']!r}: {verdict}"
         )
-        for key, diff in differences.items():
+        for key, diff in result.differences.items():
             console.print(f"  {key}: logged {diff['logged']!r}, now {diff['now']!r}")
-        if not same and not differences:
+        if not same and not result.differences:
             console.print("  no recorded version or setting differs: the difference comes from the hardware or the library's kernels")
     if not same:
         raise typer.Exit(1)
-
-
-def _stack_members(entry: str, candidate: Any, task: Any, run_id: str) -> list[tuple[Any, int]]:
-    """The (candidate, index) members of a ``robust.stack`` tag: "3" is an instance of the run's own
-    candidate, "candidate_id:3" one of another candidate, found in the task's search space."""
-    from robustcli.errors import InputError, UnknownNameError
-
-    members: list[tuple[Any, int]] = []
-    space = None
-    for item in filter(None, entry.split(",")):
-        cid, _, index = item.rpartition(":")
-        if not cid or cid == candidate.id:
-            members.append((candidate, int(index)))
-            continue
-        space = space or task.search_space()
-        try:
-            members.append((space.get(cid), int(index)))
-        except UnknownNameError:
-            raise InputError(
-                f"run {run_id} was trained in a stack with candidate {cid}, which task {task.name!r} no longer "
-                f"defines: its stack cannot be rebuilt"
-            ) from None
-    return members

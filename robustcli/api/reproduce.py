@@ -1,0 +1,138 @@
+"""Retrain one logged instance from what its MLflow run holds and compare it bit for bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from robustcli.results import TableResult
+
+__all__ = ["Reproduction", "reproduce_run"]
+
+
+@dataclass
+class Reproduction(TableResult):
+    """``reproduce_run``: the logged and the retrained test loss, and what differs if they do."""
+
+    run_id: str
+    task: str
+    candidate: str
+    candidate_description: str
+    instance_index: int
+    logged_test_loss: float | None
+    reproduced_test_loss: float | None
+    logged_stop_reason: str | None
+    reproduced_stop_reason: str
+    logged_epochs: int
+    reproduced_epochs: int
+    bitwise_equal: bool
+    #: recorded versions or settings that differ now: tag -> {"logged", "now"}
+    differences: dict[str, dict[str, Any]]
+
+
+def _bits(x: float) -> str:
+    return struct.pack(">d", x).hex()
+
+
+def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | None = None) -> Reproduction:
+    """Retrain the instance of run ``run_id`` (task, candidate, seeds and settings from the run; its
+    whole stack if it trained stacked; the logged number of torch threads) and compare the test
+    loss bit for bit. Nothing of the instance is written to the store."""
+    from robustcli.config import StudySettings
+    from robustcli.errors import InputError
+    from robustcli.plugins import load_task_class
+    from robustcli.task import Candidate, readable_name
+    from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
+    from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
+    from robustcli.training.instance import InstanceSpec, train_instance
+
+    store = MlflowStore(resolve_tracking_uri(tracking_uri))
+    run = store.get_run(run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    if tags.get("robust.kind") != "instance":
+        raise InputError(f"run {run_id} is not an instance run of robust (tag robust.kind={tags.get('robust.kind')!r})")
+    settings = StudySettings.model_validate(json.loads(tags["robust.settings_json"]))
+    if device:
+        if device not in ("cpu", "cuda", "auto"):
+            raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
+        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
+    cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
+    task = cls(**settings.task_options)
+    candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
+    candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
+    spec = InstanceSpec(
+        index=int(params["instance_index"]),
+        init_seed=int(params["init_seed"]),
+        data_seed=int(params["data_seed"]),
+        train_size=int(params["train_size"]),
+        test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
+    )
+    data = task.load_data()
+    logged_threads = tags.get("robust.torch_threads", "")
+    if logged_threads.isdigit():
+        import torch
+
+        # the logged thread count: some kernels sum in another order with another count
+        torch.set_num_threads(int(logged_threads))
+    members = _stack_members(tags.get("robust.stack", ""), candidate, task, run_id)
+    if tags.get("robust.engine") == "stacked" and members:
+        # a stacked instance is reproduced by retraining its whole stack, in the same order, with
+        # the same members (instances of other candidates included)
+        from robustcli.training.seeds import study_seeds
+        from robustcli.training.stacked import train_stacked
+
+        specs = []
+        for member, index in members:
+            seeds = study_seeds(settings.seed, index, member.id if settings.mix_candidate_seed else None, settings.vary)
+            specs.append(InstanceSpec(index, seeds.init_seed, seeds.data_seed, spec.train_size, spec.test_size))
+        own = [i for i, (member, index) in enumerate(members) if member.id == candidate.id and index == spec.index]
+        if not own or specs[own[0]] != spec:
+            raise InputError(f"run {run_id}: its seeds do not derive from the study seed; cannot rebuild its stack")
+        result = train_stacked(task, [m for m, _ in members], data, specs, settings.training)[own[0]]
+    else:
+        result = train_instance(task, candidate, data, spec, settings.training)
+    logged = metrics.get("test_loss", math.nan)
+    same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
+    now = provenance_tags(info.distribution, result.device, result.threads)
+    differences = {k: {"logged": tags.get(k), "now": now[k]} for k in COMPARED_TAGS if tags.get(k) != now[k]}
+    return Reproduction(**{
+        "run_id": run_id,
+        "task": str(settings.task),
+        "candidate": candidate.id,
+        "candidate_description": readable_name(task, candidate),
+        "instance_index": spec.index,
+        "logged_test_loss": None if math.isnan(logged) else logged,
+        "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,
+        "logged_stop_reason": tags.get("robust.stop_reason"),
+        "reproduced_stop_reason": result.stop_reason,
+        "logged_epochs": int(metrics.get("epochs", 0)),
+        "reproduced_epochs": result.epochs,
+        "bitwise_equal": same,
+        "differences": differences,
+    })
+
+
+def _stack_members(entry: str, candidate: Any, task: Any, run_id: str) -> list[tuple[Any, int]]:
+    """The (candidate, index) members of a ``robust.stack`` tag: "3" is an instance of the run's own
+    candidate, "candidate_id:3" one of another candidate, found in the task's search space."""
+    from robustcli.errors import InputError, UnknownNameError
+
+    members: list[tuple[Any, int]] = []
+    space = None
+    for item in filter(None, entry.split(",")):
+        cid, _, index = item.rpartition(":")
+        if not cid or cid == candidate.id:
+            members.append((candidate, int(index)))
+            continue
+        space = space or task.search_space()
+        try:
+            members.append((space.get(cid), int(index)))
+        except UnknownNameError:
+            raise InputError(
+                f"run {run_id} was trained in a stack with candidate {cid}, which task {task.name!r} no longer "
+                f"defines: its stack cannot be rebuilt"
+            ) from None
+    return members
