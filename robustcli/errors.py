@@ -66,3 +66,15 @@ class TrainingError(RobustError):
     """Training could not run at all (not a diverging instance: that is a recorded failure)."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException, limit: int = 240) -> str:
+    """An exception's message as one line for an error line: its first line, cut at a word past
+    ``limit`` characters (MLflow's HTTP errors run long); the exception's type if it says nothing."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0]
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " ..."
+    return first

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from robustcli.errors import RobustError
+from robustcli.errors import RobustError, first_line
 from robustcli.reporting.strict_json import finite
 from robustcli.task import labelled  # noqa: F401 - re-exported for the commands
 
@@ -41,8 +41,7 @@ def handle_errors(fn: F) -> F:
             if not _from_the_store(exc):
                 raise  # a bug: its traceback is what a report needs
             # a tracking server gone away mid-study: what is logged stays, re-running resumes
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            print(f"error: the MLflow tracking store failed ({type(exc).__name__}: {text}); "
+            print(f"error: the MLflow tracking store failed ({type(exc).__name__}: {first_line(exc)}); "
                   f"re-run the command once it is back: it resumes", file=sys.stderr)
             raise typer.Exit(1) from None
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustcli.errors import StoreError
+from robustcli.errors import StoreError, first_line
 from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
 from robustcli.tracking.locks import LockFile, lock_file
 from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, ClientRunWriter, replay_journals, run_record
@@ -255,7 +255,7 @@ class MlflowStore:
             client = MlflowClient(tracking_uri=self.uri)
             client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
-            raise StoreError(f"cannot reach tracking URI {self.uri!r}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first_line(exc)}") from None
         self._client = client  # the replay below finds candidate runs through this store
         self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
         return client
@@ -524,7 +524,7 @@ class MlflowStore:
         try:
             return self.client.get_run(run_id)
         except Exception as exc:
-            raise StoreError(f"no run {run_id!r} in {self.uri}: {_first_line(exc)}") from None
+            raise StoreError(f"no run {run_id!r} in {self.uri}: {first_line(exc)}") from None
 
 
 def _curve(key: str, values: list[float], start: int, end: int) -> list[tuple[str, float, int, int]]:
@@ -536,8 +536,3 @@ def _curve(key: str, values: list[float], start: int, end: int) -> list[tuple[st
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustcli.errors import StoreError, StoreWriteError
+from robustcli.errors import StoreError, StoreWriteError, first_line
 from robustcli.tracking.locks import try_lock_whole
 from robustcli.tracking.processes import process_start
 
@@ -199,7 +199,7 @@ def replay_journals(folder: Path, client: Any, parent_of: ParentOf | None = None
             try:
                 written, waiting = _replay(path.stem, runs, client, parent_of)
             except Exception as exc:  # noqa: BLE001 - a replay must not stop the command that opens the store
-                log.warning("could not replay the journal %s now (%s); the next command tries again", path, _one_line(exc))
+                log.warning("could not replay the journal %s now (%s); the next command tries again", path, f"{type(exc).__name__}: {first_line(exc)}")
                 continue
             done += written
             if not waiting:
@@ -316,7 +316,7 @@ class BackgroundWriter:
             error = self._error
         if error is not None:
             raise StoreWriteError(
-                f"could not write finished runs to MLflow ({_one_line(error)}); they are kept in "
+                f"could not write finished runs to MLflow ({type(error).__name__}: {first_line(error)}); they are kept in "
                 f"{self.journal_path} and the next command on this store writes them"
             ) from error
         if self._fh is not None and self._fh.tell():
@@ -380,16 +380,6 @@ class BackgroundWriter:
                 self.written += 1
                 self._busy = 0
                 self._cond.notify_all()
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    first = text.splitlines()[0]
-    if len(first) > 240:  # MLflow's HTTP errors run long: cut at a word
-        first = first[:240].rsplit(" ", 1)[0] + " ..."
-    return f"{type(error).__name__}: {first}"
 
 
 def _close_at_exit(ref: weakref.ref) -> None:
