@@ -1,8 +1,8 @@
 """What every result of the library shares: a JSON-ready dict and a table (``to_frame``).
 
-A result is a plain dataclass. ``as_dict()`` is what ``--json`` prints; ``rows()`` is its natural
+A result is a plain dataclass. ``as_dict()`` is what ``--json`` prints; ``records()`` is its natural
 table (one row per instance, per candidate, per size...), and ``to_frame()`` that table as a
-pandas DataFrame for a notebook (pandas is optional: ``rows()`` needs nothing).
+pandas DataFrame for a notebook (pandas is optional: ``records()`` needs nothing).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ def plain(value: Any) -> Any:
 
 
 class TableResult:
-    """Mixin of a result dataclass: ``as_dict``, ``rows`` and ``to_frame``."""
+    """Mixin of a result dataclass: ``as_dict``, ``records`` and ``to_frame``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """The result as a table: a list of flat dicts (the subclass says what a row is)."""
         return [self.as_dict()]
 
     def to_frame(self) -> Any:
-        """:meth:`rows` as a pandas DataFrame (``pip install pandas`` if it is missing)."""
+        """:meth:`records` as a pandas DataFrame (``pip install pandas`` if it is missing)."""
         try:
             import pandas as pd
         except ImportError:  # pragma: no cover - MLflow brings pandas; a bare install may not
-            raise ImportError(f"{type(self).__name__}.to_frame() needs pandas (pip install pandas); .rows() does not") from None
-        return pd.DataFrame(self.rows())
+            raise ImportError(f"{type(self).__name__}.to_frame() needs pandas (pip install pandas); .records() does not") from None
+        return pd.DataFrame(self.records())

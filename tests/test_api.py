@@ -36,7 +36,7 @@ def test_list_candidates_filters_by_parameters() -> None:
     assert every[0].name == "small" and 0 < len(adam16) < len(every)
     assert all(c.params["optimizer"] == "adam" and c.params["hidden"] == 16 for c in adam16)
     assert list_candidates("synthetic", where=["optimizer=adam", "hidden=16"]) == adam16
-    frame = adam16[0].rows()[0]
+    frame = adam16[0].records()[0]
     assert frame["id"] == adam16[0].id and frame["hidden"] == 16
 
 
@@ -120,7 +120,7 @@ def test_select_and_report_from_python(workdir: Path) -> None:
     chosen = study.select(rule="halving", candidates=["small", "wide"], max_steps=2)
     assert isinstance(chosen, SelectionOutcome) and chosen.selected in {c.candidate for c in chosen.summary}
     assert chosen.as_dict()["selected"] == chosen.selected and chosen.trained == 4
-    rows = chosen.rows()
+    rows = chosen.records()
     assert sum(r["selected"] for r in rows) == 1 and {"mean", "mean_low", "std"} <= set(rows[0])
     again = study.select(rule="halving", candidates=["small", "wide"], max_steps=2)
     assert again.trained == 0 and again.selected == chosen.selected  # resumed from MLflow
@@ -139,7 +139,7 @@ def test_replay_selection_on_a_table(tmp_path: Path) -> None:
     write_loss_table(table, rows)
     outcome = replay_selection(load_settings(rule="halving"), table)
     assert outcome.selected == "a" and outcome.instances == 4
-    assert outcome.rows()[0]["step"] == 1
+    assert outcome.records()[0]["step"] == 1
 
 
 def test_the_example_script_runs(tmp_path: Path, empty_store: Path) -> None:
@@ -154,3 +154,15 @@ def test_the_example_script_runs(tmp_path: Path, empty_store: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "selected " in first.stdout and "training syst." in first.stdout and (tmp_path / "api-example.html").exists()
     assert "(3 trained now)" in first.stdout
+
+
+def test_the_studies_from_python_give_tables(workdir: Path) -> None:
+    from robustcli.api import Study
+
+    study = Study("synthetic", **FAST)
+    sizes = study.sample_size(["small"], [64, 128], instances=2, baselines=False)
+    frame = sizes.to_frame()
+    assert list(frame["size"]) == [64, 128] and {"mean", "mean_low", "median_high"} <= set(frame.columns)
+    spread = study.variance("small", instances=2)
+    assert [r["set"] for r in spread.records()] == ["both", "init", "data"]
+    assert spread.as_dict()["std_both"] == spread.records()[0]["std"]

@@ -12,7 +12,7 @@ Example::
     print(chosen.selected, [s.quote() for s in chosen.summary])
     study.report("synthetic.html")
 
-Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``rows()`` and
+Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``records()`` and
 ``to_frame()``. Bad input raises :class:`robustcli.errors.InputError` (a ``RobustError``) with the
 one line the CLI prints. Nothing draws progress unless ``progress=True`` (or a :class:`Progress`).
 """

@@ -1,5 +1,5 @@
 """The results the API returns: plain dataclasses with ``as_dict()`` (what ``--json`` prints),
-``rows()`` and ``to_frame()`` (see :class:`robustcli.results.TableResult`)."""
+``records()`` and ``to_frame()`` (see :class:`robustcli.results.TableResult`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class CandidateInfo(TableResult):
     description: str
     params: dict[str, Any]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         return [{"id": self.id, "name": self.name, "description": self.description, **self.params}]
 
 
@@ -81,7 +81,7 @@ class CandidateSummary(TableResult):
     def as_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "name": self.name, "description": self.description, **self.summary.as_dict()}
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         d = self.as_dict()
         stats = d.pop("statistics")
         return [{**d, **flat_statistics(stats)}]
@@ -113,7 +113,7 @@ class Assessment(TableResult):
     fingerprint: str
     vary: str
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """One row per instance: its index, test loss and MLflow run."""
         return [{"candidate": self.candidate, "instance": i, "loss": loss, "run_id": run}
                 for i, (loss, run) in enumerate(zip(self.losses, self.run_ids))]  # fmt: skip
@@ -128,7 +128,7 @@ class BaselineFits(TableResult):
     train_size: int
     baselines: list[dict[str, Any]]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         return [{k: v for k, v in b.items() if k != "losses"} for b in self.baselines]
 
 
@@ -170,9 +170,9 @@ class SelectionOutcome(TableResult):
             "summary": [s.as_dict() for s in self.summary],
         }
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """One row per survivor (its summary), the selected one marked."""
-        return [{"selected": s.candidate == self.selected, **s.rows()[0]} for s in self.summary]
+        return [{"selected": s.candidate == self.selected, **s.records()[0]} for s in self.summary]
 
 
 @dataclass
@@ -201,7 +201,7 @@ class ReplayOutcome(TableResult):
             "baseline_cut": self.baseline_cut,
         }
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """One row per step: how many candidates were evaluated and survived, and the leader."""
         return list(self.result.as_dict()["history"])
 
@@ -242,9 +242,9 @@ class StudyReport(TableResult):
                 "summary": summary, "decomposition": self.decomposition, "studies": no_png(self.studies),
                 "nas": no_png(self.nas)}  # fmt: skip
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """One row per candidate shown, best mean first."""
-        return [s.rows()[0] for s in self.summary]
+        return [s.records()[0] for s in self.summary]
 
 
 @dataclass
@@ -269,7 +269,7 @@ class NasOutcome(TableResult):
     def as_dict(self) -> dict[str, Any]:
         return dict(self.report)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """One row per assessed candidate (the best trials, then the one they are set against)."""
         against = self.report.get("against")
         rows = self.top + ([against] if against and against.get("role") == "against" else [])

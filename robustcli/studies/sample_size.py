@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.results import TableResult
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
 
@@ -90,7 +91,7 @@ class SizeRow:
 
 
 @dataclass(frozen=True)
-class SampleSizeResult:
+class SampleSizeResult(TableResult):
     task: str
     study: str
     loss_name: str
@@ -123,6 +124,16 @@ class SampleSizeResult:
             "run_id": self.run_id,
             "fingerprints": {str(k): v for k, v in self.fingerprints.items()},
         }
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per (size, model): its statistics and their 95% intervals."""
+        out = []
+        for row in self.rows:
+            flat = {k: v for k, v in row.as_dict().items() if k not in ("intervals", "losses")}
+            for k in STUDY_STATISTICS:
+                flat[f"{k}_low"], flat[f"{k}_high"] = row.statistics[k].low, row.statistics[k].high
+            out.append(flat)
+        return out
 
     def saturation_lines(self) -> list[str]:
         out = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.results import TableResult
 from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import OnInstance, Part, log_study_run, loss_statistics, train_parts
@@ -29,7 +30,7 @@ HELD = {
 
 
 @dataclass(frozen=True)
-class VarianceResult:
+class VarianceResult(TableResult):
     task: str
     study: str
     candidate: str
@@ -77,6 +78,17 @@ class VarianceResult:
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,
         }
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per set (both, init, data): instances, failed, the loss's mean and std with intervals."""
+        out = []
+        for k in SOURCES:
+            std = self.decomposition.std[k]
+            mean = self.statistics[k]["mean"]
+            out.append({"set": k, "varies": HELD[k], "instances": self.instances, "failed": self.failed[k],
+                        "mean": mean.value, "mean_low": mean.low, "mean_high": mean.high,
+                        "std": std.value, "std_low": std.low, "std_high": std.high})  # fmt: skip
+        return out
 
 
 class VarianceStudy:
