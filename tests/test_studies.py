@@ -130,3 +130,18 @@ def test_decomposition_verdicts():
     assert interaction.verdict == "does not add up" and "interaction" in interaction.note
     few = decompose({"both": [1.0, 1.2, 0.9], "init": [1.0, 1.1, 1.05], "data": [0.9, 1.0, 1.3]})
     assert few.verdict == "too few instances to tell" and "too few" in few.note
+
+
+def test_a_study_at_another_size_keeps_the_tasks_implied_data_options(monkeypatch, workdir):
+    """A sample-size or variance study's settings fingerprint the same as `assess` at that size,
+    also for a task whose data is decided by a default it implies (the calorimeter's cell unit):
+    so the studies reuse what `assess` logged."""
+    from robustcli.builtin.synthetic import SyntheticTask
+    from robustcli.config import load_settings
+    from robustcli.execution.session import StudySession
+
+    monkeypatch.setattr(SyntheticTask, "data_options", lambda self: {"population_seed": 0})
+    base = StudySession(load_settings(task="synthetic"))
+    at_64 = StudySession(load_settings(task="synthetic", train_size=64))
+    assert base.variant(train_size=64).fingerprint == at_64.fingerprint
+    assert base.variant(vary="init").settings.task_options == {"population_seed": 0}
