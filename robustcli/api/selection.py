@@ -191,7 +191,10 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
                      progress: Progress | None = None) -> ReplayOutcome:  # fmt: skip
     """Algorithm 1 replayed on a table of losses (columns candidate, instance, loss): no training.
 
-    ``settings.selection`` holds the rule and criteria; ``baseline_loss`` is the paper's cut."""
+    ``settings.selection`` holds the rule and criteria; ``baseline_loss`` is the paper's cut.
+
+    Example: ``replay_selection(load_settings(rule="race", criterion=["mean"]), "losses.csv").selected``
+    (``load_settings`` from :mod:`robustcli.config`)."""
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import MemoryStore, TableLosses, make_rule, read_loss_table, select
 

@@ -12,7 +12,9 @@ __all__ = ["export_losses", "list_studies"]
 
 
 def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
-    """Every study in the store: its task, candidates, instances, baselines and selections' state."""
+    """Every study in the store: its task, candidates, instances, baselines and selections' state.
+
+    Example: ``[(s.study, s.instances) for s in list_studies("sqlite:///mlruns/mlflow.db")]``"""
     import json
 
     from robustcli.api.report import candidates_of_runs
@@ -48,7 +50,9 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
 def export_losses(study: str, out: str | Path, tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """Write every instance loss of ``study`` to the CSV ``out`` (candidate, instance, loss and
     details); returns the rows written. A study whose instances were trained under several
-    settings is refused: a loss table compares like with like."""
+    settings is refused: a loss table compares like with like.
+
+    Example: ``export_losses("calo-energy", "losses.csv")``, then ``replay_selection(..., "losses.csv")``"""
     from robustcli.api.report import finished_instance_runs, open_study_experiment
     from robustcli.errors import InputError
     from robustcli.selection import write_loss_table
