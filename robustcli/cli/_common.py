@@ -159,18 +159,9 @@ def candidates_of_runs(runs: Any) -> dict[str, Any]:
 
 def load_checked_data(session: Any) -> None:
     """Load the session's data (with a status line: the first run may generate it) and refuse the
-    sizes it cannot give, before anything is written: also a bootstrap sample larger than the pool."""
-    from robustcli.errors import InputError
-
+    sizes it cannot give, before anything is written (:meth:`StudySession.validate_sizes`)."""
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         session.validate_sizes()
-    pool = session.data.pool_size
-    if session.train_size > pool:
-        raise InputError(
-            f"--train-size {session.train_size} exceeds the training pool of {pool} examples of task "
-            f"{session.settings.task!r}: a bootstrap sample larger than the pool repeats examples without adding any; "
-            f"choose at most {pool}"
-        )
 
 
 def parse_task_options(pairs: list[str] | None, option: str = "--task-option") -> dict[str, Any] | None:

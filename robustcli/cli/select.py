@@ -197,7 +197,9 @@ def _settings(config: Path | None, **overrides: Any) -> Any:
 def _replay(settings: Any, path: Path, baseline_loss: float | None, json_output: bool) -> None:
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import MemoryStore, TableExecutor, make_rule, read_loss_table, select as run_selection
+    from robustcli.selection.replay import check_baseline_loss
 
+    check_baseline_loss(baseline_loss)
     sel = settings.selection
     objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
     rule = make_rule(sel.rule, sel)
