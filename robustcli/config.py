@@ -33,9 +33,9 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustcli.errors import InputError
 
@@ -53,6 +53,22 @@ __all__ = [
 
 #: the largest count accepted for threads, workers and stack sizes (beyond it, a typo)
 _MOST = 4096
+#: the most instances of one candidate (--instances, --warmup, --max-steps, --final-instances) and
+#: trials of a search: beyond it, a typo (the paper trains 50), and a loop that would never end
+MOST_INSTANCES = 100_000
+#: the most trainings of a whole selection (--budget) and candidates drawn (--sample)
+MOST_TRAININGS = 10_000_000
+#: the most examples in a training or test sample; each is also checked against the task's data
+MOST_EXAMPLES = 1_000_000_000
+#: the most epochs of one instance
+MOST_EPOCHS = 1_000_000
+#: seeds are stored as 64-bit integers; negative ones are refused by numpy's generators
+MOST_SEED = 2**63 - 1
+
+
+Examples = Annotated[int, Field(gt=0, le=MOST_EXAMPLES)]
+Instances = Annotated[int, Field(gt=0, le=MOST_INSTANCES)]
+Trainings = Annotated[int, Field(gt=0, le=MOST_TRAININGS)]
 
 
 class _Strict(BaseModel):
@@ -71,11 +87,11 @@ class EarlyStoppingSettings(_Strict):
     over the window (an instability detector); ``max_epochs`` ends calm runs.
     """
 
-    min_epochs: int = Field(100, ge=0)
-    window: int = Field(30, ge=2)
-    threshold: float = Field(0.10, gt=0)
+    min_epochs: int = Field(100, ge=0, le=MOST_EPOCHS)
+    window: int = Field(30, ge=2, le=MOST_EPOCHS)
+    threshold: float = Field(0.10, gt=0, allow_inf_nan=False)
     mode: Literal["flatten", "spike"] = "flatten"
-    max_epochs: PositiveInt = 500
+    max_epochs: int = Field(500, gt=0, le=MOST_EPOCHS)
     monitor: Literal["test", "train"] = "test"
 
     @model_validator(mode="after")
@@ -88,10 +104,10 @@ class EarlyStoppingSettings(_Strict):
 class TrainingSettings(_Strict):
     """Everything that decides an instance's result besides the candidate and its seeds."""
 
-    train_size: PositiveInt | None = None
+    train_size: Examples | None = None
     #: a number, "all" (the whole test set) or "train" (a subsample as large as the training
     #: sample, the paper's convention); None: the task's default
-    test_size: PositiveInt | Literal["all", "train"] | None = None
+    test_size: Examples | Literal["all", "train"] | None = None
     sampling: Literal["bootstrap", "without-replacement"] = "bootstrap"
     early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -132,20 +148,20 @@ class SelectionSettings(_Strict):
     criterion: list[str] = ["mean"]
     combine: Literal["lexicographic", "pareto"] = "lexicographic"
     rule: str = "paper"
-    warmup: int = Field(1, ge=1)
+    warmup: Instances = 1
     fraction: float = Field(0.5, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
     #: the race's indifference zone: "1%" (of the leader's mean loss) or a loss difference (0.005)
     delta: float | str = "1%"
-    baseline_margin: float = Field(0.20, ge=0)
-    budget: PositiveInt | None = None
+    baseline_margin: float = Field(0.20, ge=0, allow_inf_nan=False)
+    budget: Trainings | None = None
     #: after the selection, train each survivor up to this many instances for its summary
-    final_instances: int = Field(0, ge=0)
-    max_steps: PositiveInt | None = None
+    final_instances: int = Field(0, ge=0, le=MOST_INSTANCES)
+    max_steps: Instances | None = None
     candidates: list[str] | None = None
     #: only candidates whose parameters match every KEY=VALUE
     where: list[str] | None = None
-    sample: PositiveInt | None = None
+    sample: Trainings | None = None
 
     @field_validator("criterion", "candidates", "where", mode="before")
     @classmethod
@@ -174,8 +190,8 @@ class NasSettings(_Strict):
     candidates assessed with the study's ``instances`` and set against ``against`` (a candidate's
     name or id, or ``selected``: the survivor of the study's last finished selection)."""
 
-    trials: PositiveInt = 20
-    top: PositiveInt = 3
+    trials: Instances = 20
+    top: Instances = 3
     sampler: Literal["tpe", "random"] = "tpe"
     against: str | None = None
 
@@ -191,11 +207,11 @@ class StudySettings(_Strict):
 
     task: str | None = None
     study: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MOST_SEED)
     mix_candidate_seed: bool = False
     #: which seed differs between instances: both (default), init or data (see training.seeds.study_seeds)
     vary: Literal["both", "init", "data"] = "both"
-    instances: PositiveInt = 5
+    instances: Instances = 5
     candidate: str | None = None
     tracking_uri: str | None = None
     task_options: dict[str, Any] = {}

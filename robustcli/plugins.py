@@ -8,21 +8,32 @@ Two groups:
   point's name (e.g. ``robust data ...``). Keep those modules light: they load at start-up.
 
 ``ROBUST_DISABLE_PLUGINS=name1,name2`` hides entry points by name (like pytest's ``-p no:``).
+
+One name, one plugin. A distribution registering a name that another one already holds never
+replaces it: the built-in entry points (distribution ``robustcli``) always keep their names;
+between two plugins, the one found first on ``sys.path`` keeps it. The other is returned by
+``discover(group, include_shadowed=True)`` with ``shadowed_by`` set, so that ``robust tasks`` lists
+it as broken, naming both distributions. A loaded plugin that fails in any way (an exception,
+``sys.exit()`` at import) is a :class:`~robustcli.errors.PluginLoadError`, never the CLI's end.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from robustcli.errors import InputError, PluginLoadError, UnknownNameError
 
-__all__ = ["PluginInfo", "discover", "load_task", "load_task_class", "command_plugins", "task_or_none"]
+__all__ = [
+    "PluginInfo", "discover", "entry_points_of", "load_task", "load_task_class", "command_plugins", "task_or_none",
+]
 
 TASK_GROUP = "robustcli.tasks"
 COMMAND_GROUP = "robustcli.commands"
+#: the distribution whose entry points are built in: no plugin takes their names
+BUILTIN_DISTRIBUTION = "robustcli"
 
 
 @dataclass(frozen=True)
@@ -34,25 +45,47 @@ class PluginInfo:
     distribution: str
     version: str
     entry_point: EntryPoint
+    #: the entry point of another distribution that holds this name (this one is then ignored)
+    shadowed_by: PluginInfo | None = None
+
+    @property
+    def conflict(self) -> str | None:
+        """Why this entry point is ignored, in one line naming both distributions; None if it is not."""
+        other = self.shadowed_by
+        if other is None:
+            return None
+        kept = "the built-in one stays" if other.distribution == BUILTIN_DISTRIBUTION else "that one is used"
+        return (
+            f"name {self.name!r} of {self.distribution} {self.version} ({self.value}) is already taken by "
+            f"{other.distribution} {other.version} ({other.value}); {kept} and this one is ignored: "
+            f"rename its entry point or uninstall {self.distribution}"
+        )
 
     def load(self) -> Any:
         try:
             return self.entry_point.load()
-        except Exception as exc:  # a plugin may fail in any way; report it, never crash the CLI
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin may fail in any way, sys.exit() at import
+            # included: report it, never let it stop the CLI
             raise PluginLoadError(
                 f"failed to load plugin {self.name!r} from {self.distribution} {self.version} "
                 f"({self.value}) due to {type(exc).__name__}: {exc}"
-            ) from exc
+            ) from None
 
 
 def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get("ROBUST_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
 
-def discover(group: str = TASK_GROUP) -> list[PluginInfo]:
-    """Every entry point of ``group``, sorted by name, without importing any plugin."""
+def discover(group: str = TASK_GROUP, include_shadowed: bool = False) -> list[PluginInfo]:
+    """Every entry point of ``group``, sorted by name, without importing any plugin.
+
+    A name registered by two distributions is kept by the built-in one, else by the first found;
+    the others are left out, or with ``include_shadowed`` returned after it with ``shadowed_by``."""
     disabled = _disabled()
     found: dict[str, PluginInfo] = {}
+    shadowed: list[PluginInfo] = []
     for ep in entry_points(group=group):
         if ep.name in disabled:
             continue
@@ -64,8 +97,39 @@ def discover(group: str = TASK_GROUP) -> list[PluginInfo]:
             version=dist.version if dist is not None else "?",
             entry_point=ep,
         )
-        found.setdefault(ep.name, info)  # the first installed wins; duplicates are ignored
-    return [found[name] for name in sorted(found)]
+        held = found.get(ep.name)
+        if held is None:
+            found[ep.name] = info
+        elif held.distribution == info.distribution and held.value == info.value:
+            continue  # one distribution seen twice (installed and on the path)
+        elif info.distribution == BUILTIN_DISTRIBUTION and held.distribution != BUILTIN_DISTRIBUTION:
+            found[ep.name] = info
+            shadowed.append(held)
+        else:
+            shadowed.append(info)
+    out = [found[name] for name in sorted(found)]
+    if include_shadowed:
+        extra = [replace(info, shadowed_by=found[info.name]) for info in shadowed]
+        out = sorted(out + extra, key=lambda p: (p.name, p.shadowed_by is not None))
+    return out
+
+
+def entry_points_of(cls: type, group: str = TASK_GROUP) -> list[PluginInfo]:
+    """The entry points of ``group`` that register ``cls`` (e.g. to check that their names are the
+    task's name). Those naming its module and class are found without importing anything; one
+    naming the class through another module (a re-export) is loaded to compare."""
+    out = []
+    for info in discover(group, include_shadowed=True):
+        ep = info.entry_point
+        if (ep.module, ep.attr) == (cls.__module__, cls.__qualname__):
+            out.append(info)
+        elif ep.attr and ep.attr.rsplit(".", 1)[-1] == cls.__name__:
+            try:
+                if info.load() is cls:
+                    out.append(info)
+            except PluginLoadError:
+                continue
+    return out
 
 
 def load_task_class(name: str, where: str = "--task") -> tuple[type, PluginInfo]:

@@ -23,6 +23,9 @@ Contract, in short:
 * ``baselines()`` optionally returns non-deep references scored with the same ``test_loss``.
 * ``nas_space(trial)`` optionally defines the space ``robust nas`` searches with Optuna; by
   default the grid of ``search_space()``, one categorical per dimension.
+
+What the core relies on and the conformance kit (``robust check TASK``, :mod:`robustcli.testing`)
+enforces is written out in :class:`Task`'s docstring.
 """
 
 from __future__ import annotations
@@ -304,7 +307,51 @@ class Baseline(ABC):
 
 
 class Task(ABC):
-    """A problem plus its data, search space and models. Subclass it in a plugin."""
+    """A problem plus its data, search space and models. Subclass it in a plugin.
+
+    What the core relies on (the conformance kit, ``robust check TASK``, checks each point):
+
+    * **Name.** ``name`` is one command-line word and equals the entry point's name (``--task``
+      takes the entry point's name; ``robust tasks`` warns and the kit fails when they differ). A
+      name another distribution already registers is ignored, never a replacement: a built-in
+      task's name always stays the built-in's.
+    * **Construction and options.** The core builds the task as ``MyTask(**options)`` from the
+      study's task options: ``-o key=value`` on the command line gives each value parsed as JSON
+      where it parses (``-o events=5000`` an int, ``-o noise=0.1`` a float, ``-o fast=true`` a
+      bool, ``-o dataset=B`` the string ``"B"``), a study file's ``[task_options]`` gives TOML's
+      types, the command line winning key by key. So convert and check types yourself (``-o
+      noise=1`` is the int 1) and refuse an unknown option with
+      :class:`~robustcli.errors.InputError`. ``MyTask()`` with no options must work: ``robust
+      tasks`` and ``robust tasks show`` build it so (a task that cannot is listed as broken).
+      ``__init__`` need not call ``super().__init__()``: the base sets nothing and only refuses
+      options, so a task that takes options overrides it without calling it (or calls it with none).
+      Keep the options in a mapping attribute ``options`` for the kit to rebuild the task with.
+    * **Pickling.** The task (after ``load_data()``, its cache included), its candidates and a
+      built model must survive ``pickle``: ``--executor local`` and Ray send the task and its data
+      to worker processes (with cloudpickle where installed; the kit uses plain pickle). No open
+      files, locks or lambdas in attributes, or define ``__getstate__``.
+    * **Data.** ``x`` tensors are ``float32`` (the core trains in float32 and converts nothing),
+      finite, with the examples as first dimension; pool and test rows alike, disjoint, and equal
+      on every load (seed every random draw).
+    * **Outputs and targets.** For regression (a floating ``y``), the model's output has exactly
+      ``y``'s shape: a ``(n, 1)`` output needs a ``(n, 1)`` ``y``, not ``(n,)``, which would
+      broadcast inside the loss. For classification, ``y`` holds integer labels of shape ``(n,)``
+      and the output is ``(n, n_classes)``. ``objective`` and ``test_loss`` return finite scalar
+      tensors.
+    * **Training keys.** A candidate's ``optimizer`` (default ``adam``), ``lr`` (``1e-3``),
+      ``batch_size`` (``64``), ``weight_decay`` (``0``) and ``momentum`` (``0``, SGD) are read by
+      the core; a candidate without them trains with those defaults. Everything else is the
+      task's own.
+    * **Randomness.** The core seeds torch with the instance's init seed before ``build_model``
+      and applies :meth:`init_weights`; draw every random number from torch's generator, not
+      numpy, ``random`` or the clock, or two trainings with the same seeds differ (tag
+      ``deterministic_on_cpu=False`` where that cannot be helped).
+    * **Stacking.** The stacked engine trains a candidate's instances as one model under
+      ``torch.func.vmap``: the forward pass has no data-dependent Python control flow, and all
+      state lives in parameters and buffers. Models that do not (batch norm without running
+      statistics, plain tensor attributes, an ``lr_factor`` schedule) are found by a probe and
+      trained one at a time, which conforms; ``tags = TaskTags(supports_stacking=False)`` opts out.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""

@@ -17,7 +17,8 @@ check, the task and, where one is involved, the candidate.
 The checks (in the order they run):
 
 ============================  =======================================================================
-check_documentation           name, one-line description, loss name and formula, default train size
+check_documentation           name (equal to its entry point's, if registered), one-line description,
+                              loss name and formula, default train size
 check_candidate_ids           ids unique, equal to ``candidate_id(params)``, the same on a rebuild
 check_named_candidates        every named candidate resolves by name and by id
 check_data_shapes             TaskData of tensors, x float32, x and y rows match, pool and test alike
@@ -219,13 +220,22 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_documentation(task: Task, *, sample: int = 3, seed: int = 0) -> None:
-    """name, description (one line), loss (name and formula) and default_train_size are set."""
+    """name (the name of every entry point registering the class), description (one line), loss
+    (name and formula) and default_train_size are set."""
     w = _where("check_documentation", task)
     name = getattr(task, "name", "")
     if not isinstance(name, str) or not name:
         raise AssertionError(f"{w}name is empty; set the class attribute `name` (the entry point's name)")
     if not _NAME.match(name):
         raise AssertionError(f"{w}name {name!r} is not one command-line word (letters, digits, '.', '_', '-')")
+    from robustcli.plugins import entry_points_of
+
+    for info in entry_points_of(type(task)):
+        if info.name != name:
+            raise AssertionError(
+                f"{w}the entry point {info.name!r} of {info.distribution} ({info.value}) differs from the task's name "
+                f"{name!r}; `--task` takes the entry point's name: give both the same name"
+            )
     desc = getattr(task, "description", "")
     if not isinstance(desc, str) or not desc.strip():
         raise AssertionError(f"{w}description is empty; give a one-line description (class attribute `description`)")

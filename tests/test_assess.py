@@ -155,6 +155,8 @@ def test_baseline_is_logged_and_found_by_the_paper_rule(app, runner, workdir):
     # the same samples give the same losses
     again = json.loads(runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "3", "--json"]).stdout)
     assert again["baselines"][0]["losses"] == rows[0]["losses"]
+    table = runner.invoke(app, ["baseline", "--task", "synthetic", "-n", "3"])  # the table a person reads
+    assert table.exit_code == 0 and "least-squares" in table.stdout and "samples of 256" in table.stdout, table.output
     sel = runner.invoke(
         app, ["select", "--task", "synthetic", *FAST, "--candidates", "small,wide", "--rule", "paper", "--json"]
     )

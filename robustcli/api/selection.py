@@ -197,7 +197,9 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
     (``load_settings`` from :mod:`robustcli.config`)."""
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import MemoryStore, TableLosses, make_rule, read_loss_table, select
+    from robustcli.selection.replay import check_baseline_loss
 
+    check_baseline_loss(baseline_loss)
     progress = progress or Silent()
     path = Path(table)
     sel = settings.selection

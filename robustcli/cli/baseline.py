@@ -64,9 +64,10 @@ def baseline(
     rows = fits.baselines
     from rich.table import Table
 
-    table = Table(title=f"{settings.task}: baselines over {instances} training samples of {session.train_size}")
+    table = Table(title=f"{settings.task}: baselines over {instances} training samples of {fits.train_size}")
     for col in ("baseline", "mean", "std", "min", "max"):
-        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=col != "baseline",
+                         overflow="fold", min_width=13 if col == "baseline" else None)  # fmt: skip
     for r in rows:
         table.add_row(r["name"], *(f"{r[k]:.5g}" for k in ("mean", "std", "min", "max")))
     console.print(table)

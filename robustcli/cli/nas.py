@@ -81,9 +81,13 @@ def _render(report: dict[str, Any]) -> None:
         f"{report['trained_trials']} trained now, {report['failed_trials']} failed, "
         f"{report['distinct_candidates']} distinct candidates)"
     )
-    table = Table(title=f"The best trials over {report['instances']} fresh instances each (train size {report['train_size']})")
-    for col in ("candidate", "trial", "trial loss", "mean", "std", "median", "Q90-Q10", "failed"):
-        table.add_column(col, justify="left" if col == "candidate" else "right")
+    from rich import box
+
+    table = Table(title=f"The best trials over {report['instances']} fresh instances each (train size {report['train_size']})",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fmt: skip
+    table.add_column("candidate", overflow="fold", min_width=13)  # a long description wraps; numbers never do
+    for col in ("trial", "trial loss", "mean", "std", "median", "Q90-Q10", "fail"):
+        table.add_column(col, justify="right", no_wrap=col != "trial loss", min_width=7 if col == "trial loss" else None)
     rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
     for r in rows:
         s = r["statistics"]

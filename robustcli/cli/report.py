@@ -40,9 +40,9 @@ def report(
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
-    table.add_column("candidate", overflow="fold")  # a long description wraps; the numbers never do
-    for col in ("n", "mean [95% CI]", "std", "Q90-Q10"):
-        table.add_column(col, no_wrap=True)
+    table.add_column("candidate", overflow="fold", min_width=14)  # a long description wraps; the numbers never do
+    for col in ("n", "mean [95% CI]", "std", "Q90-Q10"):  # (the interval wraps at its space)
+        table.add_column(col, no_wrap=col != "mean [95% CI]", min_width=10 if col.startswith("mean") else None)
     for row in summary:
         one = row["instances"] - row["failed"] < 2  # no spread from a single instance
         spread = ["-" if one or not math.isfinite(row[k]) else f"{row[k]:.3g}" for k in ("std", "q90_q10")]
@@ -52,7 +52,7 @@ def report(
         console.print(f"{row['description']} ({row['candidate']}): {row['quote']}", soft_wrap=True)
     if decomposition:
         table = Table(title="where the spread comes from (std of the loss over instances)")
-        table.add_column("candidate", overflow="fold")
+        table.add_column("candidate", overflow="fold", min_width=14)
         for col in ("both vary", "init only", "sample only"):
             table.add_column(col, no_wrap=True)
         for row in decomposition:

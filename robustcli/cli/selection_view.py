@@ -22,9 +22,9 @@ def render_selection(outcome: Any) -> None:
         f"({report['ratio']}x fewer); survivors per step {report['survivors_per_step']}"
     )
     table = Table(title="Systematic uncertainty of the survivors: the spread of their instance losses")
-    table.add_column("candidate", overflow="fold")  # a long description wraps; the numbers never do
-    for col in ("n", "mean loss [95% CI]", "std", "std/mean", "Q90-Q10", "failed"):
-        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("candidate", overflow="fold", min_width=14)  # a long description wraps
+    for col in ("n", "mean [95% CI]", "std", "std/mean", "Q90-Q10", "failed"):  # numbers are never cut: the
+        table.add_column(col, justify="right", no_wrap=col != "mean [95% CI]", min_width=10 if col.startswith("mean") else None)  # interval wraps at its space
     for row in summary:
         s = row["statistics"]
         label = f"{row['description']} ({row['candidate']})"

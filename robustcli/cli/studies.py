@@ -26,13 +26,16 @@ def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> 
         return
     from rich.table import Table
 
-    table = Table(title=f"Studies in {uri}")
-    for col in ("study", "task", "candidates", "instances", "failed", "baselines", "selections"):
-        table.add_column(col)
+    table = Table(title=f"Studies in {uri}", caption="cands: candidates; insts: instances; bases: baselines")
+    table.add_column("study", overflow="fold", min_width=8)
+    table.add_column("task", overflow="fold", min_width=8)
+    for col in ("cands", "insts", "failed", "bases"):  # short headers: the counts are never cut
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("selections", overflow="fold", min_width=16)  # one a line; a long one wraps
     for r in rows:
         table.add_row(
             r["study"], r["task"], str(r["candidates"]), str(r["instances"]), str(r["failed"]), str(r["baselines"]),
-            "; ".join(r["selections"]) or "-",
+            "\n".join(r["selections"]) or "-",
         )
     console.print(table)
 

@@ -57,7 +57,7 @@ def _cell(est: Any) -> str:
     return f"{est.value:.4g}{interval}"
 
 
-@app.command("sample-size")
+@app.command("sample-size", short_help="Loss against training-sample size (the paper's Figures 4-6).")
 @handle_errors
 @with_training_options
 def sample_size(
@@ -114,7 +114,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
     for size in result.sizes:
         table = Table(title=f"training sample of {size:,}: {result.loss_name} over {result.instances} instances "
                       f"[95% bootstrap interval]", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("model", min_width=10, overflow="fold")
+        table.add_column("model", min_width=14, overflow="fold")
         for key in STUDY_STATISTICS:
             table.add_column(heads[key], justify="right")
         for row in (r for r in result.rows if r.size == size):
@@ -129,7 +129,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
                   f"{result.run_id} in {result.tracking_uri} (experiment {result.study!r})" + (f"; figure {out}" if out else ""))
 
 
-@app.command("variance")
+@app.command("variance", short_help="Split a candidate's spread: initialisation or sample (Fig. 7).")
 @handle_errors
 @with_training_options
 def variance(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from robustcli.cli._common import JsonFlag, console, handle_errors, print_json
@@ -24,13 +25,28 @@ def _summary(info: Any) -> dict[str, Any]:
         "version": info.version,
         "entry_point": info.value,
     }
+    if info.conflict:  # another distribution holds the name: this one is never loaded
+        row.update(status="broken", description="", candidates=None, error=info.conflict)
+        return row
     try:
         cls, _ = load_task_class(info.name)
         task = cls()
         row.update(status="ok", description=cls.description, candidates=len(task.search_space()))
-    except (RobustError, Exception) as exc:  # a broken plugin is listed, never fatal
-        row.update(status="broken", description="", candidates=None, error=str(exc))
+        if cls.name != info.name:
+            row["warning"] = name_mismatch(info, cls)
+    except KeyboardInterrupt:
+        raise
+    except (RobustError, Exception, SystemExit) as exc:  # a broken plugin is listed, never fatal
+        row.update(status="broken", description="", candidates=None, error=str(exc) or type(exc).__name__)
     return row
+
+
+def name_mismatch(info: Any, cls: type) -> str:
+    """The warning for an entry point named otherwise than its task (the conformance kit refuses it)."""
+    return (
+        f"entry point {info.name!r} of {info.distribution} registers a task named {cls.name!r} "  # type: ignore[attr-defined]
+        f"({info.value}); --task takes {info.name!r}: give both one name"
+    )
 
 
 @app.callback(invoke_without_command=True)
@@ -41,10 +57,11 @@ def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     Example: robust tasks
     """
     if ctx.invoked_subcommand is not None:
+        ctx.obj = {"json": json_output}  # `robust tasks --json show X` means `robust tasks show X --json`
         return
     from robustcli.plugins import discover
 
-    rows = [_summary(p) for p in discover()]
+    rows = [_summary(p) for p in discover(include_shadowed=True)]
     if json_output:
         print_json(rows)
         return
@@ -53,23 +70,27 @@ def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         if r["status"] == "ok":
-            table.add_row(r["name"], r["distribution"], r["version"], f"{r['candidates']:,}", r["description"])
+            warning = f"\n[yellow]warning:[/yellow] {escape(r['warning'])}" if r.get("warning") else ""
+            table.add_row(r["name"], r["distribution"], r["version"], f"{r['candidates']:,}", escape(r["description"]) + warning)
         else:
-            table.add_row(r["name"], r["distribution"], r["version"], "-", f"[red]broken:[/red] {r['error']}")
+            table.add_row(r["name"], r["distribution"], r["version"], "-", f"[red]broken:[/red] {escape(r['error'])}")
     console.print(table)
 
 
 @app.command("show")
 @handle_errors
 def show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Task name, as `robust tasks` lists it.")],
     json_output: JsonFlag = False,
 ) -> None:
     """Show one task: its loss, search space, named candidates and baselines.
 
-    Example: robust tasks show synthetic
+    Example: robust tasks show synthetic --json
     """
     from robustcli.plugins import load_task_class
+
+    json_output = json_output or bool((ctx.obj or {}).get("json"))
 
     cls, info = load_task_class(name, where="robust tasks show")
     task = cls()

@@ -103,10 +103,17 @@ class StudySession:
         self.check_study_task()
         self.data  # noqa: B018 - a bad task option or data file fails here, before any training
         t = self.settings.training
-        if t.sampling == "without-replacement" and self.train_size > self.data.pool_size:
+        pool = self.data.pool_size
+        if t.sampling == "without-replacement" and self.train_size > pool:
             raise InputError(
-                f"--train-size {self.train_size} exceeds the training pool of {self.data.pool_size} examples "
+                f"--train-size {self.train_size} exceeds the training pool of {pool} examples "
                 f"of task {self.settings.task!r} (sampling without replacement; use bootstrap or a smaller size)"
+            )
+        if self.train_size > pool:
+            raise InputError(
+                f"--train-size {self.train_size} exceeds the training pool of {pool} examples of task "
+                f"{self.settings.task!r}: a bootstrap sample larger than the pool repeats examples without adding any; "
+                f"choose at most {pool}"
             )
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")

@@ -5,7 +5,9 @@ A criterion is a statistic of one candidate's losses: the built-in ones are the 
 ``std``, ``iqr``, ``q90_q10``); a user adds one by dotted path, ``pkg.mod:func`` or
 ``pkg.mod.func``, to a function ``func(losses: numpy.ndarray) -> float`` that receives the
 finite losses of one candidate, ordered by instance index, and returns a number where lower is
-better.
+better. Such a function is called once on a small sample (:data:`PROBE_LOSSES`) when the
+criterion is made, before anything trains: one that fails there, or returns anything but a
+number, is refused as bad input.
 
 Failed instances. A diverged or failed instance has loss ``nan`` or ``inf``. It counts as a
 training, and a candidate with any such instance gets criterion value ``+inf``: it ranks after
@@ -106,10 +108,21 @@ def _load_dotted(spec: str, where: str) -> Callable[[np.ndarray], object]:
     place = f" ({where})" if where else ""
     if not module_name or not attr:
         raise InputError(f"criterion {spec!r}{place}: expected 'pkg.module:function' or 'pkg.module.function'")
+    if module_name.startswith(".") or any(not part.isidentifier() for part in module_name.split(".")):
+        raise InputError(
+            f"criterion {spec!r}{place}: {module_name!r} is not an absolute module name; "
+            "expected 'pkg.module:function' or 'pkg.module.function'"
+        )
+    if any(not part.isidentifier() for part in attr.split(".")):
+        raise InputError(f"criterion {spec!r}{place}: {attr!r} is not a function name; expected 'pkg.module:function'")
     try:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise InputError(f"criterion {spec!r}{place}: cannot import module {module_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing
+        raise InputError(
+            f"criterion {spec!r}{place}: importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -120,24 +133,62 @@ def _load_dotted(spec: str, where: str) -> Callable[[np.ndarray], object]:
     return obj  # type: ignore[return-value]
 
 
+#: the losses a user's criterion is tried on before anything trains (three finite losses, unordered)
+PROBE_LOSSES = (0.3, 0.1, 0.2)
+
+
+def _probe(crit: Criterion, where: str) -> Criterion:
+    """Call a user's criterion once on :data:`PROBE_LOSSES` (a vectorised one on two such rows):
+    one that does not take an array of losses or does not return a number is refused now, before
+    any training, not after the first step."""
+    place = f" ({where})" if where else ""
+    sample = np.array([PROBE_LOSSES, PROBE_LOSSES[::-1]]) if crit.vectorized else np.array(PROBE_LOSSES)
+    shown = list(PROBE_LOSSES)
+    try:
+        with np.errstate(all="ignore"):
+            value = crit.fn(sample.copy())
+    except Exception as exc:  # noqa: BLE001 - a user's function: any failure is bad input, named
+        raise InputError(
+            f"criterion {crit.name!r}{place} failed on losses {shown} (tried before anything trains; it takes a "
+            f"numpy array of one candidate's losses and returns a number): {type(exc).__name__}: {exc}"
+        ) from None
+    expected = 2 if crit.vectorized else None
+    try:
+        numbers = np.asarray(value, dtype=float)
+        ok = numbers.shape == (expected,) if expected else numbers.ndim == 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, (str, bytes)):
+        want = "one number per row" if expected else "a number"
+        raise InputError(
+            f"criterion {crit.name!r}{place} returned {value!r:.60} ({type(value).__name__}) on losses {shown}, "
+            f"not {want}; a criterion maps a numpy array of one candidate's losses to a float (lower is better)"
+        )
+    return crit
+
+
 def get_criterion(spec: str | Criterion | Callable[[np.ndarray], object], where: str = "") -> Criterion:
     """A :class:`Criterion` from a built-in name, a dotted path, a callable or a Criterion.
 
+    A user's criterion (a dotted path or a callable) is called once on :data:`PROBE_LOSSES` here,
+    so that one that does not map losses to a number is refused before anything trains.
+
     Raises :class:`~robustcli.errors.UnknownNameError` for an unknown plain name (listing the
-    built-in ones) and :class:`~robustcli.errors.InputError` for a dotted path that does not load.
+    built-in ones) and :class:`~robustcli.errors.InputError` for a dotted path that does not load
+    or a criterion that fails on the sample.
     """
     if isinstance(spec, Criterion):
         return spec
     if callable(spec):
         name = f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
-        return Criterion(name=name, fn=spec, vectorized=bool(getattr(spec, "vectorized", False)))
+        return _probe(Criterion(name=name, fn=spec, vectorized=bool(getattr(spec, "vectorized", False))), where)
     text = str(spec).strip()
     key = text.replace("-", "_").lower()
     if key in STATISTICS:
         return _builtin(key)
     if ":" in text or "." in text:
         fn = _load_dotted(text, where)
-        return Criterion(name=text, fn=fn, vectorized=bool(getattr(fn, "vectorized", False)))
+        return _probe(Criterion(name=text, fn=fn, vectorized=bool(getattr(fn, "vectorized", False))), where)
     raise UnknownNameError("criterion", text, list(STATISTICS) + ["pkg.module:function"], where)
 
 

@@ -10,8 +10,10 @@ order; other columns are ignored), then one row per finished instance::
     ...
 
 ``instance`` is the 0-based instance index (the same index means the same data seed for every
-candidate). A failed instance is written ``inf`` and read back as a failed instance; ``nan`` or
-an empty loss is refused. Every candidate must hold the same instances ``0 .. n-1``.
+candidate). A failed instance is written ``inf`` and read back as a failed instance; ``nan``, an
+empty loss, and a number too large for a float (``1e400``, which would read as ``inf``) are
+refused, naming the line. Every candidate must hold the same instances ``0 .. n-1``, and at least
+one loss must be finite: a table of failed instances only has nothing to select on.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import numpy as np
 
 from robustcli.errors import InputError
 
-__all__ = ["REQUIRED_COLUMNS", "LossTable", "read_loss_table", "write_loss_table"]
+__all__ = ["REQUIRED_COLUMNS", "LossTable", "check_baseline_loss", "read_loss_table", "write_loss_table"]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("candidate", "instance", "loss")
+#: how a failed instance is written (any case, an optional "+")
+_FAILED = ("inf", "infinity")
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ class LossTable:
         """Only ``candidates`` (in table order)."""
         pos = {cid: i for i, cid in enumerate(self.candidates)}
         keep = sorted(pos[c] for c in set(candidates))
-        return LossTable(tuple(self.candidates[i] for i in keep), self.losses[keep], self.source)
+        table = LossTable(tuple(self.candidates[i] for i in keep), self.losses[keep], self.source)
+        return _with_a_finite_loss(table, " of the chosen candidates")
 
     def require_steps(self, steps: int, option: str = "--max-steps") -> None:
         """Refuse a number of steps the table cannot feed (each step needs one instance more)."""
@@ -69,7 +74,7 @@ def _parse_loss(text: str, reader: Any, path: Path, cid: str, instance: int) -> 
         value = float(text)
     except ValueError:
         value = None
-    if value is not None and value == value and value != -math.inf:  # the common case: a number
+    if value is not None and value - value == 0.0:  # the common case: a finite number
         return value
     where = f"{path}: line {reader.line_num}"
     raw = text.strip()
@@ -77,6 +82,13 @@ def _parse_loss(text: str, reader: Any, path: Path, cid: str, instance: int) -> 
         raise InputError(f"{where}: empty loss for candidate {cid!r} instance {instance}")
     if value is None:
         raise InputError(f"{where}: loss {raw!r} of candidate {cid!r} instance {instance} is not a number")
+    if value == math.inf:
+        if raw.lower().lstrip("+") in _FAILED:
+            return value
+        raise InputError(
+            f"{where}: loss {raw!r} of candidate {cid!r} instance {instance} is too large for a float "
+            "(it would read as inf, a failed instance); write a failed instance as inf"
+        )
     if math.isnan(value):
         raise InputError(
             f"{where}: loss is NaN for candidate {cid!r} instance {instance} (write a failed instance as inf)"
@@ -196,7 +208,24 @@ def _complete(data: Mapping[str, Mapping[int, float]], source: str, min_instance
             f"(like every candidate) has {n}"
         )
     losses = np.array([[data[cid][j] for j in range(n)] for cid in ids], dtype=float)
-    return LossTable(tuple(ids), losses, source)
+    return _with_a_finite_loss(LossTable(tuple(ids), losses, source))
+
+
+def _with_a_finite_loss(table: LossTable, which: str = "") -> LossTable:
+    """``table``, refused when no candidate has a finite loss (every instance failed): a
+    selection would pick one by its id alone."""
+    if not np.isfinite(table.losses).any():
+        raise InputError(
+            f"{table.source}: every loss{which} is inf (a failed instance): no candidate has a finite loss to select on"
+        )
+    return table
+
+
+def check_baseline_loss(value: float | None, option: str = "--baseline-loss") -> float | None:
+    """A baseline loss as given, refused unless finite (NaN or inf would silently switch the cut off)."""
+    if value is not None and not math.isfinite(value):
+        raise InputError(f"{option} {value}: expected a finite loss (the best baseline's mean loss)")
+    return value
 
 
 def loss_table_from_array(candidates: Sequence[str], losses: np.ndarray, source: str = "<memory>") -> LossTable:

@@ -26,6 +26,10 @@ __all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "sat
 _RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
+#: the most training-sample sizes of one study (the paper's grid has 45)
+MOST_SIZES = 1000
+
+
 def parse_sizes(text: str) -> list[int]:
     """``"50,100,200"`` (a list) or ``"100:32000:45"`` (45 sizes log-spaced from 100 to 32,000,
     rounded; the paper's grid) -> sorted distinct sizes. Bad text raises InputError."""
@@ -38,6 +42,8 @@ def parse_sizes(text: str) -> list[int]:
         start, stop, count = (int(g) for g in match.groups())
         if start < 1 or stop < start or count < 2:
             raise InputError(f"--sizes {text!r}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
+        if count > MOST_SIZES:
+            raise InputError(f"--sizes {text!r}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
         return sorted({int(round(x)) for x in np.geomspace(start, stop, count)})
     if ":" in text:
         raise InputError(f"--sizes {text!r}: {hint}")
@@ -47,6 +53,8 @@ def parse_sizes(text: str) -> list[int]:
         if not part.isdigit() or int(part) < 1:
             raise InputError(f"--sizes {text!r}: {part!r} is not a positive whole number ({hint})")
         sizes.append(int(part))
+    if len(set(sizes)) > MOST_SIZES:
+        raise InputError(f"--sizes: {len(set(sizes)):,} sizes exceed the {MOST_SIZES:,} a study takes")
     return sorted(set(sizes))
 
 

@@ -37,7 +37,7 @@ def _check_dataset(value: str) -> str:
     return ds
 
 
-@app.command("make-calo")
+@app.command("make-calo", short_help="Simulate photon showers in an LHCb-like ECAL into a ROOT file.")
 @handle_errors
 def make_calo(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="A: normal incidence, E uniform 1-100 GeV; B: angles |θ|<0.3 rad, falling E spectrum.")] = "A",
@@ -106,7 +106,7 @@ def make_calo(
     print(path)
 
 
-@app.command("show")
+@app.command("show", short_help="Draw an overview of a shower sample into one PNG.")
 @handle_errors
 def show(
     file: Annotated[Path, typer.Argument(help="A shower ROOT file (from make-calo, or your own with --tree).", show_default=False)],
