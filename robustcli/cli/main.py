@@ -26,11 +26,12 @@ def _version(value: bool) -> None:
         return
     from importlib.metadata import version
 
+    from robustcli.cli._plugin_commands import command_entry_points
     from robustcli.plugins import COMMAND_GROUP, TASK_GROUP, discover
 
     print(f"robustcli {version('robustcli')}")
-    for group in (TASK_GROUP, COMMAND_GROUP):
-        for p in discover(group):
+    for group, found in ((TASK_GROUP, discover(TASK_GROUP)), (COMMAND_GROUP, command_entry_points())):
+        for p in found:
             print(f"  {group}: {p.name} = {p.value} ({p.distribution} {p.version})")
     raise typer.Exit()
 
@@ -66,18 +67,10 @@ def _add_optional_commands() -> None:
 
 
 def _add_plugin_commands() -> None:
-    from robustcli.plugins import command_plugins
+    # plugins registering the same name (e.g. `data`) share one group (see _plugin_commands)
+    from robustcli.cli._plugin_commands import add_plugin_commands
 
-    for info, sub_app, error in command_plugins():
-        if sub_app is not None:
-            app.add_typer(sub_app, name=info.name)
-            continue
-
-        def broken(_error: str = error or "") -> None:
-            err_console.print(f"error: {_error}", markup=False, highlight=False)
-            raise typer.Exit(2)
-
-        app.command(info.name, help=f"(broken plugin: {error})")(broken)
+    add_plugin_commands(app, err_console)
 
 
 _add_optional_commands()
