@@ -27,7 +27,7 @@ from typing import Any
 from robustcli.errors import InputError, PluginLoadError, UnknownNameError
 
 __all__ = [
-    "PluginInfo", "discover", "entry_points_of", "load_task", "load_task_class", "command_plugins", "task_or_none",
+    "PluginInfo", "discover", "entry_points_of", "load_task", "load_task_class", "task_or_none",
 ]
 
 TASK_GROUP = "robustcli.tasks"
@@ -165,14 +165,3 @@ def task_or_none(name: str, options: dict[str, Any] | None = None) -> Any | None
         return load_task(name, options)
     except Exception:  # noqa: BLE001 - a description is never worth an error
         return None
-
-
-def command_plugins() -> list[tuple[PluginInfo, Any | None, str | None]]:
-    """(info, loaded Typer or None, error or None) for each command plugin."""
-    out = []
-    for info in discover(COMMAND_GROUP):
-        try:
-            out.append((info, info.load(), None))
-        except PluginLoadError as exc:
-            out.append((info, None, str(exc)))
-    return out

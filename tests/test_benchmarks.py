@@ -28,3 +28,14 @@ def test_a_quick_benchmark_ends_with_its_ratio():
     out = subprocess.run([sys.executable, str(bench), "--quick", "--jobs", "1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"ratio=[0-9.]+", out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_first_assess_quick_prints_its_phases_and_ratio():
+    """`first_assess.py --quick`: 3 first assessments and 3 reruns as whole CLI processes (minutes)."""
+    bench = next(b for b in BENCHMARKS if b.name == "first_assess.py")
+    out = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert any(line.strip().startswith("create a store (ensure_store)") for line in lines)
+    assert re.fullmatch(r"ratio=[0-9.]+", lines[-1])

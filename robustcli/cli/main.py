@@ -25,14 +25,15 @@ def _version(value: bool) -> None:
         return
     from importlib.metadata import version
 
+    from robustcli.cli._plugin_commands import command_entry_points
     from robustcli.plugins import COMMAND_GROUP, TASK_GROUP, discover
 
     print(f"robustcli {version('robustcli')}")
-    for group in (TASK_GROUP, COMMAND_GROUP):
-        for p in discover(group, include_shadowed=True):
-            ignored = p.conflict or (_TAKEN.get(p.name) if group == COMMAND_GROUP else None)
-            note = f" [ignored: {ignored}]" if ignored else ""
-            print(f"  {group}: {p.name} = {p.value} ({p.distribution} {p.version}){note}")
+    for p in discover(TASK_GROUP, include_shadowed=True):
+        print(f"  {TASK_GROUP}: {p.name} = {p.value} ({p.distribution} {p.version})" + (f" [ignored: {p.conflict}]" if p.conflict else ""))
+    for p in command_entry_points():  # plugins of one name share its group: all are listed
+        ignored = _TAKEN.get(p.name)
+        print(f"  {COMMAND_GROUP}: {p.name} = {p.value} ({p.distribution} {p.version})" + (f" [ignored: {ignored}]" if ignored else ""))
     raise typer.Exit()
 
 
@@ -79,22 +80,11 @@ def _builtin_command_names() -> set[str]:
 
 
 def _add_plugin_commands() -> None:
-    from robustcli.plugins import command_plugins
+    # plugins registering the same name (e.g. `data`) share one group (see _plugin_commands)
+    from robustcli.cli._plugin_commands import add_plugin_commands
 
-    taken = _builtin_command_names()
-    for info, sub_app, error in command_plugins():
-        if info.name in taken:  # a plugin never replaces a built-in command (`robust --version` says so)
-            _TAKEN[info.name] = f"name {info.name!r} of {info.distribution} {info.version} is a built-in command"
-            continue
-        if sub_app is not None:
-            app.add_typer(sub_app, name=info.name)
-            continue
-
-        def broken(_error: str = error or "") -> None:
-            print(f"error: {_error}", file=sys.stderr)  # plain print: one unwrapped line
-            raise typer.Exit(2)
-
-        app.command(info.name, help=f"(broken plugin: {error})", short_help="(broken plugin: run it for the error)")(broken)
+    # a plugin never replaces a built-in command (`robust --version` says which was ignored)
+    add_plugin_commands(app, taken=_builtin_command_names(), ignored=_TAKEN)
 
 
 _add_optional_commands()

@@ -3,7 +3,10 @@
 The format is the one of ``cifar-10-python.tar.gz``: six pickled dicts, ``data_batch_1`` ...
 ``data_batch_5`` (the 50,000 training images) and ``test_batch`` (the 10,000 test images), each
 with ``b"data"``, a uint8 array ``[N, 3072]`` (1024 red, 1024 green, 1024 blue values of a 32x32
-image, row by row), and ``b"labels"``, N integers in 0..9. Nothing is ever downloaded.
+image, row by row), and ``b"labels"``, N integers in 0..9. The task reads them from ``-o data_dir``,
+else ``$ROBUST_CIFAR10_DIR``, else the cache (``$ROBUST_CACHE_DIR/cifar10``, by default
+``~/.cache/robustcli/cifar10``), where ``robust data fetch-cifar10`` puts them
+(:mod:`robust_cifar10.fetch`); nothing is downloaded while a task runs.
 
 The pickles are read with an unpickler that only rebuilds numpy arrays, so a foreign file in the
 folder cannot run code.
@@ -21,7 +24,17 @@ import numpy as np
 
 from robustcli.errors import InputError
 
-__all__ = ["ENV_VAR", "TEST_FILE", "TRAIN_FILES", "read_batch", "read_split", "resolve_dir", "write_batches"]
+__all__ = [
+    "ENV_VAR",
+    "TEST_FILE",
+    "TRAIN_FILES",
+    "cache_dir",
+    "default_dir",
+    "read_batch",
+    "read_split",
+    "resolve_dir",
+    "write_batches",
+]
 
 ENV_VAR = "ROBUST_CIFAR10_DIR"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -36,29 +49,42 @@ _WHAT = (
 )
 
 
+def cache_dir() -> Path:
+    """``$ROBUST_CACHE_DIR/cifar10`` if set, else ``~/.cache/robustcli/cifar10``."""
+    root = os.environ.get("ROBUST_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "robustcli"
+    return base / "cifar10"
+
+
+def default_dir() -> tuple[Path, str]:
+    """Where the task looks without ``-o data_dir`` (and where ``robust data fetch-cifar10``
+    downloads by default), and where that came from: ``$ROBUST_CIFAR10_DIR``, else the cache."""
+    raw = os.environ.get(ENV_VAR, "")
+    if raw:
+        return Path(raw).expanduser(), f"${ENV_VAR}"
+    return cache_dir(), f"the cache; ${ENV_VAR} or -o data_dir=PATH picks another folder"
+
+
 def resolve_dir(data_dir: str | os.PathLike[str] | None) -> Path:
-    """The folder holding the six batches: ``data_dir`` (the task option), else ``$ROBUST_CIFAR10_DIR``.
+    """The folder holding the six batches: ``data_dir`` (the task option), else
+    ``$ROBUST_CIFAR10_DIR``, else :func:`cache_dir`.
 
     A folder that holds ``cifar-10-batches-py/`` is accepted too. Missing data raise a one-line
-    :class:`InputError` saying what to put where.
+    :class:`InputError` naming the command that downloads them there.
     """
     if data_dir is not None:
-        raw, where = str(data_dir), "-o data_dir"
+        given, where = Path(str(data_dir)).expanduser(), "-o data_dir"
+        fetch = f"robust data fetch-cifar10 --dest {given}"
     else:
-        raw, where = os.environ.get(ENV_VAR, ""), f"${ENV_VAR}"
-    if not raw:
-        raise InputError(
-            f"no CIFAR-10 folder given: set {ENV_VAR} or pass -o data_dir=PATH, a folder holding {_WHAT}; "
-            "robust downloads nothing"
-        )
-    path = Path(raw).expanduser()
-    if (path / TAR_FOLDER).is_dir():
-        path = path / TAR_FOLDER
+        given, where = default_dir()
+        fetch = "robust data fetch-cifar10"
+    path = given / TAR_FOLDER if (given / TAR_FOLDER).is_dir() else given
     missing = [f for f in (*TRAIN_FILES, TEST_FILE) if not (path / f).is_file()]
     if missing:
         lacks = "the folder does not exist" if not path.is_dir() else f"missing {', '.join(missing)}"
         raise InputError(
-            f"CIFAR-10 data not found in {path} (from {where}): {lacks}; put {_WHAT} there; robust downloads nothing"
+            f"CIFAR-10 data not found in {path} (from {where}): {lacks}; `{fetch}` downloads them there, "
+            f"or put {_WHAT} there"
         )
     return path
 

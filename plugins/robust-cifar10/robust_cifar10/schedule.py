@@ -4,9 +4,12 @@ The same curve as ``torch.optim.lr_scheduler.OneCycleLR`` with its defaults (two
 annealing): the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
 ``pct_start`` of the steps, then falls to ``max_lr / (div_factor * final_div_factor)``.
 
-robustcli 0.1 trains every instance at the candidate's constant ``lr`` and has no hook to change
-it during training, so the task's ``lr_factor`` (which returns this curve) is not called yet; see
-the plugin README for the one-line contract a core hook would need.
+The task's ``lr_factor`` returns this curve, and robustcli's one-at-a-time training loop
+(``robustcli.training.instance.train_instance``) calls it before every optimiser step, setting
+the rate to ``lr * lr_factor(candidate, step, total_steps)`` with ``total_steps = max_epochs x
+batches per epoch``: fixed-length trainings (``--min-epochs N --max-epochs N``) end the cycle
+with training. The stacked engine's optimisers have no schedule, so a scheduled task always
+trains in that loop (the default engine falls back to it; ``--engine stacked`` refuses it).
 """
 
 from __future__ import annotations

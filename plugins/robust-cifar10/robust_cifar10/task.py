@@ -8,7 +8,9 @@ official test set (CIFAR-10 comes split; no 0.5/0.5 split is made).
 
 The slides do not list the values of the three hyperparameters; the grid below is our choice of
 standard ones (the ``base`` candidate, batch 128, rate 0.1, L2 5e-4, is the usual ResNet-18
-recipe). SGD with momentum 0.9; ``weight_decay`` is the core's L2 (added to the gradient).
+recipe). SGD with momentum 0.9; ``weight_decay`` is the core's L2 (added to the gradient). The
+rate follows the one-cycle schedule peaking at ``lr`` (:meth:`Cifar10ResNetTask.lr_factor`, which
+robustcli's training loop applies at every optimiser step).
 
 Loss: 1 - accuracy; training minimises the cross-entropy (the per-epoch training curve logs it).
 """
@@ -138,5 +140,9 @@ class Cifar10ResNetTask(Task):
             "data": status,
             "grid": "batch_size 128, 256, 512 x lr 0.05, 0.1, 0.2, 0.4 x weight_decay 1e-4, 5e-4, 1e-3 (our values; the slides give none)",
             "model": f"CIFAR ResNet-18, width {width}, {params} parameters; random crop (pad 4) + flip on the device",
-            "learning rate": "constant lr (robustcli has no schedule hook; the slides' one-cycle schedule is not applied)",
+            "learning rate": (
+                "one-cycle, peaking at the candidate's lr (robust_cifar10.schedule, torch's OneCycleLR curve), "
+                "applied by robustcli's training loop at every optimiser step over max_epochs x batches per epoch; "
+                "--min-epochs N --max-epochs N ends the cycle with training"
+            ),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_reads_the_python_batches(tiny):
     assert Cifar10ResNetTask(data_dir=str(folder.parent / "outer")).load_data().pool_size == N_TRAIN
 
 
-def test_missing_data_says_what_to_put_where(tmp_path, monkeypatch):
+def test_missing_data_says_what_to_put_where_and_which_command_fetches_them(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError) as info:
@@ -65,22 +66,28 @@ def test_missing_data_says_what_to_put_where(tmp_path, monkeypatch):
     assert info.value.exit_code == 2
     assert str(info.value) == (
         f"CIFAR-10 data not found in {empty} (from -o data_dir): missing data_batch_1, data_batch_2, data_batch_3, "
-        f"data_batch_4, data_batch_5, test_batch; put {WHAT} there; robust downloads nothing"
+        f"data_batch_4, data_batch_5, test_batch; `robust data fetch-cifar10 --dest {empty}` downloads them there, "
+        f"or put {WHAT} there"
     )
+    # neither the option nor $ROBUST_CIFAR10_DIR: the cache, where `robust data fetch-cifar10` puts them
     monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv("ROBUST_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "cifar10"
+    in_cache = (
+        f"CIFAR-10 data not found in {cache} (from the cache; ${ENV_VAR} or -o data_dir=PATH picks another folder): "
+        f"the folder does not exist; `robust data fetch-cifar10` downloads them there, or put {WHAT} there"
+    )
     with pytest.raises(InputError) as info:
         Cifar10ResNetTask().load_data()
-    no_dir = (
-        f"no CIFAR-10 folder given: set {ENV_VAR} or pass -o data_dir=PATH, a folder holding {WHAT}; "
-        "robust downloads nothing"
-    )
-    assert str(info.value) == no_dir
+    assert str(info.value) == in_cache
 
     from robustcli.cli.main import app
 
     result = CliRunner().invoke(app, ["tasks", "show", "cifar10-resnet", "--json"])
     assert result.exit_code == 0
-    assert '"data": "missing: ' + no_dir in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["data"] == "missing: " + in_cache
+    assert shown["learning rate"].startswith("one-cycle, peaking at the candidate's lr")
 
 
 def test_a_bad_batch_file_is_refused_and_foreign_pickles_do_not_run(tmp_path):
@@ -138,6 +145,26 @@ def test_one_cycle_matches_torch():
         one_cycle_factor(40, 40)
     task = Cifar10ResNetTask()
     assert task.lr_factor(task.search_space().get("base"), 11, 40) == 1.0
+
+
+def test_training_follows_the_one_cycle_schedule_at_every_step():
+    """The core sets each optimiser step's rate to lr x lr_factor: the rates the optimiser used are
+    the one-cycle curve over max_epochs x batches per epoch (2 x 2 here)."""
+    from robustcli.config import EarlyStoppingSettings, TrainingSettings
+    from robustcli.training.instance import InstanceSpec, train_instance
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    task = Cifar10ResNetTask(width=8)
+    base = task.search_space().get("base")  # lr 0.1, batch 128: 2 steps per epoch of 200 images
+    used: list[float] = []
+    hook = register_optimizer_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+    try:
+        settings = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=2, window=2, max_epochs=2))
+        result = train_instance(task, base, task.load_data(), InstanceSpec(0, 1, 2, N_TRAIN, test_size=20), settings)
+    finally:
+        hook.remove()
+    assert result.epochs == 2
+    assert used == pytest.approx([0.1 * one_cycle_factor(step, 4) for step in range(4)], rel=1e-12)
 
 
 @parametrize_with_checks([Cifar10ResNetTask(width=8)], sample=1)
