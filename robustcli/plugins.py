@@ -27,7 +27,7 @@ from typing import Any
 from robustcli.errors import InputError, PluginLoadError, UnknownNameError
 
 __all__ = [
-    "PluginInfo", "discover", "entry_points_of", "load_task", "load_task_class", "task_or_none",
+    "PluginInfo", "discover", "entry_points_of", "build_task", "load_task", "load_task_class", "task_or_none",
 ]
 
 TASK_GROUP = "robustcli.tasks"
@@ -151,11 +151,18 @@ def load_task_class(name: str, where: str = "--task") -> tuple[type, PluginInfo]
 
 def load_task(name: str, options: dict[str, Any] | None = None, where: str = "--task") -> Any:
     """An instance of task ``name`` configured with ``options`` (the study's [task_options])."""
-    cls, _ = load_task_class(name, where)
+    cls, info = load_task_class(name, where)
+    return build_task(cls, info, options)
+
+
+def build_task(cls: type, info: PluginInfo, options: dict[str, Any] | None = None) -> Any:
+    """``cls(**options)``: options it refuses are bad input; a constructor that exits is a broken plugin."""
     try:
         return cls(**(options or {}))
     except TypeError as exc:
-        raise InputError(f"bad [task_options] for task {name!r}: {exc}") from None
+        raise InputError(f"bad [task_options] for task {info.name!r}: {exc}") from None
+    except SystemExit as exc:  # a plugin's constructor must never end the CLI
+        raise PluginLoadError(f"task {info.name!r} ({info.value}) called sys.exit({exc.code!r}) when built") from None
 
 
 def task_or_none(name: str, options: dict[str, Any] | None = None) -> Any | None:

@@ -215,6 +215,20 @@ def test_a_plugin_that_exits_at_import_stops_nothing(tmp_path):
     )
 
 
+def test_a_task_that_exits_when_built_is_one_error_line(site):
+    """sys.exit() in a task's constructor (not at import): `tasks show`, `check` and `assess` say so in one line."""
+    _distribution(site, "robust-exitinit", "[robustcli.tasks]\nexit-init = robust_t_exitinit:Task\n",
+                  {"robust_t_exitinit": "import sys\nfrom robustcli.builtin.synthetic import SyntheticTask\n\n"
+                   "class Task(SyntheticTask):\n    name = 'exit-init'\n\n    def __init__(self, **options):\n"
+                   "        sys.exit('no')\n"})  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": __import__("os").pathsep.join([str(site), *sys.path])}
+    for args in (["tasks", "show", "exit-init"], ["check", "exit-init"], ["assess", "--task", "exit-init", "-C", "small"]):
+        ran = subprocess.run([sys.executable, "-c", "from robustcli.cli.main import main; main()", *args],
+                             capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        assert ran.returncode != 0 and ran.stderr.count("\n") == 1, (args, ran.stderr)
+        assert "called sys.exit('no') when built" in ran.stderr, (args, ran.stderr)
+
+
 def test_a_name_already_taken_is_listed_broken_naming_both_distributions(app, runner, site):
     _distribution(site, "robust-impostor", "[robustcli.tasks]\nsynthetic = robust_t_tasks:Impostor\n",
                   {"robust_t_tasks": TINY_TASKS})  # fmt: skip

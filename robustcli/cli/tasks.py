@@ -88,12 +88,12 @@ def show(
 
     Example: robust tasks show synthetic --json
     """
-    from robustcli.plugins import load_task_class
+    from robustcli.plugins import build_task, load_task_class
 
     json_output = json_output or bool((ctx.obj or {}).get("json"))
 
     cls, info = load_task_class(name, where="robust tasks show")
-    task = cls()
+    task = build_task(cls, info)
     space = task.search_space()
     doc = {
         "name": name,

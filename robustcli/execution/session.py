@@ -16,7 +16,7 @@ from typing import Any
 
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
-from robustcli.plugins import load_task_class
+from robustcli.plugins import build_task, load_task_class
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
@@ -32,10 +32,7 @@ class StudySession:
         cls, self.plugin = load_task_class(settings.task)
         #: the settings as given (before the task's defaults fill them in): :meth:`variant` starts from them
         self.given = settings
-        try:
-            self.task: Task = cls(**settings.task_options)
-        except TypeError as exc:
-            raise InputError(f"bad [task_options] for task {settings.task!r}: {exc}") from None
+        self.task: Task = build_task(cls, self.plugin, settings.task_options)
         self.settings = self._settled(settings)
         self.fingerprint = self.settings.fingerprint()
         self._data: TaskData | None = None
