@@ -87,7 +87,8 @@ def sample_size(
     sizes: Annotated[
         str | None,
         typer.Option("--sizes", help="Training-sample sizes: a list (50,100,200) or a log-spaced range START:STOP:COUNT "
-                     "(100:32000:45, the paper's). Each at most the task's training pool.", show_default=False),
+                     "(100:32000:45, the paper's). Each at most the task's training pool. Overrides the study file's sizes.",
+                     show_default=False),
     ] = None,
     instances: Instances = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Fit the task's baselines on the same samples.")] = True,
@@ -108,13 +109,14 @@ def sample_size(
     Example: robust study sample-size --task synthetic -C small -C wide --sizes 50,100,200,400 -n 5 --out sizes.png
     """
     from robustcli.errors import InputError
-    from robustcli.studies.sample_size import SampleSizeStudy, parse_sizes
+    from robustcli.studies.sample_size import SampleSizeStudy
 
-    if sizes is None:
-        raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45")
-    wanted = parse_sizes(sizes)  # refused before the task and its data load
     test = {None: "train", "task": None}.get(test_size, test_size)
-    session = _session(options, instances, task=task, test_size=test)
+    session = _session(options, instances, task=task, test_size=test, sizes=sizes)  # bad sizes: refused here
+    wanted = session.settings.sample_size.sizes  # --sizes, else the study file's
+    if wanted is None:
+        raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45 "
+                         "(or set sizes in the study file)")
     names = list(candidate or []) or ([session.settings.candidate] if session.settings.candidate else [])
     with err_console.status(f"loading the data of {session.settings.task} (the first run may generate it)"):
         plan = SampleSizeStudy(session, names, wanted, session.settings.instances, baselines=baselines)
