@@ -22,8 +22,9 @@ A study file uses the same names as the command-line options (dashes or undersco
     criterion = ["mean"]
     rule = "paper"
 
-The fields of ``[early_stopping]`` and ``[selection]`` may also stand at the top level, under
-their command-line names (``max_epochs = 60``, ``stop_mode = "spike"``, ``rule = "race"``).
+The fields of ``[early_stopping]``, ``[selection]``, ``[nas]`` and ``[sample_size]`` may also stand
+at the top level, under their command-line names (``max_epochs = 60``, ``stop_mode = "spike"``,
+``rule = "race"``, ``sizes = "100:32000:45"``).
 Options given on the command line override the file.
 """
 
@@ -42,6 +43,7 @@ from robustcli.errors import InputError
 __all__ = [
     "EarlyStoppingSettings",
     "NasSettings",
+    "SampleSizeSettings",
     "SelectionSettings",
     "StudySettings",
     "TrainingSettings",
@@ -202,6 +204,34 @@ class NasSettings(_Strict):
         return self
 
 
+class SampleSizeSettings(_Strict):
+    """`robust study sample-size`: the training-sample sizes, a list (``[50, 100, 200]`` or
+    ``"50,100,200"``) or a log-spaced range ``"START:STOP:COUNT"`` (``"100:32000:45"``), held as
+    the sorted distinct sizes; ``--sizes`` on the command line overrides them."""
+
+    sizes: list[int] | None = None
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        """Read as ``--sizes`` reads its text: one parser, one set of error lines."""
+        from robustcli.studies.sample_size import parse_sizes
+
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, str):
+            raise ValueError(f"sizes {value!r}: expected a list of whole numbers ([50, 100, 200]) or a text "
+                             f"like \"50,100,200\" or \"100:32000:45\" (START:STOP:COUNT, log-spaced)")  # fmt: skip
+        try:
+            return parse_sizes(value)
+        except InputError as exc:  # the message names --sizes: shown as it is
+            raise ValueError(str(exc)) from None
+
+
 class StudySettings(_Strict):
     """A whole study: what a study file holds."""
 
@@ -218,6 +248,7 @@ class StudySettings(_Strict):
     training: TrainingSettings = TrainingSettings()
     selection: SelectionSettings = SelectionSettings()
     nas: NasSettings = NasSettings()
+    sample_size: SampleSizeSettings = SampleSizeSettings()
 
     @property
     def study_name(self) -> str:
@@ -249,7 +280,12 @@ _TRAINING_KEYS = {
 #: command-line names of fields whose name differs, as a study file may spell them too
 _FIELD_OF_OPTION = {"address": "ray_address", "stop_mode": "mode"}
 #: the sections whose fields may stand at the top level of a study file
-_SECTIONS = {"early_stopping": EarlyStoppingSettings, "selection": SelectionSettings, "nas": NasSettings}
+_SECTIONS = {
+    "early_stopping": EarlyStoppingSettings,
+    "selection": SelectionSettings,
+    "nas": NasSettings,
+    "sample_size": SampleSizeSettings,
+}
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +298,7 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gather_sections(flat: dict[str, Any], where: str) -> dict[str, Any]:
-    """Top-level fields of ``[early_stopping]`` and ``[selection]`` moved into their section; one
+    """Top-level fields of the sections (``[early_stopping]``, ``[selection]``...) moved into their section; one
     given both ways is refused."""
     data = dict(flat)
     for section, model in _SECTIONS.items():
@@ -325,7 +361,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
     option = ""
-    if loc and loc[-1] not in ("training", "selection", "nas", "early_stopping", *_FILE_ONLY):
+    if loc and loc[-1] not in ("training", *_SECTIONS, *_FILE_ONLY):
         option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
@@ -337,7 +373,7 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
 
 def _field_places() -> dict[str, list[str]]:
     """Where each field of a study file goes, as an error line lists them."""
-    top = [k for k in StudySettings.model_fields if k not in ("training", "selection", "task_options")]
+    top = [k for k in StudySettings.model_fields if k not in ("training", "task_options", *_SECTIONS)]
     top += [k for k in TrainingSettings.model_fields if k != "early_stopping"]
     places = {"top level": top}
     for section, model in _SECTIONS.items():

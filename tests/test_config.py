@@ -50,3 +50,38 @@ def test_unknown_field_names_where_fields_belong(app, runner, workdir):
     assert wrong.exit_code == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
     assert "unknown field 'max_epochs' in [selection]; it belongs in [early_stopping] or top level (" in wrong.stderr
     assert experiments() == []
+
+
+def test_sample_size_sizes_in_a_study_file(tmp_path):
+    """`sizes` of `robust study sample-size`: a [sample_size] field, or at the top level, a list or
+    the command line's text; the command line overrides it; bad sizes get --sizes's error line."""
+    listed = load_settings(_write(tmp_path, "[sample_size]\nsizes = [200, 50, 100, 50]\n"))
+    assert listed.sample_size.sizes == [50, 100, 200]
+    ranged = _write(tmp_path, 'task = "synthetic"\nsizes = "100:32000:45"\n')
+    paper = load_settings(ranged).sample_size.sizes
+    assert len(paper) == 45 and (paper[0], paper[-1]) == (100, 32000)
+    assert load_settings(ranged, sizes="50,100").sample_size.sizes == [50, 100]  # the command line wins
+    assert load_settings(_write(tmp_path, "sizes = 300\n")).sample_size.sizes == [300]
+    assert load_settings(_write(tmp_path, 'task = "synthetic"\n')).sample_size.sizes is None
+    with pytest.raises(InputError, match="'sizes' is set twice: at the top level and in \\[sample_size\\]"):
+        load_settings(_write(tmp_path, "sizes = [50]\n[sample_size]\nsizes = [100]\n"))
+    with pytest.raises(InputError, match=r"study.toml: --sizes '200:100:3': a range needs 1 <= START <= STOP"):
+        load_settings(_write(tmp_path, 'sizes = "200:100:3"\n'))
+    with pytest.raises(InputError, match=r"--sizes '50,-5': '-5' is not a positive whole number"):
+        load_settings(_write(tmp_path, "sizes = [50, -5]\n"))
+    with pytest.raises(InputError, match=r"sizes \[50, 1.5\]: expected a list of whole numbers"):
+        load_settings(_write(tmp_path, "sizes = [50, 1.5]\n"))
+    with pytest.raises(InputError, match=r"unknown field 'size' in \[sample_size\]; did you mean 'sizes' \(\[sample_size\] or top level\)"):
+        load_settings(_write(tmp_path, "[sample_size]\nsize = [50]\n"))
+
+
+def test_the_example_study_files_load():
+    """examples/studies/*.toml (the demo, the paper's full-scale studies) stay valid study files."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "examples" / "studies").glob("*.toml"))
+    assert len(files) >= 5
+    settings = {f.stem: load_settings(f) for f in files}
+    assert len(settings["paper-sample-size"].sample_size.sizes) == 45  # the paper's footnote 7
+    assert settings["paper-baselines"].sample_size.sizes == [8000, 16000, 24000, 32000]
+    assert (settings["paper-variance"].instances, settings["paper-variance"].training.train_size) == (1000, 32000)

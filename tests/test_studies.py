@@ -80,6 +80,20 @@ def test_variance_reuses_assess_vary_and_resumes(app, runner, workdir):
     assert math.isclose(run.data.metrics["std_init"], first["std_init"])
 
 
+def test_sample_size_takes_its_sizes_from_the_study_file(app, runner, workdir):
+    (workdir / "sizes.toml").write_text('task = "synthetic"\ncandidate = "small"\ninstances = 2\n'
+                                        '[sample_size]\nsizes = [50, 100]\n')  # fmt: skip
+    from_file = _study(app, runner, "sample-size", "-c", "sizes.toml", "--no-baselines")
+    assert from_file["sizes"] == [50, 100] and from_file["trained_now"] == 4
+    overridden = _study(app, runner, "sample-size", "-c", "sizes.toml", "--no-baselines", "--sizes", "100,200")
+    assert overridden["sizes"] == [100, 200] and overridden["trained_now"] == 2  # 100's were logged
+    (workdir / "bad.toml").write_text('task = "synthetic"\ncandidate = "small"\nsizes = "fifty"\n')
+    bad = runner.invoke(app, ["study", "sample-size", "-c", "bad.toml"])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith("error: bad.toml: --sizes 'fifty': 'fifty' is not a positive whole number"), bad.stderr
+    assert experiments() == ["synthetic"]  # no other study written
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

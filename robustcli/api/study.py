@@ -199,18 +199,24 @@ class Study:
     def sample_size(
         self,
         candidates: Sequence[str] | str,
-        sizes: Sequence[int] | str,
+        sizes: Sequence[int] | str | None = None,
         instances: int | None = None,
         *,
         baselines: bool = True,
         out: str | Path | None = None,
     ) -> Any:
         """Loss against training-sample size (the paper's Figures 4-6): ``candidates`` and the task's
-        baselines at each size (a list, or ``"100:32000:45"``), N instances each. The test sample is
+        baselines at each size (a list, or ``"100:32000:45"``; default: the study file's ``sizes``),
+        N instances each. The test sample is
         the study's ``test_size`` (``"train"`` for the paper's). Logged as a study run with its
         table and figure; returns a :class:`robustcli.studies.sample_size.SampleSizeResult`."""
         from robustcli.studies.sample_size import SampleSizeStudy, parse_sizes
 
+        if sizes is None:
+            sizes = self.settings.sample_size.sizes
+        if sizes is None:
+            raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45 "
+                             "(or set sizes in the study file)")
         wanted = parse_sizes(sizes) if isinstance(sizes, str) else [int(x) for x in sizes]
         names = [candidates] if isinstance(candidates, str) else list(candidates)
         with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):

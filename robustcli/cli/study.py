@@ -69,7 +69,8 @@ def sample_size(
     sizes: Annotated[
         str | None,
         typer.Option("--sizes", help="Training-sample sizes: a list (50,100,200) or a log-spaced range START:STOP:COUNT "
-                     "(100:32000:45, the paper's). Each at most the task's training pool.", show_default=False),
+                     "(100:32000:45, the paper's). Each at most the task's training pool. Overrides the study file's sizes.",
+                     show_default=False),
     ] = None,
     instances: Instances = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Fit the task's baselines on the same samples.")] = True,
@@ -89,18 +90,12 @@ def sample_size(
 
     Example: robust study sample-size --task synthetic -C small -C wide --sizes 50,100,200,400 -n 5 --out sizes.png
     """
-    from robustcli.errors import InputError
-    from robustcli.studies.sample_size import parse_sizes
-
-    if sizes is None:
-        raise InputError("no --sizes given: pass a list like 50,100,200 or a range like 100:32000:45")
-    wanted = parse_sizes(sizes)  # refused before the task and its data load
     test = {None: "train", "task": None}.get(test_size, test_size)
-    study = _study(options, instances, task=task, test_size=test)
+    study = _study(options, instances, task=task, test_size=test, sizes=sizes)  # bad sizes: refused here
     names = list(candidate or []) or ([study.settings.candidate] if study.settings.candidate else [])
     if options["train_size"] is not None and not options["json_output"]:
         err_console.print(f"note: --train-size {options['train_size']} is replaced by each size of --sizes", highlight=False)
-    _show(study.sample_size(names, wanted, baselines=baselines, out=out), options, out, _render_sample_size)
+    _show(study.sample_size(names, baselines=baselines, out=out), options, out, _render_sample_size)
 
 
 def _render_sample_size(result: Any, out: Path | None) -> None:
