@@ -95,3 +95,22 @@ def test_a_grid_is_a_categorical_space_and_a_list_one_categorical_over_ids():
     listed = SearchSpace([Candidate.from_params({"a": 1}), Candidate.from_params({"a": 2})])
     ids = sorted(c.id for c in listed)
     assert listed.suggest(optuna.trial.FixedTrial({"candidate": ids[1]})) == listed.get(ids[1]).params
+
+
+def test_assess_takes_the_id_of_a_logged_candidate_outside_the_grid(app, runner, workdir):
+    """A NAS pick need not lie on the task's grid: `robust assess` finds its id among the study's
+    logged candidates (and an id the study never logged is still refused)."""
+    from robustcli.config import load_settings
+    from robustcli.execution.session import StudySession
+    from robustcli.task import Candidate
+
+    settings = load_settings(task="synthetic", min_epochs=8, window=4, max_epochs=30)
+    session = StudySession(settings)
+    small = session.candidate("small")
+    pick = Candidate.from_params({**small.params, "hidden": 24})  # 24 hidden units: not on the grid
+    list(session.train([(pick, 0)]))
+    result = runner.invoke(app, ["assess", "--task", "synthetic", *FAST, "-C", pick.id, "-n", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trained_now"] == 1  # instance 0 was logged: reused
+    unknown = runner.invoke(app, ["assess", "--task", "synthetic", *FAST, "-C", "c0123456789", "-n", "2"])
+    assert unknown.exit_code == 2 and "unknown candidate" in unknown.stderr

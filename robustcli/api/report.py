@@ -145,23 +145,10 @@ def _labeller(store: Any, exp_id: str, task: str, main_run: Any) -> Any:
     from robustcli.plugins import task_or_none
     from robustcli.task import readable_name
 
-    cands = candidates_of_runs(store.search(exp_id, "tags.`robust.kind` = 'candidate'"))
+    cands = store.logged_candidates(exp_id)
     options = json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("task_options") or {}
     described = task_or_none(task, options) if cands else None
     return lambda cid: readable_name(described, cands[cid]) if cid in cands else cid
-
-
-def candidates_of_runs(runs: Any) -> dict[str, Any]:
-    """id -> Candidate from a study's candidate (parent) runs, as the store logged them."""
-    from robustcli.task import Candidate
-
-    out = {}
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
-            params = json.loads(tags.get("robust.candidate_json", "{}"))
-            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
-    return out
 
 
 def _vary(run: Any) -> str:

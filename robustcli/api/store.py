@@ -17,10 +17,9 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     Example: ``[(s.study, s.instances) for s in list_studies("sqlite:///mlruns/mlflow.db")]``"""
     import json
 
-    from robustcli.api.report import candidates_of_runs
     from robustcli.plugins import task_or_none
     from robustcli.task import labelled
-    from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
+    from robustcli.tracking.mlflow_store import MlflowStore, candidates_of_runs, resolve_tracking_uri
 
     store = MlflowStore(resolve_tracking_uri(tracking_uri))
     rows = []

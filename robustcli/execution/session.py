@@ -83,7 +83,18 @@ class StudySession:
         return self._space
 
     def candidate(self, key: str) -> Candidate:
-        return self.space.get(key)
+        """A candidate by name or id: the task's space, else one the study logged (a NAS trial's pick
+        lies outside the grid: `robust assess` takes its id too)."""
+        from robustcli.errors import UnknownNameError
+
+        try:
+            return self.space.get(key)
+        except UnknownNameError:
+            exp_id = self.existing_experiment()
+            logged = self.store.logged_candidates(exp_id, key) if exp_id is not None else {}
+            if key not in logged:
+                raise
+            return logged[key]
 
     @property
     def data(self) -> TaskData:

@@ -311,6 +311,16 @@ class MlflowStore:
         return list(self.client.search_experiments())
 
     # -- runs -----------------------------------------------------------------------------
+    def logged_candidates(self, exp_id: str, candidate_id: str | None = None) -> dict[str, Any]:
+        """id -> Candidate from the study's candidate runs, as logged (one id only if given): the
+        candidates a study trained, grid or not (a NAS trial's included)."""
+        query = "tags.`robust.kind` = 'candidate'"
+        if candidate_id is not None:
+            if not candidate_id.isalnum():  # ids are hex hashes: nothing to quote in a filter
+                return {}
+            query += f" and tags.`robust.candidate_id` = '{candidate_id}'"
+        return candidates_of_runs(self.search(exp_id, query))
+
     def search(self, exp_id: str, filter_string: str, *, wait: bool = True) -> list[Any]:
         """Runs matching ``filter_string``, oldest first (after the queued writes unless ``wait=False``)."""
         client = self.client if wait else self._raw
@@ -536,3 +546,16 @@ def _curve(key: str, values: list[float], start: int, end: int) -> list[tuple[st
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def candidates_of_runs(runs: Any) -> dict[str, Any]:
+    """id -> Candidate from candidate (parent) runs, as the store logged them."""
+    from robustcli.task import Candidate
+
+    out = {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
+            params = json.loads(tags.get("robust.candidate_json", "{}"))
+            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
+    return out
