@@ -133,6 +133,10 @@ def _merged(name: str, members: list[tuple[Any, Any, str | None]]) -> typer.Type
                 owner[cmd] = info.distribution
             group.registered_groups.append(sub)
     group.info.help = "\n\n".join([" ".join(summaries), *details, *notes])
+    # `robust --help` lists each command on one line: the summaries if they fit, else who adds what
+    loaded = [info.distribution for info, sub_app, _ in members if sub_app is not None]
+    joined = " ".join(summaries)
+    group.info.short_help = joined if len(joined) <= 60 else f"Commands of {len(loaded)} plugins: {', '.join(loaded)}."
     return group
 
 
