@@ -17,6 +17,12 @@ The engines differ by floating-point reordering, which can move a loss across a 
 stopping then makes the work itself differ: besides each wall time, the script counts the
 instance-epochs each run trained (from its store), and the last line is
 ``ratio=<plain / stacked wall time per instance-epoch>`` (median over the rounds).
+
+Each command's CPU time (user + system, ``getrusage(RUSAGE_CHILDREN)``) is printed beside its
+wall time, with the same ratio per CPU-second: on a shared machine the wall ratio moves with the
+neighbours' load, the CPU one much less (``benchmarks/tools/interleave.py``). The headline stays
+the wall time, what the study's user waits for; with torch's default threads the CPU time also
+counts the threads' spin-waits, so the CPU ratio is a check on the wall one, not the same claim.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.tools.interleave import interleave, ratios, spread  # noqa: E402
+from benchmarks.tools.interleave import child_cpu_seconds, interleave, ratios, spread  # noqa: E402
 
 #: --quick: the demo's study at a reduced size (fewer events to generate, smaller samples, fewer epochs)
 QUICK = ["-o", "events=20000", "--train-size", "500", "--min-epochs", "4", "--window", "2", "--max-epochs", "8"]
@@ -67,12 +73,16 @@ def instance_epochs(db: Path) -> int:
 
 
 def run(cmd: list[str]) -> tuple[float, dict]:
-    t = time.perf_counter()
+    """(wall seconds, the command's JSON output with its CPU seconds as ``"cpu"``)."""
+    cpu, t = child_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, child_cpu_seconds() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
-    return wall, json.loads(proc.stdout)
+    out = json.loads(proc.stdout)
+    if isinstance(out, dict):
+        out["cpu"] = cpu
+    return wall, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 best = (out.get("summary") or [{}])[0]
                 stats = best.get("statistics", {}).get("mean", {})
                 mean = stats.get("value") if isinstance(stats, dict) else stats
-                print(f"{engine:>8}: {wall:7.1f} s, {out['trained']} step trainings + final instances "
+                print(f"{engine:>8}: {wall:7.1f} s ({out['cpu']:.1f} CPU-s), {out['trained']} step trainings + final instances "
                       f"({best.get('instances', 0)} of the survivor), {out['instance_epochs']} instance-epochs "
                       f"({1000 * wall / max(1, out['instance_epochs']):.0f} ms each), selected {out['selected']} "
                       f"(mean loss {mean if mean is None else f'{mean:.4f}'})", flush=True)  # fmt: skip
@@ -137,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"selected {o0['selected']} vs {o['selected']}): floating-point differences between the "
                       f"engines move losses near a cut; compare the time per instance-epoch")  # fmt: skip
             walls = ratios([o["wall"] for o in outputs[first]], [o["wall"] for o in outputs[e]])
+            cpu_rates = {x: [max(1, o["instance_epochs"]) / o["cpu"] for o in outputs[x]] for x in (first, e)}
             print(f"{e} against {first}: per instance-epoch {ratios(base, rates[e]).text()}; "
-                  f"wall time {first} / {e} {spread([1 / w for w in walls.values]).text()}")  # fmt: skip
+                  f"wall time {first} / {e} {spread([1 / w for w in walls.values]).text()}; "
+                  f"per instance-epoch by CPU time {ratios(cpu_rates[first], cpu_rates[e]).text()}")  # fmt: skip
         if others:
             # headline: the default (stacked, in process) against the plain loop, per instance-epoch
             # (the early stopping and the cuts make the work itself differ between engines)

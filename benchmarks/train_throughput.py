@@ -1,46 +1,65 @@
 """Training throughput: the plain one-instance loop against the stacked engine, in one run.
 
 Both engines train the same instances (same seeds, same samples, same data, same epochs). The
-figure is **steady-state instance-epochs per second**: every instance's first epoch and its
-set-up (sampling, building and initialising the models, the first kernel calls) are left out,
-and reported apart. Both engines call ``EarlyStopping.update`` once per instance after each
-epoch's evaluation; those calls are the clock (:class:`EpochClock`): an instance's steady time
-runs from its first update to its last.
+figure is **steady-state instance-epochs per CPU-second of one thread**: torch runs with one
+thread (``--threads``, first value; default 1), so all the training runs in the calling thread,
+whose CPU time (``time.thread_time()``) clocks it. Every instance's first epoch and its set-up
+(sampling, building and initialising the models, the first kernel calls) are left out, and
+reported apart. Both engines call ``EarlyStopping.update`` once per instance after each epoch's
+evaluation; those calls are the clock (:class:`EpochClock`): an instance's steady time runs from
+its first update to its last. The same steady epochs are also clocked by wall time and by the
+process's CPU time, and the per-wall-second rates and ratios are printed beside.
+
+Why CPU time of one thread (issue 14): on the shared 2-vCPU machines, wall time counts the
+seconds the training waited for a core that another process held, and that moves with the
+neighbours from one repetition to the next (the wall ratio read 0.65x to 13.8x in one hour).
+With two torch threads a neighbour on one core stalls every parallel op of the other thread,
+far more often in the plain loop's many small ops than in the stacked engine's large ones. One
+thread clocked by its own CPU time counts only the seconds it ran. What a neighbour still moves
+is the work done per CPU-second (shared caches, memory bandwidth, context switches): single
+repetitions by 5-30 %, and a process keeping one core busy lowered the plain loop's rate by
+~7 %, the stacked engine's by ~15 % and their ratio by ~5 % (measured, issue 14); hence the
+rounds and their median. ``--threads 1,2`` (the default run) adds the 2-thread figures as a second table,
+clocked by the process's CPU time (both threads, their spin-waits included) and by wall time.
 
 The method (``benchmarks/tools/interleave.py``): plain and stacked repetitions alternate,
-``plain, stacked K..., plain, stacked K..., ..., plain``, ``--rounds`` times; each stacked
-repetition's ratio is taken against the geometric mean of the plain repetitions either side of
-it, and the printed ratio is the median over the rounds with its spread (min..max, width). A
-``--quick`` run measures the same quantity as the default run with fewer configurations.
+``plain, stacked K..., plain, stacked K..., ..., plain``, at least ``--rounds`` times (more
+within ``--budget`` seconds, up to ``--max-rounds``); each stacked repetition's ratio is taken
+against the geometric mean of the plain repetitions either side of it, and the printed ratio is
+the median over the rounds with its spread (min..max, width). A ``--quick`` run measures the
+same quantity as the default run with fewer configurations (and 2 epochs: 1 steady).
 
-Printed per model, batch size and stack size K:
+Printed per model, batch size, torch threads and stack size K:
 
-* ``plain`` and ``stacked`` steady instance-epochs/s (medians) and the ratio (stacked / plain);
-* set-up: seconds per plain instance and per stack spent outside the steady epochs;
-* the achieved GFLOP/s of each (the convolutions and dense layers: 3x the forward FLOPs per
-  training example, 1x per test example, the test set being scored every epoch) against the fp32
-  matmul peak, itself timed once per round (median of the rounds' bests);
+* ``plain`` and ``stacked`` steady instance-epochs per CPU-second and per wall-second (medians)
+  and the ratios (stacked / plain) by each clock;
+* set-up: CPU-seconds per plain instance and per stack spent outside the steady epochs;
+* the achieved GFLOP per CPU-second of each (the convolutions and dense layers: 3x the forward
+  FLOPs per training example, 1x per test example, the test set being scored every epoch)
+  against the fp32 matmul peak per CPU-second at the same threads, itself timed once per round
+  (median of the rounds' bests);
 * fidelity: for the instances both engines trained, the largest |test loss stacked - plain|
   next to the across-seed standard deviation of the plain test losses; for Model 2 at batch 32
-  also the noise floor, the same difference between the plain loop with one thread and with the
-  default threads. Short trainings on small samples stay far below the seed spread; longer
+  also the noise floor, the same difference between the plain loop with one thread and with
+  two. Short trainings on small samples stay far below the seed spread; longer
   noisy ones (e.g. ``--train-size 2000``, where the per-epoch test loss jumps by 20-50 %) are
   chaotic: ulp-level differences grow to the size of the seed spread after a few hundred Adam
   steps, for the thread count as for the engine.
 
 Models: the synthetic task's MLP, and the paper's Model 1 and Model 2 (``robust_calo``, on
 freshly simulated showers; a stand-in conv net of the same shapes if the plugin is missing).
-Headline: Model 2, batch 32, K = 64, median stacked / plain steady instance-epochs per second;
-the last line printed is exactly ``ratio=<number>`` (that headline, on the last device measured;
-``nan`` when the run did not include it).
+Headline: Model 2, batch 32, K = 64, the first thread count (1 by default), median stacked /
+plain steady instance-epochs per CPU-second of the training thread; the last line printed is
+exactly ``ratio=<number>`` (that headline, on the last device measured; ``nan`` when the run did
+not include it). ``--dump FILE`` writes every repetition's timings by every clock.
 
 Early stopping: with Model 2 at batch 32 in a run that is not ``--quick``, one more stack of the
 largest K joins the rounds, in which half the instances stop after half the epochs (the stack
 is compacted when they stop). Printed: its ratio to the plain loop and the share of the full
 stack's ratio it keeps (median over the rounds).
 
-    .venv/bin/python benchmarks/train_throughput.py            # all models and batches: long
-    .venv/bin/python benchmarks/train_throughput.py --quick    # Model 2, batch 32, K 64, 2 epochs, 3 rounds
+    .venv/bin/python benchmarks/train_throughput.py            # all models and batches, 1 and 2 threads: long
+    .venv/bin/python benchmarks/train_throughput.py --quick    # Model 2, batch 32, K 64, 1 thread, 2 epochs, 3+ rounds (~1-3 min)
     .venv/bin/python benchmarks/train_throughput.py --full     # K up to 512, more epochs and rounds
     .venv/bin/python benchmarks/train_throughput.py --models model2 --batches 16,32,64,256 --ks 64
 
@@ -58,6 +77,7 @@ credits the stacked engine with nothing the plain loop would not get in the same
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -163,18 +183,35 @@ def forward_flops_per_example(task: Task, candidate: Candidate, data: TaskData) 
     return 2.0 * macs / 8
 
 
-def matmul_peak(device: torch.device, size: int = 2048, reps: int = 8) -> float:
+def matmul_peak(device: torch.device, size: int = 2048, reps: int = 8, clock: str = "wall") -> float:
+    """fp32 matmul GFLOP/s at the current torch threads, the best of ``reps``, timed by ``clock``
+    (``wall``, or ``thread``/``process`` CPU time: the peak per CPU-second)."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     a @ b
     _sync(device)
     best = math.inf
     for _ in range(reps):
-        t = time.perf_counter()
+        t = CLOCKS[clock]()
         a @ b
         _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best / 1e9
+        best = min(best, CLOCKS[clock]() - t)
+    return 2 * size**3 / best / 1e9 if best > 0 else math.nan
+
+
+#: the clocks every repetition is timed by: wall time, the CPU time of this (the training) thread,
+#: and the CPU time of the whole process (all of torch's threads, their spin-waits included)
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "thread": time.thread_time,
+    "process": time.process_time,
+}
+
+
+def cpu_clock(threads: int) -> str:
+    """The CPU clock for ``threads`` torch threads: with one, all the training runs in this
+    thread (``thread``); with more, their CPU time adds up in ``process``."""
+    return "thread" if threads == 1 else "process"
 
 
 def _sync(device: torch.device) -> None:
@@ -192,7 +229,8 @@ class EpochClock:
     (their update answers ``epoch_cap``); a stack's rows end their first epoch in spec order."""
 
     def __init__(self, capped: int = 0, cap: int = 0) -> None:
-        self.marks: dict[EarlyStopping, list[float]] = {}  # keyed by the object: ids could be reused
+        # per instance, one (wall, thread, process) reading per epoch; keyed by the object: ids could be reused
+        self.marks: dict[EarlyStopping, list[tuple[float, ...]]] = {}
         self.capped, self.cap = capped, cap
         self._original = EarlyStopping.update
 
@@ -201,7 +239,7 @@ class EpochClock:
 
         def update(stopper: EarlyStopping, loss: float) -> str | None:
             marks = clock.marks.setdefault(stopper, [])
-            marks.append(time.perf_counter())
+            marks.append(tuple(now() for now in CLOCKS.values()))
             reason = original(stopper, loss)
             if reason is None and clock.capped and len(marks) >= clock.cap and list(clock.marks).index(stopper) < clock.capped:
                 return "epoch_cap"
@@ -213,53 +251,57 @@ class EpochClock:
     def __exit__(self, *exc: object) -> None:
         EarlyStopping.update = self._original  # type: ignore[method-assign]
 
-    def steady(self) -> tuple[float, int]:
-        """(seconds, instance-epochs) of the steady epochs: each instance's epochs after its
-        first, timed over the union of the instances' first-to-last intervals (the plain loop's
-        instances follow each other and add up; a stack's rows overlap and count once)."""
+    def steady(self) -> tuple[dict[str, float], int]:
+        """({clock: seconds}, instance-epochs) of the steady epochs: each instance's epochs after
+        its first, timed over the union of the instances' first-to-last intervals (the plain
+        loop's instances follow each other and add up; a stack's rows overlap and count once),
+        by each of :data:`CLOCKS`."""
         epochs = sum(len(m) - 1 for m in self.marks.values())
-        seconds, end = 0.0, -math.inf
-        for lo, hi in sorted((m[0], m[-1]) for m in self.marks.values()):
-            lo = max(lo, end)
-            if hi > lo:
-                seconds += hi - lo
-                end = hi
-        return seconds, epochs
+        out: dict[str, float] = {}
+        for c, clock in enumerate(CLOCKS):
+            seconds, end = 0.0, -math.inf
+            for lo, hi in sorted((m[0][c], m[-1][c]) for m in self.marks.values()):
+                lo = max(lo, end)
+                if hi > lo:
+                    seconds += hi - lo
+                    end = hi
+            out[clock] = seconds
+        return out, epochs
 
 
 @dataclass
 class Rep:
-    """One timed repetition: wall time, its steady part, and what it trained."""
+    """One timed repetition by each clock of :data:`CLOCKS`: its total, its steady part, and
+    what it trained."""
 
-    wall: float
-    steady_seconds: float
+    total: dict[str, float]
+    steady_seconds: dict[str, float]
     steady_epochs: int
     epochs: int  # all instance-epochs, the first ones included
     units: int  # plain: instances; stacked: stacks (what the set-up is reported per)
     results: list[Any] = field(repr=False)
 
-    @property
-    def rate(self) -> float:
-        """Steady instance-epochs per second."""
-        return self.steady_epochs / self.steady_seconds if self.steady_seconds > 0 else math.nan
+    def rate(self, clock: str) -> float:
+        """Steady instance-epochs per second of ``clock``."""
+        seconds = self.steady_seconds[clock]
+        return self.steady_epochs / seconds if seconds > 0 else math.nan
 
-    @property
-    def setup(self) -> float:
-        """Seconds per unit outside the steady rate: set-up and the first epochs' excess."""
-        return max(0.0, self.wall - self.epochs / self.rate) / self.units
+    def setup(self, clock: str) -> float:
+        """Seconds of ``clock`` per unit outside the steady rate: set-up and the first epochs' excess."""
+        return max(0.0, self.total[clock] - self.epochs / self.rate(clock)) / self.units
 
 
 def timed(run: Callable[[], list[Any]], device: torch.device, units: int, capped: int = 0, cap: int = 0) -> Rep:
     with EpochClock(capped, cap) as clock:
         _sync(device)
-        t = time.perf_counter()
+        start = {name: now() for name, now in CLOCKS.items()}
         results = run()
         _sync(device)
-        wall = time.perf_counter() - t
+        total = {name: now() - start[name] for name, now in CLOCKS.items()}
     seconds, steady = clock.steady()
     if steady == 0:
         raise SystemExit("no steady epochs to time: --epochs must be at least 2")
-    return Rep(wall, seconds, steady, sum(r.epochs for r in results), units, results)
+    return Rep(total, seconds, steady, sum(r.epochs for r in results), units, results)
 
 
 def specs_for(count: int, train_size: int) -> list[InstanceSpec]:
@@ -289,50 +331,66 @@ def _max_dloss(a: list[Any], b: list[Any]) -> float:
 class Row:
     model: str
     batch: int
+    threads: int
     name: str  # K, "vmap K", "auto" or "half"
-    ratio: Spread
+    ratio: Spread  # by the CPU clock (thread CPU time at 1 thread)
+    wall: Spread  # by wall time
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="K up to 512, 5 epochs, 5 rounds")
     p.add_argument("--quick", action="store_true",
-                   help="Model 2, batch 32 (or --batches), K 64, 2 epochs (1 steady), 3 rounds, no executor row")
+                   help="Model 2, batch 32 (or --batches), K 64, 2 epochs (1 steady), 1 thread, 3 rounds and more "
+                        "within --budget (150 s), no executor row")  # fmt: skip
     p.add_argument("--models", default="mlp,model1,model2", help="comma list of mlp, model1, model2")
     p.add_argument("--batches", default=None, help="batch sizes (default 16,32,64,256; --quick 32)")
     p.add_argument("--ks", default=None, help="stack sizes (default 1,8,64; with --full 1,8,64,512)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per instance, at least 2 (default 3; --full 5)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved plain/stacked rounds (default 3; --full 5)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved plain/stacked rounds at least (default 3; --full 5)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds per (model, batch, threads) within which more rounds follow --rounds, up to "
+                        "--max-rounds (default: none; --quick 150)")  # fmt: skip
+    p.add_argument("--max-rounds", type=int, default=9)
     p.add_argument("--train-size", type=int, default=512)
     p.add_argument("--events", type=int, default=4000, help="simulated showers (half pool, half test set)")
     p.add_argument("--plain-instances", type=int, default=8, help="instances each plain repetition trains")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--threads", default=None,
+                   help="torch thread counts, each measured in turn, the first giving the headline "
+                        "(default 1,2; --quick 1)")  # fmt: skip
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--vmap-only", action="store_true", help="also time the stacked engine without its layout tricks")
+    p.add_argument("--dump", type=Path, default=None, help="write every repetition's timings to this JSON file")
     args = p.parse_args(argv)
+    args.dumped = []
     if args.quick:
         args.models, args.batches = "model2", args.batches or "32"
         args.ks = args.ks or "64"
         args.epochs = args.epochs or 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        args.threads = args.threads or "1"
+        args.budget = 150.0 if args.budget is None else args.budget
     kept = keep_freed_memory()  # the stacked engine would switch it on at its first stack anyway
     epochs = args.epochs or (5 if args.full else 3)
     rounds = args.rounds or (5 if args.full else 3)
     ks = [int(k) for k in (args.ks or ("1,8,64,512" if args.full else "1,8,64")).split(",")]
     batches = [int(b) for b in (args.batches or "16,32,64,256").split(",")]
     models = args.models.split(",")
+    thread_counts = [int(t) for t in (args.threads or "1,2").split(",")]
     if epochs < 2:
         p.error("--epochs must be at least 2: the first epoch is left out of the steady rate")
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
-          f"load average {os.getloadavg()[0]:.1f} at the start; freed memory kept in the process: "
-          f"{'yes' if kept else 'no'}")  # fmt: skip
+    print(f"torch {torch.__version__}, {os.cpu_count()} cpus, threads {','.join(map(str, thread_counts))} "
+          f"(the first gives the headline), load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"at the start; freed memory kept in the process: {'yes' if kept else 'no'}")  # fmt: skip
     print(f"epochs {epochs} per instance (min_epochs = max_epochs; the first left out of the rates), "
-          f"train size {args.train_size}, {rounds} rounds plain/stacked interleaved, "
+          f"train size {args.train_size}, at least {rounds} rounds plain/stacked interleaved"
+          f"{f' (more, up to {args.max_rounds}, within {args.budget:.0f} s)' if args.budget else ''}, "
           f"each plain repetition {args.plain_instances} instances")  # fmt: skip
+    print("rates: steady instance-epochs per CPU-second (1 thread: of the training thread; more: of the "
+          "process, all threads) and per wall-second; ratios per round, stacked / plain")
     tasks = _tasks(models, args.events)
     headline = math.nan
+    started = time.perf_counter()
     for device_name in args.devices.split(","):
         device = torch.device(device_name)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -340,38 +398,49 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False
-        print(f"\n== {device_name}")
         settings = TrainingSettings(
             early_stopping=EarlyStoppingSettings(min_epochs=epochs, window=2, max_epochs=epochs), device=device_name
         )
+        warm = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=1, window=2, max_epochs=1), device=device_name)
+        loaded = {name: task.load_data() for name, (task, _, _) in tasks.items()}
         rows: list[Row] = []
-        for name, (task, base_cand, source) in tasks.items():
-            data = task.load_data()
-            fwd = forward_flops_per_example(task, base_cand, data)
-            # per instance-epoch: forward + backward (~3x forward) on the sample, forward on the test set
-            flops = 3 * fwd * args.train_size + fwd * data.test_size
-            print(f"-- {name} ({source}); {3 * fwd / 1e6:.3f} MFLOP per training example, "
-                  f"{flops / 1e9:.3f} GFLOP per instance-epoch (test set {data.test_size})")  # fmt: skip
-            # warm-up (lazy kernel initialisation, allocator) outside the timings
-            warm = TrainingSettings(early_stopping=EarlyStoppingSettings(min_epochs=1, window=2, max_epochs=1), device=device_name)
-            train_instance(task, base_cand, data, specs_for(1, min(args.train_size, 64))[0], warm)
-            train_stacked(task, base_cand, data, specs_for(2, min(args.train_size, 64)), warm)
-            for batch in batches:
-                rows += measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device, args)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            print(f"\n== {device_name}, {threads} torch thread{'s' if threads > 1 else ''}")
+            for name, (task, base_cand, source) in tasks.items():
+                data = loaded[name]
+                fwd = forward_flops_per_example(task, base_cand, data)
+                # per instance-epoch: forward + backward (~3x forward) on the sample, forward on the test set
+                flops = 3 * fwd * args.train_size + fwd * data.test_size
+                print(f"-- {name} ({source}); {3 * fwd / 1e6:.3f} MFLOP per training example, "
+                      f"{flops / 1e9:.3f} GFLOP per instance-epoch (test set {data.test_size})")  # fmt: skip
+                # warm-up (lazy kernel initialisation, allocator, the thread pool) outside the timings
+                train_instance(task, base_cand, data, specs_for(1, min(args.train_size, 64))[0], warm)
+                train_stacked(task, base_cand, data, specs_for(2, min(args.train_size, 64)), warm)
+                for batch in batches:
+                    rows += measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device,
+                                    args, threads, noise_floor=threads == thread_counts[0])  # fmt: skip
         for h in [r for r in rows if r.model == "model2" and r.batch == 32 and r.name in ("64", "auto")]:
             what = "K=64 in one stack" if h.name == "64" else "the StackedExecutor's plan"
-            print(f"\nHEADLINE ({device_name}): Model 2, batch 32, {what}: stacked / plain steady "
-                  f"instance-epochs/s = {h.ratio.text()}")  # fmt: skip
-            if h.name == "64":
+            cpu = "CPU-second of the training thread" if h.threads == 1 else "CPU-second of the process"
+            print(f"\nHEADLINE ({device_name}, {h.threads} thread{'s' if h.threads > 1 else ''}): Model 2, batch 32, "
+                  f"{what}: stacked / plain steady instance-epochs per {cpu} = {h.ratio.text()}; "
+                  f"per wall-second {h.wall.text()}")  # fmt: skip
+            if h.name == "64" and h.threads == thread_counts[0]:
                 headline = h.ratio.median
+    if args.dump:
+        args.dump.write_text(json.dumps(args.dumped, indent=1))
+    print(f"\nwall {time.perf_counter() - started:.0f} s, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     print(f"ratio={headline:.3f}")
     return 0
 
 
-def measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device, args) -> list[Row]:
-    """One (model, batch): the interleaved rounds, then one table row per stacked variant."""
+def measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, flops, device, args, threads,
+            noise_floor) -> list[Row]:  # fmt: skip
+    """One (model, batch, threads): the interleaved rounds, then one table row per stacked variant."""
     cand = Candidate.from_params({**base_cand.params, "batch_size": batch}, name=base_cand.name)
     n_plain = min(args.plain_instances, max(ks))
+    cpu = cpu_clock(threads)
     reps: dict[str, list[Rep]] = {}
     peaks: list[float] = []
     plans: list[str] = []
@@ -380,8 +449,8 @@ def measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, fl
         def rep() -> float:
             reps.setdefault(key, []).append(timed(run, device, units, **cap))
             if key == "plain":  # the matmul peak once per round, next to the plain loop
-                peaks.append(matmul_peak(device, reps=3))
-            return reps[key][-1].rate
+                peaks.append(matmul_peak(device, reps=3, clock=cpu))
+            return reps[key][-1].rate(cpu)
 
         return rep
 
@@ -411,46 +480,62 @@ def measure(task, base_cand, data, name, batch, ks, settings, epochs, rounds, fl
             "half", lambda: train_stacked(task, cand, data, big, long), 1, capped=max(ks) // 2, cap=epochs
         )
 
-    plain_rates, _ = interleave(plain, variants, rounds)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    interleave(plain, variants, rounds, budget_s=args.budget, max_rounds=args.max_rounds)
+    took = time.perf_counter() - start
     plain_reps = reps["plain"]
+    args.dumped.append({"model": name, "batch": batch, "threads": threads, "load": [load, os.getloadavg()[0]],
+                        "reps": {key: [{"steady": r.steady_seconds, "total": r.total, "steady_epochs": r.steady_epochs}
+                                       for r in rs] for key, rs in reps.items()}})  # fmt: skip
+
+    def plain_rates(clock: str) -> list[float]:
+        return [r.rate(clock) for r in plain_reps]
+
+    def ratio(key: str, clock: str) -> Spread:
+        return ratios(plain_rates(clock), [r.rate(clock) for r in reps[key]])
+
     peak = spread(peaks)
-    plain_ips = statistics.median(plain_rates)
+    plain_cpu, plain_wall = spread(plain_rates(cpu)), spread(plain_rates("wall"))
     plain_losses = [r.test_loss for r in plain_reps[0].results]
     seed_std = statistics.stdev(plain_losses) if len(plain_losses) > 1 else math.nan
-    print(f"batch {batch}: plain {plain_ips:.2f} i-ep/s steady (rounds: {spread(plain_rates).text('.2f', '')}), "
-          f"set-up {statistics.median(r.setup for r in plain_reps):.3f} s per instance; "
-          f"fp32 matmul peak {peak.text('.0f', ' GFLOP/s')}")  # fmt: skip
-    print(f"{'batch':>5} {'K':>7} {'stacked i-ep/s':>14} {'ratio stacked/plain [min..max]':>40} {'set-up s':>8} "
-          f"{'plain GF/s':>10} {'stk GF/s':>9} {'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
+    print(f"batch {batch}, {threads} thr, {len(reps[next(iter(variants))])} rounds in {took:.0f} s, load average "
+          f"{load:.1f} -> {os.getloadavg()[0]:.1f}: plain steady i-ep per CPU-s {plain_cpu.text('.2f', '')}, per "
+          f"wall-s {plain_wall.text('.2f', '')}; set-up {statistics.median(r.setup(cpu) for r in plain_reps):.3f} "
+          f"CPU-s per instance; fp32 matmul peak {peak.text('.0f', ' GFLOP per CPU-s')}")  # fmt: skip
+    print(f"{'batch':>5} {'K':>7} {'i-ep/CPU-s':>10} {'ratio per CPU-s [min..max]':>38} {'i-ep/wall-s':>11} "
+          f"{'ratio per wall-s [min..max]':>38} {'set-up CPU-s':>12} {'plain GF/CPU-s':>14} {'stk GF/CPU-s':>12} "
+          f"{'%peak':>6} {'max|dloss|':>10} {'seed std':>9}")  # fmt: skip
     out: list[Row] = []
     for key in variants:
-        ratio = ratios(plain_rates, [r.rate for r in reps[key]])
-        ips = statistics.median(r.rate for r in reps[key])
+        by_cpu, by_wall = ratio(key, cpu), ratio(key, "wall")
+        ips = statistics.median(r.rate(cpu) for r in reps[key])
+        ips_wall = statistics.median(r.rate("wall") for r in reps[key])
         dl = math.nan if key == "half" else _max_dloss(plain_reps[0].results, reps[key][0].results)
         label = {"auto": "auto", "half": f"half {max(ks)}"}.get(key, key)
-        print(f"{batch:>5} {label:>7} {ips:>14.2f} {ratio.text():>40} {statistics.median(r.setup for r in reps[key]):>8.2f} "
-              f"{plain_ips * flops / 1e9:>10.2f} {ips * flops / 1e9:>9.2f} {100 * ips * flops / 1e9 / peak.median:>5.1f}% "
-              f"{dl:>10.2e} {seed_std:>9.2e}" + (f"  ({max(ks)} jobs, executor: {plans[0]})" if key == "auto" else ""),
-              flush=True)  # fmt: skip
-        out.append(Row(name, batch, key, ratio))
+        print(f"{batch:>5} {label:>7} {ips:>10.2f} {by_cpu.text():>38} {ips_wall:>11.2f} {by_wall.text():>38} "
+              f"{statistics.median(r.setup(cpu) for r in reps[key]):>12.2f} {plain_cpu.median * flops / 1e9:>14.2f} "
+              f"{ips * flops / 1e9:>12.2f} {100 * ips * flops / 1e9 / peak.median:>5.1f}% {dl:>10.2e} {seed_std:>9.2e}"
+              + (f"  ({max(ks)} jobs, executor: {plans[0]})" if key == "auto" else ""), flush=True)  # fmt: skip
+        out.append(Row(name, batch, threads, key, by_cpu, by_wall))
     if half:
-        full = ratios(plain_rates, [r.rate for r in reps[str(max(ks))]])
-        halved = ratios(plain_rates, [r.rate for r in reps["half"]])
+        full = ratio(str(max(ks)), cpu)
+        halved = ratio("half", cpu)
         share = spread([h / f for h, f in zip(halved.values, full.values, strict=True)])
         print(f"half-stopped: K={max(ks)}, {max(ks) // 2} instances stop after {epochs} of {2 * epochs} epochs: "
-              f"{halved.text()} plain, {share.text('.2f', '')} of the full stack's ratio", flush=True)  # fmt: skip
-    if name == "model2" and batch == 32 and device.type == "cpu" and torch.get_num_threads() > 1 and not args.quick:
-        # the floating-point noise floor: the same plain loop with one thread (other summation
-        # orders in the kernels) against the default threads
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+              f"{halved.text()} plain per CPU-s, {share.text('.2f', '')} of the full stack's ratio", flush=True)  # fmt: skip
+    if noise_floor and name == "model2" and batch == 32 and device.type == "cpu" and not args.quick:
+        # the floating-point noise floor: the same plain loop with 1 and with 2 threads (other
+        # summation orders in the kernels)
+        other = 2 if threads == 1 else 1
+        torch.set_num_threads(other)
         try:
-            one = [train_instance(task, cand, data, s, settings) for s in specs_for(n_plain, args.train_size)]
+            again = [train_instance(task, cand, data, s, settings) for s in specs_for(n_plain, args.train_size)]
         finally:
             torch.set_num_threads(threads)
-        print(f"noise floor: plain loop, 1 thread vs {threads}: max|dloss| {_max_dloss(plain_reps[0].results, one):.2e} "
-              f"over {n_plain} instances (seed std {seed_std:.2e}); the stacked engine's difference is of this kind",
-              flush=True)  # fmt: skip
+        print(f"noise floor: plain loop, {threads} thread(s) vs {other}: max|dloss| "
+              f"{_max_dloss(plain_reps[0].results, again):.2e} over {n_plain} instances (seed std {seed_std:.2e}); "
+              f"the stacked engine's difference is of this kind", flush=True)  # fmt: skip
     return out
 
 

@@ -9,7 +9,17 @@ The method of every benchmark here that prints a ratio of two timings:
   13.8x and 12.5x within an hour that way);
 * the headline is the median of the per-repetition ratios, printed with their spread
   (``min..max`` and the relative width), so a reader sees how far one run can be trusted;
-* a ``--quick`` run measures the same quantity with fewer repetitions, never another one.
+* a ``--quick`` run measures the same quantity with fewer repetitions, never another one;
+* on a shared machine, time each side by the **CPU time it used** (``time.thread_time()`` for
+  work in this thread, :func:`child_cpu_seconds` for a subprocess) beside its wall time: wall
+  time counts the seconds a side waited for a core that a neighbour held, and neighbours come and
+  go between repetitions; CPU time counts only the seconds it ran (what remains is the
+  neighbours' effect on caches and memory bandwidth, a few to ~20 %). Which one a script's
+  headline uses is said in its docstring; the other is printed beside it.
+
+``interleave(..., budget_s=...)`` adds rounds past ``rounds`` (up to ``max_rounds``) while the
+next round and the closing A fit in the time budget: a quiet machine gets more rounds within the
+same minutes, a loaded one at least ``rounds``.
 
 Several B variants may share the rounds (``A B1 B2 A B1 B2 ... A``): each is compared with the
 A repetitions either side of its round.
@@ -18,11 +28,13 @@ A repetitions either side of its round.
 from __future__ import annotations
 
 import math
+import resource
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Spread", "interleave", "ratios", "spread"]
+__all__ = ["Spread", "child_cpu_seconds", "interleave", "ratios", "spread"]
 
 
 @dataclass(frozen=True)
@@ -60,21 +72,49 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(tuple(float(v) for v in values))
 
 
+def child_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children so far: the
+    difference around ``subprocess.run`` is that command's CPU time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def interleave(
-    a: Callable[[], float], bs: Mapping[str, Callable[[], float]], rounds: int
+    a: Callable[[], float],
+    bs: Mapping[str, Callable[[], float]],
+    rounds: int,
+    *,
+    budget_s: float | None = None,
+    max_rounds: int | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Run ``a``, then every ``b`` in order, ``rounds`` times, then ``a`` once more.
+
+    With ``budget_s``, more rounds follow the first ``rounds`` (at most ``max_rounds`` in all)
+    while the wall time so far plus one more round and the closing ``a`` (as long as the slowest
+    round and ``a`` so far) stays within ``budget_s``.
 
     Returns a's ``rounds + 1`` values and each b's ``rounds`` values (whatever the callables
     return: a rate or seconds)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    max_rounds = max(rounds, max_rounds or rounds)
     a_values: list[float] = []
     b_values: dict[str, list[float]] = {name: [] for name in bs}
-    for _ in range(rounds):
+    start = time.perf_counter()
+    slowest_round = slowest_a = 0.0
+    done = 0
+    while done < rounds or (
+        budget_s is not None
+        and done < max_rounds
+        and time.perf_counter() - start + slowest_round + slowest_a <= budget_s
+    ):
+        t = time.perf_counter()
         a_values.append(a())
+        slowest_a = max(slowest_a, time.perf_counter() - t)
         for name, b in bs.items():
             b_values[name].append(b())
+        slowest_round = max(slowest_round, time.perf_counter() - t)
+        done += 1
     a_values.append(a())
     return a_values, b_values
 
