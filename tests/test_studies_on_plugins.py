@@ -12,8 +12,8 @@ FAST = {"min_epochs": 2, "window": 2, "max_epochs": 3}
 
 PLUGIN_TASKS = [
     pytest.param("digits", {}, "default", [100, 200], False, id="digits"),
-    # a small generated sample; a minute or two on 2 cores (docs/reproduction.md ran these at scale)
-    pytest.param("calo-energy", {"events": 1200}, "model2", [100, 200], True, id="calo-energy", marks=pytest.mark.slow),
+    # a small generated sample (docs/reproduction.md ran these studies at scale)
+    pytest.param("calo-energy", {"events": 1200}, "model2", [100, 200], True, id="calo-energy"),
 ]
 
 
