@@ -3,6 +3,7 @@ a method. The CLI's commands are a face over it."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -115,9 +116,7 @@ class Study:
         from robustcli.task import labelled, readable_name
 
         s = self.settings
-        n = s.instances if instances is None else instances
-        if n <= 0:
-            raise InputError(f"--instances must be a positive count, got {n}")
+        n = self._instances(instances)
         key = candidate or s.candidate
         if not key:
             raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {s.task}`)")
@@ -136,8 +135,6 @@ class Study:
                     self.progress.update("assess", advance=1, message=_instance_message(rec))
         ordered = [records[i] for i in range(n)]
         stats = summarize_instances([r.loss for r in ordered], seed=session.settings.seed).as_dict()["statistics"]
-        import math
-
         return Assessment(
             task=str(session.settings.task),
             study=session.settings.study_name,
@@ -168,8 +165,7 @@ class Study:
         draws the networks get), log each to MLflow (where the paper's rule finds the best one)."""
         from robustcli.execution.baselines import fit_baseline
 
-        if instances <= 0:
-            raise InputError(f"--instances must be a positive count, got {instances}")
+        instances = self._instances(instances)
         baselines = self.task.baselines()
         if not baselines:
             raise InputError(f"task {self.settings.task!r} defines no baselines")
@@ -220,7 +216,7 @@ class Study:
         wanted = parse_sizes(sizes) if isinstance(sizes, str) else [int(x) for x in sizes]
         names = [candidates] if isinstance(candidates, str) else list(candidates)
         with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):
-            plan = SampleSizeStudy(self.session, names, wanted, instances or self.settings.instances, baselines=baselines)
+            plan = SampleSizeStudy(self.session, names, wanted, self._instances(instances), baselines=baselines)
         return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
 
     def variance(self, candidate: str | None = None, instances: int | None = None, *, out: str | Path | None = None) -> Any:
@@ -230,7 +226,7 @@ class Study:
         from robustcli.studies.variance import VarianceStudy
 
         with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):
-            plan = VarianceStudy(self.session, candidate or self.settings.candidate, instances or self.settings.instances)
+            plan = VarianceStudy(self.session, candidate or self.settings.candidate, self._instances(instances, least=2))
         return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
 
     def nas(self, *, trials: int | None = None, top: int | None = None, sampler: str | None = None,
@@ -262,6 +258,15 @@ class Study:
         return build_report(self.name, out=out, top=top, tracking_uri=self.tracking_uri)
 
     # -- helpers -------------------------------------------------------------------------------
+    def _instances(self, instances: int | None, least: int = 1) -> int:
+        """``instances`` (the settings' if None) checked as the settings check it: within bounds."""
+        if instances is None:
+            return self.settings.instances
+        if isinstance(instances, bool) or not isinstance(instances, int) or instances < least:
+            need = "a positive count" if least == 1 else f"at least {least} (a spread needs two instances)"
+            raise InputError(f"--instances must be {need}, got {instances!r}")
+        return with_overrides(self.session.given, instances=instances).instances
+
     def _variant(self, **training: Any) -> Any:
         return self.session.variant(**training)
 
