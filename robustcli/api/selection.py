@@ -98,10 +98,10 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
     view = _StepView(progress, baseline_cut(rule, baseline), label=lambda cid: labelled(session.task, session.candidate(cid)))
-    executor = SessionLosses(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
+    source = SessionLosses(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
     with progress:
         try:
-            result = select(candidates, store, executor, rule, objective, warmup=sel.warmup, budget=sel.budget,
+            result = select(candidates, store, source, rule, objective, warmup=sel.warmup, budget=sel.budget,
                             max_steps=sel.max_steps, on_step=view.step)  # fmt: skip
         except BaseException:
             store.abandon()
@@ -111,7 +111,7 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
             _train_final(session, result.survivors, sel.final_instances, progress, executor=engine)
     return SelectionOutcome(
         result=result,
-        trained=executor.trained_here,
+        trained=source.trained_here,
         task=str(settings.task),
         study=settings.study_name,
         tracking_uri=session.store.uri,
