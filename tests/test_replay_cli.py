@@ -209,3 +209,13 @@ def test_the_race_zone_is_a_share_of_the_leaders_mean_by_default(tmp_path: Path,
     help_text = invoke("--help").stdout
     assert "Default: 1%" in " ".join(help_text.split())
     one_line_error(invoke("--replay", good_table, "--rule", "race", "--delta", "1 percent"), "--delta '1 percent'")
+
+
+def test_a_spread_of_one_instance_shows_as_undefined_not_failed(tmp_path: Path) -> None:
+    """Step 1 of a mean,std selection has one instance per candidate: its std is not yet defined."""
+    rows = [(c, i, base + 0.01 * i) for c, base in (("a", 0.1), ("b", 0.2), ("c", 0.3)) for i in range(4)]
+    write_loss_table(tmp_path / "t.csv", rows)
+    result = invoke("--replay", str(tmp_path / "t.csv"), "--rule", "halving", "--criterion", "mean,std")
+    assert result.exit_code == 0, result.output
+    step_one = next(line for line in result.stdout.splitlines() if line.startswith("│    1 "))
+    assert "0.1, -" in step_one and "failed" not in step_one

@@ -52,10 +52,14 @@ def _split(values: list[str] | str | None) -> list[str] | None:
     return out or None
 
 
-def _fmt(value: float) -> str:
-    if not np.isfinite(value):
-        return "failed" if value > 0 else str(value)
-    return f"{value:.5g}"
+def _fmt_all(values: Any) -> list[str]:
+    """A candidate's criterion values as the tables show them: "failed" when none is finite (its
+    instances failed); an infinite value beside finite ones is undefined so far (the spread of one
+    instance), "-"."""
+    values = list(values)
+    if values and not any(np.isfinite(v) for v in values):
+        return ["failed" if v > 0 else str(v) for v in values]
+    return [f"{v:.5g}" if np.isfinite(v) else "-" for v in values]
 
 
 @handle_errors
@@ -199,7 +203,7 @@ def _render(result: Any, names: list[str], path: Path, instances: int, cut: str 
     steps.add_column("best")
     steps.add_column(" / ".join(names), justify="right")
     for rec in result.history:
-        value = ", ".join(_fmt(v) for v in rec.values[rec.best])
+        value = ", ".join(_fmt_all(rec.values[rec.best]))
         steps.add_row(str(rec.step), str(len(rec.evaluated)), str(len(rec.survivors)), str(rec.trainings),
                       rec.best, value)
     console.print(steps)
@@ -208,7 +212,7 @@ def _render(result: Any, names: list[str], path: Path, instances: int, cut: str 
     for name in names:
         final.add_column(name, justify="right")
     for cid in list(result.survivors)[:20]:
-        final.add_row(("* " if cid == result.selected else "  ") + cid, *(_fmt(v) for v in result.values.get(cid, ())))
+        final.add_row(("* " if cid == result.selected else "  ") + cid, *_fmt_all(result.values.get(cid, ())))
     if len(result.survivors) > 20:
         final.caption = f"{len(result.survivors) - 20} more not shown"
     console.print(final)
