@@ -18,7 +18,6 @@ from rich.console import Console
 
 from robustcli.errors import RobustError, first_line
 from robustcli.reporting.strict_json import finite
-from robustcli.task import labelled  # noqa: F401 - re-exported for the commands
 
 console = Console()
 err_console = Console(stderr=True)
