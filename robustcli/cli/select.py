@@ -5,10 +5,10 @@ Kept free of torch and MLflow at import: the training path is imported inside th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -57,9 +57,9 @@ def _fmt_all(values: Any) -> list[str]:
     instances failed); an infinite value beside finite ones is undefined so far (the spread of one
     instance), "-"."""
     values = list(values)
-    if values and not any(np.isfinite(v) for v in values):
+    if values and not any(math.isfinite(v) for v in values):
         return ["failed" if v > 0 else str(v) for v in values]
-    return [f"{v:.5g}" if np.isfinite(v) else "-" for v in values]
+    return [f"{v:.5g}" if math.isfinite(v) else "-" for v in values]
 
 
 @handle_errors
