@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["TableResult", "plain"]
+__all__ = ["TableResult", "flat_statistics", "plain"]
 
 
 def plain(value: Any) -> Any:
@@ -25,6 +25,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def flat_statistics(statistics: dict[str, Any]) -> dict[str, float]:
+    """``{"mean": {"value", "low", "high"}, ...}`` -> ``{"mean": v, "mean_low": l, "mean_high": h, ...}``."""
+    out: dict[str, float] = {}
+    for name, est in statistics.items():
+        est = est.as_dict() if hasattr(est, "as_dict") else est
+        out[name], out[f"{name}_low"], out[f"{name}_high"] = est["value"], est["low"], est["high"]
+    return out
 
 
 class TableResult:

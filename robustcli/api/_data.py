@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_checked_data"]
+__all__ = ["load_checked_data", "loading_data"]
+
+
+def loading_data(session: Any, progress: Any = None) -> Any:
+    """The context in which the session's data loads: a status line (the first run may generate it)."""
+    from robustcli.api.progress import Silent
+
+    return (progress or Silent()).working(f"loading the data of {session.settings.task} (the first run may generate it)")
 
 
 def load_checked_data(session: Any, progress: Any = None) -> None:
-    """Load the session's data (the first run may generate it: a status line says so) and refuse
-    the sizes it cannot give, before anything is written (:meth:`StudySession.validate_sizes`)."""
-    from robustcli.api.progress import Silent
-
-    with (progress or Silent()).working(f"loading the data of {session.settings.task} (the first run may generate it)"):
+    """Load the session's data and refuse the sizes it cannot give, before anything is written
+    (:meth:`StudySession.validate_sizes`)."""
+    with loading_data(session, progress):
         session.validate_sizes()

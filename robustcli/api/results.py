@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustcli.results import TableResult
+from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.statistics import LossSummary
 
 __all__ = [
@@ -21,15 +21,6 @@ __all__ = [
     "StudyInfo",
     "StudyReport",
 ]
-
-
-def flat_statistics(statistics: dict[str, Any]) -> dict[str, float]:
-    """``{"mean": {"value", "low", "high"}, ...}`` -> ``{"mean": v, "mean_low": l, "mean_high": h, ...}``."""
-    out: dict[str, float] = {}
-    for name, est in statistics.items():
-        est = est.as_dict() if hasattr(est, "as_dict") else est
-        out[name], out[f"{name}_low"], out[f"{name}_high"] = est["value"], est["low"], est["high"]
-    return out
 
 
 @dataclass

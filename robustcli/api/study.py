@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustcli.api._data import load_checked_data
+from robustcli.api._data import load_checked_data, loading_data
 from robustcli.api.progress import Progress, progress_of
 from robustcli.api.results import Assessment, BaselineFits, CandidateInfo, NasOutcome, SelectionOutcome
-from robustcli.config import StudySettings, load_settings, with_overrides
+from robustcli.config import SelectionSettings, StudySettings, load_settings, with_overrides
 from robustcli.errors import InputError
 
 __all__ = ["Study", "list_candidates"]
@@ -120,7 +120,7 @@ class Study:
         key = candidate or s.candidate
         if not key:
             raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {s.task}`)")
-        session = self.session if vary in (None, s.vary) else self._variant(vary=vary)
+        session = self.session if vary in (None, s.vary) else self.session.variant(vary=vary)
         cand = session.candidate(key)
         load_checked_data(session, self.progress)
         known = session.known([cand.id]).get(cand.id, {})
@@ -185,7 +185,7 @@ class Study:
         Example: ``study.select(rule="race", criterion="mean", max_steps=10).selected``"""
         from robustcli.api.selection import run_selection
 
-        unknown = sorted(set(selection) - set(StudySettings.model_fields["selection"].annotation.model_fields))
+        unknown = sorted(set(selection) - set(SelectionSettings.model_fields))
         if unknown:
             raise InputError(f"Study.select() got an unknown keyword {unknown[0]!r}")
         session = self._with(selection={k: v for k, v in selection.items() if v is not None})
@@ -215,7 +215,7 @@ class Study:
                              "(or set sizes in the study file)")
         wanted = parse_sizes(sizes) if isinstance(sizes, str) else [int(x) for x in sizes]
         names = [candidates] if isinstance(candidates, str) else list(candidates)
-        with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):
+        with loading_data(self.session, self.progress):
             plan = SampleSizeStudy(self.session, names, wanted, self._instances(instances), baselines=baselines)
         return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
 
@@ -225,7 +225,7 @@ class Study:
         and shares. Returns a :class:`robustcli.studies.variance.VarianceResult`."""
         from robustcli.studies.variance import VarianceStudy
 
-        with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):
+        with loading_data(self.session, self.progress):
             plan = VarianceStudy(self.session, candidate or self.settings.candidate, self._instances(instances, least=2))
         return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
 
@@ -239,7 +239,7 @@ class Study:
         session = self._with(nas={k: v for k, v in dict(trials=trials, top=top, sampler=sampler, against=against).items()
                                   if v is not None}, instances=instances)  # fmt: skip
         search = NasSearch(session, session.settings.nas)
-        with self.progress.working(f"loading the data of {self.settings.task} (the first run may generate it)"):
+        with loading_data(self.session, self.progress):
             search.prepare()
         labels = {"trial": "search (trials)", "instance": "assessment (instances)"}
 
@@ -266,9 +266,6 @@ class Study:
             need = "a positive count" if least == 1 else f"at least {least} (a spread needs two instances)"
             raise InputError(f"--instances must be {need}, got {instances!r}")
         return with_overrides(self.session.given, instances=instances).instances
-
-    def _variant(self, **training: Any) -> Any:
-        return self.session.variant(**training)
 
     def _with(self, **updates: Any) -> Any:
         """The session under settings with ``updates`` (sections as dicts, merged), validated."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
-from robustcli.results import TableResult
+from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
 
@@ -135,13 +135,11 @@ class SampleSizeResult(TableResult):
 
     def records(self) -> list[dict[str, Any]]:
         """One record per (size, model): its statistics and their 95% intervals."""
-        out = []
-        for row in self.rows:
-            flat = {k: v for k, v in row.as_dict().items() if k not in ("intervals", "losses")}
-            for k in STUDY_STATISTICS:
-                flat[f"{k}_low"], flat[f"{k}_high"] = row.statistics[k].low, row.statistics[k].high
-            out.append(flat)
-        return out
+        return [
+            {**{k: v for k, v in row.as_dict().items() if k not in ("intervals", "losses")},
+             **flat_statistics({k: row.statistics[k] for k in STUDY_STATISTICS})}
+            for row in self.rows
+        ]  # fmt: skip
 
     def saturation_lines(self) -> list[str]:
         out = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
-from robustcli.results import TableResult
+from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import OnInstance, Part, log_study_run, loss_statistics, train_parts
@@ -81,14 +81,11 @@ class VarianceResult(TableResult):
 
     def records(self) -> list[dict[str, Any]]:
         """One record per set (both, init, data): instances, failed, the loss's mean and std with intervals."""
-        out = []
-        for k in SOURCES:
-            std = self.decomposition.std[k]
-            mean = self.statistics[k]["mean"]
-            out.append({"set": k, "varies": HELD[k], "instances": self.instances, "failed": self.failed[k],
-                        "mean": mean.value, "mean_low": mean.low, "mean_high": mean.high,
-                        "std": std.value, "std_low": std.low, "std_high": std.high})  # fmt: skip
-        return out
+        return [
+            {"set": k, "varies": HELD[k], "instances": self.instances, "failed": self.failed[k],
+             **flat_statistics({"mean": self.statistics[k]["mean"], "std": self.decomposition.std[k]})}
+            for k in SOURCES
+        ]  # fmt: skip
 
 
 class VarianceStudy:
