@@ -27,7 +27,7 @@ from typing import Any
 from robustcli.errors import InputError, PluginLoadError, UnknownNameError
 
 __all__ = [
-    "PluginInfo", "discover", "entry_points_of", "build_task", "load_task", "load_task_class", "task_or_none",
+    "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class", "task_or_none",
 ]
 
 TASK_GROUP = "robustcli.tasks"
@@ -78,32 +78,39 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get("ROBUST_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
 
-def discover(group: str = TASK_GROUP, include_shadowed: bool = False) -> list[PluginInfo]:
-    """Every entry point of ``group``, sorted by name, without importing any plugin.
-
-    A name registered by two distributions is kept by the built-in one, else by the first found;
-    the others are left out, or with ``include_shadowed`` returned after it with ``shadowed_by``."""
+def entry_point_infos(group: str) -> list[PluginInfo]:
+    """Every entry point of ``group`` as found, in order, minus ``ROBUST_DISABLE_PLUGINS``; nothing imported."""
     disabled = _disabled()
-    found: dict[str, PluginInfo] = {}
-    shadowed: list[PluginInfo] = []
+    out = []
     for ep in entry_points(group=group):
         if ep.name in disabled:
             continue
         dist = ep.dist
-        info = PluginInfo(
+        out.append(PluginInfo(
             name=ep.name,
             value=ep.value,
             distribution=dist.metadata["Name"] if dist is not None else "?",
             version=dist.version if dist is not None else "?",
             entry_point=ep,
-        )
-        held = found.get(ep.name)
+        ))  # fmt: skip
+    return out
+
+
+def discover(group: str = TASK_GROUP, include_shadowed: bool = False) -> list[PluginInfo]:
+    """Every entry point of ``group``, sorted by name, without importing any plugin.
+
+    A name registered by two distributions is kept by the built-in one, else by the first found;
+    the others are left out, or with ``include_shadowed`` returned after it with ``shadowed_by``."""
+    found: dict[str, PluginInfo] = {}
+    shadowed: list[PluginInfo] = []
+    for info in entry_point_infos(group):
+        held = found.get(info.name)
         if held is None:
-            found[ep.name] = info
+            found[info.name] = info
         elif held.distribution == info.distribution and held.value == info.value:
             continue  # one distribution seen twice (installed and on the path)
         elif info.distribution == BUILTIN_DISTRIBUTION and held.distribution != BUILTIN_DISTRIBUTION:
-            found[ep.name] = info
+            found[info.name] = info
             shadowed.append(held)
         else:
             shadowed.append(info)

@@ -18,7 +18,6 @@ included), so they import only typer and light helpers at module level.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 
 import typer
@@ -29,24 +28,13 @@ __all__ = ["add_plugin_commands", "command_entry_points"]
 def command_entry_points() -> list[Any]:
     """Every entry point of ``robustcli.commands`` as a :class:`~robustcli.plugins.PluginInfo`,
     those sharing a name included (identical ones once), minus ``ROBUST_DISABLE_PLUGINS``."""
-    from robustcli.plugins import COMMAND_GROUP, PluginInfo, _disabled
+    from robustcli.plugins import COMMAND_GROUP, entry_point_infos
 
-    disabled = _disabled()
     out, seen = [], set()
-    for ep in entry_points(group=COMMAND_GROUP):
-        if ep.name in disabled or (ep.name, ep.value) in seen:
-            continue
-        seen.add((ep.name, ep.value))
-        dist = ep.dist
-        out.append(
-            PluginInfo(
-                name=ep.name,
-                value=ep.value,
-                distribution=dist.metadata["Name"] if dist is not None else "?",
-                version=dist.version if dist is not None else "?",
-                entry_point=ep,
-            )
-        )
+    for info in entry_point_infos(COMMAND_GROUP):
+        if (info.name, info.value) not in seen:
+            seen.add((info.name, info.value))
+            out.append(info)
     return out
 
 
