@@ -1,11 +1,18 @@
 """robustcli: find deep-learning models that are accurate and robust to the training sample and the
 initialisation. The `robust` command is its face; :mod:`robustcli.api` is the library."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("robustcli")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # looked up when asked for: every `robust` start imports this package
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("robustcli")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            return "0+unknown"
+    raise AttributeError(f"module 'robustcli' has no attribute {name!r}")
