@@ -145,7 +145,29 @@ def test_unknown_names(good_table: Path) -> None:
     one_line_error(invoke("--replay", good_table, "--candidates", "cand-99"), "unknown candidate 'cand-99'")
     one_line_error(invoke("--replay", good_table, "--sample", "50"), "--sample 50", "12 candidates")
     one_line_error(invoke("--replay", good_table, "--combine", "sum"), "combine")
-    one_line_error(invoke("--replay", good_table, "--rule", "race", "--criterion", "std"), "first criterion must be 'mean'")
+    one_line_error(invoke("--replay", good_table, "--rule", "race", "--criterion", "mean,std", "--combine", "pareto"),
+                   "cannot race a Pareto front", "--combine lexicographic")
+    one_line_error(invoke("--replay", good_table, "--rule", "race", "--confidence", "1.5"), "confidence")
+    one_line_error(invoke("--replay", good_table, "--rule", "race", "--confidence", "0"), "confidence")
+
+
+@pytest.mark.parametrize("criterion", [["--criterion", "mean"], ["--criterion", "std"], ["--criterion", "q90_q10"],
+                                       ["--criterion", "mean,std", "--combine", "lexicographic"]])
+@pytest.mark.parametrize("baseline", [[], ["--baseline-loss", "0.06"]])
+def test_race_json_states_the_picks_confidence(good_table: Path, criterion: list[str], baseline: list[str]) -> None:
+    result = invoke("--replay", good_table, "--rule", "race", "--warmup", "1", *criterion, *baseline, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert {"selected", "trainings", "exhaustive_trainings", "indistinguishable", "p_best"} <= set(payload)
+    assert payload["selected"] in payload["indistinguishable"]
+    assert payload["p_best"] and abs(sum(payload["p_best"].values()) - 1.0) < 1e-3
+    assert set(payload["survivors"]) <= set(payload["p_best"])
+    assert payload["trainings"] <= payload["exhaustive_trainings"]
+
+
+def test_replay_table_of_one_instance_is_refused_for_the_race(tmp_path: Path) -> None:
+    path = write(tmp_path, "candidate,instance,loss\na,0,0.1\nb,0,0.2\n")
+    one_line_error(invoke("--replay", path, "--rule", "race"), "instance")
 
 
 def test_inf_loss_is_a_failed_instance(tmp_path: Path) -> None:

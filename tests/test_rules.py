@@ -166,10 +166,104 @@ def test_race_identical_candidates_pick_smallest_id() -> None:
     assert result.selected == "a" and result.steps == 2
 
 
-def test_race_requires_mean_criterion() -> None:
-    v = view([[0.05, 0.06], [0.07, 0.08]], criterion="std")
-    with pytest.raises(InputError, match="first criterion must be 'mean'"):
+def test_race_refuses_a_pareto_front_in_one_line() -> None:
+    v = view([[0.05, 0.06], [0.07, 0.08]], criterion=["mean", "std"], combine="pareto")
+    with pytest.raises(InputError, match="cannot race a Pareto front.*--combine lexicographic.*paper, halving or quantile"):
         RaceRule().survivors(2, v)
+
+
+# --- the race against heavy tails, ties and spreads (small hand-made tables) ------------------
+
+
+def blowup_table(n_inst: int = 12):
+    """'good' is the robust best; 'fragile' is better than 'good' in every instance but one, where
+    it is 10^4 times its usual loss; 'bad' is worse than 'good' in every instance but one, where it
+    is astronomically bad; the rest are clearly worse."""
+    rng = np.random.default_rng(5)
+    data = 0.002 * rng.standard_normal(n_inst)
+    rows = {
+        "good": 0.050 + data + 0.0005 * rng.standard_normal(n_inst),
+        "fragile": 0.049 + data + 0.0005 * rng.standard_normal(n_inst),
+        "bad": 0.056 + data + 0.0005 * rng.standard_normal(n_inst),
+    }
+    rows["fragile"][3] = 490.0
+    rows["bad"][2] = 5e5
+    for i in range(6):
+        rows[f"worse{i}"] = 0.07 + 0.01 * i + data + 0.0005 * rng.standard_normal(n_inst)
+    return rows
+
+
+def test_race_drops_a_candidate_worse_in_most_instances_despite_an_astronomic_blowup() -> None:
+    # the paired t-test could never show 'bad' worse (its one blow-up swamps the variance); the
+    # block ranks do, after a few instances
+    rows = blowup_table()
+    result = run_table(rows, RaceRule(), max_steps=12)
+    dropped_at = next(r.step for r in result.history if "bad" in r.evaluated and "bad" not in r.survivors)
+    assert dropped_at <= 4
+
+
+def test_race_never_ends_with_a_blowup_beside_a_robust_candidate_within_the_zone() -> None:
+    rows = blowup_table()
+    result = run_table(rows, RaceRule(), max_steps=12)
+    assert result.selected == "good"
+    assert "fragile" not in result.survivors
+    # the blow-up is found once three instances show it, i.e. at the step that trains instance 3
+    dropped_at = next(r.step for r in result.history if "fragile" in r.evaluated and "fragile" not in r.survivors)
+    assert dropped_at == 4
+
+
+def test_race_identical_pair_is_a_tie_settled_by_id_and_said_indistinguishable() -> None:
+    base = np.array([0.05, 0.052, 0.049, 0.051, 0.05, 0.053])
+    rows = {"b": base.copy(), "a": base.copy(), "z": base + 0.02}
+    result = run_table(rows, RaceRule(delta=0.0), max_steps=6)
+    assert result.selected == "a"
+    assert "z" not in result.survivors
+    assert result.indistinguishable == ["a", "b"] or set(result.indistinguishable) >= {"a", "b"}
+
+
+def spread_table(n_inst: int = 30):
+    """'narrow' and 'wide' have the same mean; 'wide' is twice as spread. 'far' is worse on both."""
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal(n_inst)
+    z = (z - z.mean()) / z.std()
+    w = rng.standard_normal(n_inst)
+    w = (w - w.mean()) / w.std()
+    return {
+        "narrow": 0.05 + 0.002 * z,
+        "wide": 0.05 + 0.004 * w,
+        "far": 0.09 + 0.006 * z,
+    }
+
+
+@pytest.mark.parametrize("criterion", ["std", "iqr", "q90_q10"])
+def test_race_on_a_spread_criterion_tells_two_equal_means_apart(criterion: str) -> None:
+    rows = spread_table()
+    store = MemoryStore()
+    result = select(rows, store, TableLosses(rows, store), RaceRule(), criterion, max_steps=30)
+    assert result.selected == "narrow"
+    assert "wide" not in result.survivors
+
+
+def test_race_mean_then_std_is_the_papers_robustness_question() -> None:
+    # the means tie (within the zone); the narrow one wins on its spread; the far one goes on the mean
+    rows = spread_table()
+    store = MemoryStore()
+    result = select(rows, store, TableLosses(rows, store), RaceRule(delta="2%"), ["mean", "std"], max_steps=30)
+    assert result.selected == "narrow"
+    dropped_far = next(r.step for r in result.history if "far" not in r.survivors)
+    assert dropped_far <= 3
+
+
+def test_race_pick_confidence_on_a_clear_winner_and_on_a_near_tie() -> None:
+    rows = race_table()
+    clear = run_table({k: rows[k] for k in ("m00", "m05", "m06")}, RaceRule(delta=0.0), max_steps=10)
+    assert clear.indistinguishable == ["m00"]
+    assert clear.p_best["m00"] > 0.95
+    tie = run_table({k: rows[k] for k in ("m00", "m01")}, RaceRule(delta=0.0), max_steps=6)
+    assert set(tie.indistinguishable) == {"m00", "m01"}
+    assert 0.05 < tie.p_best["m01"] < 0.95 and abs(sum(tie.p_best.values()) - 1.0) < 1e-9
+    assert tie.confidence is not None and tie.confidence.more_instances.get("m01") in (None,) or \
+        tie.confidence.more_instances["m01"] >= 1
 
 
 def test_race_relative_delta() -> None:
@@ -207,10 +301,11 @@ def test_t_quantile(p: float, df: float, expected: float) -> None:
     assert t_quantile(p, df) == pytest.approx(expected, rel=1e-6)
 
 
-def test_race_refuses_a_spread_criterion_before_training() -> None:
+def test_race_refuses_pareto_before_training() -> None:
     rows = race_table()
     store = MemoryStore()
     executor = TableLosses(rows, store)
-    with pytest.raises(InputError, match="use paper, halving or quantile"):
-        select(rows, store, executor, RaceRule(), ["std", "mean"])
+    with pytest.raises(InputError, match="cannot race a Pareto front"):
+        select(rows, store, executor, RaceRule(), ["std", "mean"], combine="pareto") if False else \
+            select(rows, store, executor, RaceRule(), make_objective(["std", "mean"], "pareto"))
     assert executor.trained == 0

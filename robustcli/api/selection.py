@@ -102,7 +102,7 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     with progress:
         try:
             result = select(candidates, store, source, rule, objective, warmup=sel.warmup, budget=sel.budget,
-                            max_steps=sel.max_steps, on_step=view.step)  # fmt: skip
+                            max_steps=sel.max_steps, on_step=view.step, confidence=sel.confidence)  # fmt: skip
         except BaseException:
             store.abandon()
             raise
@@ -215,6 +215,11 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
         from robustcli.selection import sample_candidates
 
         losses = losses.subset(sample_candidates(losses.candidates, sel.sample, settings.seed, f"in {path}"))
+    if losses.instances <= sel.warmup and len(losses.candidates) > 1:
+        raise InputError(
+            f"{path}: {losses.instances} instance(s) per candidate, but a selection ranks only after its "
+            f"--warmup {sel.warmup} step(s): it needs at least {sel.warmup + 1} instances per candidate"
+        )
     if sel.max_steps is not None:
         losses.require_steps(sel.max_steps)
     store = MemoryStore(baseline=baseline_loss)
@@ -222,7 +227,7 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
     result = select(
         losses.candidates, store, TableLosses(losses, store), rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=sel.max_steps or losses.instances,
-        exhaustive_instances=losses.instances,
+        exhaustive_instances=losses.instances, confidence=sel.confidence,
     )  # fmt: skip
     return ReplayOutcome(result, str(path), losses.instances, objective.combine, list(objective.names), baseline_loss,
                          baseline_cut(rule, baseline_loss))  # fmt: skip

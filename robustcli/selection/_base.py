@@ -192,6 +192,11 @@ class Rule(ABC):
     def validate(self, objective: Objective) -> None:
         """Refuse (InputError) a criterion this rule cannot work with; called before any training."""
 
+    def pick(self, view: LossView) -> str:
+        """The pick when a selection ends with several survivors (at its budget or step limit):
+        ``view`` holds the survivors. By default the best by the objective (ties by id)."""
+        return view.ranked()[0]
+
     def describe(self) -> str:
         """One line for tables and logs."""
         return self.name

@@ -21,6 +21,7 @@ import numpy as np
 
 from robustcli.errors import InputError, RobustError
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
+from robustcli.robustness.racing import PickConfidence, pick_confidence
 from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
 
 __all__ = ["SelectionResult", "sample_candidates", "select"]
@@ -63,6 +64,17 @@ class SelectionResult:
     rule: str
     rule_description: str
     history: tuple[StepRecord, ...]
+    confidence: PickConfidence | None = None
+
+    @property
+    def indistinguishable(self) -> list[str]:
+        """The candidates the data cannot tell from the pick at the stated confidence (the pick included)."""
+        return list(self.confidence.indistinguishable) if self.confidence else [self.selected]
+
+    @property
+    def p_best(self) -> dict[str, float]:
+        """Per contender of the last step, the bootstrap probability that it is the best."""
+        return dict(self.confidence.p_best) if self.confidence else {self.selected: 1.0}
 
     @property
     def survivors_per_step(self) -> list[int]:
@@ -90,6 +102,9 @@ class SelectionResult:
             "survivors_per_step": self.survivors_per_step,
             "survivors": list(self.survivors),
             "values": {k: [_json_number(x) for x in v] for k, v in self.values.items()},
+            **(self.confidence.as_dict() if self.confidence else {
+                "confidence_level": None, "contenders": [self.selected], "indistinguishable": [self.selected],
+                "p_best": {self.selected: 1.0}, "more_instances": {}, "confidence_method": None}),
             "history": [
                 {
                     "step": r.step,
@@ -143,6 +158,7 @@ def select(
     max_steps: int | None = None,
     exhaustive_instances: int | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
+    confidence: float = 0.95,
 ) -> SelectionResult:
     """Run Algorithm 1 over ``candidates``; see the module docstring.
 
@@ -151,6 +167,8 @@ def select(
     ``warmup`` is passed to the rule (rules do not rank during the first ``warmup`` steps).
     ``budget`` caps the instances used in all; a step is never started if completing it would
     exceed the budget. ``on_step`` is called with each step's record after the store got it.
+    ``confidence`` is the level of the pick's confidence statement (:class:`PickConfidence`),
+    made over the candidates of the last step.
     """
     ids = sorted(set(map(str, candidates)))
     if not ids:
@@ -242,8 +260,10 @@ def select(
         assert last_view is not None  # more than one survivor means at least one step ran
         pos = {cid: i for i, cid in enumerate(last_view.ids)}
         rows_idx = [pos[cid] for cid in survivors]
-        order = objective.order(survivors, last_view.losses[rows_idx], last_view.values[rows_idx])
-        selected = survivors[int(order[0])]
+        final_view = LossView(step=last_view.step, ids=tuple(survivors), losses=last_view.losses[rows_idx],
+                              objective=objective, warmup=warmup, baseline=baseline)
+        selected = rule.pick(final_view)
+    sure = _confidence(last_view, selected, objective, confidence) if last_view is not None else None
     final_values = history[-1].values if history else {}
     return SelectionResult(
         selected=selected,
@@ -259,4 +279,21 @@ def select(
         rule=rule.name,
         rule_description=rule.describe(),
         history=tuple(history),
+        confidence=sure,
     )
+
+
+#: criteria for which a capped challenger's criterion bounds the raw one from below
+_CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
+
+
+def _confidence(view: LossView, pick: str, objective: Objective, level: float) -> PickConfidence | None:
+    """The pick's confidence among the last step's candidates (first criterion; 1 % of the pick's
+    mean loss as the zone within which a candidate that blew up is still told apart)."""
+    if pick not in view.ids:
+        return None
+    row = view.losses[view.ids.index(pick)]
+    zone = 0.01 * abs(float(np.mean(row))) if np.isfinite(row).all() else 0.0
+    primary = objective.primary
+    return pick_confidence(view.ids, view.losses, pick, primary.values, objective.order, level,
+                           cap=primary.name in _CAP_SAFE, zone=zone, seed=view.step)

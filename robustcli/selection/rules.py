@@ -12,12 +12,13 @@
     quantile of the criterion over the candidates still in the race (all ties at the threshold
     survive; with ``combine = "pareto"`` the value is the Pareto front index).
 ``race``
-    A paired statistical race on the mean loss with an indifference zone (``delta``: 1 % of the
-    leader's mean loss by default, or an absolute difference): drops what a test shows clearly worse than a robust reference, or not needed, and
-    stops once the best is shown within ``delta`` of every survivor; see :class:`RaceRule`.
+    A paired statistical race on any criterion (several lexicographically) with an indifference
+    zone (``delta``: 1 % of the leader's mean loss by default, or a loss difference): drops the
+    candidates that rank tests (location) or paired bootstraps (spread, a user's criterion) show
+    clearly worse than a reference, those not needed, and those that blew up, and stops once the
+    leader is shown within ``delta`` of every survivor; see :class:`RaceRule`.
 ``race-strict``
-    The race with a screening that controls the error of dropping the true best (rigorous
-    under its model, several times more trainings).
+    The race with Bonferroni-level screening against the best and no "not needed" drops.
 
 Every rule is a pure function of the step and the :class:`~robustcli.selection.LossView`,
 breaks ties by candidate id, ranks a candidate with a failed instance last and never returns
@@ -34,6 +35,16 @@ import numpy as np
 
 from robustcli.errors import InputError, UnknownNameError
 from robustcli.robustness.criteria import Objective
+from robustcli.robustness.racing import (
+    BLOWUP_FACTOR,
+    N_BOOT,
+    blowups,
+    bootstrap_values,
+    capped,
+    friedman_screen,
+    t_lower_bounds,
+    resample_columns,
+)
 from robustcli.selection._base import LossView, Rule
 
 __all__ = [
@@ -238,61 +249,72 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+#: criteria whose order the Friedman ranks inside each block test (a location of the losses)
+_LOCATION = frozenset({"mean", "median"})
+#: built-in criteria that capping a challenger's losses cannot raise (see robustness.racing.capped)
+_CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
+#: instances before a bootstrap decides: with fewer, resamples repeat one instance so often
+#: that a spread is no estimate and the percentile bound is far too narrow
+_MIN_BOOT = 5
+
+
+class _Stage:
+    """What one criterion's stage of the race decided: rows to drop, whether it stops, its leader."""
+
+    def __init__(self, drop: np.ndarray, stop: bool, leader: int) -> None:
+        self.drop, self.stop, self.leader = drop, stop, leader
+
+
 class RaceRule(Rule):
-    """A paired statistical race on the mean loss, with an indifference zone ``delta``.
+    """A paired statistical race on any criterion, that blow-ups cannot stall.
 
-    Losses of two candidates at the same instance index share the training sample (common
-    random numbers), so the race compares candidates through their per-instance differences,
-    which cancels the data effect they share. At step ``s`` (``s >= 2``, after the warm-up) the
-    ``m`` survivors are ranked by mean loss (ties by id); ``b`` is the best and the reference
-    ``r`` the ``k``-th best, ``k = ceil(m ** (1/3))``.
+    Instance ``j`` of every candidate shares its training sample and seeds (common random
+    numbers), so the instances are *blocks* and every test is paired. At step ``s >= 2`` (after
+    the warm-up) the survivors are ranked by the criterion; the *leader* ``b`` is the best
+    candidate without a blow-up, the *reference* ``r`` the ``k``-th best such,
+    ``k = ceil(m ** (1/3))`` of ``m`` survivors (a few lucky first instances cannot knock out
+    everyone). Three decisions, each robust to a heavy right tail:
 
-    *Variance.* The variance of a paired difference is *moderated* (empirical Bayes, as limma
-    does for many parallel tests with few replicates): a candidate's sample variance of its
-    differences (``s - 1`` degrees of freedom) is pooled with a prior, the median over the
-    survivors of the variance of their differences to ``b``, worth ``prior_df`` degrees of
-    freedom; t quantiles use ``s - 1 + prior_df`` degrees of freedom. This is what lets the
-    race act after two instances instead of ten.
+    * *Blow-ups.* A candidate with an instance above ``blowup`` (3) times its own median loss
+      is dropped once its criterion exceeds the leader's by more than the zone ``delta``. Its
+      observed mean is, if anything, an under-estimate: a right-skewed sample mean falls below
+      the true one more often than above.
+    * *Clearly worse.* For location criteria (``mean``, ``median``) the candidates are ranked
+      inside every instance (Friedman) and a candidate is dropped when its mean rank exceeds the
+      reference's by Conover's one-sided post-hoc t at level ``(1 - confidence) / 2``, once
+      Friedman's omnibus test rejects (as F-Race does) and its criterion is worse than the
+      reference's. A blow-up is one worst rank, not an unbounded number, and the residual variance
+      pooled over every candidate lets the test act after two instances. For the other criteria
+      (``std``, ``iqr``, ``q90_q10``, ``min``, ``max``, a user's function) a paired bootstrap over
+      the instances bounds the difference of the criterion from below; a candidate whose bound is
+      above zero is dropped. Not before five instances: resamples of fewer repeat one instance so
+      often that a spread is no estimate.
+    * *Not needed* (not in ``race-strict``). A candidate shown at most ``zone_fraction * delta``
+      better than the reference is dropped: the reference is nearly as good.
+    * *Stop.* The race ends with the leader when every other survivor is shown at most ``delta``
+      better than it, simultaneously over survivors (Bonferroni) and steps (level
+      ``(1 - confidence) * 6 / (pi^2 s^2)``, summing to ``1 - confidence``).
 
-    *Screening.* A candidate is dropped when a one-sided paired t-test at level
-    ``(1 - confidence) / 2`` shows it worse than ``r`` (clearly bad), or shows it at most
-    ``zone_fraction * delta`` better than ``r`` (not needed: ``r`` is nearly as good). The
-    ``k`` best are never screened out. Testing against the k-th best rather than the best keeps
-    a few candidates with lucky first instances (the winner's curse) from knocking out everyone.
+    The bounds on a challenger's advantage use its losses capped at ``blowup`` times its own
+    median: every built-in criterion of capped losses is at most that of the raw ones, so the
+    bound stays conservative while a blow-up no longer inflates the variance it is built from.
+    For the mean the bound is a paired t whose variance is moderated (empirical Bayes, pooled
+    with the median variance over the survivors, ``prior_df`` degrees of freedom), which is what
+    lets a race decide after two instances; for other criteria it is the percentile bootstrap.
 
-    *Stop (indifference zone).* The race ends with ``b`` when every other survivor ``i`` is
-    shown to be at most ``delta`` better than ``b``: ``mean(d_i) - t * se_i >= -delta`` with
-    ``d_i = loss_i - loss_b``, at simultaneous level ``alpha_s / 2`` (Bonferroni over the
-    ``m - 1`` survivors, ``alpha_s = (1 - confidence) * 6 / (pi^2 s^2)``, which sums to
-    ``1 - confidence`` over all steps). Near-ties are settled by halting, not by more training.
+    *Several criteria* race lexicographically with a tolerance: the first criterion races until
+    its leader is shown within ``delta`` of every survivor; the survivors, equal on it within the
+    zone, then race on the second (the paper's robustness question, "the smallest spread among
+    the accurate ones", is ``--criterion mean,std``). A Pareto combination has no single order to
+    race: it is refused. Failed instances drop their candidate at once; at step 1 a known
+    baseline applies the paper's cut.
 
-    Also: a candidate with a failed instance is dropped at once (its criterion is +inf); at
-    step 1, if a baseline loss is known, the paper's baseline cut applies.
-
-    Guarantee and limits. The stop test is a simultaneous test over all looks: under the model
-    below, the probability that the race *stops* with a pick more than ``delta`` worse (in
-    expected loss) than a candidate still in the race is at most ``(1 - confidence) / 2``.
-    The screening is not corrected for multiplicity across candidates and steps, and each
-    "not needed" drop may give away up to ``zone_fraction * delta`` (more if references are
-    themselves dropped in a chain), so it does not guarantee that a candidate within ``delta``
-    of the true best survives. It is the kind of test racing methods (F-Race, irace) use; the
-    selection-efficiency benchmark measures what it costs in regret. ``strict=True``
-    (``--rule race-strict``) makes the screening rigorous instead: no "not needed" drops, and a
-    candidate is dropped only if significantly worse than at least ``k`` others, for ``k`` in
-    {1, ceil(sqrt(m))}, each at level ``alpha_s / 4 * k / (m - 1)``; by Markov's inequality
-    and a union bound the true best is dropped with probability at most
-    ``(1 - confidence) / 2`` over the whole race, so with probability at least ``confidence``
-    a race that stops by the indifference zone picks a candidate within ``delta`` of the true
-    best. It costs several times more trainings (see the benchmark). The model behind every
-    level: paired differences are about normal and a candidate's variance is not far above the
-    pooled prior. Heavy right tails (a non-robust candidate's occasional blow-up) break both,
-    and a rare failure (a candidate that diverges one time in five) can go unseen in the few
-    instances a race spends on it. If the selection ends at ``max_steps`` or the budget with
-    several survivors, the pick is the best mean among them. The test concerns mean losses,
-    so the race requires the (first) criterion to be ``mean``. ``delta`` is in loss units, or
-    a fraction of ``b``'s mean loss when ``relative`` is true; a string says which by itself
-    (``"1%"``, ``"0.005"``, see :func:`parse_delta`). The default, ``"1%"`` of ``b``'s mean, is the
-    same zone on every loss scale.
+    ``delta`` is in loss units, or a share of the leader's mean loss when ``relative`` (``"1%"``,
+    the default, the same zone on every loss scale; for a user's criterion a share of its value).
+    ``race-strict`` (``strict=True``) never drops a candidate as "not needed", uses the best as
+    its reference and tests at the Bonferroni level over survivors and steps: slower, and
+    the true best is kept unless a test errs. What the defaults cost and give is measured by
+    ``benchmarks/selection_efficiency.py``.
     """
 
     name = "race"
@@ -306,6 +328,8 @@ class RaceRule(Rule):
         zone_fraction: float = 0.5,
         relative: bool | None = None,
         strict: bool = False,
+        blowup: float = BLOWUP_FACTOR,
+        n_boot: int = N_BOOT,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
@@ -318,19 +342,24 @@ class RaceRule(Rule):
             raise InputError(f"prior_df must be >= 0, got {prior_df}")
         if not 0.0 <= zone_fraction <= 1.0:
             raise InputError(f"zone_fraction must be between 0 and 1, got {zone_fraction}")
-        self.confidence, self.delta, self.baseline_margin = confidence, delta, baseline_margin
+        if not blowup > 1.0:
+            raise InputError(f"blowup must be a factor above 1, got {blowup}")
+        self.confidence, self.delta, self.baseline_margin = confidence, float(delta), baseline_margin
         self.prior_df, self.zone_fraction = prior_df, zone_fraction
         self.relative, self.strict = bool(relative), strict
+        self.blowup, self.n_boot = float(blowup), int(n_boot)
         if strict:
             self.name = "race-strict"
 
     def validate(self, objective: Objective) -> None:
-        primary = objective.primary.name
-        if primary != "mean":
+        if objective.combine == "pareto" and len(objective.criteria) > 1:
             raise InputError(
-                f"rule {self.name!r} tests mean losses; its first criterion must be 'mean', got {primary!r} "
-                "(use paper, halving or quantile for other criteria)"
+                f"rule {self.name!r} cannot race a Pareto front (it has no single order to test a pick against); "
+                "use --combine lexicographic (the first criterion, then the next among those equal within --delta), "
+                "or --rule paper, halving or quantile for a Pareto front"
             )
+
+    # -- the rule --------------------------------------------------------------------------------
 
     def survivors(self, step: int, view: LossView) -> list[str]:
         self.validate(view.objective)
@@ -342,63 +371,149 @@ class RaceRule(Rule):
         s = view.step
         if step <= view.warmup or s < 2 or keep.sum() == 1:
             return [cid for cid, k in zip(view.ids, keep) if k]
+        rows = np.flatnonzero(keep)
+        x = view.losses[rows]
+        ids = [view.ids[i] for i in rows]
+        alive = np.ones(len(rows), dtype=bool)
+        criteria = view.objective.criteria
+        for level, crit in enumerate(criteria):
+            sub = np.flatnonzero(alive)
+            if len(sub) == 1:
+                break
+            stage = self._stage(step, x[sub], [ids[i] for i in sub], crit)
+            alive[sub[stage.drop]] = False
+            if not stage.stop:
+                break
+            if level == len(criteria) - 1:
+                return [ids[sub[stage.leader]]]
+        return [cid for cid, a in zip(ids, alive) if a]
 
-        means = view.mean_losses()
-        ranked = np.array(sorted(np.flatnonzero(keep).tolist(), key=lambda i: (means[i], view.ids[i])))
-        m = len(ranked)
-        x = view.losses[ranked]  # row 0 is b
-        df = s - 1
-        d_b = x - x[0]
-        var_b = d_b.var(axis=1, ddof=1)
-        prior = float(np.median(var_b[1:]))
-        prior_df = self.prior_df if prior > 0 else 0.0
-        df_total = float(df + prior_df)
+    def pick(self, view: LossView) -> str:
+        """The pick among several survivors (the race ended at its step limit or budget): the
+        leader on the first criterion, or, with several criteria, the best on the next among
+        those the first cannot tell from the leader."""
+        ok = ~view.failed
+        if not ok.any():
+            return view.ranked()[0]
+        rows = np.flatnonzero(ok)
+        x = view.losses[rows]
+        ids = [view.ids[i] for i in rows]
+        cand = np.arange(len(rows))
+        for level, crit in enumerate(view.objective.criteria):
+            sub = x[cand]
+            v = crit.values(sub)
+            blown = blowups(sub, self.blowup) if crit.name in _CAP_SAFE else np.zeros(len(cand), dtype=bool)
+            order = self._order(v, [ids[i] for i in cand], blown)
+            b = order[0]
+            if level == len(view.objective.criteria) - 1 or len(cand) == 1 or sub.shape[1] < 2:
+                return ids[cand[b]]
+            zone = self._zone(sub, v, b, crit.name)
+            lb = self._lower_bounds(view.step, sub, b, crit, 1.0 - self.confidence)
+            tied = (lb <= 0) & ~(blown & (v > v[b] + zone))
+            tied[b] = True
+            cand = cand[tied]
+        return ids[cand[0]]
 
-        def se(var: np.ndarray) -> np.ndarray:
-            return np.sqrt((prior_df * prior + df * var) / (prior_df + df) / s)
-
-        alpha = 1.0 - self.confidence
-        alpha_s = alpha * 6.0 / (math.pi**2 * step**2)
-        delta = self.delta * abs(means[ranked[0]]) if self.relative else self.delta
-        if self.strict:
-            out = self._strict_screen(x, se, df_total, alpha_s, math.ceil(math.sqrt(m)))
-        else:
-            k = max(1, min(m, math.ceil(m ** (1.0 / 3.0) - 1e-9)))
-            d_r = x - x[k - 1]
-            lower_r = d_r.mean(axis=1) - t_quantile(1.0 - alpha / 2.0, df_total) * se(d_r.var(axis=1, ddof=1))
-            out = (lower_r > 0) | (lower_r >= -self.zone_fraction * delta)
-            out[:k] = False
-        out[0] = False
-
-        lower_b = d_b.mean(axis=1) - t_quantile(1.0 - alpha_s / (2.0 * (m - 1)), df_total) * se(var_b)
-        alive = np.flatnonzero(~out)
-        if np.all(lower_b[alive[1:]] >= -delta):
-            return [view.ids[ranked[0]]]
-        kept = set(ranked[alive].tolist())
-        return [cid for i, cid in enumerate(view.ids) if i in kept]
+    # -- one criterion -----------------------------------------------------------------------------
 
     @staticmethod
-    def _strict_screen(x: np.ndarray, se: Any, df_total: float, alpha_s: float, k_ref: int) -> np.ndarray:
-        """Rows (ranked by mean) significantly worse than at least k others, k in {1, k_ref}.
+    def _order(values: np.ndarray, ids: list[str], blown: np.ndarray) -> list[int]:
+        """Rows best first by the criterion (ties by id), those without a blow-up before the rest."""
+        order = sorted(range(len(ids)), key=lambda i: (values[i], ids[i]))
+        return [i for i in order if not blown[i]] + [i for i in order if blown[i]]
 
-        Markov's inequality on the count of rejections of the true best's m - 1 pair tests,
-        with a union bound over the k's. Only the best ``max(64, 4 k_ref)`` rows are used as
-        comparators: counting fewer rejections only drops less, so the bound still holds.
-        """
+    def _zone(self, x: np.ndarray, values: np.ndarray, leader: int, name: str) -> float:
+        """The indifference zone in the criterion's units: ``delta``, or its share of the leader's
+        mean loss (built-in criteria are in loss units) or of its value (a user's criterion)."""
+        if not self.relative:
+            return self.delta
+        scale = float(np.mean(x[leader])) if name in _CAP_SAFE else float(values[leader])
+        return self.delta * abs(scale) if math.isfinite(scale) else 0.0
+
+    def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Any, level: float | np.ndarray,
+                      boot: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Per row, a lower confidence bound (one-sided, at ``1 - level``) on ``criterion(row) -
+        criterion(ref)``, the row's losses capped at ``blowup`` times its median."""
         m, s = x.shape
-        mu = x.mean(axis=1)
-        xc = x - mu[:, None]
-        sq = (xc**2).sum(axis=1)
-        ks = sorted({1, max(1, min(m - 1, k_ref))})
-        crits = {k: t_quantile(1.0 - alpha_s / (2.0 * len(ks)) * k / (m - 1), df_total) for k in ks}
-        top = min(m, max(64, 4 * k_ref))
-        pair_var = np.maximum(sq[:, None] + sq[None, :top] - 2.0 * xc @ xc[:top].T, 0.0) / (s - 1)
-        pair_se = se(pair_var)
-        diff = mu[:, None] - mu[None, :top]
-        worse = np.zeros(m, dtype=bool)
-        for k, crit in crits.items():
-            worse |= ((diff - crit * pair_se) > 0).sum(axis=1) >= k
-        return worse
+        cap = crit.name in _CAP_SAFE
+        challengers = capped(x, self.blowup) if cap else x
+        if crit.name == "mean":
+            d = challengers - x[ref]
+            df = s - 1
+            var = d.var(axis=1, ddof=1) if s > 1 else np.zeros(m)
+            others = np.delete(var, ref)
+            prior = float(np.median(others)) if others.size else 0.0
+            prior_df = self.prior_df if prior > 0 else 0.0
+            se = np.sqrt((prior_df * prior + df * var) / max(prior_df + df, 1e-12) / s)
+            lv = np.broadcast_to(np.asarray(level, dtype=float), (m,))
+            q = np.array([t_quantile(1.0 - float(a), float(df + prior_df)) if df + prior_df > 0 else np.inf for a in lv])
+            out = d.mean(axis=1) - q * se
+            out[ref] = 0.0
+            return out
+        raw_b, chal_b = boot if boot is not None else self._bootstrap(step, x, crit)
+        point = crit.values(challengers) - crit.values(x[ref : ref + 1])[0]
+        out = t_lower_bounds(chal_b, raw_b[:, ref], point, s, level)
+        out[ref] = 0.0
+        return out
+
+    def _bootstrap(self, step: int, x: np.ndarray, crit: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The criterion on block resamples of the raw and of the capped losses (a seed from the
+        step and the table's shape: the rule stays a pure function of its view)."""
+        m, s = x.shape
+        cols = resample_columns(s, self.n_boot, seed=(step * 1_000_003 + m * 7919 + s) % (2**32))
+        raw = bootstrap_values(x, crit.values, cols)
+        chal = bootstrap_values(capped(x, self.blowup), crit.values, cols) if crit.name in _CAP_SAFE else raw
+        return raw, chal
+
+    def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Any) -> _Stage:
+        m, s = x.shape
+        values = crit.values(x)
+        blown = blowups(x, self.blowup) if crit.name in _CAP_SAFE else np.zeros(m, dtype=bool)
+        order = self._order(values, ids, blown)
+        b = order[0]
+        zone = self._zone(x, values, b, crit.name)
+        alpha = 1.0 - self.confidence
+        alpha_s = alpha * 6.0 / (math.pi**2 * step**2)
+        k = 1 if self.strict else max(1, min(m, math.ceil(m ** (1.0 / 3.0) - 1e-9)))
+        clean = [i for i in order if not blown[i]] or order
+        r = clean[min(k, len(clean)) - 1]
+        protected = np.zeros(m, dtype=bool)
+        protected[clean[:k]] = True
+        screen_level = alpha_s / (2.0 * max(m - 1, 1)) if self.strict else alpha / 2.0
+
+        drop = blown & (values > values[b] + zone)
+        boot = None if crit.name == "mean" else self._bootstrap(step, x, crit)
+        if crit.name in _LOCATION:
+            worse = friedman_screen(x).worse_than(r, screen_level) & (values > values[r])
+        elif s >= _MIN_BOOT:
+            worse = self._lower_bounds(step, x, r, crit, screen_level, boot) > 0
+        else:
+            worse = np.zeros(m, dtype=bool)
+        enough = s >= (2 if crit.name == "mean" else _MIN_BOOT)
+        if enough and r != b:
+            # the k best are kept from the screen against r; against the leader itself, at the
+            # Bonferroni level over the survivors, they are not (else two would race forever)
+            level_b = alpha / (2.0 * max(m - 1, 1))
+            if crit.name in _LOCATION:
+                worse_b = friedman_screen(x).worse_than(b, level_b) & (values > values[b])
+            else:
+                worse_b = self._lower_bounds(step, x, b, crit, level_b, boot) > 0
+            worse |= worse_b & protected
+        drop |= worse
+        if not self.strict and enough:
+            lb_r = self._lower_bounds(step, x, r, crit, alpha / 2.0, boot)
+            drop |= lb_r >= -self.zone_fraction * zone
+        drop &= ~protected | worse
+        drop[b] = False
+
+        rest = [i for i in np.flatnonzero(~drop) if i != b]
+        if not rest:
+            return _Stage(drop, True, b)
+        if not enough:
+            return _Stage(drop, False, b)
+        lb_b = self._lower_bounds(step, x, b, crit, alpha_s / (2.0 * len(rest)), boot)
+        stop = bool(np.all(lb_b[rest] >= -zone))
+        return _Stage(drop, stop, b)
 
     def describe(self) -> str:
         unit = f"{100 * self.delta:g}% of the leader's mean" if self.relative else f"{self.delta:g}"

@@ -1,0 +1,339 @@
+"""Paired statistics for racing candidates whose losses have heavy right tails.
+
+The losses of a race form a candidates x instances table whose columns are *blocks*: instance
+``j`` of every candidate shares its training sample and seeds (common random numbers). A
+non-robust candidate is one that sometimes blows up (an instance many times its usual loss), so
+every test here keeps its validity and most of its power when one loss is 10^4 times the rest:
+
+* :func:`blowups` flags the rows with an instance above ``factor`` times their own median;
+* :func:`friedman_screen` ranks the candidates inside every block (Friedman) and compares mean
+  ranks with Conover's post-hoc t (the test of F-Race and irace): a blow-up is one worst rank,
+  never an unbounded number, and the residual variance pooled over all candidates lets it act
+  after two instances;
+* :func:`capped` caps a challenger's losses at ``factor`` times its own median: every built-in
+  criterion (mean, median, quantiles, std, IQR, Q90-Q10) of the capped losses is at most that of
+  the raw losses, so a lower bound on ``criterion(capped challenger) - criterion(reference)`` is a
+  conservative lower bound on the true difference, while a blow-up no longer inflates the
+  variance that the bound is built from;
+* :func:`bootstrap_values` resamples whole blocks (the same instances for every candidate) and
+  evaluates any criterion on each resample: the generic test for criteria that ranks cannot
+  test (the spreads, a user's function);
+* :func:`pick_confidence` says, when a selection ends, which candidates the data cannot tell
+  from the pick, the bootstrap probability that each is the best, and how many more instances
+  would separate them.
+
+Everything is deterministic: bootstrap resamples are drawn from a seed the caller derives from
+what it is shown (a rule must be a pure function of its view).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "BLOWUP_FACTOR",
+    "N_BOOT",
+    "PickConfidence",
+    "blowups",
+    "bootstrap_values",
+    "capped",
+    "friedman_screen",
+    "lower_bounds",
+    "t_lower_bounds",
+    "pick_confidence",
+    "resample_columns",
+]
+
+#: an instance above this many times its candidate's own median loss is a blow-up
+BLOWUP_FACTOR = 3.0
+#: resamples for the bootstrap tests and the pick's confidence
+N_BOOT = 1000
+
+
+def blowups(losses: np.ndarray, factor: float = BLOWUP_FACTOR) -> np.ndarray:
+    """Rows (candidates) with an instance above ``factor`` times their own median loss.
+
+    Needs three instances: with two, the median is their mean and nothing can exceed twice it.
+    Non-finite rows (failed instances) are not flagged here: they fail on their own.
+    """
+    x = np.asarray(losses, dtype=float)
+    out = np.zeros(x.shape[0], dtype=bool)
+    if x.shape[1] < 3:
+        return out
+    ok = np.isfinite(x).all(axis=1)
+    med = np.median(x[ok], axis=1)
+    out[ok] = (x[ok].max(axis=1) > factor * np.abs(med)) & (med > 0)
+    return out
+
+
+def capped(losses: np.ndarray, factor: float = BLOWUP_FACTOR) -> np.ndarray:
+    """Each row capped at ``factor`` times its own median (rows of fewer than three instances
+    and rows with a non-positive median are left as they are)."""
+    x = np.array(losses, dtype=float, copy=True)
+    if x.shape[1] < 3:
+        return x
+    med = np.median(x, axis=1)
+    cap = np.where(med > 0, factor * med, np.inf)
+    return np.minimum(x, cap[:, None])
+
+
+def _ranks_in_blocks(x: np.ndarray) -> np.ndarray:
+    """Rank of every row inside each column (1 = lowest loss), ties sharing their mean rank."""
+    m, s = x.shape
+    ranks = np.empty((m, s))
+    for j in range(s):
+        col = x[:, j]
+        order = np.argsort(col, kind="stable")
+        r = np.empty(m)
+        r[order] = np.arange(1, m + 1, dtype=float)
+        sorted_col = col[order]
+        # mean rank for ties (rare with float losses, common with capped or integer ones)
+        if m > 1 and np.any(sorted_col[1:] == sorted_col[:-1]):
+            _, start, counts = np.unique(sorted_col, return_index=True, return_counts=True)
+            for st, c in zip(start, counts):
+                if c > 1:
+                    r[order[st : st + c]] = st + (c + 1) / 2.0
+        ranks[:, j] = r
+    return ranks
+
+
+@dataclass(frozen=True)
+class FriedmanScreen:
+    """Mean ranks of the candidates over the blocks, and Conover's scale for their differences."""
+
+    mean_ranks: np.ndarray
+    se_diff: float  # standard error of a difference of two mean ranks
+    df: float
+    omnibus_p: float  # Friedman's test that all candidates rank alike (chi-squared approximation)
+
+    def worse_than(self, ref: int, alpha: float) -> np.ndarray:
+        """Rows whose mean rank is above ``ref``'s by more than the one-sided level-``alpha`` margin,
+        once the omnibus test rejects at ``alpha`` (F-Race's gate: no post-hoc without it)."""
+        m = self.mean_ranks.size
+        if m < 2 or self.omnibus_p >= alpha:
+            return np.zeros(m, dtype=bool)
+        from scipy.stats import t
+
+        if self.se_diff <= 0:
+            return self.mean_ranks > self.mean_ranks[ref]
+        crit = float(t.ppf(1.0 - alpha, self.df))
+        return self.mean_ranks - self.mean_ranks[ref] > crit * self.se_diff
+
+
+def friedman_screen(losses: np.ndarray) -> FriedmanScreen:
+    """Friedman ranks of a candidates x blocks table (all finite or ``+inf``, which ranks last).
+
+    Conover's post-hoc treats the ranks as an additive two-way layout: the residual variance of
+    the ranks once each candidate's mean rank is removed, ``(A - sum R_i^2 / b) / ((b - 1)(k - 1))``
+    with ``A`` the sum of squared ranks and ``R_i`` the rank sums, gives the standard error of a
+    difference of mean ranks, ``sqrt(2 sigma^2 / b)``, on ``(b - 1)(k - 1)`` degrees of freedom.
+    """
+    from scipy.stats import chi2
+
+    x = np.asarray(losses, dtype=float)
+    k, b = x.shape
+    ranks = _ranks_in_blocks(x)
+    rank_sums = ranks.sum(axis=1)
+    mean_ranks = rank_sums / b
+    df = float((b - 1) * (k - 1))
+    if b < 2 or k < 2:
+        return FriedmanScreen(mean_ranks, 0.0, max(df, 1.0), 1.0)
+    a = float((ranks**2).sum())
+    resid = max(a - float((rank_sums**2).sum()) / b, 0.0)
+    sigma2 = resid / df
+    # Friedman's statistic, corrected for ties: (k-1) * SS_treatment / SS_total per block
+    total = a - b * k * ((k + 1) / 2.0) ** 2
+    treat = float((rank_sums**2).sum()) / b - b * k * ((k + 1) / 2.0) ** 2
+    stat = (k - 1) * b * treat / total if total > 0 else 0.0
+    p = float(chi2.sf(stat, k - 1)) if total > 0 else 1.0
+    return FriedmanScreen(mean_ranks, math.sqrt(2.0 * sigma2 / b), df, p)
+
+
+def resample_columns(s: int, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` bootstrap resamples of ``s`` block indices (with replacement), reproducible."""
+    return np.random.default_rng(seed).integers(0, s, size=(n_boot, s))
+
+
+def bootstrap_values(losses: np.ndarray, criterion: Callable[[np.ndarray], np.ndarray],
+                     cols: np.ndarray) -> np.ndarray:
+    """``criterion`` (rows -> one value per row) on every resample of the columns: resamples x rows.
+
+    The same resampled instances for every row keep the pairing (common random numbers)."""
+    x = np.asarray(losses, dtype=float)
+    n_boot = cols.shape[0]
+    out = np.empty((n_boot, x.shape[0]))
+    # in chunks, so that thousands of candidates x a thousand resamples stay in memory
+    chunk = max(1, 2_000_000 // max(1, x.size))
+    for start in range(0, n_boot, chunk):
+        block = cols[start : start + chunk]
+        resampled = x[:, block]  # rows x chunk x s
+        flat = resampled.transpose(1, 0, 2).reshape(-1, x.shape[1])
+        with np.errstate(all="ignore"):
+            vals = np.asarray(criterion(flat), dtype=float)
+        out[start : start + len(block)] = vals.reshape(len(block), x.shape[0])
+    out[np.isnan(out)] = np.inf
+    return out
+
+
+def lower_bounds(challengers: np.ndarray, reference: np.ndarray, level: float | np.ndarray,
+                 point: np.ndarray | None = None) -> np.ndarray:
+    """Per row, a one-sided lower confidence bound at ``1 - level`` on ``challenger - reference``,
+    from resamples x rows of the challengers' criterion and one column of the reference's.
+
+    Bootstrap-t with the bootstrap's standard error: ``point - t(1 - level, s - 1) * se``, ``se``
+    the standard deviation of the resampled differences scaled by ``sqrt(s / (s - 1))`` (``s`` =
+    instances, passed as ``point``'s companion through ``level``'s caller). A percentile bound of a
+    handful of instances is far too narrow (a resample repeats one instance often, and a spread of
+    repeated values is zero); the t quantile on ``s - 1`` degrees of freedom widens it where few
+    instances are known, and far-out levels (Bonferroni over survivors and steps) stay finite.
+    ``point`` is the difference on the instances themselves (default: the resamples' median).
+    """
+    diff = challengers - reference[:, None]
+    n_rows = diff.shape[1]
+    level = np.broadcast_to(np.asarray(level, dtype=float), (n_rows,))
+    with np.errstate(invalid="ignore"):
+        finite = np.where(np.isfinite(diff), diff, np.nan)
+        se = np.nanstd(finite, axis=0, ddof=1)
+        centre = np.nanmedian(finite, axis=0) if point is None else np.asarray(point, dtype=float)
+    return centre, se, level
+
+
+def t_lower_bounds(challengers: np.ndarray, reference: np.ndarray, point: np.ndarray, s: int,
+                   level: float | np.ndarray) -> np.ndarray:
+    """:func:`lower_bounds` as numbers: ``point - t(1 - level, s - 1) * se * sqrt(s / (s - 1))``."""
+    from scipy.stats import t
+
+    centre, se, lv = lower_bounds(challengers, reference, level, point)
+    if s < 2:
+        return np.full(centre.shape, -np.inf)
+    q = t.ppf(1.0 - lv, s - 1)
+    out = centre - q * se * math.sqrt(s / (s - 1.0))
+    out[~np.isfinite(out)] = -np.inf
+    return out
+
+
+@dataclass(frozen=True)
+class PickConfidence:
+    """How sure a selection is of its pick.
+
+    ``contenders`` are the candidates of the selection's last step (the final survivors and
+    those the last step dropped), each with ``instances`` losses. ``indistinguishable`` holds those
+    the data cannot tell from the pick at ``level`` (the pick included): a one-sided paired
+    bootstrap bound on their criterion's excess over the pick's does not exclude zero.
+    ``p_best`` is, per contender, the share of bootstrap resamples of the instances in which it
+    ranks first. ``more_instances`` estimates, per indistinguishable contender, how many more
+    instances would show the difference at ``level`` (``None`` when its estimated difference is
+    zero or favours it: no number of instances would separate them in the pick's favour).
+    """
+
+    pick: str
+    level: float
+    instances: int
+    contenders: tuple[str, ...]
+    indistinguishable: tuple[str, ...]
+    p_best: dict[str, float] = field(default_factory=dict)
+    more_instances: dict[str, int | None] = field(default_factory=dict)
+    method: str = "paired bootstrap over instances"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "confidence_level": self.level,
+            "contenders": list(self.contenders),
+            "indistinguishable": list(self.indistinguishable),
+            "p_best": {k: round(v, 4) for k, v in self.p_best.items()},
+            "more_instances": dict(self.more_instances),
+            "confidence_method": self.method,
+        }
+
+    def sentence(self) -> str:
+        """One line for a person: the pick's certainty in words."""
+        others = [c for c in self.indistinguishable if c != self.pick]
+        p = self.p_best.get(self.pick, float("nan"))
+        head = f"P(best) of the pick {p:.0%} over {self.instances} instances"
+        if not others:
+            return f"{head}; no other contender is indistinguishable from it at {self.level:.0%}"
+        return f"{head}; {len(others)} other contender(s) indistinguishable from it at {self.level:.0%}"
+
+
+#: at most this many contenders (the best by the criterion) enter the bootstrap of the pick's confidence
+MAX_CONTENDERS = 64
+
+
+def pick_confidence(
+    ids: Sequence[str],
+    losses: np.ndarray,
+    pick: str,
+    value: Callable[[np.ndarray], np.ndarray],
+    order: Callable[[Sequence[str], np.ndarray], np.ndarray],
+    level: float = 0.95,
+    *,
+    cap: bool = True,
+    factor: float = BLOWUP_FACTOR,
+    zone: float = 0.0,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> PickConfidence:
+    """The pick's confidence among ``ids`` (rows of ``losses``, paired columns); see :class:`PickConfidence`.
+
+    ``value`` maps rows of losses to the primary criterion (lower is better), ``order`` ranks rows
+    (ids, losses) best first. With ``cap`` (a criterion that capping cannot raise), a contender's
+    losses are capped at ``factor`` times its median before its excess over the pick is bounded,
+    and a contender with a blow-up whose criterion exceeds the pick's by more than ``zone`` is
+    told apart from the pick, as the race drops it: heavy right tails are what make a
+    candidate non-robust, and a right-skewed mean is under- rather than over-estimated.
+    """
+    x = np.asarray(losses, dtype=float)
+    ids = list(ids)
+    m, s = x.shape
+    pos = ids.index(pick)
+    finite = np.isfinite(x).all(axis=1)
+    point = np.asarray(value(np.where(finite[:, None], x, 0.0)), dtype=float)
+    point[~finite] = np.inf
+    ranked = [int(i) for i in order(ids, x)]
+    keep = [i for i in ranked if finite[i]][:MAX_CONTENDERS]
+    if pos not in keep:
+        keep = [pos] + keep[: MAX_CONTENDERS - 1]
+    sub_ids = [ids[i] for i in keep]
+    sub = x[keep]
+    p = sub_ids.index(pick)
+    contenders = tuple(sorted(ids))
+    if s < 2 or len(keep) < 2:
+        p_best = {c: (1.0 if c == pick else 0.0) for c in contenders}
+        return PickConfidence(pick, level, s, contenders, (pick,), p_best, {})
+    cols = resample_columns(s, n_boot, seed)
+    raw = bootstrap_values(sub, value, cols)
+    challenger = bootstrap_values(capped(sub, factor), value, cols) if cap else raw
+    chal_point = np.asarray(value(capped(sub, factor) if cap else sub), dtype=float)
+    lb = t_lower_bounds(challenger, raw[:, p], chal_point - point[pos], s, 1.0 - level)
+    blown = blowups(sub, factor) if cap else np.zeros(len(keep), dtype=bool)
+    told_apart = (lb > 0) | (blown & (point[keep] > point[pos] + zone))
+    told_apart[p] = False
+    indist = tuple(sorted(c for c, apart in zip(sub_ids, told_apart) if not apart))
+    # P(best): the share of resamples in which each contender ranks first on the raw losses
+    wins = np.zeros(len(keep))
+    best = np.argmin(np.where(np.isfinite(raw), raw, np.inf) + 0.0, axis=1)
+    np.add.at(wins, best, 1.0)
+    p_best = {c: 0.0 for c in contenders}
+    p_best.update({c: float(w / n_boot) for c, w in zip(sub_ids, wins)})
+    # instances to separate: the paired difference's standard deviation per instance, from the
+    # bootstrap's standard error of the mean (sd = se * sqrt(s)), against the estimated difference
+    from scipy.stats import norm
+
+    z = float(norm.ppf(level))
+    more: dict[str, int | None] = {}
+    for i, c in enumerate(sub_ids):
+        if c == pick or c not in indist:
+            continue
+        d = challenger[:, i] - raw[:, p]
+        d = d[np.isfinite(d)]
+        mean, se = (float(d.mean()), float(d.std(ddof=1))) if d.size > 1 else (0.0, 0.0)
+        if mean <= 0 or se <= 0:
+            more[c] = None
+            continue
+        need = math.ceil(s * (z * se / mean) ** 2)
+        more[c] = max(1, need - s)
+    return PickConfidence(pick, level, s, contenders, indist, p_best, more)
