@@ -130,6 +130,26 @@ def test_report_draws_the_study(app, runner, workdir):
     assert json.loads(page.stdout)["summary"][0]["quote"].startswith("rmse = ")
 
 
+def test_the_picks_confidence_is_in_the_json_the_report_and_mlflow(app, runner, workdir):
+    import mlflow
+
+    result = _select(app, runner, "--rule", "race", "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["selected"] in done["indistinguishable"]
+    assert set(done["survivors"]) <= set(done["p_best"]) and abs(sum(done["p_best"].values()) - 1) < 1e-3
+    page = runner.invoke(app, ["report", "--study", "synthetic", "--out", "report.html", "--json"])
+    assert page.exit_code == 0, page.output
+    assert json.loads(page.stdout)["selection_confidence"]["indistinguishable"] == done["indistinguishable"]
+    assert "How sure is the pick?" in (workdir / "report.html").read_text()
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("synthetic")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'selection'")
+    assert run.data.metrics["p_best_selected"] == pytest.approx(done["p_best"][done["selected"]], abs=1e-6)
+    assert run.data.metrics["indistinguishable"] == len(done["indistinguishable"])
+    assert f"p_best.{done['selected']}" in run.data.metrics
+
+
 def test_final_instances_complete_the_survivors_summary(app, runner, workdir):
     result = _select(app, runner, "--final-instances", "4")
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
     if selections:
         path = [int(v) for v in _history(store, selections[0].info.run_id, "survivors")] or None
         leader = _history(store, selections[0].info.run_id, "best_criterion") or None
+    confidence = _selection_confidence(selections[0].data.tags) if selections else None
     baselines = store.search(exp_id, "tags.`robust.kind` = 'baseline'")
     base = min((b.data.metrics["loss_mean"] for b in baselines if "loss_mean" in b.data.metrics), default=None)
     task = runs[0].data.tags.get("robust.task", "")
@@ -121,12 +123,28 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
             fingerprint=fingerprint,
             decomposition=decomposition,
             searches=searches,
+            confidence=confidence,
+            label=label,
         )
         out.write_text(add_study_sections(page, studies))
         png.unlink()
         if selections:  # the page belongs with the study's own run
             store.client.log_artifact(selections[0].info.run_id, str(out))
-    return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches)
+    return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches,
+                       selection_confidence=confidence)
+
+
+def _selection_confidence(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The pick's confidence the selection run holds (``robust.confidence``), or None (an older
+    or unfinished selection)."""
+    text = tags.get("robust.confidence")
+    if not text:
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _history(store: Any, run_id: str, metric: str) -> list[float]:

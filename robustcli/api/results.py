@@ -146,6 +146,16 @@ class SelectionOutcome(TableResult):
     def survivors(self) -> list[str]:
         return list(self.result.survivors)
 
+    @property
+    def indistinguishable(self) -> list[str]:
+        """The candidates the data cannot tell from the pick at the selection's confidence (the pick included)."""
+        return self.result.indistinguishable
+
+    @property
+    def p_best(self) -> dict[str, float]:
+        """Per candidate of the last step, the (paired bootstrap) probability that it is the best."""
+        return self.result.p_best
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.result.as_dict(),
@@ -223,6 +233,8 @@ class StudyReport(TableResult):
     decomposition: list[dict[str, Any]]
     studies: list[dict[str, Any]]
     nas: list[dict[str, Any]]
+    #: the study's last selection: its pick's confidence (level, indistinguishable, p_best, more_instances)
+    selection_confidence: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def no_png(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,7 +243,7 @@ class StudyReport(TableResult):
         summary = [{**s.as_dict(), **s.headline()} for s in self.summary]
         return {"study": self.study, "out": self.out, "candidates": self.candidates, "fingerprint": self.fingerprint,
                 "summary": summary, "decomposition": self.decomposition, "studies": no_png(self.studies),
-                "nas": no_png(self.nas)}  # fmt: skip
+                "nas": no_png(self.nas), "selection_confidence": self.selection_confidence}  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
         """One row per candidate shown, best mean first."""

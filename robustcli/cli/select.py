@@ -216,6 +216,9 @@ def _render(result: Any, names: list[str], path: Path, instances: int, cut: str 
     if len(result.survivors) > 20:
         final.caption = f"{len(result.survivors) - 20} more not shown"
     console.print(final)
+    from robustcli.cli.selection_view import render_confidence
+
+    render_confidence(result.as_dict())
     why = {"one-left": "one candidate left", "budget": "budget reached", "max-steps": "step limit reached"}
     if not result.trainings:
         console.print(f"selected [bold]{result.selected}[/bold]: the only candidate, nothing to train")

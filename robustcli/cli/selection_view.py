@@ -7,7 +7,41 @@ from typing import Any
 
 from robustcli.cli._common import console
 
-__all__ = ["render_selection"]
+__all__ = ["render_confidence", "render_selection"]
+
+
+def render_confidence(report: dict[str, Any], label: Any = None, top: int = 10) -> None:
+    """How sure the pick is: P(best) of the likeliest contenders, which the data cannot tell from
+    the pick, and (several survivors left) how many more instances would separate them."""
+    from rich.table import Table
+
+    level = report.get("confidence_level")
+    if level is None:
+        return
+    pick = report["selected"]
+    indist = set(report["indistinguishable"])
+    more = report.get("more_instances", {})
+    name = label or (lambda cid: cid)
+    rows = sorted(report["p_best"].items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = [(cid, p) for cid, p in rows if p > 0 or cid in indist]
+    table = Table(title=f"How sure is the pick? (paired bootstrap over {report.get('steps', '?')} instances of the "
+                        f"{len(report.get('contenders', []))} candidates of the last step)")
+    table.add_column("candidate", overflow="fold")
+    table.add_column("P(best)", justify="right")
+    table.add_column(f"indistinguishable at {level:.0%}", justify="center")
+    table.add_column("more instances to separate", justify="right")
+    for cid, p in rows[:top]:
+        sep = "-" if cid == pick or cid not in indist else ("never" if more.get(cid) is None else f"+{more[cid]}")
+        table.add_row(("* " if cid == pick else "  ") + name(cid), f"{p:.1%}", "yes" if cid in indist else "no", sep)
+    if len(rows) > top:
+        table.caption = f"{len(rows) - top} more with P(best) > 0 not shown"
+    console.print(table)
+    others = sorted(indist - {pick})
+    if others:
+        console.print(f"{len(others)} other candidate(s) cannot be told from the pick at {level:.0%} confidence: "
+                      + ", ".join(name(c) for c in others[:5]) + (" ..." if len(others) > 5 else ""), soft_wrap=True)
+    else:
+        console.print(f"no other candidate of the last step is indistinguishable from the pick at {level:.0%} confidence")
 
 
 def render_selection(outcome: Any) -> None:
@@ -39,6 +73,7 @@ def render_selection(outcome: Any) -> None:
             str(row["failed"]),
         )
     console.print(table)
+    render_confidence(report, label=lambda cid: cid if cid != report["selected"] else f"{report['selected_description']} ({cid})")
     console.print(f"history in MLflow: {report['tracking_uri']} (experiment {report['study']!r}, run selection-*)")
     if report["mlflow_ui"]:
         serve = "" if report["tracking_uri"].startswith("http") else f" (start it: mlflow ui --backend-store-uri {report['tracking_uri']})"

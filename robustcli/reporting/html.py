@@ -40,6 +40,8 @@ def study_page(
     decomposition: Sequence[Mapping[str, Any]] = (),
     selected: str | None = None,
     searches: Sequence[Mapping[str, Any]] = (),
+    confidence: Mapping[str, Any] | None = None,
+    label: Any = None,
 ) -> str:
     """The page. A row of ``summary`` or ``decomposition`` names its candidate by ``candidate`` (the
     id) and, where given, ``description`` (readable); ``selected`` is the selected one's description."""
@@ -60,6 +62,8 @@ def study_page(
                 html.escape(str(list(survivors_per_step or []))),
             )
         )
+    if selection is not None and confidence:
+        parts.append(_confidence_section(confidence, selection.get("robust.selected", ""), label))
     parts.append("<h2>Systematic uncertainty of the best candidates</h2>")
     parts.append(
         "<p>The spread of a candidate's test loss over its instances (other training samples, other "
@@ -106,6 +110,32 @@ def study_page(
     parts.append(f"<p><small>settings fingerprint {html.escape(fingerprint)}; read back from MLflow by robust report</small></p>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _confidence_section(confidence: Mapping[str, Any], pick: str, label: Any = None) -> str:
+    """How sure the selection is of its pick: P(best) per contender, which the data cannot tell
+    from the pick, and how many more instances would separate them."""
+    level = float(confidence.get("level", 0.95))
+    indist = set(confidence.get("indistinguishable", []))
+    more = confidence.get("more_instances", {})
+    p_best = confidence.get("p_best", {})
+
+    def name(cid: str) -> str:
+        text = label(cid) if label is not None else cid
+        return f"{text} ({cid})" if text != cid else cid
+
+    rows = [[name(cid) + (" *" if cid == pick else ""), f"{p:.1%}",
+             "yes" if cid in indist else "no",
+             "-" if cid == pick or cid not in indist else ("never" if more.get(cid) is None else f"+{more[cid]}")]
+            for cid, p in sorted(p_best.items(), key=lambda kv: (-kv[1], kv[0])) if p > 0 or cid in indist]
+    others = len(indist - {pick})
+    text = (f"<h2>How sure is the pick?</h2><p>Over the {confidence.get('instances', '?')} instances of the "
+            f"{confidence.get('contenders', '?')} candidates of the selection's last step, a paired bootstrap "
+            f"(whole instances resampled, every candidate alike) gives each the probability of being the best. "
+            f"{'No other candidate' if not others else f'{others} other candidate(s)'} cannot be told from the pick "
+            f"at {level:.0%} confidence; the last column estimates how many more instances would tell them "
+            f"apart.</p>")
+    return text + _table(["candidate (* = pick)", "P(best)", f"indistinguishable at {level:.0%}", "more instances"], rows)
 
 
 def _search_section(search: Mapping[str, Any]) -> str:

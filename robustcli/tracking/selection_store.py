@@ -197,11 +197,54 @@ class MlflowSelectionStore(Store):
                 "robust.selected": result.selected,
                 "robust.trainings": result.trainings,
                 "robust.exhaustive_trainings": result.exhaustive_trainings,
+                **self._confidence_tags(result),
             },
         )
+        self._log_confidence(run_id, result)
         self._write_history(result)
         self.session.store.client.set_terminated(run_id, "FINISHED")
         self.release()
+
+    #: contenders whose P(best) is logged as a metric each (the best first)
+    _P_BEST_METRICS = 20
+
+    @classmethod
+    def _top_p_best(cls, result: Any) -> list[tuple[str, float]]:
+        return sorted(result.p_best.items(), key=lambda kv: (-kv[1], kv[0]))[: cls._P_BEST_METRICS]
+
+    @classmethod
+    def _confidence_tags(cls, result: Any) -> dict[str, str]:
+        """The pick's confidence as one JSON tag (the report reads it back; a tag holds 8,000 characters)."""
+        sure = result.confidence
+        if sure is None:
+            return {}
+        payload = {
+            "level": sure.level,
+            "instances": sure.instances,
+            "contenders": len(sure.contenders),
+            "indistinguishable": list(sure.indistinguishable)[:50],
+            "p_best": dict(cls._top_p_best(result)),
+            "more_instances": dict(list(sure.more_instances.items())[:20]),
+        }
+        return {"robust.confidence": json.dumps(payload, sort_keys=True)[:7900]}
+
+    def _log_confidence(self, run_id: str, result: Any) -> None:
+        """What `mlflow ui` charts: the pick's P(best), the size of the indistinguishable set, and
+        P(best) of the likeliest contenders (``p_best.<id>``)."""
+        from mlflow.entities import Metric
+
+        sure = result.confidence
+        if sure is None:
+            return
+        now = int(time.time() * 1000)
+        step = result.steps
+        metrics = {
+            "p_best_selected": result.p_best.get(result.selected, 0.0),
+            "indistinguishable": len(sure.indistinguishable),
+            "confidence_level": sure.level,
+        }
+        metrics.update({f"p_best.{cid}": p for cid, p in self._top_p_best(result)})
+        self.session.store.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def abandon(self) -> None:
         """An interrupted selection: leave the run resumable, not running."""
