@@ -251,11 +251,17 @@ def t_quantile(p: float, df: float) -> float:
 
 #: criteria whose order the Friedman ranks inside each block test (a location of the losses)
 _LOCATION = frozenset({"mean", "median"})
+#: spread criteria: their screen ranks each candidate's absolute deviations from its own median
+#: inside every block (Fligner-Killeen's idea, blocked as Friedman's ranks are)
+_SPREAD = frozenset({"std", "iqr", "q90_q10"})
 #: built-in criteria that capping a challenger's losses cannot raise (see robustness.racing.capped)
 _CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
 #: instances before a bootstrap decides: with fewer, resamples repeat one instance so often
 #: that a spread is no estimate and the percentile bound is far too narrow
 _MIN_BOOT = 5
+#: instances before the mean's t bounds decide ("not needed", the stop): with two, a leader's own
+#: variance is one degree of freedom and the winner's curse of a lucky pair goes unseen
+_MIN_T = 3
 
 
 class _Stage:
@@ -285,10 +291,11 @@ class RaceRule(Rule):
       Friedman's omnibus test rejects (as F-Race does) and its criterion is worse than the
       reference's. A blow-up is one worst rank, not an unbounded number, and the residual variance
       pooled over every candidate lets the test act after two instances. For the other criteria
-      (``std``, ``iqr``, ``q90_q10``, ``min``, ``max``, a user's function) a paired bootstrap over
-      the instances bounds the difference of the criterion from below; a candidate whose bound is
-      above zero is dropped. Not before five instances: resamples of fewer repeat one instance so
-      often that a spread is no estimate.
+      the spreads (``std``, ``iqr``, ``q90_q10``) the same test ranks each candidate's absolute
+      deviations from its own median inside every instance (Fligner-Killeen's idea, blocked), from
+      three instances on. For ``min``, ``max`` and a user's function a paired bootstrap over the
+      instances bounds the difference of the criterion from below, from five instances on
+      (resamples of fewer repeat one instance so often that the bound is far too narrow).
     * *Not needed* (not in ``race-strict``). A candidate shown at most ``zone_fraction * delta``
       better than the reference is dropped: the reference is nearly as good.
     * *Stop.* The race ends with the leader when every other survivor is shown at most ``delta``
@@ -465,6 +472,17 @@ class RaceRule(Rule):
         chal = bootstrap_values(capped(x, self.blowup), crit.values, cols) if crit.name in _CAP_SAFE else raw
         return raw, chal
 
+    @staticmethod
+    def _rank_table(x: np.ndarray, name: str) -> np.ndarray | None:
+        """What the block ranks compare for a criterion: the losses (location), each candidate's
+        absolute deviations from its own median (spread, from three instances), or None (the
+        bootstrap decides)."""
+        if name in _LOCATION:
+            return x
+        if name in _SPREAD and x.shape[1] >= 3:
+            return np.abs(x - np.median(x, axis=1, keepdims=True))
+        return None
+
     def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Any) -> _Stage:
         m, s = x.shape
         values = crit.values(x)
@@ -483,19 +501,20 @@ class RaceRule(Rule):
 
         drop = blown & (values > values[b] + zone)
         boot = None if crit.name == "mean" else self._bootstrap(step, x, crit)
-        if crit.name in _LOCATION:
-            worse = friedman_screen(x).worse_than(r, screen_level) & (values > values[r])
+        ranks = self._rank_table(x, crit.name)
+        if ranks is not None:
+            worse = friedman_screen(ranks).worse_than(r, screen_level) & (values > values[r])
         elif s >= _MIN_BOOT:
             worse = self._lower_bounds(step, x, r, crit, screen_level, boot) > 0
         else:
             worse = np.zeros(m, dtype=bool)
-        enough = s >= (2 if crit.name == "mean" else _MIN_BOOT)
+        enough = s >= (_MIN_T if crit.name == "mean" else _MIN_BOOT)
         if enough and r != b:
             # the k best are kept from the screen against r; against the leader itself, at the
             # Bonferroni level over the survivors, they are not (else two would race forever)
             level_b = alpha / (2.0 * max(m - 1, 1))
-            if crit.name in _LOCATION:
-                worse_b = friedman_screen(x).worse_than(b, level_b) & (values > values[b])
+            if ranks is not None:
+                worse_b = friedman_screen(ranks).worse_than(b, level_b) & (values > values[b])
             else:
                 worse_b = self._lower_bounds(step, x, b, crit, level_b, boot) > 0
             worse |= worse_b & protected
