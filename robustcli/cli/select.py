@@ -89,14 +89,15 @@ def select(
                                                show_default=False)] = None,
     fraction: Annotated[float | None, typer.Option("--fraction", help="Share dropped per cut (paper, halving, "
                                                    "quantile). Default: 0.5.", show_default=False)] = None,
-    confidence: Annotated[float | None, typer.Option("--confidence", help="Confidence of the race's tests. "
+    confidence: Annotated[float | None, typer.Option("--confidence", help="Confidence of the race's tests and "
+                                                     "of the pick's confidence statement (every rule). "
                                                      "Default: 0.95.", show_default=False)] = None,
     final_instances: Annotated[int | None, typer.Option("--final-instances", metavar="N", help="Then train each "
                                                         "survivor up to N instances for its uncertainty summary "
                                                         "(the paper: 50).", show_default=False)] = None,
     delta: Annotated[str | None, typer.Option("--delta", metavar="X|P%", help="Race: indifference zone on the "
-                                              "mean loss, a share of the leader's mean (1%) or a loss difference "
-                                              "(0.005). Default: 1%, the same on every loss scale.",
+                                              "criterion, a share of the leader's mean loss (1%) or a difference "
+                                              "in loss units (0.005). Default: 1%, the same on every loss scale.",
                                               show_default=False)] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Most instances to use in all.",
                                                show_default=False)] = None,
@@ -153,6 +154,12 @@ def select(
     Example, replaying a table of losses (no training):
 
         robust select --replay losses.csv --rule race --json
+
+    Example, the paper's robustness question as a race (the smallest spread among the accurate):
+
+        robust select --replay losses.csv --rule race --criterion mean,std
+
+    Every selection ends with how sure it is of its pick: the candidates the data cannot tell from it at --confidence, each candidate's bootstrap probability of being the best, and how many more instances would separate them.
     """
     settings = _settings(
         config, tracking_uri=tracking_uri,

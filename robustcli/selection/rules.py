@@ -59,6 +59,10 @@ __all__ = [
     "t_quantile",
 ]
 
+#: the confidence of the race's screening drops (clearly worse than the reference, not needed);
+#: the stop, the drops against the leader and the pick's confidence use ``confidence``
+DEFAULT_SCREEN = 0.95
+
 #: the race's default indifference zone: 1 % of the leader's mean loss (see :func:`parse_delta`)
 DEFAULT_DELTA = "1%"
 
@@ -337,6 +341,8 @@ class RaceRule(Rule):
         strict: bool = False,
         blowup: float = BLOWUP_FACTOR,
         n_boot: int = N_BOOT,
+        screen: float = DEFAULT_SCREEN,
+        reference: float = 1.0 / 3.0,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
@@ -349,12 +355,15 @@ class RaceRule(Rule):
             raise InputError(f"prior_df must be >= 0, got {prior_df}")
         if not 0.0 <= zone_fraction <= 1.0:
             raise InputError(f"zone_fraction must be between 0 and 1, got {zone_fraction}")
+        if not 0.0 < screen < 1.0:
+            raise InputError(f"screen confidence must be between 0 and 1 (exclusive), got {screen}")
         if not blowup > 1.0:
             raise InputError(f"blowup must be a factor above 1, got {blowup}")
         self.confidence, self.delta, self.baseline_margin = confidence, float(delta), baseline_margin
         self.prior_df, self.zone_fraction = prior_df, zone_fraction
         self.relative, self.strict = bool(relative), strict
-        self.blowup, self.n_boot = float(blowup), int(n_boot)
+        self.blowup, self.n_boot, self.screen = float(blowup), int(n_boot), float(screen)
+        self.reference = float(reference)
         if strict:
             self.name = "race-strict"
 
@@ -492,12 +501,15 @@ class RaceRule(Rule):
         zone = self._zone(x, values, b, crit.name)
         alpha = 1.0 - self.confidence
         alpha_s = alpha * 6.0 / (math.pi**2 * step**2)
-        k = 1 if self.strict else max(1, min(m, math.ceil(m ** (1.0 / 3.0) - 1e-9)))
+        k = 1 if self.strict else max(1, min(m, math.ceil(m**self.reference - 1e-9)))
         clean = [i for i in order if not blown[i]] or order
         r = clean[min(k, len(clean)) - 1]
         protected = np.zeros(m, dtype=bool)
         protected[clean[:k]] = True
-        screen_level = alpha_s / (2.0 * max(m - 1, 1)) if self.strict else alpha / 2.0
+        # location criteria screen at ``screen``; spreads and the bootstrap at ``confidence`` (measured:
+        # a looser screen costs them the pick, see benchmarks/selection_efficiency.py)
+        loose = (1.0 - self.screen) / 2.0 if crit.name in _LOCATION else alpha / 2.0
+        screen_level = alpha_s / (2.0 * max(m - 1, 1)) if self.strict else loose
 
         drop = blown & (values > values[b] + zone)
         boot = None if crit.name == "mean" else self._bootstrap(step, x, crit)
@@ -520,7 +532,7 @@ class RaceRule(Rule):
             worse |= worse_b & protected
         drop |= worse
         if not self.strict and enough:
-            lb_r = self._lower_bounds(step, x, r, crit, alpha / 2.0, boot)
+            lb_r = self._lower_bounds(step, x, r, crit, loose, boot)
             drop |= lb_r >= -self.zone_fraction * zone
         drop &= ~protected | worse
         drop[b] = False
