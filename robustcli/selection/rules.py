@@ -343,6 +343,7 @@ class RaceRule(Rule):
         n_boot: int = N_BOOT,
         screen: float = DEFAULT_SCREEN,
         reference: float = 1.0 / 3.0,
+        t_screen: bool = True,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
@@ -364,6 +365,7 @@ class RaceRule(Rule):
         self.relative, self.strict = bool(relative), strict
         self.blowup, self.n_boot, self.screen = float(blowup), int(n_boot), float(screen)
         self.reference = float(reference)
+        self.t_screen = bool(t_screen)
         if strict:
             self.name = "race-strict"
 
@@ -521,6 +523,10 @@ class RaceRule(Rule):
         else:
             worse = np.zeros(m, dtype=bool)
         enough = s >= (_MIN_T if crit.name == "mean" else _MIN_BOOT)
+        if enough and crit.name == "mean" and self.t_screen:
+            # ranks lose power among a few survivors; the capped paired t does not, and capping
+            # keeps a challenger's blow-up from hiding how much worse it is
+            worse |= self._lower_bounds(step, x, r, crit, screen_level) > 0
         if enough and r != b:
             # the k best are kept from the screen against r; against the leader itself, at the
             # Bonferroni level over the survivors, they are not (else two would race forever)
@@ -529,6 +535,8 @@ class RaceRule(Rule):
                 worse_b = friedman_screen(ranks).worse_than(b, level_b) & (values > values[b])
             else:
                 worse_b = self._lower_bounds(step, x, b, crit, level_b, boot) > 0
+            if crit.name == "mean" and self.t_screen:
+                worse_b |= self._lower_bounds(step, x, b, crit, level_b) > 0
             worse |= worse_b & protected
         drop |= worse
         if not self.strict and enough:
