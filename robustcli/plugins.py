@@ -178,6 +178,15 @@ def build_task(cls: type, info: PluginInfo, options: dict[str, Any] | None = Non
         ) from None
 
 
+def _data_hint(exc: BaseException, name: str) -> str:
+    """What to look at when loading failed: the cache folder when the failure is in it."""
+    cache = os.environ.get("ROBUST_CACHE_DIR")
+    filename = getattr(exc, "filename", None)
+    if cache and isinstance(filename, str) and filename.startswith(cache):
+        return f"$ROBUST_CACHE_DIR={cache!r} must be a folder this user can write"
+    return f"robust check {name} runs the task's checks"
+
+
 def load_task_data(task: Any, name: str) -> Any:
     """``task.load_data()``, checked: a plugin whose loading fails, returns something else than a
     TaskData, or gives data with NaN or infinite values (which would train to NaN losses and pick
@@ -192,7 +201,7 @@ def load_task_data(task: Any, name: str) -> Any:
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin: named, one line
         raise TaskError(f"task {name!r} could not load its data: load_data() raised {type(exc).__name__}: "
-                        f"{first_line(exc)} (robust check {name} runs the task's checks)") from None
+                        f"{first_line(exc)} ({_data_hint(exc, name)})") from None
     if not isinstance(data, TaskData):
         raise TaskError(f"task {name!r}: load_data() returned {type(data).__name__}, not a TaskData")
     for field in ("pool_x", "pool_y", "test_x", "test_y"):
