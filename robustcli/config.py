@@ -199,6 +199,13 @@ class NasSettings(_Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     against: str | None = None
 
+    @field_validator("against")
+    @classmethod
+    def _against_names_one(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # else the search would run with no comparison, silently
+            raise ValueError(f"--against {value!r}: give a candidate's name or id, or 'selected'")
+        return value
+
     @model_validator(mode="after")
     def _top_within_trials(self) -> NasSettings:
         if self.top > self.trials:
