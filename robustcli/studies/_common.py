@@ -50,20 +50,22 @@ class Part:
 
 def train_parts(base: Any, parts: Sequence[Part], on_instance: OnInstance | None = None) -> int:
     """Train every part's missing instances with one executor (the base session's); returns how
-    many were trained. Each is logged by its part's session as it finishes."""
-    total = sum(len(p.jobs) for p in parts)
-    if not total:
+    many this process trained (one another process trained meanwhile is waited for and read, not
+    counted). Each is logged by its part's session as it finishes."""
+    if not any(p.jobs for p in parts):
         return 0
     executor = base.prepare_executor()  # a device or cluster that cannot train: refused before any write
+    trained = 0
     for part in parts:
         if not part.jobs:
             continue
         for cand, rec in part.session.train(part.jobs, executor=executor):
             part.records[cand.id][rec.index] = rec
+            trained += rec.fresh
             if on_instance is not None:
                 on_instance(part.label, rec)
         part.jobs = []
-    return total
+    return trained
 
 
 def loss_statistics(losses: Sequence[float], seed: int) -> tuple[int, int, dict[str, Estimate]]:
