@@ -4,6 +4,7 @@ them, so that a path that cannot be written is refused in one line before anythi
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from robustcli.errors import InputError, RobustError
@@ -31,8 +32,11 @@ def check_output_file(path: str | Path, option: str = "--out", suffixes: tuple[s
     if parent != path.parent:
         if not parent.is_dir():
             raise InputError(f"{where}: {str(parent)!r} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{where}: cannot create a folder in {str(parent)!r} (permission denied)")
+        try:  # a probe folder, removed at once: only an actual mkdir tells
+            os.rmdir(tempfile.mkdtemp(prefix=".robust-probe-", dir=parent))
+        except OSError as exc:
+            raise InputError(f"{where}: cannot write there (no folder can be made in {str(parent)!r}: "
+                             f"{exc.strerror or exc})") from None
         return path
     if not parent.is_dir():
         raise InputError(f"{where}: {str(parent)!r} is not a folder")
