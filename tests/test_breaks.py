@@ -294,3 +294,30 @@ def test_main_guards_what_escapes_every_command(monkeypatch, capsys, crashing):
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: unexpected KeyError: 'plugin bug' (the traceback is in ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_two_sample_size_studies_at_once_fit_one_baseline_and_count_right(workdir):
+    """Two `robust study sample-size` at once on one store: once 2 of 3 stores got a duplicate
+    baseline run, and the process that trained nothing said it trained 18."""
+    import os
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    args = ["study", "sample-size", "--task", "synthetic", "-C", "small", "-C", "wide", "-n", "3", "--sizes", "50,100",
+            "--json", *Q]  # fmt: skip
+    code = "import sys; from robustcli.cli.main import main; sys.argv = ['robust', *sys.argv[1:]]; main()"
+    env = {**os.environ, "ROBUST_DEBUG": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    trained = [json.loads(out)["trained_now"] for out, _ in outs]
+    fitted = [json.loads(out)["fitted_now"] for out, _ in outs]
+    assert sum(trained) == 2 * 2 * 3 and sum(fitted) == 2  # 2 candidates x 2 sizes x 3; a baseline per size
+    client = MlflowClient(f"sqlite:///{Path('mlruns/mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name("synthetic")
+    baselines = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'baseline'")
+    instances = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'instance'")
+    assert len(baselines) == 2 and len(instances) == 12
