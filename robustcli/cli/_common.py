@@ -15,9 +15,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from typer.exceptions import TyperException
 
 from robustcli.errors import RobustError, first_line
+
+try:  # click's usage errors: Typer's own classes since it vendors click (0.2x), click's before
+    from typer.exceptions import TyperException as _UsageError
+except ImportError:  # pragma: no cover - an older Typer on click
+    from click.exceptions import ClickException as _UsageError  # type: ignore[assignment,no-redef]
 from robustcli.reporting.strict_json import finite
 
 console = Console()
@@ -39,10 +43,10 @@ def handle_errors(fn: F) -> F:
             # plain print, not rich: the message must stay one unwrapped line
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, TyperException):  # the command's own exit, click's usage errors
+        except (typer.Exit, typer.Abort, _UsageError):  # the command's own exit, click's usage errors
             raise
         except Exception as exc:
-            from robustcli.cli._guard import report_unexpected, output_failed, stdout_error
+            from robustcli.cli._guard import output_failed, report_unexpected, stdout_error
 
             if isinstance(exc, OSError) and stdout_error(exc):
                 raise typer.Exit(output_failed(exc)) from None

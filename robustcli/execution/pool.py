@@ -94,6 +94,7 @@ def _die_with(parent: int) -> None:
     parent-death signal (set too, on Linux) covers only the fork server's death; a thread
     watching ``parent`` covers the coordinator's."""
     import threading
+    import time
 
     if sys.platform.startswith("linux"):
         try:
@@ -122,7 +123,7 @@ def _die_with(parent: int) -> None:
                 os._exit(1)
             except PermissionError:  # the pid went to another user's process: ours is gone
                 os._exit(1)
-            threading.Event().wait(1.0)
+            time.sleep(1.0)
 
     threading.Thread(target=watch, name="robust-parent-watch", daemon=True).start()
 
