@@ -66,6 +66,8 @@ MOST_EXAMPLES = 1_000_000_000
 MOST_EPOCHS = 1_000_000
 #: seeds are stored as 64-bit integers; negative ones are refused by numpy's generators
 MOST_SEED = 2**63 - 1
+#: the longest study (MLflow experiment) name: MLflow's own limit
+MOST_STUDY_NAME = 500
 
 
 Examples = Annotated[int, Field(gt=0, le=MOST_EXAMPLES)]
@@ -197,6 +199,13 @@ class NasSettings(_Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     against: str | None = None
 
+    @field_validator("against")
+    @classmethod
+    def _against_names_one(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # else the search would run with no comparison, silently
+            raise ValueError(f"--against {value!r}: give a candidate's name or id, or 'selected'")
+        return value
+
     @model_validator(mode="after")
     def _top_within_trials(self) -> NasSettings:
         if self.top > self.trials:
@@ -249,6 +258,15 @@ class StudySettings(_Strict):
     selection: SelectionSettings = SelectionSettings()
     nas: NasSettings = NasSettings()
     sample_size: SampleSizeSettings = SampleSizeSettings()
+
+    @field_validator("study")
+    @classmethod
+    def _study_fits_mlflow(cls, value: str | None) -> str | None:
+        """A study is an MLflow experiment: a name MLflow refuses is bad input, told before any training."""
+        if value is not None and len(value) > MOST_STUDY_NAME:
+            raise ValueError(f"--study: a name of {len(value):,} characters is longer than the {MOST_STUDY_NAME} "
+                             f"MLflow takes for an experiment name")
+        return value
 
     @property
     def study_name(self) -> str:
@@ -409,14 +427,19 @@ def parse_pairs(pairs: list[str] | None, option: str = "--task-option") -> dict[
     if not pairs:
         return None
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise InputError(f"{option} expects KEY=VALUE, got {pair!r}")
         try:
-            out[key.strip()] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            out[key.strip()] = raw
+            value = raw
+        if key in out and out[key] != value:  # one would silently win: refused, both named
+            raise InputError(f"{option} {given[key]} and {option} {pair} give {key!r} two values; give one")
+        out[key], given[key] = value, pair
     return out
 
 

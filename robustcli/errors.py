@@ -62,6 +62,13 @@ class StoreWriteError(StoreError):
     exit_code = 1
 
 
+class TaskError(RobustError):
+    """A task plugin failed at run time: its data cannot be loaded, or holds what no training can use
+    (NaN). Not the user's input, and not a bug of robust: exit code 1, naming the task."""
+
+    exit_code = 1
+
+
 class TrainingError(RobustError):
     """Training could not run at all (not a diverging instance: that is a recorded failure)."""
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from robustcli.errors import InputError, PluginLoadError, UnknownNameError
+from robustcli.errors import InputError, PluginLoadError, RobustError, TaskError, UnknownNameError, first_line
 
 __all__ = [
-    "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class", "task_or_none",
+    "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class", "load_task_data", "task_or_none",
 ]
 
 TASK_GROUP = "robustcli.tasks"
@@ -170,6 +170,61 @@ def build_task(cls: type, info: PluginInfo, options: dict[str, Any] | None = Non
         raise InputError(f"bad [task_options] for task {info.name!r}: {exc}") from None
     except SystemExit as exc:  # a plugin's constructor must never end the CLI
         raise PluginLoadError(f"task {info.name!r} ({info.value}) called sys.exit({exc.code!r}) when built") from None
+    except RobustError:  # the task's own refusal (a bad option value), worded by it
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plugin: named, one line
+        raise PluginLoadError(
+            f"task {info.name!r} ({info.value}) failed when built: {type(exc).__name__}: {first_line(exc)}"
+        ) from None
+
+
+def _data_hint(exc: BaseException, name: str) -> str:
+    """What to look at when loading failed: the cache folder when the failure is in it."""
+    cache = os.environ.get("ROBUST_CACHE_DIR")
+    filename = getattr(exc, "filename", None)
+    if cache and isinstance(filename, str) and filename.startswith(cache):
+        return f"$ROBUST_CACHE_DIR={cache!r} must be a folder this user can write"
+    return f"robust check {name} runs the task's checks"
+
+
+def load_task_data(task: Any, name: str) -> Any:
+    """``task.load_data()``, checked: a plugin whose loading fails, returns something else than a
+    TaskData, or gives data with NaN or infinite values (which would train to NaN losses and pick
+    a winner by ``inf``) is a :class:`~robustcli.errors.TaskError` naming it, as `robust check` finds."""
+    import torch
+
+    from robustcli.task import TaskData
+
+    try:
+        data = task.load_data()
+    except RobustError:  # the task's own refusal (a missing data file it names)
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin: named, one line
+        raise TaskError(f"task {name!r} could not load its data: load_data() raised {type(exc).__name__}: "
+                        f"{first_line(exc)} ({_data_hint(exc, name)})") from None
+    if not isinstance(data, TaskData):
+        raise TaskError(f"task {name!r}: load_data() returned {type(data).__name__}, not a TaskData")
+    for field in ("pool_x", "pool_y", "test_x", "test_y"):
+        value = getattr(data, field)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = _non_finite(value)
+            if bad:
+                raise TaskError(f"task {name!r}: its data's {field} holds {bad:,} NaN or infinite values of "
+                                f"{value.numel():,}; no instance can train or be scored on them "
+                                f"(robust check {name} runs the task's checks)")
+    return data
+
+
+def _non_finite(value: Any, chunk: int = 1 << 22) -> int:
+    """How many NaN or infinite values ``value`` holds. A finite sum proves there are none (NaN and
+    inf propagate through it) in a fraction of the time of a mask; otherwise (or on an overflow)
+    they are counted in slices of ``chunk`` values, without a mask as large as the data."""
+    import torch
+
+    if bool(torch.isfinite(value.sum())):
+        return 0
+    flat = value.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i : i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
 
 
 def task_or_none(name: str, options: dict[str, Any] | None = None) -> Any | None:

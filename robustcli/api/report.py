@@ -41,6 +41,7 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
     a ``.png`` writes the figure alone). The page is also logged to the study's selection run.
 
     Example: ``build_report("calo-energy-demo", out="demo.html").summary[0].quote()``"""
+    from robustcli.outputs import check_output_file, write_failed
     from robustcli.reporting.plots import study_figure
     from robustcli.tracking.mlflow_store import InstanceRecord
 
@@ -49,6 +50,7 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
     out = Path(out) if out is not None else Path(f"{study}.html")
     if out.suffix.lower() not in (".html", ".png"):
         raise InputError(f"--out {out}: write a .html page or a .png figure")
+    check_output_file(out)  # before reading the store: a report that cannot be written is refused first
     store, exp_id = open_study_experiment(study, tracking_uri)
     runs = finished_instance_runs(store, exp_id, study)
     # one figure compares like with like: the settings (fingerprint) with the most instances,
@@ -86,17 +88,20 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
     png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
     main_run = next(r for rs in by_cand.values() for r in rs)
     label = _labeller(store, exp_id, task, main_run)
-    study_figure(
-        png,
-        title=f"{study} ({task}), settings {fingerprint}",
-        losses=losses,
-        survivors_per_step=path,
-        best_per_step=leader,
-        curves=curves,
-        curves_label=f"{label(best)}\n({best})",
-        baseline=base,
-        labels={c: f"{label(c)}\n({c})" for c in losses},
-    )
+    try:
+        study_figure(
+            png,
+            title=f"{study} ({task}), settings {fingerprint}",
+            losses=losses,
+            survivors_per_step=path,
+            best_per_step=leader,
+            curves=curves,
+            curves_label=f"{label(best)}\n({best})",
+            baseline=base,
+            labels={c: f"{label(c)}\n({c})" for c in losses},
+        )
+    except OSError as exc:  # checked above, yet the disk may fill meanwhile
+        raise write_failed(png, exc) from None
     seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
     loss_name = runs[0].data.tags.get("robust.loss_name", "loss")
     summary = [_summary(c, label(c), losses[c], loss_name, seed) for c in ranked[:5]]
@@ -126,8 +131,12 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
             confidence=confidence,
             label=label,
         )
-        out.write_text(add_study_sections(page, studies))
-        png.unlink()
+        try:
+            out.write_text(add_study_sections(page, studies))
+        except OSError as exc:
+            raise write_failed(out, exc) from None
+        finally:
+            png.unlink(missing_ok=True)
         if selections:  # the page belongs with the study's own run
             store.client.log_artifact(selections[0].info.run_id, str(out))
     return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches,

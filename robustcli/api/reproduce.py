@@ -43,7 +43,7 @@ def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | No
     loss bit for bit. Nothing of the instance is written to the store."""
     from robustcli.config import StudySettings
     from robustcli.errors import InputError
-    from robustcli.plugins import load_task_class
+    from robustcli.plugins import build_task, load_task_class, load_task_data
     from robustcli.task import Candidate, readable_name
     from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
     from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
@@ -60,7 +60,7 @@ def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | No
             raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
         settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
     cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
-    task = cls(**settings.task_options)
+    task = build_task(cls, info, settings.task_options)
     candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
     candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
     spec = InstanceSpec(
@@ -70,7 +70,7 @@ def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | No
         train_size=int(params["train_size"]),
         test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
     )
-    data = task.load_data()
+    data = load_task_data(task, str(settings.task))
     logged_threads = tags.get("robust.torch_threads", "")
     if logged_threads.isdigit():
         import torch

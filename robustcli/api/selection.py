@@ -222,6 +222,10 @@ def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: 
         )
     if sel.max_steps is not None:
         losses.require_steps(sel.max_steps)
+    count = len(losses.candidates)
+    if sel.budget is not None and count > 1 and sel.budget < count:  # refused before any note is printed
+        raise InputError(f"--budget {sel.budget} is below the {count} trainings the first step needs "
+                         f"({count} candidates in {path})")
     store = MemoryStore(baseline=baseline_loss)
     _note_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
     result = select(

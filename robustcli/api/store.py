@@ -54,9 +54,11 @@ def export_losses(study: str, out: str | Path, tracking_uri: str | None = None) 
     Example: ``export_losses("calo-energy", "losses.csv")``, then ``replay_selection(..., "losses.csv")``"""
     from robustcli.api.report import finished_instance_runs, open_study_experiment
     from robustcli.errors import InputError
+    from robustcli.outputs import check_output_file, write_failed
     from robustcli.selection import write_loss_table
     from robustcli.tracking.mlflow_store import InstanceRecord
 
+    check_output_file(out, "the output file")  # before reading the store
     store, exp_id = open_study_experiment(study, tracking_uri)
     rows: list[dict[str, Any]] = []
     for run in finished_instance_runs(store, exp_id, study):
@@ -72,5 +74,8 @@ def export_losses(study: str, out: str | Path, tracking_uri: str | None = None) 
             f"(fingerprints {', '.join(sorted(fingerprints))}); a loss table needs one"
         )
     rows.sort(key=lambda r: (r["candidate"], r["instance"]))
-    write_loss_table(Path(out), rows)
+    try:
+        write_loss_table(Path(out), rows)
+    except OSError as exc:
+        raise write_failed(out, exc, "the output file") from None
     return rows

@@ -215,9 +215,10 @@ class Study:
                              "(or set sizes in the study file)")
         wanted = parse_sizes(sizes) if isinstance(sizes, str) else [int(x) for x in sizes]
         names = [candidates] if isinstance(candidates, str) else list(candidates)
+        out = _checked_out(out)
         with loading_data(self.session, self.progress):
             plan = SampleSizeStudy(self.session, names, wanted, self._instances(instances), baselines=baselines)
-        return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
+        return plan.log(self._run_plan(plan), out)
 
     def variance(self, candidate: str | None = None, instances: int | None = None, *, out: str | Path | None = None) -> Any:
         """Where the spread comes from (Figure 7): N instances with both seeds varying, N with only
@@ -225,9 +226,10 @@ class Study:
         and shares. Returns a :class:`robustcli.studies.variance.VarianceResult`."""
         from robustcli.studies.variance import VarianceStudy
 
+        out = _checked_out(out)
         with loading_data(self.session, self.progress):
             plan = VarianceStudy(self.session, candidate or self.settings.candidate, self._instances(instances, least=2))
-        return plan.log(self._run_plan(plan), Path(out) if out is not None else None)
+        return plan.log(self._run_plan(plan), out)
 
     def nas(self, *, trials: int | None = None, top: int | None = None, sampler: str | None = None,
             against: str | None = None, instances: int | None = None) -> NasOutcome:  # fmt: skip
@@ -289,6 +291,13 @@ class Study:
                 self.progress.update("study", advance=1, description=f"training ({label})", message=_instance_message(rec))
 
             return plan.run(done)
+
+
+def _checked_out(out: str | Path | None) -> Path | None:
+    """A study's ``out`` figure, refused before anything trains if it cannot be written."""
+    from robustcli.outputs import check_output_file
+
+    return check_output_file(out) if out is not None else None
 
 
 def _instance_message(rec: Any) -> str:

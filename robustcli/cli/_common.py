@@ -17,6 +17,11 @@ import typer
 from rich.console import Console
 
 from robustcli.errors import RobustError, first_line
+
+try:  # click's usage errors: Typer's own classes since it vendors click (0.2x), click's before
+    from typer.exceptions import TyperException as _UsageError
+except ImportError:  # pragma: no cover - an older Typer on click
+    from click.exceptions import ClickException as _UsageError  # type: ignore[assignment,no-redef]
 from robustcli.reporting.strict_json import finite
 
 console = Console()
@@ -26,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a :class:`RobustError` into one line on stderr and its exit code (2 for bad input)."""
+    """Turn a :class:`RobustError` into one line on stderr and its exit code (2 for bad input); a
+    store gone away into one line (exit 1); anything else (a bug, a broken plugin) into one line and
+    a log file with its traceback (:mod:`robustcli.cli._guard`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -36,9 +43,15 @@ def handle_errors(fn: F) -> F:
             # plain print, not rich: the message must stay one unwrapped line
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, _UsageError):  # the command's own exit, click's usage errors
+            raise
         except Exception as exc:
+            from robustcli.cli._guard import output_failed, report_unexpected, stdout_error
+
+            if isinstance(exc, OSError) and stdout_error(exc):
+                raise typer.Exit(output_failed(exc)) from None
             if not _from_the_store(exc):
-                raise  # a bug: its traceback is what a report needs
+                raise typer.Exit(report_unexpected(exc)) from None  # a bug: one line, its traceback in a log
             # a tracking server gone away mid-study: what is logged stays, re-running resumes
             print(f"error: the MLflow tracking store failed ({type(exc).__name__}: {first_line(exc)}); "
                   f"re-run the command once it is back: it resumes", file=sys.stderr)
@@ -59,7 +72,9 @@ def _from_the_store(exc: BaseException) -> bool:
 
 def print_json(payload: Any) -> None:
     """Machine-readable output: one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
+    out = sys.stdout  # held here: a write that fails is known as stdout's (robustcli.cli._guard)
+    out.write(json.dumps(finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
+    out.flush()
 
 
 def _json_default(value: Any) -> Any:

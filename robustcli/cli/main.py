@@ -111,4 +111,18 @@ except ImportError:  # Typer without rich: click's plain lines
 
 
 def main() -> None:
-    app()
+    """The console script: the app, guarded (:mod:`robustcli.cli._guard`): an exception no command
+    handled is one line and a log file, and output that cannot be written one line."""
+    from robustcli.cli._guard import finish_output, report_unexpected
+
+    try:
+        app()  # click's standalone mode: always ends in SystemExit
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - what escaped every command (a plugin command's bug)
+        code = report_unexpected(exc)
+    sys.exit(finish_output(code))

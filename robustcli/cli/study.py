@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from robustcli.errors import InputError
+
 from robustcli.cli._common import (
     TaskName,
     console,
@@ -130,7 +132,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 def variance(
     task: TaskName = None,
     candidate: Annotated[
-        str | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
+        list[str] | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,
     instances: Instances = None,
     out: Out = None,
@@ -143,8 +145,11 @@ def variance(
 
     Example: robust study variance --task calo-energy --candidate model2 --instances 50 --train-size 32000
     """
+    if candidate and len(candidate) > 1:  # a list, so that a second -C is refused rather than silently winning
+        raise InputError(f"--candidate given {len(candidate)} times ({', '.join(candidate)}): the variance study "
+                         f"splits one candidate's spread; run it once per candidate")
     study = _study(options, instances, task=task)
-    _show(study.variance(candidate, out=out), options, out, _render_variance)
+    _show(study.variance(candidate[0] if candidate else None, out=out), options, out, _render_variance)
 
 
 def _render_variance(result: Any, out: Path | None) -> None:

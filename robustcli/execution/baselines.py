@@ -78,7 +78,18 @@ def baseline_losses(session: Any, name: str, base: Any, instances: int) -> tuple
     logged = logged_baseline_losses(session, name, instances)
     if logged is not None:
         return logged, False
-    return fit_baseline(session, name, base, instances)["losses"], True
+    # claimed as instances are (a lock the kernel drops with its process): two studies at once on
+    # one store fit it once, the second waits and reads the first's run
+    locks = session.store.locks
+    key = f"baseline:{session.settings.study_name}:{session.settings.data_fingerprint()}:{name}"
+    locks.lock(key)
+    try:
+        logged = logged_baseline_losses(session, name, instances)
+        if logged is not None:
+            return logged, False
+        return fit_baseline(session, name, base, instances)["losses"], True
+    finally:
+        locks.unlock(key)
 
 
 def _log(session: Any, row: dict[str, Any], started: int) -> None:

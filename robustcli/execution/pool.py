@@ -78,11 +78,54 @@ def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings)
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(payload: bytes, threads: int) -> None:
+def _init_worker(payload: bytes, threads: int, parent: int | None = None) -> None:
     import torch
 
+    if parent is not None:
+        _die_with(parent)
     torch.set_num_threads(threads)
     _WORKER["task"], _WORKER["data"] = pickle.loads(payload)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the coordinating process ``parent`` ends, however it ends (SIGKILL
+    included): an idle worker waits on its task queue forever, and keeps the fork server's
+    resource tracker alive with it. The worker's own parent is the fork server, so the kernel's
+    parent-death signal (set too, on Linux) covers only the fork server's death; a thread
+    watching ``parent`` covers the coordinator's."""
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the thread alone
+            pass
+
+    def watch() -> None:
+        fd = None
+        try:
+            fd = os.pidfd_open(parent)  # readable once the process has ended (a zombie counts)
+        except (AttributeError, OSError):  # pragma: no cover - no pidfd (old kernel, macOS): poll
+            fd = None
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])
+            os._exit(1)
+        while True:  # pragma: no cover - the fallback
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # the pid went to another user's process: ours is gone
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="robust-parent-watch", daemon=True).start()
 
 
 def _work(unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
@@ -135,7 +178,8 @@ class LocalPoolExecutor:
         self.close()
         payload = dumps_payload(task, data)
         self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=_context(), initializer=_init_worker, initargs=(payload, self.threads)
+            max_workers=self.workers, mp_context=_context(), initializer=_init_worker,
+            initargs=(payload, self.threads, os.getpid()),
         )
         self._key, self._keep = key, (task, data)
         return self._pool

@@ -16,7 +16,7 @@ from typing import Any
 
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
-from robustcli.plugins import build_task, load_task_class
+from robustcli.plugins import build_task, load_task_class, load_task_data
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
@@ -99,7 +99,7 @@ class StudySession:
     @property
     def data(self) -> TaskData:
         if self._data is None:
-            self._data = self.task.load_data()
+            self._data = load_task_data(self.task, str(self.settings.task))
         return self._data
 
     @property

@@ -50,20 +50,22 @@ class Part:
 
 def train_parts(base: Any, parts: Sequence[Part], on_instance: OnInstance | None = None) -> int:
     """Train every part's missing instances with one executor (the base session's); returns how
-    many were trained. Each is logged by its part's session as it finishes."""
-    total = sum(len(p.jobs) for p in parts)
-    if not total:
+    many this process trained (one another process trained meanwhile is waited for and read, not
+    counted). Each is logged by its part's session as it finishes."""
+    if not any(p.jobs for p in parts):
         return 0
     executor = base.prepare_executor()  # a device or cluster that cannot train: refused before any write
+    trained = 0
     for part in parts:
         if not part.jobs:
             continue
         for cand, rec in part.session.train(part.jobs, executor=executor):
             part.records[cand.id][rec.index] = rec
+            trained += rec.fresh
             if on_instance is not None:
                 on_instance(part.label, rec)
         part.jobs = []
-    return total
+    return trained
 
 
 def loss_statistics(losses: Sequence[float], seed: int) -> tuple[int, int, dict[str, Estimate]]:
@@ -101,36 +103,51 @@ def log_study_run(
         exp_id, f"tags.`robust.kind` = 'study' and tags.`robust.study_key` = '{key}'"
     )
     now = int(time.time() * 1000)
-    if found:
-        run_id = found[0].info.run_id
-    else:
-        run = client.create_run(exp_id, run_name=f"study/{kind}", start_time=now, tags=session.store.context_tags)
-        run_id = run.info.run_id
-        tags = {
-            "robust.kind": "study",
-            "robust.study_kind": kind,
-            "robust.study_key": key,
-            "robust.task": str(session.settings.task),
-            "robust.study": session.settings.study_name,
-        }
-        params = [Param(k, _param(v)) for k, v in sorted(description.items())]
-        client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
-    values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)]
-    if values:
-        client.log_batch(run_id, metrics=values)
-    with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
-        path = Path(tmp) / f"{kind}.json"
-        path.write_text(json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
-        client.log_artifact(run_id, str(path))
-        if figure is not None:
-            png = Path(tmp) / f"{kind}.png"
-            figure(png)
-            client.log_artifact(run_id, str(png))
-            if out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(png.read_bytes())
+    run_id = found[0].info.run_id if found else client.create_run(
+        exp_id, run_name=f"study/{kind}", start_time=now, tags=session.store.context_tags).info.run_id
+    try:  # a run that cannot be completed is ended as failed, never left RUNNING
+        if not found:
+            tags = {
+                "robust.kind": "study",
+                "robust.study_kind": kind,
+                "robust.study_key": key,
+                "robust.task": str(session.settings.task),
+                "robust.study": session.settings.study_name,
+            }
+            params = [Param(k, _param(v)) for k, v in sorted(description.items())]
+            client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
+        values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)]
+        if values:
+            client.log_batch(run_id, metrics=values)
+        with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
+            path = Path(tmp) / f"{kind}.json"
+            path.write_text(json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+            client.log_artifact(run_id, str(path))
+            if figure is not None:
+                png = Path(tmp) / f"{kind}.png"
+                figure(png)
+                client.log_artifact(run_id, str(png))
+                if out is not None:
+                    _copy(png, out)
+    except BaseException:
+        try:
+            client.set_terminated(run_id, "FAILED", end_time=int(time.time() * 1000))
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        raise
     client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
     return run_id
+
+
+def _copy(png: Path, out: Path) -> None:
+    """The figure to ``out`` (checked before training; a disk that filled since is one line)."""
+    from robustcli.outputs import write_failed
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png.read_bytes())
+    except OSError as exc:
+        raise write_failed(out, exc) from None
 
 
 def _param(value: Any) -> str:

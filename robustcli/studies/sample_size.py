@@ -50,7 +50,7 @@ def parse_sizes(text: str) -> list[int]:
     sizes = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not (part.isascii() and part.isdigit()) or int(part) < 1:  # '²'.isdigit() holds, int('²') fails
             raise InputError(f"--sizes {text!r}: {part!r} is not a positive whole number ({hint})")
         sizes.append(int(part))
     if len(set(sizes)) > MOST_SIZES:

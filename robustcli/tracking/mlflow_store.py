@@ -75,6 +75,13 @@ def resolve_tracking_uri(option: str | None = None, settings_uri: str | None = N
     return uri
 
 
+class _ReraisedErrors:
+    """A logging filter dropping MLflow's logged database errors that it raises right after."""
+
+    def filter(self, record: Any) -> bool:
+        return not (record.exc_info and record.getMessage().startswith("SQLAlchemy database error"))
+
+
 def _cache_dir(kind: str, uri: str) -> Path:
     """A folder of this user's cache for a server's journals and locks (by the server's URI):
     ``$ROBUST_CACHE_DIR`` if set, else ``~/.cache/robustcli``."""
@@ -251,6 +258,11 @@ class MlflowStore:
         # MLflow configures its loggers on import and logs its migrations at INFO: noise for a CLI
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # its session wrapper logs every database error with its traceback (30 lines each, several per
+        # failed write on a full disk) and then raises it: the command's own error line reports it
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        if not any(isinstance(f, _ReraisedErrors) for f in db_log.filters):
+            db_log.addFilter(_ReraisedErrors())
         try:
             client = MlflowClient(tracking_uri=self.uri)
             client.search_experiments(max_results=1)

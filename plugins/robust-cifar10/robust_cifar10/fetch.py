@@ -177,6 +177,7 @@ def _extract(archive: Path, dest: Path, needed: tuple[str, ...]) -> Path:
     import shutil
     import tarfile
 
+    from robust_cifar10 import data as cifar_data
     from robust_cifar10.data import TAR_FOLDER
 
     staging = dest / f".{TAR_FOLDER}.extracting"
@@ -186,7 +187,10 @@ def _extract(archive: Path, dest: Path, needed: tuple[str, ...]) -> Path:
             members = []
             for m in tar.getmembers():
                 parts = Path(m.name).parts
-                if not parts or parts[0] != TAR_FOLDER or len(parts) > 2 or ".." in parts:
+                if m.name.startswith(("/", "\\")) or ".." in parts or ".." in Path(m.name.replace("\\", "/")).parts:
+                    raise FetchError(f"{archive}: member {m.name!r} points outside the folder it extracts to; "
+                                     f"the official archive has none: this one is refused")
+                if not parts or parts[0] != TAR_FOLDER or len(parts) > 2:
                     continue  # only the batches folder's own files
                 if m.isfile():
                     members.append(m)
@@ -199,6 +203,13 @@ def _extract(archive: Path, dest: Path, needed: tuple[str, ...]) -> Path:
     except (tarfile.TarError, EOFError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise FetchError(f"{archive}: cannot extract it ({type(exc).__name__}: {exc})") from None
+    for name in needed:  # an archive whose MD5 was given matches, yet its batches may be anything
+        try:
+            cifar_data.read_batch(staging / TAR_FOLDER / name)
+        except InputError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise FetchError(f"{archive}: {TAR_FOLDER}/{name} is not a CIFAR-10 batch ({str(exc).split(': ', 1)[-1]}); "
+                             f"nothing was extracted; remove the archive and check --url and --md5") from None
     folder = dest / TAR_FOLDER
     folder.mkdir(exist_ok=True)
     for f in sorted((staging / TAR_FOLDER).iterdir()):

@@ -222,3 +222,39 @@ def test_robust_data_holds_both_plugins_commands(tmp_path):
     assert all(cmd in helped.stdout for cmd in ("fetch-cifar10", "make-calo", "show"))
     assert "Fetch the CIFAR-10 data set" in helped.stdout and "calorimeter shower samples" in helped.stdout
 
+
+
+# -- archives that are not what they claim (issue 20) -------------------------------------------------
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+_BATCHES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+
+
+@pytest.mark.parametrize("evil", ["../escaped", "/tmp/absolute", "cifar-10-batches-py/../../escaped"])
+def test_members_pointing_outside_are_refused_by_name(robust, server, tmp_path, evil):
+    payload = _tar({**{f"cifar-10-batches-py/{b}": b"x" for b in _BATCHES}, evil: b"evil"})
+    server.files["/cifar-10-python.tar.gz"] = payload
+    dest = tmp_path / "mine"
+    result = robust("--url", server.url, "--md5", _md5(payload), "--dest", str(dest))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f"member {evil!r} points outside the folder" in result.stderr
+    assert not (dest / "cifar-10-batches-py").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_garbage_batches_whose_md5_matches_are_not_fetched(robust, server, tmp_path):
+    payload = _tar({f"cifar-10-batches-py/{b}": b"x" for b in _BATCHES})
+    server.files["/cifar-10-python.tar.gz"] = payload
+    dest = tmp_path / "mine"
+    result = robust("--url", server.url, "--md5", _md5(payload), "--dest", str(dest))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "cifar-10-batches-py/data_batch_1 is not a CIFAR-10 batch" in result.stderr
+    assert "fetched" not in result.stdout
+    assert not (dest / "cifar-10-batches-py").exists()
