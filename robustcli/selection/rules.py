@@ -61,7 +61,7 @@ __all__ = [
 
 #: the confidence of the race's screening drops (clearly worse than the reference, not needed);
 #: the stop, the drops against the leader and the pick's confidence use ``confidence``
-DEFAULT_SCREEN = 0.95
+DEFAULT_SCREEN = 0.8
 
 #: the race's default indifference zone: 1 % of the leader's mean loss (see :func:`parse_delta`)
 DEFAULT_DELTA = "1%"
@@ -280,51 +280,59 @@ class RaceRule(Rule):
 
     Instance ``j`` of every candidate shares its training sample and seeds (common random
     numbers), so the instances are *blocks* and every test is paired. At step ``s >= 2`` (after
-    the warm-up) the survivors are ranked by the criterion; the *leader* ``b`` is the best
+    the warm-up) the ``m`` survivors are ranked by the criterion; the *leader* ``b`` is the best
     candidate without a blow-up, the *reference* ``r`` the ``k``-th best such,
-    ``k = ceil(m ** (1/3))`` of ``m`` survivors (a few lucky first instances cannot knock out
-    everyone). Three decisions, each robust to a heavy right tail:
+    ``k = ceil(m ** reference)`` (``reference`` = 1/3: a few lucky first instances cannot knock
+    out everyone). The decisions, each robust to a heavy right tail:
 
     * *Blow-ups.* A candidate with an instance above ``blowup`` (3) times its own median loss
       is dropped once its criterion exceeds the leader's by more than the zone ``delta``. Its
       observed mean is, if anything, an under-estimate: a right-skewed sample mean falls below
       the true one more often than above.
-    * *Clearly worse.* For location criteria (``mean``, ``median``) the candidates are ranked
-      inside every instance (Friedman) and a candidate is dropped when its mean rank exceeds the
-      reference's by Conover's one-sided post-hoc t at level ``(1 - confidence) / 2``, once
-      Friedman's omnibus test rejects (as F-Race does) and its criterion is worse than the
-      reference's. A blow-up is one worst rank, not an unbounded number, and the residual variance
-      pooled over every candidate lets the test act after two instances. For the other criteria
-      the spreads (``std``, ``iqr``, ``q90_q10``) the same test ranks each candidate's absolute
-      deviations from its own median inside every instance (Fligner-Killeen's idea, blocked), from
-      three instances on. For ``min``, ``max`` and a user's function a paired bootstrap over the
-      instances bounds the difference of the criterion from below, from five instances on
-      (resamples of fewer repeat one instance so often that the bound is far too narrow).
+    * *Clearly worse than the reference*, one-sided at level ``(1 - screen) / 2`` for location
+      criteria and ``(1 - confidence) / 2`` for the others. For ``mean`` and ``median`` the
+      candidates are ranked inside every instance (Friedman) and one is dropped when its mean
+      rank exceeds the reference's by Conover's post-hoc t, once Friedman's omnibus test rejects
+      (as F-Race does), and its criterion is worse than the reference's. A blow-up is one worst
+      rank, not an unbounded number, and the residual variance pooled over every candidate lets
+      the test act after two instances. For the spreads (``std``, ``iqr``, ``q90_q10``) the same
+      test ranks each candidate's absolute deviations from its own median (Fligner-Killeen's
+      idea, blocked), from three instances. For ``min``, ``max`` and a user's function a paired
+      bootstrap bounds the difference of the criterion from below, from five instances.
+    * *Clearly worse than the leader*, at the Bonferroni level over the survivors: the same
+      tests, so that the ``k`` best, spared the screen against ``r``, do not race forever.
     * *Not needed* (not in ``race-strict``). A candidate shown at most ``zone_fraction * delta``
       better than the reference is dropped: the reference is nearly as good.
     * *Stop.* The race ends with the leader when every other survivor is shown at most ``delta``
       better than it, simultaneously over survivors (Bonferroni) and steps (level
-      ``(1 - confidence) * 6 / (pi^2 s^2)``, summing to ``1 - confidence``).
+      ``(1 - confidence) * 6 / (pi^2 s^2)``, summing to ``1 - confidence``). Under the model
+      (paired differences about normal once capped) a stopped race's pick is more than ``delta``
+      worse than a survivor with probability at most ``(1 - confidence) / 2``; the drops are a
+      screen, measured rather than guaranteed.
 
-    The bounds on a challenger's advantage use its losses capped at ``blowup`` times its own
-    median: every built-in criterion of capped losses is at most that of the raw ones, so the
-    bound stays conservative while a blow-up no longer inflates the variance it is built from.
-    For the mean the bound is a paired t whose variance is moderated (empirical Bayes, pooled
-    with the median variance over the survivors, ``prior_df`` degrees of freedom), which is what
-    lets a race decide after two instances; for other criteria it is the percentile bootstrap.
+    The bounds on a challenger's advantage ("not needed", the stop, a spread's bootstrap) use
+    its losses capped at ``blowup`` times its own median: every built-in criterion of capped
+    losses is at most that of the raw ones, so the bound stays conservative while a blow-up no
+    longer inflates the variance it is built from. For the mean the bound is a paired t whose
+    variance is moderated (empirical Bayes: pooled with the median variance over the survivors,
+    ``prior_df`` degrees of freedom), from three instances (two hide a lucky pair's winner's
+    curse); for other criteria it is a bootstrap-t over the instances.
 
     *Several criteria* race lexicographically with a tolerance: the first criterion races until
     its leader is shown within ``delta`` of every survivor; the survivors, equal on it within the
-    zone, then race on the second (the paper's robustness question, "the smallest spread among
-    the accurate ones", is ``--criterion mean,std``). A Pareto combination has no single order to
+    zone, then race on the second. When the race ends with several survivors (its step limit or
+    budget), :meth:`pick` takes the best on the second criterion among those the first cannot
+    tell from its leader. The paper's robustness question, "the smallest spread among the
+    accurate ones", is ``--criterion mean,std``. A Pareto combination has no single order to
     race: it is refused. Failed instances drop their candidate at once; at step 1 a known
     baseline applies the paper's cut.
 
     ``delta`` is in loss units, or a share of the leader's mean loss when ``relative`` (``"1%"``,
     the default, the same zone on every loss scale; for a user's criterion a share of its value).
     ``race-strict`` (``strict=True``) never drops a candidate as "not needed", uses the best as
-    its reference and tests at the Bonferroni level over survivors and steps: slower, and
-    the true best is kept unless a test errs. What the defaults cost and give is measured by
+    its reference and screens at the Bonferroni level over survivors and steps: the true best is
+    kept unless a test errs, at a higher cost. The defaults (``screen`` 0.8, ``confidence``
+    0.95, ``delta`` 1 %, ``reference`` 1/3, a warm-up of one step) were chosen on
     ``benchmarks/selection_efficiency.py``.
     """
 
@@ -343,7 +351,6 @@ class RaceRule(Rule):
         n_boot: int = N_BOOT,
         screen: float = DEFAULT_SCREEN,
         reference: float = 1.0 / 3.0,
-        t_screen: bool = True,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
@@ -365,7 +372,7 @@ class RaceRule(Rule):
         self.relative, self.strict = bool(relative), strict
         self.blowup, self.n_boot, self.screen = float(blowup), int(n_boot), float(screen)
         self.reference = float(reference)
-        self.t_screen = bool(t_screen)
+
         if strict:
             self.name = "race-strict"
 
@@ -523,10 +530,6 @@ class RaceRule(Rule):
         else:
             worse = np.zeros(m, dtype=bool)
         enough = s >= (_MIN_T if crit.name == "mean" else _MIN_BOOT)
-        if enough and crit.name == "mean" and self.t_screen:
-            # ranks lose power among a few survivors; the capped paired t does not, and capping
-            # keeps a challenger's blow-up from hiding how much worse it is
-            worse |= self._lower_bounds(step, x, r, crit, screen_level) > 0
         if enough and r != b:
             # the k best are kept from the screen against r; against the leader itself, at the
             # Bonferroni level over the survivors, they are not (else two would race forever)
@@ -535,8 +538,6 @@ class RaceRule(Rule):
                 worse_b = friedman_screen(ranks).worse_than(b, level_b) & (values > values[b])
             else:
                 worse_b = self._lower_bounds(step, x, b, crit, level_b, boot) > 0
-            if crit.name == "mean" and self.t_screen:
-                worse_b |= self._lower_bounds(step, x, b, crit, level_b) > 0
             worse |= worse_b & protected
         drop |= worse
         if not self.strict and enough:
