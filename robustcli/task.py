@@ -303,7 +303,12 @@ class Baseline(ABC):
     def fit_predict(
         self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, seed: int
     ) -> torch.Tensor:
-        """Fit on the training sample and return predictions for ``test_x`` shaped like ``y``."""
+        """Fit on the training sample and return predictions for ``test_x`` shaped like the
+        model's output, which the core scores with the task's ``test_loss`` exactly as it scores
+        a model: for regression, values shaped like ``y`` (``(n,)`` for a ``(n, 1)`` ``y`` is
+        reshaped); for classification (integer labels), ``(n, n_classes)`` scores of the kind
+        the models return (logits for a cross-entropy ``test_loss``). ``robust check`` fits and
+        scores each baseline (``check_baselines``)."""
 
 
 class Task(ABC):

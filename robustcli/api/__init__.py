@@ -30,32 +30,48 @@ from robustcli.api.results import (
     SelectionOutcome,
     StudyInfo,
     StudyReport,
+    StudyRuns,
+    TaskInfo,
 )
 from robustcli.api.selection import replay_selection
 from robustcli.api.store import export_losses, list_studies
-from robustcli.api.study import Study, list_candidates
+from robustcli.api.study import Study, list_candidates, list_tasks
 from robustcli.errors import InputError, RobustError
+from robustcli.studies.sample_size import SampleSizeResult
+from robustcli.studies.variance import VarianceResult
+from robustcli.task import Baseline, Candidate, Loss, SearchSpace, Task, TaskData
 
 __all__ = [
     "Assessment",
+    "Baseline",
     "BaselineFits",
+    "Candidate",
     "CandidateInfo",
     "CandidateSummary",
     "InputError",
+    "Loss",
     "NasOutcome",
     "Progress",
     "ReplayOutcome",
     "Reproduction",
     "RobustError",
+    "SampleSizeResult",
+    "SearchSpace",
     "SelectionOutcome",
     "Silent",
     "Study",
     "StudyInfo",
     "StudyReport",
+    "StudyRuns",
+    "Task",
+    "TaskData",
+    "TaskInfo",
+    "VarianceResult",
     "build_report",
     "export_losses",
     "list_candidates",
     "list_studies",
+    "list_tasks",
     "replay_selection",
     "reproduce_run",
 ]

@@ -13,7 +13,7 @@ from robustcli.results import TableResult
 __all__ = ["Reproduction", "reproduce_run"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Reproduction(TableResult):
     """``reproduce_run``: the logged and the retrained test loss, and what differs if they do."""
 
@@ -31,6 +31,11 @@ class Reproduction(TableResult):
     bitwise_equal: bool
     #: recorded versions or settings that differ now: tag -> {"logged", "now"}
     differences: dict[str, dict[str, Any]]
+
+    def summary_line(self) -> str:
+        same = "bit for bit" if self.bitwise_equal else f"differs ({', '.join(self.differences) or 'no recorded cause'})"
+        return (f"{self.candidate_description}/{self.instance_index} (run {self.run_id}): logged {self.logged_test_loss}, "
+                f"retrained {self.reproduced_test_loss}: {same}")  # fmt: skip
 
 
 def _bits(x: float) -> str:
