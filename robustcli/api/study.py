@@ -113,10 +113,8 @@ class Study:
                         max_stack=max_stack, threads=threads, executor=executor, workers=workers,
                         ray_address=ray_address, mix_candidate_seed=mix_candidate_seed,
                         task_options=dict(task_options) if task_options else None)  # fmt: skip
-        if inline is not None:
-            settings["task"] = getattr(inline, "name", None) or None
-        s = load_settings(Path(config) if config is not None else None, task=None if inline is not None else task,
-                          study=name, **settings)  # fmt: skip
+        settings["task"] = (getattr(inline, "name", None) or None) if inline is not None else task
+        s = load_settings(Path(config) if config is not None else None, study=name, **settings)
         self._init(s, tracking_uri, progress, inline)
 
     @classmethod
