@@ -4,13 +4,17 @@ Example::
 
     from robustcli.api import Study
 
-    study = Study("synthetic", tracking_uri="sqlite:///mlruns/mlflow.db", train_size=200, max_epochs=30)
-    print([c.name or c.description for c in study.candidates()])
+    study = Study("synthetic", tracking_uri="sqlite:///mlruns/mlflow.db", train_size=200,
+                  min_epochs=10, window=5, max_epochs=30)    # a short early stopping (the paper's: min_epochs=100)
+    print([c.name or c.description for c in study.candidates()][:3])
     small = study.assess("small", instances=5)            # trains what MLflow lacks, then statistics
     print(small.statistics["mean"], small.to_frame())      # a dataclass; to_frame() needs pandas
-    chosen = study.select(rule="race", max_steps=6)       # Algorithm 1, resumable
-    print(chosen.selected, [s.quote() for s in chosen.summary])
+    chosen = study.select(rule="race", candidates=["small", "wide"], max_steps=6)   # Algorithm 1, resumable
+    print(chosen.selected_name, [s.quote() for s in chosen.summary])
     study.report("synthetic.html")
+
+A task defined in the notebook works the same: ``Study(MyTask)`` or ``Study(task=MyTask())``
+with a :class:`robustcli.task.Task` subclass (see the README's "From Python").
 
 Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``records()`` and
 ``to_frame()``. Bad input raises :class:`robustcli.errors.InputError` (a ``RobustError``) with the

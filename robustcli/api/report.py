@@ -79,7 +79,7 @@ def build_report(study: str | Any, out: str | Path | None = None, *, top: int = 
     report to ``out`` (``STUDY.html`` by default; a ``.png`` writes the figure alone). The page is
     also logged to the study's selection run. MLflow's download bars show only with ``progress``.
 
-    Example: ``build_report("api-example", out="api-example.html").summary[0].quote()``"""
+    Example: ``build_report(study, out="report.html").summary[0].quote()``"""
     from robustcli.api.progress import Silent, progress_of
 
     study, tracking_uri = study_and_store(study, tracking_uri)

@@ -223,7 +223,7 @@ def replay_selection(
     :func:`export_losses` writes): no training. The keywords are :meth:`Study.select`'s;
     ``baseline_loss`` is the paper's cut; ``settings`` (what the CLI builds) replaces them all.
 
-    Example: ``replay_selection("losses.csv", rule="race", criterion="mean").selected``"""
+    Example: ``replay_selection("losses.csv", rule="halving", criterion="mean").selected``"""
     from robustcli.api._args import names
     from robustcli.config import load_settings
 

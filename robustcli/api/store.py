@@ -54,7 +54,7 @@ def export_losses(study: str | Any, out: str | Path, *, tracking_uri: str | None
     instance, loss and details); returns the rows written. A study whose instances were trained
     under several settings is refused: a loss table compares like with like.
 
-    Example: ``export_losses("api-example", "losses.csv")``, then ``replay_selection("losses.csv", rule="halving")``"""
+    Example: ``export_losses(study, "losses.csv")``, then ``replay_selection("losses.csv", rule="halving").selected``"""
     from robustcli.api.report import finished_instance_runs, open_study_experiment, study_and_store
     from robustcli.errors import InputError
     from robustcli.selection import write_loss_table
