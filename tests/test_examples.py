@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_blocks() -> list[str]:
     """The README's ```python blocks, in order."""
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    import textwrap
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    return [textwrap.dedent(b) for b in blocks]
 
 
 def _docstring_examples(doc: str | None) -> list[str]:

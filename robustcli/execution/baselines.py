@@ -57,9 +57,10 @@ def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str
         spec = InstanceSpec(i, seeds.init_seed, seeds.data_seed, session.train_size, session.test_size)
         idx, t_idx = sample_indices(data, spec, replace)
         tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
+        # fitted with autograd on (a baseline may fit by gradient descent), scored without it
+        pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
         with torch.no_grad():
-            pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
-            losses.append(float(session.task.test_loss(baseline_scores(name, pred, ty), ty)))
+            losses.append(float(session.task.test_loss(baseline_scores(name, pred.detach() if hasattr(pred, "detach") else pred, ty), ty)))
     row = _row(name, base, losses)
     _log(session, row, started)
     return row
