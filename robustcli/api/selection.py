@@ -85,8 +85,6 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
             f"--warmup {sel.warmup} needs {len(candidates) * sel.warmup} trainings for {len(candidates)} candidates, "
             f"more than --budget {sel.budget}"
         )
-    load_checked_data(session, progress)
-    session.prepare_executor()
     description = {
         "rule": rule.describe(),
         **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps", "final_instances"}),
@@ -95,6 +93,9 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     }
     key = selection_key(session.fingerprint, description, candidates)
     store = MlflowSelectionStore(session, key, description)
+    store.refuse_if_held()  # a selection running elsewhere: refused at once, before the data load
+    load_checked_data(session, progress)
+    session.prepare_executor()
     store.check_not_running_elsewhere()
     baseline = store.baseline_loss()
     _note_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session), progress)
