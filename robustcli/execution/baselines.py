@@ -130,7 +130,7 @@ def _log(session: Any, row: dict[str, Any], started: int) -> None:
     client = session.store.client
     exp_id = session.experiment()
     now = int(time.time() * 1000)
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}", start_time=started,
+    run = client.create_run(exp_id, run_name=f"baseline/{row['name']} {session.settings_label()}", start_time=started,
                             tags=session.store.context_tags)
     metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
     stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}

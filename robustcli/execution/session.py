@@ -221,9 +221,9 @@ class StudySession:
     def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
         """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
-        name = self.describe(candidate)
-        if s.vary != "both":
-            name += f" [{s.vary} varies]"
+        # the settings beside the name: one candidate has a run per setting (a sample-size study's
+        # sizes, --vary), and `mlflow ui` lists them side by side
+        name = f"{self.describe(candidate)} {self.settings_label()}"
         return self.store.candidate_spec(
             task=str(s.task),
             candidate=candidate,
@@ -237,6 +237,17 @@ class StudySession:
                 "vary": s.vary,
             },
         )
+
+    def settings_label(self) -> str:
+        """What tells this setting's runs of a candidate from another's, in a run name: '[train 256]',
+        '[train 256, init varies]'."""
+        s = self.settings
+        parts = [f"train {self.train_size}"]
+        if self.test_size is not None and self.test_size != self.train_size:
+            parts.append(f"test {self.test_size}")
+        if s.vary != "both":
+            parts.append(f"{s.vary} varies")
+        return f"[{', '.join(parts)}]"
 
     def parent_run(self, candidate: Candidate) -> str:
         """The candidate's run under these settings (its statistics summarise exactly its children)."""
