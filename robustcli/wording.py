@@ -38,12 +38,13 @@ def cli_wording() -> Iterator[None]:
         _CLI.reset(token)
 
 
-def opt(flag: str, value: Any = _UNSET) -> str:
+def opt(flag: str, value: Any = _UNSET, quoted: bool = False) -> str:
     """A setting as the user wrote it: ``opt("train-size", 50)`` is ``--train-size 50`` under the
-    CLI and ``train_size=50`` in Python (``repr`` of a str value: ``vary='x'``)."""
+    CLI and ``train_size=50`` in Python (``repr`` of a str value: ``vary='x'``; ``quoted``: the
+    CLI's too)."""
     flag = flag.lstrip("-").replace("_", "-")
     if is_cli():
-        return f"--{flag}" if value is _UNSET else f"--{flag} {value}"
+        return f"--{flag}" if value is _UNSET else f"--{flag} {value!r}" if quoted else f"--{flag} {value}"
     keyword = _KEYWORD_OF_FLAG.get(flag, flag.replace("-", "_"))
     return keyword if value is _UNSET else f"{keyword}={value!r}"
 

@@ -281,7 +281,7 @@ def test_check_runs_the_conformance_kit_on_an_installed_task(app, runner, site):
     assert [c["check"] for c in report["checks"]] == list(CHECKS)
     assert report["passed"] is True and {c["status"] for c in report["checks"]} == {"passed"}
     table = runner.invoke(app, ["check", "tiny", "--sample", "1"])
-    assert table.exit_code == 0 and "check_pickle" in table.stdout and "task tiny conforms: 10 passed" in table.stdout
+    assert table.exit_code == 0 and "check_pickle" in table.stdout and "task tiny conforms: 11 passed" in table.stdout
     unknown = runner.invoke(app, ["check", "tinny"])
     assert unknown.exit_code == 2 and unknown.stderr.startswith("error: unknown task 'tinny' (robust check); did you mean 'tiny'?")
     assert unknown.stderr.count("\n") == 1

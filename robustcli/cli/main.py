@@ -47,7 +47,7 @@ def root(
     """Find deep-learning models that are accurate and robust to sample and initialisation."""
     from robustcli.wording import cli_wording
 
-    ctx.with_resource(cli_wording())  # error lines name --flags until the command ends
+    ctx.with_resource(cli_wording())  # error lines name --flags until the command ends (handle_errors too)
 
 
 # `robust --help` shows each command's short_help on one line of an 80-column terminal (the

@@ -42,17 +42,17 @@ def parse_sizes(text: str) -> list[int]:
     if match:
         start, stop, count = (int(g) for g in match.groups())
         if start < 1 or stop < start or count < 2:
-            raise InputError(f"{opt('sizes', text)}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
         if count > MOST_SIZES:
-            raise InputError(f"{opt('sizes', text)}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
         return sorted({int(round(x)) for x in np.geomspace(start, stop, count)})
     if ":" in text:
-        raise InputError(f"{opt('sizes', text)}: {hint}")
+        raise InputError(f"{opt('sizes', text, quoted=True)}: {hint}")
     sizes = []
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit() or int(part) < 1:
-            raise InputError(f"{opt('sizes', text)}: {part!r} is not a positive whole number ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: {part!r} is not a positive whole number ({hint})")
         sizes.append(int(part))
     if len(set(sizes)) > MOST_SIZES:
         raise InputError(f"{opt('sizes')}: {len(set(sizes)):,} sizes exceed the {MOST_SIZES:,} a study takes")
