@@ -235,6 +235,10 @@ def test_settings_that_conflict_name_the_fix_in_the_words_of_the_caller(workdir:
     assert str(err.value).startswith("Study() got an unknown keyword 'max_epoch'; did you mean 'max_epochs'? valid: ")
     with pytest.raises(InputError, match="task=3: expected a task's name"):
         Study(3)
+    with pytest.raises(InputError, match="train_size='256': expected a positive whole number"):
+        Study("synthetic", train_size="256")
+    with pytest.raises(InputError, match="seed=-1: expected a whole number of at least 0"):
+        Study("synthetic", seed=-1)
     cli = runner.invoke(app, ["assess", "--task", "synthetic", "-C", "small", "--max-epochs", "30"])
     assert cli.exit_code == 2 and "--max-epochs 30 is below --min-epochs 100" in cli.stderr and "--min-epochs 30" in cli.stderr
     assert experiments() == []

@@ -107,6 +107,17 @@ class Study:
         out_path("config", config)
         mapping("task_options", task_options)
         choice("vary", vary, _VARY)
+        # types at the door (pydantic alone would read "256" as 256): counts are ints, not text
+        for key, value, least in (("seed", seed, 0), ("instances", instances, 1), ("train_size", train_size, 1),
+                                  ("min_epochs", min_epochs, 0), ("window", window, 2), ("max_epochs", max_epochs, 1),
+                                  ("max_stack", max_stack, 1), ("threads", threads, 1), ("workers", workers, 1)):  # fmt: skip
+            count(key, value, least=least)
+        if test_size is not None and not isinstance(test_size, str):
+            count("test_size", test_size)
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+            raise InputError(f"{opt('threshold', threshold)}: expected a number (0.10 for 10%)")
+        if mix_candidate_seed is not None and not isinstance(mix_candidate_seed, bool):
+            raise InputError(f"{opt('mix_candidate_seed', mix_candidate_seed)}: expected True or False")
         settings = dict(seed=seed, instances=instances, candidate=candidate, vary=vary, train_size=train_size,
                         test_size=test_size, sampling=sampling, min_epochs=min_epochs, window=window, threshold=threshold,
                         stop_mode=stop_mode, max_epochs=max_epochs, monitor=monitor, device=device, engine=engine,
