@@ -316,6 +316,9 @@ class Task(ABC):
 
     What the core relies on (the conformance kit, ``robust check TASK``, checks each point):
 
+    * **Without a plugin.** ``robustcli.api.Study(MyTask)`` (or ``Study(task=MyTask())``) takes a
+      task defined in a script or notebook, for every method of the API; its code's hash is part
+      of the study's fingerprint (:mod:`robustcli.task_code`). The CLI takes installed tasks only.
     * **Name.** ``name`` is one command-line word and equals the entry point's name (``--task``
       takes the entry point's name; ``robust tasks`` warns and the kit fails when they differ). A
       name another distribution already registers is ignored, never a replacement: a built-in
