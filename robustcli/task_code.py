@@ -37,9 +37,14 @@ def _code_text(value: Any) -> str:
         try:
             return inspect.getsource(func)
         except (OSError, TypeError):  # defined through exec without a file: its code object
-            code = func.__code__
-            return repr((code.co_code, code.co_consts, code.co_names))
+            return _bytecode(func.__code__)
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _bytecode(code: Any) -> str:
+    """A code object without where it was defined (file, line): nested code by its own bytecode."""
+    consts = [_bytecode(c) if inspect.iscode(c) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, consts, code.co_names))
 
 
 def task_code(cls: type) -> str:

@@ -112,6 +112,12 @@ def test_an_edited_task_does_not_reuse_the_instances_of_its_old_code(workdir: Pa
     from robustcli.task_code import task_code
 
     assert task_code(Blobs) == task_code(Blobs) and task_code(type("Blobs", (Blobs,), {"version": "2"})) != task_code(Blobs)
+    # a class defined by exec (no source kept): its bytecode, the same wherever and whenever it is defined
+    source = "class Exec(Blobs):\n    def test_loss(self, pred, y):\n        return (lambda p: p.sum())(pred)\n"
+    made = [{"Blobs": Blobs} for _ in range(2)]
+    exec(compile("\n" + source, "<cell 1>", "exec"), made[0])  # noqa: S102
+    exec(compile(source, "<cell 2>", "exec"), made[1])  # noqa: S102
+    assert task_code(made[0]["Exec"]) == task_code(made[1]["Exec"]) != task_code(Blobs)
 
 
 def test_fit_baselines_reads_back_what_mlflow_holds(workdir: Path) -> None:
