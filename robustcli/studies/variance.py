@@ -91,7 +91,9 @@ class VarianceResult(TableResult):
     def records(self) -> list[dict[str, Any]]:
         """One record per set (both, init, data): instances, failed, the loss's mean and std with intervals."""
         return [
-            {"set": k, "varies": HELD[k], "instances": self.instances, "failed": self.failed[k],
+            {"candidate": self.candidate, "name": self.candidate_name, "set": k, "varies": HELD[k],
+             "train_size": self.train_size, "instances": self.instances, "failed": self.failed[k],
+             "fingerprint": self.fingerprints[k],
              **flat_statistics({"mean": self.statistics[k]["mean"], "std": self.decomposition.std[k]})}
             for k in SOURCES
         ]  # fmt: skip
