@@ -41,10 +41,10 @@ def main(tracking_uri: str | None = None) -> None:
 
     # Algorithm 1 over four candidates, by the race rule on the mean loss
     chosen = study.select(rule="race", criterion="mean", candidates=["small", "wide", adam[1].id], max_steps=3)
-    print(f"selected {chosen.selected_description} after {chosen.result.steps} steps "
+    print(f"selected {chosen.selected_name or chosen.selected_description} after {chosen.result.steps} steps "
           f"({chosen.result.trainings} trainings)")
     for survivor in chosen.summary:
-        print(f"  {survivor.description}: {survivor.quote()}")
+        print(f"  {survivor.name or survivor.description}: {survivor.quote()}")
 
     # the study's page: box plots, the selection's path, the summaries
     report = study.report("api-example.html")

@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustcli.errors import InputError
+from robustcli.wording import is_cli, opt
 
 __all__ = [
     "EarlyStoppingSettings",
@@ -101,7 +102,13 @@ class EarlyStoppingSettings(_Strict):
     @model_validator(mode="after")
     def _cap_after_min(self) -> EarlyStoppingSettings:
         if self.max_epochs < self.min_epochs:
-            raise ValueError(f"max_epochs ({self.max_epochs}) is below min_epochs ({self.min_epochs})")
+            from robustcli.wording import opt
+
+            raise ValueError(
+                f"{opt('max-epochs', self.max_epochs)} is below {opt('min-epochs', self.min_epochs)} (the paper's early "
+                f"stopping trains at least {self.min_epochs} epochs when none is given): pass "
+                f"{opt('min-epochs', self.max_epochs)} or lower with it, or {opt('max-epochs', self.min_epochs)} or more"
+            )
         return self
 
 
@@ -129,11 +136,12 @@ class TrainingSettings(_Strict):
     ray_address: str | None = None
 
     def fingerprint(
-        self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both"
+        self, task: str, task_options: dict[str, Any], seed: int, mix_candidate_seed: bool, vary: str = "both",
+        task_code: str | None = None,
     ) -> str:
         """A short hash of what makes two instances comparable. Device is left out on purpose:
         a GPU run and a CPU run of the same instance are the same experiment."""
-        payload = {
+        payload: dict[str, Any] = {
             "task": task,
             "task_options": task_options,
             "seed": seed,
@@ -142,6 +150,8 @@ class TrainingSettings(_Strict):
         }
         if vary != "both":  # absent for the default: fingerprints logged before `vary` existed stay valid
             payload["vary"] = vary
+        if task_code is not None:  # a task given as code (robustcli.task_code); installed tasks have none
+            payload["task_code"] = task_code
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
@@ -209,7 +219,9 @@ class NasSettings(_Strict):
     @model_validator(mode="after")
     def _top_within_trials(self) -> NasSettings:
         if self.top > self.trials:
-            raise ValueError(f"--top {self.top} exceeds --trials {self.trials}: the best trials are taken from those run")
+            from robustcli.wording import opt
+
+            raise ValueError(f"{opt('top', self.top)} exceeds {opt('trials', self.trials)}: the best trials are taken from those run")
         return self
 
 
@@ -258,6 +270,9 @@ class StudySettings(_Strict):
     selection: SelectionSettings = SelectionSettings()
     nas: NasSettings = NasSettings()
     sample_size: SampleSizeSettings = SampleSizeSettings()
+    #: the hash of a task's code where the API was given the task as a class or object
+    #: (robustcli.task_code); set by the session, never by a study file
+    task_code: str | None = None
 
     @field_validator("study")
     @classmethod
@@ -273,7 +288,8 @@ class StudySettings(_Strict):
         return self.study or str(self.task)
 
     def fingerprint(self) -> str:
-        return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed, self.vary)
+        return self.training.fingerprint(str(self.task), self.task_options, self.seed, self.mix_candidate_seed, self.vary,
+                                         self.task_code)  # fmt: skip
 
     def data_fingerprint(self) -> str:
         """What decides the training samples and the test set only (baselines are keyed by it):
@@ -284,6 +300,8 @@ class StudySettings(_Strict):
             "seed": self.seed,
             **self.training.model_dump(include={"train_size", "test_size", "sampling"}),
         }
+        if self.task_code is not None:  # its load_data may have changed with its code
+            payload["task_code"] = self.task_code
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
@@ -385,13 +403,15 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
     if err["type"] == "extra_forbidden":
         return prefix + _unknown_field(loc)
     value = err.get("input")
+    if where == "command line" and option and not is_cli():  # the API's keywords: instances=0: ...
+        return f"{opt(option, value)}: {err['msg']}"
     shown = f" {value!r}" if not isinstance(value, dict) else ""
     return f"{prefix}invalid value{shown} for {subject}: {err['msg']}"
 
 
 def _field_places() -> dict[str, list[str]]:
     """Where each field of a study file goes, as an error line lists them."""
-    top = [k for k in StudySettings.model_fields if k not in ("training", "task_options", *_SECTIONS)]
+    top = [k for k in StudySettings.model_fields if k not in ("training", "task_options", "task_code", *_SECTIONS)]
     top += [k for k in TrainingSettings.model_fields if k != "early_stopping"]
     places = {"top level": top}
     for section, model in _SECTIONS.items():
@@ -465,6 +485,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
             raise InputError(f"{config}: cannot read it: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{config}: not valid TOML: {exc}") from None
+        if "task_code" in file_data:  # the session's own field, from the task's code
+            raise InputError(_source(where) + _unknown_field(["task_code"]))
         try:
             file_data = _nest(file_data, where)
             StudySettings.model_validate(file_data)
@@ -484,11 +506,13 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
 def _check_executor_options(t: TrainingSettings, where: str) -> None:
     """Options of another executor would be silently ignored: refuse them. Checked on what the
     file and the command line give together (settings stored with runs are not checked)."""
+    from robustcli.wording import opt
+
     prefix = _source(where)
     if t.workers is not None and t.executor != "local":
-        raise InputError(f"{prefix}--workers applies to --executor local, not {t.executor}")
+        raise InputError(f"{prefix}{opt('workers')} applies to {opt('executor', 'local')}, not {t.executor}")
     if t.ray_address is not None and t.executor != "ray":
-        raise InputError(f"{prefix}--address applies to --executor ray, not {t.executor}")
+        raise InputError(f"{prefix}{opt('address')} applies to {opt('executor', 'ray')}, not {t.executor}")
 
 
 def with_overrides(settings: StudySettings, where: str = "argument", **overrides: Any) -> StudySettings:

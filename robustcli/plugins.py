@@ -27,7 +27,8 @@ from typing import Any
 from robustcli.errors import InputError, PluginLoadError, RobustError, TaskError, UnknownNameError, first_line
 
 __all__ = [
-    "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class", "load_task_data", "task_or_none",
+    "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class",
+    "load_task_data", "name_mismatch", "task_or_none", "task_summaries",
 ]
 
 TASK_GROUP = "robustcli.tasks"
@@ -234,3 +235,46 @@ def task_or_none(name: str, options: dict[str, Any] | None = None) -> Any | None
         return load_task(name, options)
     except Exception:  # noqa: BLE001 - a description is never worth an error
         return None
+
+
+def task_summaries() -> list[dict[str, Any]]:
+    """One row per installed task (``robust tasks``, ``robustcli.api.list_tasks``): name,
+    distribution, version, entry point, status (``ok`` or ``broken``), description, search-space
+    size, and a warning or error. A broken plugin is a row, never an exception."""
+    return [_summary(p) for p in discover(include_shadowed=True)]
+
+
+def _summary(info: PluginInfo) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": info.name,
+        "distribution": info.distribution,
+        "version": info.version,
+        "entry_point": info.value,
+        "status": "ok",
+        "description": "",
+        "candidates": None,
+        "warning": None,
+        "error": None,
+    }
+    if info.conflict:  # another distribution holds the name: this one is never loaded
+        row.update(status="broken", error=info.conflict)
+        return row
+    try:
+        cls, _ = load_task_class(info.name)
+        task = cls()
+        row.update(description=cls.description, candidates=len(task.search_space()))
+        if cls.name != info.name:
+            row["warning"] = name_mismatch(info, cls)
+    except KeyboardInterrupt:
+        raise
+    except (Exception, SystemExit) as exc:  # a broken plugin is listed, never fatal
+        row.update(status="broken", error=str(exc) or type(exc).__name__)
+    return row
+
+
+def name_mismatch(info: PluginInfo, cls: type) -> str:
+    """The warning for an entry point named otherwise than its task (the conformance kit refuses it)."""
+    return (
+        f"entry point {info.name!r} of {info.distribution} registers a task named {cls.name!r} "  # type: ignore[attr-defined]
+        f"({info.value}); --task takes {info.name!r}: give both one name"
+    )

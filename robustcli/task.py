@@ -303,7 +303,12 @@ class Baseline(ABC):
     def fit_predict(
         self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, seed: int
     ) -> torch.Tensor:
-        """Fit on the training sample and return predictions for ``test_x`` shaped like ``y``."""
+        """Fit on the training sample and return predictions for ``test_x`` shaped like the
+        model's output, which the core scores with the task's ``test_loss`` exactly as it scores
+        a model: for regression, values shaped like ``y`` (``(n,)`` for a ``(n, 1)`` ``y`` is
+        reshaped); for classification (integer labels), ``(n, n_classes)`` scores of the kind
+        the models return (logits for a cross-entropy ``test_loss``). ``robust check`` fits and
+        scores each baseline (``check_baselines``)."""
 
 
 class Task(ABC):
@@ -311,6 +316,9 @@ class Task(ABC):
 
     What the core relies on (the conformance kit, ``robust check TASK``, checks each point):
 
+    * **Without a plugin.** ``robustcli.api.Study(MyTask)`` (or ``Study(task=MyTask())``) takes a
+      task defined in a script or notebook, for every method of the API; its code's hash is part
+      of the study's fingerprint (:mod:`robustcli.task_code`). The CLI takes installed tasks only.
     * **Name.** ``name`` is one command-line word and equals the entry point's name (``--task``
       takes the entry point's name; ``robust tasks`` warns and the kit fails when they differ). A
       name another distribution already registers is ignored, never a replacement: a built-in

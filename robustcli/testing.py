@@ -564,6 +564,43 @@ def check_pickle(task: Task, *, sample: int = 3, seed: int = 0) -> None:
         raise AssertionError(f"{_where(check, task, cand)}the unpickled model predicts differently")
 
 
+#: training rows a baseline is fitted on in check_baselines (fewer where the pool is smaller)
+BASELINE_ROWS = 256
+
+
+def check_baselines(task: Task, *, sample: int = 3, seed: int = 0) -> str | None:
+    """Each baseline fits on a few hundred pool rows and predicts the first test rows; its
+    predictions are scored by the task's ``test_loss`` exactly as a model's output is (shaped
+    like y for regression, ``(n, n_classes)`` scores for class labels) to a finite scalar."""
+    import torch
+
+    from robustcli.errors import TrainingError
+    from robustcli.execution.baselines import baseline_scores
+
+    check = "check_baselines"
+    with _calling(check, task, "calling baselines()"):
+        baselines = task.baselines()
+    if not baselines:
+        return "the task defines no baselines"
+    data = _data(check, task)
+    rows = min(BASELINE_ROWS, data.pool_size)
+    tx, ty = data.test_x[:BATCH_ROWS], data.test_y[:BATCH_ROWS]
+    for name, base in baselines.items():
+        w = f"{_where(check, task)}baseline {name!r}: "
+        with torch.random.fork_rng(devices=[]), _calling(check, task, f"fitting baseline {name!r}"):
+            pred = base.fit_predict(data.pool_x[:rows], data.pool_y[:rows], tx, seed=seed)
+        try:
+            scores = baseline_scores(name, pred, ty)
+        except TrainingError as exc:
+            raise AssertionError(w + str(exc)) from None
+        with _calling(check, task, f"scoring baseline {name!r} with test_loss"):
+            loss = task.test_loss(scores, ty)
+        problem = _scalar_problem("test_loss of its predictions", loss)
+        if problem:
+            raise AssertionError(w + problem)
+    return None
+
+
 #: every check by name, in the order check_task runs them
 CHECKS: dict[str, Callable[..., None]] = {
     fn.__name__: fn
@@ -578,6 +615,7 @@ CHECKS: dict[str, Callable[..., None]] = {
         check_seeded_training,
         check_stacking,
         check_pickle,
+        check_baselines,
     )
 }
 
@@ -590,6 +628,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "check_seeded_training": ("check_data_shapes", "check_forward_backward"),
     "check_stacking": ("check_data_shapes", "check_forward_backward"),
     "check_pickle": ("check_data_shapes",),
+    "check_baselines": ("check_data_shapes",),
 }
 
 

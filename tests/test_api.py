@@ -49,7 +49,8 @@ def test_assess_returns_a_dataclass_the_cli_prints_the_same(workdir: Path, capfd
     assert out == "" and err == ""  # the API draws nothing by default
     assert isinstance(result, Assessment) and result.trained_now == 3 and len(result.losses) == 3
     frame = result.to_frame()
-    assert list(frame.columns) == ["candidate", "instance", "loss", "run_id"] and len(frame) == 3
+    assert list(frame.columns) == ["candidate", "name", "instance", "init_seed", "data_seed", "train_size", "vary", "loss",
+                                   "run_id", "fingerprint"] and len(frame) == 3  # fmt: skip
     # the command reads the same instances back and prints the same statistics
     cli = runner.invoke(app, ["assess", "--task", "synthetic", "-C", "small", "-n", "3", "--min-epochs", "8",
                               "--window", "4", "--max-epochs", "30", "--train-size", "128", "--json"])  # fmt: skip
@@ -62,11 +63,11 @@ def test_bad_input_raises_one_line_and_writes_nothing(workdir: Path) -> None:
     from robustcli.api import InputError, Study
 
     study = Study("synthetic", **FAST)
-    with pytest.raises(InputError, match="--instances must be a positive count"):
+    with pytest.raises(InputError, match="instances=0: expected a positive whole number"):
         study.assess("small", instances=0)
-    with pytest.raises(InputError, match="unknown keyword 'rules'"):
+    with pytest.raises(InputError, match="unknown keyword 'rules'; did you mean 'rule'"):
         study.select(rules="race")
-    with pytest.raises(InputError, match="invalid value"):
+    with pytest.raises(InputError, match="fraction=2.0: Input should be less than 1"):
         study.select(fraction=2.0)
     with pytest.raises(InputError, match="unknown candidate"):
         study.assess("no-such-candidate", instances=2)
@@ -137,7 +138,8 @@ def test_replay_selection_on_a_table(tmp_path: Path) -> None:
     rows = [(c, i, base + 0.01 * i) for c, base in (("a", 0.1), ("b", 0.2), ("c", 0.3)) for i in range(4)]
     table = tmp_path / "losses.csv"
     write_loss_table(table, rows)
-    outcome = replay_selection(load_settings(rule="halving"), table)
+    outcome = replay_selection(table, rule="halving")
+    assert replay_selection(table, settings=load_settings(rule="halving")).selected == outcome.selected
     assert outcome.selected == "a" and outcome.instances == 4
     assert outcome.records()[0]["step"] == 1
 

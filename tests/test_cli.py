@@ -281,7 +281,7 @@ def test_check_runs_the_conformance_kit_on_an_installed_task(app, runner, site):
     assert [c["check"] for c in report["checks"]] == list(CHECKS)
     assert report["passed"] is True and {c["status"] for c in report["checks"]} == {"passed"}
     table = runner.invoke(app, ["check", "tiny", "--sample", "1"])
-    assert table.exit_code == 0 and "check_pickle" in table.stdout and "task tiny conforms: 10 passed" in table.stdout
+    assert table.exit_code == 0 and "check_pickle" in table.stdout and "task tiny conforms: 11 passed" in table.stdout
     unknown = runner.invoke(app, ["check", "tinny"])
     assert unknown.exit_code == 2 and unknown.stderr.startswith("error: unknown task 'tinny' (robust check); did you mean 'tiny'?")
     assert unknown.stderr.count("\n") == 1
@@ -320,3 +320,12 @@ def test_tables_keep_their_numbers_and_ids_whole_at_80_columns(app, runner, work
         assert "…" not in out, out
     assert "(c26933455cd)" in listed.stdout or "(c7f0aafa175)" in listed.stdout
     assert "std/mean" in ran.stdout and "Q90-Q10" in ran.stdout
+
+
+def test_tasks_show_prints_brackets_of_the_task_s_own_words(app, runner, site):
+    """rich read `[label]` in a loss formula as markup and dropped it (issue 21, point 9)."""
+    bracketed = TINY_TASKS.replace('Loss("mse", "mean((y_pred - y_true)^2)")', 'Loss("xent", "cross_entropy(logits, y[label])")')
+    _distribution(site, "robust-tiny", "[robustcli.tasks]\ntiny = robust_t_brackets:Tiny\n", {"robust_t_brackets": bracketed})
+    result = runner.invoke(app, ["tasks", "show", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "cross_entropy(logits, y[label])" in result.stdout

@@ -65,9 +65,9 @@ def test_sample_size_sizes_in_a_study_file(tmp_path):
     assert load_settings(_write(tmp_path, 'task = "synthetic"\n')).sample_size.sizes is None
     with pytest.raises(InputError, match="'sizes' is set twice: at the top level and in \\[sample_size\\]"):
         load_settings(_write(tmp_path, "sizes = [50]\n[sample_size]\nsizes = [100]\n"))
-    with pytest.raises(InputError, match=r"study.toml: --sizes '200:100:3': a range needs 1 <= START <= STOP"):
+    with pytest.raises(InputError, match=r"study.toml: sizes='200:100:3': a range needs 1 <= START <= STOP"):
         load_settings(_write(tmp_path, 'sizes = "200:100:3"\n'))
-    with pytest.raises(InputError, match=r"--sizes '50,-5': '-5' is not a positive whole number"):
+    with pytest.raises(InputError, match=r"sizes='50,-5': '-5' is not a positive whole number"):
         load_settings(_write(tmp_path, "sizes = [50, -5]\n"))
     with pytest.raises(InputError, match=r"sizes \[50, 1.5\]: expected a list of whole numbers"):
         load_settings(_write(tmp_path, "sizes = [50, 1.5]\n"))

@@ -60,9 +60,10 @@ def test_a_running_selection_refuses_a_second_one(app, runner, workdir):
             from pathlib import Path
             sys.path.insert(0, {str(ROOT)!r})
             from robustcli.tracking.locks import lock_file
+            from robustcli.tracking.processes import process_start
             folder = Path("mlruns/robust-locks")
             assert lock_file(folder / "mlflow.db.lock").try_lock("select:synthetic:{key}")
-            (folder / "select-{key}.owner").write_text(f"{{socket.gethostname()}}:{{os.getpid()}}:")
+            (folder / "select-{key}.owner").write_text(f"{{socket.gethostname()}}:{{os.getpid()}}:{{process_start(os.getpid())}}")
             print("holding", flush=True)
             time.sleep(120)
         """)],
@@ -73,6 +74,30 @@ def test_a_running_selection_refuses_a_second_one(app, runner, workdir):
         result = _select(app, runner)
         assert result.exit_code == 2
         assert "being selected by another process" in result.stderr and f"{socket.gethostname()}:{holder.pid}" in result.stderr
+        assert ", running since " in result.stderr and " ago)" in result.stderr  # since when, in words
+        # refused at once: before the data load (the API's progress would show it)
+        from robustcli.api import InputError, Study
+
+        seen: list[str] = []
+
+        class Seen:
+            def start(self, *a, **k): ...
+            def update(self, *a, **k): ...
+            def line(self, text): ...
+            def note(self, text): ...
+            def __enter__(self): return self  # noqa: E704
+            def __exit__(self, *exc): ...
+
+            def working(self, text):
+                from contextlib import nullcontext
+
+                seen.append(text)
+                return nullcontext()
+
+        study = Study("synthetic", progress=Seen(), min_epochs=8, window=4, max_epochs=30)
+        with pytest.raises(InputError, match="being selected by another process"):
+            study.select(rule="halving", candidates=["small", "wide", *_grid_ids(2)])
+        assert seen == []
     finally:
         holder.kill()
         holder.wait()
@@ -295,7 +320,9 @@ def test_every_command_shows_the_same_interval_and_a_readable_description(app, r
 
     seed_0 = summarize_instances(assessed["losses"], seed=0).as_dict()["statistics"]
     assert same["statistics"] != seed_0  # the test would see the report's old seed 0
-    assert {r["description"] for r in reported["summary"]} == {"small", described.split(" (")[0]}
+    # the name beside the description of the parameters (issue 21: ids, names and descriptions agree)
+    assert {r["name"] or r["description"] for r in reported["summary"]} == {"small", described.split(" (")[0]}
+    assert {r["name"] for r in reported["summary"]} == {"small", None}
     assert described in (workdir / "r.html").read_text()
     studies = runner.invoke(app, ["studies", "--json"])
     (study,) = json.loads(studies.stdout)["studies"]

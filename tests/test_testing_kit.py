@@ -323,7 +323,7 @@ def test_failures_raise_one_error_listing_them():
     with pytest.raises(TaskCheckError) as info:
         check_task(NoDescription)
     err = info.value
-    assert str(err).splitlines()[0] == "task 'no-description' failed 1 of 10 checks:"
+    assert str(err).splitlines()[0] == "task 'no-description' failed 1 of 11 checks:"
     assert str(err).splitlines()[1].startswith("- check_documentation: task 'no-description': description is empty")
     assert [r.check for r in err.failures] == ["check_documentation"]
     assert len(err.results) == len(CHECKS)

@@ -368,12 +368,13 @@ def test_a_candidates_statistics_are_metrics_that_settle_as_instances_accrue(wor
     ranked = client.search_runs([exp], "tags.`robust.kind` = 'candidate'", order_by=["metrics.mean ASC"])
     means = {c: sum(r.loss for r in recs.values()) / len(recs) for c, recs in s.known().items()}
     assert [r.data.tags["robust.candidate_id"] for r in ranked] == sorted(means, key=means.get)
-    assert {r.info.run_name for r in ranked} == {"small", "wide"}
+    assert {r.info.run_name for r in ranked} == {"small [train 128]", "wide [train 128]"}  # the setting beside the name
     # another train size: its own candidate run, whose statistics cover its one instance only
     other = StudySession_with(study="stats", train_size=64)
     list(other.train([(other.candidate("small"), 0)]))
     runs = client.search_runs([exp], f"tags.`robust.kind` = 'candidate' and tags.`robust.candidate_id` = '{small.id}'")
     assert sorted((r.data.params["train_size"], r.data.metrics["instances"]) for r in runs) == [("128", 3.0), ("64", 1.0)]
+    assert sorted(r.info.run_name for r in runs) == ["small [train 128]", "small [train 64]"]  # told apart by name
     parent_run = client.get_run(parent)
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) == 3

@@ -4,13 +4,17 @@ Example::
 
     from robustcli.api import Study
 
-    study = Study("synthetic", tracking_uri="sqlite:///mlruns/mlflow.db", train_size=200, max_epochs=30)
-    print([c.name or c.description for c in study.candidates()])
+    study = Study("synthetic", tracking_uri="sqlite:///mlruns/mlflow.db", train_size=200,
+                  min_epochs=10, window=5, max_epochs=30)    # a short early stopping (the paper's: min_epochs=100)
+    print([c.name or c.description for c in study.candidates()][:3])
     small = study.assess("small", instances=5)            # trains what MLflow lacks, then statistics
     print(small.statistics["mean"], small.to_frame())      # a dataclass; to_frame() needs pandas
-    chosen = study.select(rule="race", max_steps=6)       # Algorithm 1, resumable
-    print(chosen.selected, [s.quote() for s in chosen.summary])
+    chosen = study.select(rule="race", candidates=["small", "wide"], max_steps=6)   # Algorithm 1, resumable
+    print(chosen.selected_name, [s.quote() for s in chosen.summary])
     study.report("synthetic.html")
+
+A task defined in the notebook works the same: ``Study(MyTask)`` or ``Study(task=MyTask())``
+with a :class:`robustcli.task.Task` subclass (see the README's "From Python").
 
 Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``records()`` and
 ``to_frame()``. Bad input raises :class:`robustcli.errors.InputError` (a ``RobustError``) with the
@@ -30,32 +34,48 @@ from robustcli.api.results import (
     SelectionOutcome,
     StudyInfo,
     StudyReport,
+    StudyRuns,
+    TaskInfo,
 )
 from robustcli.api.selection import replay_selection
 from robustcli.api.store import export_losses, list_studies
-from robustcli.api.study import Study, list_candidates
+from robustcli.api.study import Study, list_candidates, list_tasks
 from robustcli.errors import InputError, RobustError
+from robustcli.studies.sample_size import SampleSizeResult
+from robustcli.studies.variance import VarianceResult
+from robustcli.task import Baseline, Candidate, Loss, SearchSpace, Task, TaskData
 
 __all__ = [
     "Assessment",
+    "Baseline",
     "BaselineFits",
+    "Candidate",
     "CandidateInfo",
     "CandidateSummary",
     "InputError",
+    "Loss",
     "NasOutcome",
     "Progress",
     "ReplayOutcome",
     "Reproduction",
     "RobustError",
+    "SampleSizeResult",
+    "SearchSpace",
     "SelectionOutcome",
     "Silent",
     "Study",
     "StudyInfo",
     "StudyReport",
+    "StudyRuns",
+    "Task",
+    "TaskData",
+    "TaskInfo",
+    "VarianceResult",
     "build_report",
     "export_losses",
     "list_candidates",
     "list_studies",
+    "list_tasks",
     "replay_selection",
     "reproduce_run",
 ]

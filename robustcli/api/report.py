@@ -3,18 +3,33 @@ where the spread comes from, the studies' sections; drawn as an offline HTML pag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from robustcli.api._args import checked, count, out_path, text
 from robustcli.api.results import CandidateSummary, StudyReport
 from robustcli.errors import InputError, UnknownNameError
 
-__all__ = ["build_report", "finished_instance_runs", "open_study_experiment"]
+if TYPE_CHECKING:
+    from robustcli.api.progress import Progress
+
+__all__ = ["artifact_bars", "build_report", "finished_instance_runs", "open_study_experiment", "study_and_store"]
+
+
+def study_and_store(study: Any, tracking_uri: str | None) -> tuple[str, str | None]:
+    """A study given by name or as a Study: its name, and its store unless one is given."""
+    from robustcli.api.study import Study
+
+    if isinstance(study, Study):
+        return study.name, tracking_uri or study.tracking_uri
+    return text("study", study, none=False), text("tracking_uri", tracking_uri)
 
 
 def open_study_experiment(study: str, tracking_uri: str | None = None) -> tuple[Any, str]:
@@ -36,21 +51,51 @@ def finished_instance_runs(store: Any, exp_id: str, study: str) -> list[Any]:
     return runs
 
 
-def build_report(study: str, out: str | Path | None = None, top: int = 12, tracking_uri: str | None = None) -> StudyReport:
-    """Read ``study`` back from MLflow and write its report to ``out`` (``STUDY.html`` by default;
-    a ``.png`` writes the figure alone). The page is also logged to the study's selection run.
+@contextlib.contextmanager
+def artifact_bars(shown: bool) -> Iterator[None]:
+    """MLflow's "Downloading artifacts" bars only where progress is shown: off inside this block
+    otherwise (MLflow reads the variable at each download)."""
+    if shown:
+        yield
+        return
+    before = os.environ.get(_BARS)
+    os.environ[_BARS] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_BARS, None)
+        else:
+            os.environ[_BARS] = before
 
-    Example: ``build_report("calo-energy-demo", out="demo.html").summary[0].quote()``"""
-    from robustcli.outputs import check_output_file, write_failed
+
+_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@checked
+def build_report(study: str | Any, out: str | Path | None = None, *, top: int = 12, tracking_uri: str | None = None,
+                 progress: bool | Progress = False) -> StudyReport:  # fmt: skip
+    """Read ``study`` (its name, or a :class:`~robustcli.api.Study`) back from MLflow and write its
+    report to ``out`` (``STUDY.html`` by default; a ``.png`` writes the figure alone). The page is
+    also logged to the study's selection run. MLflow's download bars show only with ``progress``.
+
+    Example: ``build_report(study, out="report.html").summary[0].quote()``"""
+    from robustcli.api.progress import Silent, progress_of
+    from robustcli.outputs import check_output_file
+
+    study, tracking_uri = study_and_store(study, tracking_uri)
+    count("top", top)
+    out = out_path("out", out, (".html", ".png")) or Path(f"{study}.html")
+    check_output_file(out)  # before reading the store: a report that cannot be written is refused first
+    with artifact_bars(not isinstance(progress_of(progress), Silent)):
+        return _build_report(study, out, top, tracking_uri)
+
+
+def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> StudyReport:
+    from robustcli.outputs import write_failed
     from robustcli.reporting.plots import study_figure
     from robustcli.tracking.mlflow_store import InstanceRecord
 
-    if top < 1:
-        raise InputError(f"--top must be at least 1, got {top}")
-    out = Path(out) if out is not None else Path(f"{study}.html")
-    if out.suffix.lower() not in (".html", ".png"):
-        raise InputError(f"--out {out}: write a .html page or a .png figure")
-    check_output_file(out)  # before reading the store: a report that cannot be written is refused first
     store, exp_id = open_study_experiment(study, tracking_uri)
     runs = finished_instance_runs(store, exp_id, study)
     # one figure compares like with like: the settings (fingerprint) with the most instances,
@@ -87,7 +132,7 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
     task = runs[0].data.tags.get("robust.task", "")
     png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
     main_run = next(r for rs in by_cand.values() for r in rs)
-    label = _labeller(store, exp_id, task, main_run)
+    label, logged = _labeller(store, exp_id, task, main_run)
     try:
         study_figure(
             png,
@@ -100,11 +145,13 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
             baseline=base,
             labels={c: f"{label(c)}\n({c})" for c in losses},
         )
-    except OSError as exc:  # checked above, yet the disk may fill meanwhile
+    except OSError as exc:  # checked before, yet the disk may fill meanwhile
         raise write_failed(png, exc) from None
     seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
     loss_name = runs[0].data.tags.get("robust.loss_name", "loss")
-    summary = [_summary(c, label(c), losses[c], loss_name, seed) for c in ranked[:5]]
+    # as everywhere: the name (None for an unnamed candidate) beside the description of its parameters
+    describe = _labeller(store, exp_id, task, main_run, params=True)[0] if any(c.name for c in logged.values()) else label
+    summary = [_summary(c, logged[c].name if c in logged else None, describe(c), losses[c], loss_name, seed) for c in ranked[:5]]
     decomposition = _decomposition(ranked[:5], losses, runs, main_run)
     for row in decomposition:
         row["description"] = label(row["candidate"])
@@ -119,7 +166,7 @@ def build_report(study: str, out: str | Path | None = None, top: int = 12, track
         page = study_page(
             title=f"{study} ({task})",
             png=png.read_bytes(),
-            summary=[{**s.as_dict(), **s.headline()} for s in summary],
+            summary=[{**s.as_dict(), **s.headline(), "description": s.name or s.description} for s in summary],
             baselines={b.data.tags.get("robust.baseline", "?"): b.data.metrics for b in baselines},
             selection=selections[0].data.tags if selections else None,
             selected=label(selections[0].data.tags["robust.selected"])
@@ -160,22 +207,23 @@ def _history(store: Any, run_id: str, metric: str) -> list[float]:
     return [m.value for m in sorted(store.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
 
 
-def _summary(cid: str, description: str, losses: list[float], loss_name: str, seed: int) -> CandidateSummary:
+def _summary(cid: str, name: str | None, description: str, losses: list[float], loss_name: str, seed: int) -> CandidateSummary:
     from robustcli.robustness import summarize_instances
 
-    return CandidateSummary(cid, None, description, summarize_instances(losses, seed=seed), losses, loss_name)
+    return CandidateSummary(cid, name, description, summarize_instances(losses, seed=seed), losses, loss_name)
 
 
-def _labeller(store: Any, exp_id: str, task: str, main_run: Any) -> Any:
+def _labeller(store: Any, exp_id: str, task: str, main_run: Any, params: bool = False) -> tuple[Any, dict[str, Any]]:
     """candidate id -> its readable description (name, or the task's description of its logged
-    parameters; the id where the store holds no parent run for it)."""
+    parameters; the id where the store holds no parent run for it; ``params``: never the name);
+    and the logged candidates."""
     from robustcli.plugins import task_or_none
     from robustcli.task import readable_name
 
     cands = store.logged_candidates(exp_id)
     options = json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("task_options") or {}
     described = task_or_none(task, options) if cands else None
-    return lambda cid: readable_name(described, cands[cid]) if cid in cands else cid
+    return (lambda cid: readable_name(described, cands[cid], use_name=not params) if cid in cands else cid), cands
 
 
 def _vary(run: Any) -> str:

@@ -8,12 +8,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from robustcli.api._args import checked
 from robustcli.results import TableResult
 
 __all__ = ["Reproduction", "reproduce_run"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Reproduction(TableResult):
     """``reproduce_run``: the logged and the retrained test loss, and what differs if they do."""
 
@@ -32,15 +33,24 @@ class Reproduction(TableResult):
     #: recorded versions or settings that differ now: tag -> {"logged", "now"}
     differences: dict[str, dict[str, Any]]
 
+    def summary_line(self) -> str:
+        same = "bit for bit" if self.bitwise_equal else f"differs ({', '.join(self.differences) or 'no recorded cause'})"
+        return (f"{self.candidate_description}/{self.instance_index} (run {self.run_id}): logged {self.logged_test_loss}, "
+                f"retrained {self.reproduced_test_loss}: {same}")  # fmt: skip
+
 
 def _bits(x: float) -> str:
     return struct.pack(">d", x).hex()
 
 
-def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | None = None) -> Reproduction:
+@checked
+def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str | None = None, task: Any = None) -> Reproduction:
     """Retrain the instance of run ``run_id`` (task, candidate, seeds and settings from the run; its
     whole stack if it trained stacked; the logged number of torch threads) and compare the test
-    loss bit for bit. Nothing of the instance is written to the store."""
+    loss bit for bit. Nothing of the instance is written to the store. ``task``: the Task class
+    (or object) of a run trained by a task given as code (``Study(MyTask)``), not installed.
+
+    Example: ``reproduce_run(study.runs().rows[0]["run_id"]).bitwise_equal``"""
     from robustcli.config import StudySettings
     from robustcli.errors import InputError
     from robustcli.plugins import build_task, load_task_class, load_task_data
@@ -59,8 +69,19 @@ def reproduce_run(run_id: str, tracking_uri: str | None = None, device: str | No
         if device not in ("cpu", "cuda", "auto"):
             raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
         settings = settings.model_copy(update={"training": settings.training.model_copy(update={"device": device})})
-    cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
-    task = build_task(cls, info, settings.task_options)
+    if settings.task_code is not None or task is not None:  # a task given as code: the caller hands it again
+        from robustcli.task_code import inline_task
+
+        if task is None:
+            raise InputError(f"run {run_id} was trained by task {settings.task!r} given as code, not installed: "
+                             f"pass task=TheTaskClass")  # fmt: skip
+        task, info, code = inline_task(task, settings.task_options or None)
+        if code != settings.task_code:
+            raise InputError(f"task={type(task).__qualname__}: its code (hash {code}) is not the code that trained run "
+                             f"{run_id} (hash {settings.task_code}): it was edited since")  # fmt: skip
+    else:
+        cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
+        task = build_task(cls, info, settings.task_options)
     candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
     candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
     spec = InstanceSpec(

@@ -20,10 +20,12 @@ __all__ = [
     "SelectionOutcome",
     "StudyInfo",
     "StudyReport",
+    "StudyRuns",
+    "TaskInfo",
 ]
 
 
-@dataclass
+@dataclass(repr=False)
 class CandidateInfo(TableResult):
     """A candidate of a task: its id, name (if it has one), readable description and parameters."""
 
@@ -35,8 +37,11 @@ class CandidateInfo(TableResult):
     def records(self) -> list[dict[str, Any]]:
         return [{"id": self.id, "name": self.name, "description": self.description, **self.params}]
 
+    def summary_line(self) -> str:
+        return f"{self.name or self.description} ({self.id})" + (f": {self.description}" if self.name else "")
 
-@dataclass
+
+@dataclass(repr=False)
 class CandidateSummary(TableResult):
     """The spread of one candidate's instance losses: the systematic uncertainty every command shows."""
 
@@ -72,15 +77,21 @@ class CandidateSummary(TableResult):
     def as_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "name": self.name, "description": self.description, **self.summary.as_dict()}
 
+    def summary_line(self) -> str:
+        return f"{self.name or self.description} ({self.candidate}): {self.quote()}"
+
     def records(self) -> list[dict[str, Any]]:
         d = self.as_dict()
         stats = d.pop("statistics")
         return [{**d, **flat_statistics(stats)}]
 
 
-@dataclass
+@dataclass(repr=False)
 class Assessment(TableResult):
-    """``Study.assess``: N instances of one candidate and the statistics of their test losses."""
+    """``Study.assess``: N instances of one candidate and the statistics of their test losses.
+
+    ``candidate`` is the id, ``candidate_name`` its name (None for an unnamed one),
+    ``candidate_description`` the task's description of its parameters (never the name)."""
 
     task: str
     study: str
@@ -103,14 +114,44 @@ class Assessment(TableResult):
     mlflow_ui: str | None
     fingerprint: str
     vary: str
+    seed: int = 0
+    init_seeds: list[int] = field(default_factory=list)
+    data_seeds: list[int] = field(default_factory=list)
+    test_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        """What people read for the candidate: its name, else its description."""
+        return self.candidate_name or self.candidate_description
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per instance: its index, test loss and MLflow run."""
-        return [{"candidate": self.candidate, "instance": i, "loss": loss, "run_id": run}
+        """One row per instance: the candidate (id, name), the instance, its seeds, its settings
+        (train size, what varied, fingerprint), its test loss and MLflow run."""
+        n = len(self.losses)
+        init = self.init_seeds or [None] * n
+        data = self.data_seeds or [None] * n
+        return [{"candidate": self.candidate, "name": self.candidate_name, "instance": i, "init_seed": init[i],
+                 "data_seed": data[i], "train_size": self.train_size, "vary": self.vary, "loss": loss,
+                 "run_id": run, "fingerprint": self.fingerprint}
                 for i, (loss, run) in enumerate(zip(self.losses, self.run_ids))]  # fmt: skip
 
+    def summary_line(self) -> str:
+        mean = self.statistics.get("mean", {})
+        low, high = mean.get("low"), mean.get("high")
+        ci = f" [{low:.4g}, {high:.4g}]" if isinstance(low, float) and isinstance(high, float) and low == low else ""
+        value = mean.get("value")
+        shown = f"{value:.4g}{ci}" if isinstance(value, float) else "n/a"
+        vary = "" if self.vary == "both" else f", {self.vary} varies"
+        return (f"{self.label} ({self.candidate}): {self.loss.get('name', 'loss')} mean {shown} over {self.instances} "
+                f"instances (train size {self.train_size}{vary}; {self.trained_now} trained now, {self.failed} failed)")  # fmt: skip
 
-@dataclass
+    def html_rows(self) -> list[dict[str, Any]]:
+        """The statistics with their 95% intervals (the instances: ``to_frame()``)."""
+        return [{"statistic": k, "value": v.get("value"), "value_low": v.get("low"), "value_high": v.get("high")}
+                for k, v in self.statistics.items()]  # fmt: skip
+
+
+@dataclass(repr=False)
 class BaselineFits(TableResult):
     """``Study.fit_baselines``: each baseline's test losses on the instances' training samples."""
 
@@ -122,8 +163,15 @@ class BaselineFits(TableResult):
     def records(self) -> list[dict[str, Any]]:
         return [{k: v for k, v in b.items() if k != "losses"} for b in self.baselines]
 
+    def summary_line(self) -> str:
+        best = min(self.baselines, key=lambda b: b["mean"], default=None)
+        fitted = sum(bool(b.get("fitted_now")) for b in self.baselines)
+        lead = f"; best {best['name']} mean {best['mean']:.4g}" if best else ""
+        n = len(best["losses"]) if best else 0
+        return f"{len(self.baselines)} baselines of {self.task} at train size {self.train_size}, {n} samples{lead} ({fitted} fitted now)"
 
-@dataclass
+
+@dataclass(repr=False)
 class SelectionOutcome(TableResult):
     """``Study.select``: Algorithm 1's result and the systematic-uncertainty summary of its survivors."""
 
@@ -137,10 +185,22 @@ class SelectionOutcome(TableResult):
     baseline_loss: float | None
     baseline_cut: str | None
     summary: list[CandidateSummary]
+    selected_name: str | None = None
 
     @property
     def selected(self) -> str:
+        """The selected candidate's id (``selected_name``: its name, ``selected_description``: its parameters)."""
         return self.result.selected
+
+    @property
+    def label(self) -> str:
+        return self.selected_name or self.selected_description
+
+    def summary_line(self) -> str:
+        r = self.result
+        quote = next((s.quote() for s in self.summary if s.candidate == self.selected), "")
+        return (f"selected {self.label} ({self.selected}) after {r.steps} steps, {r.trainings:,} trainings "
+                f"({self.trained} now), {len(r.survivors)} survivors" + (f"; {quote}" if quote else ""))  # fmt: skip
 
     @property
     def survivors(self) -> list[str]:
@@ -165,6 +225,7 @@ class SelectionOutcome(TableResult):
             "study": self.study,
             "tracking_uri": self.tracking_uri,
             "mlflow_ui": self.mlflow_ui,
+            "selected_name": self.selected_name,
             "selected_description": self.selected_description,
             "baseline_loss": self.baseline_loss,
             "baseline_cut": self.baseline_cut,
@@ -176,7 +237,7 @@ class SelectionOutcome(TableResult):
         return [{"selected": s.candidate == self.selected, **s.records()[0]} for s in self.summary]
 
 
-@dataclass
+@dataclass(repr=False)
 class ReplayOutcome(TableResult):
     """``replay_selection``: Algorithm 1 replayed on a table of losses."""
 
@@ -206,8 +267,12 @@ class ReplayOutcome(TableResult):
         """One row per step: how many candidates were evaluated and survived, and the leader."""
         return list(self.result.as_dict()["history"])
 
+    def summary_line(self) -> str:
+        r = self.result
+        return f"selected {self.selected} after {r.steps} steps, {r.trainings:,} trainings, on {self.table}"
 
-@dataclass
+
+@dataclass(repr=False)
 class StudyInfo(TableResult):
     """One study in the store (``list_studies``)."""
 
@@ -219,8 +284,12 @@ class StudyInfo(TableResult):
     baselines: int
     selections: list[str]
 
+    def summary_line(self) -> str:
+        sel = f"; selections: {', '.join(self.selections)}" if self.selections else ""
+        return f"{self.study} ({self.task}): {self.candidates} candidates, {self.instances} instances ({self.failed} failed){sel}"
 
-@dataclass
+
+@dataclass(repr=False)
 class StudyReport(TableResult):
     """``build_report``: a study read back from MLflow, its page (or figure) written to ``out``."""
 
@@ -249,8 +318,17 @@ class StudyReport(TableResult):
         """One row per candidate shown, best mean first."""
         return [s.records()[0] for s in self.summary]
 
+    def summary_line(self) -> str:
+        best = f"; best {self.summary[0].summary_line()}" if self.summary else ""
+        return f"{self.study} ({self.task}) written to {self.out}: {len(self.candidates)} candidates{best}"
 
-@dataclass
+    def html_rows(self) -> list[dict[str, Any]]:
+        keep = ("candidate", "name", "description", "instances", "failed", "mean", "mean_low", "mean_high", "std",
+                "std_low", "std_high", "q90_q10")  # fmt: skip
+        return [{k: r.get(k) for k in keep} for r in self.records()]
+
+
+@dataclass(repr=False)
 class NasOutcome(TableResult):
     """``Study.nas``: the Optuna search, its best trials assessed over fresh instances, and the
     candidate they are set against."""
@@ -272,6 +350,9 @@ class NasOutcome(TableResult):
     def as_dict(self) -> dict[str, Any]:
         return dict(self.report)
 
+    def summary_line(self) -> str:
+        return f"{self.trials} trials, top {len(self.top)}: {self.verdict}"
+
     def records(self) -> list[dict[str, Any]]:
         """One row per assessed candidate (the best trials, then the one they are set against)."""
         against = self.report.get("against")
@@ -281,3 +362,42 @@ class NasOutcome(TableResult):
             flat = {k: v for k, v in r.items() if k not in ("statistics", "params", "losses")}
             out.append({**flat, **{f"param_{k}": v for k, v in (r.get("params") or {}).items()}})
         return out
+
+
+@dataclass(repr=False)
+class TaskInfo(TableResult):
+    """An installed task (``list_tasks``): its entry point, status (``ok``, ``broken``) and size."""
+
+    name: str
+    distribution: str
+    version: str
+    entry_point: str
+    status: str
+    description: str
+    candidates: int | None
+    warning: str | None = None
+    error: str | None = None
+
+    def summary_line(self) -> str:
+        what = self.description if self.status == "ok" else f"broken: {self.error}"
+        return f"{self.name} ({self.distribution} {self.version}): {what}"
+
+
+@dataclass(repr=False)
+class StudyRuns(TableResult):
+    """``Study.runs``: every instance a study holds, one row each (as Optuna's ``trials_dataframe``)."""
+
+    study: str
+    task: str
+    rows: list[dict[str, Any]]
+    #: the fingerprint of the Study that asked (its rows have ``current`` True)
+    fingerprint: str | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.rows]
+
+    def summary_line(self) -> str:
+        cands = len({r["candidate"] for r in self.rows})
+        settings = len({r["fingerprint"] for r in self.rows})
+        failed = sum(r["status"] != "finished" for r in self.rows)
+        return f"{self.study} ({self.task}): {len(self.rows)} instances of {cands} candidates under {settings} settings ({failed} failed)"

@@ -7,14 +7,17 @@ ends with the systematic-uncertainty summary of the surviving candidates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from robustcli.api._args import checked, out_path
 from robustcli.api._data import load_checked_data
 from robustcli.api.progress import Progress, Silent
 from robustcli.api.results import CandidateSummary, ReplayOutcome, SelectionOutcome
 from robustcli.config import StudySettings
 from robustcli.errors import InputError, UnknownNameError
+from robustcli.wording import opt
 
 __all__ = ["baseline_cut", "replay_selection", "resolve_candidates", "run_selection", "summarize_candidates"]
 
@@ -31,7 +34,7 @@ def baseline_cut(rule: Any, baseline: float | None) -> str | None:
 def _note_if_the_paper_cut_is_skipped(rule: Any, baseline: float | None, how: str, progress: Progress) -> None:
     """One note when the paper's rule has no baseline to cut at: only its halving runs."""
     if rule.name == "paper" and baseline_cut(rule, baseline) is None:
-        progress.note(f"no baseline loss, so --rule paper skips its cut at baseline + {rule.baseline_margin:.0%} "
+        progress.note(f"no baseline loss, so {opt('rule', 'paper')} skips its cut at baseline + {rule.baseline_margin:.0%} "
                       f"and only halves; {how}")  # fmt: skip
 
 
@@ -82,8 +85,6 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
             f"--warmup {sel.warmup} needs {len(candidates) * sel.warmup} trainings for {len(candidates)} candidates, "
             f"more than --budget {sel.budget}"
         )
-    load_checked_data(session, progress)
-    session.prepare_executor()
     description = {
         "rule": rule.describe(),
         **sel.model_dump(mode="json", exclude={"candidates", "sample", "budget", "max_steps", "final_instances"}),
@@ -92,6 +93,9 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     }
     key = selection_key(session.fingerprint, description, candidates)
     store = MlflowSelectionStore(session, key, description)
+    store.refuse_if_held()  # a selection running elsewhere: refused at once, before the data load
+    load_checked_data(session, progress)
+    session.prepare_executor()
     store.check_not_running_elsewhere()
     baseline = store.baseline_loss()
     _note_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session), progress)
@@ -116,20 +120,27 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
         study=settings.study_name,
         tracking_uri=session.store.uri,
         mlflow_ui=session.ui_path(),
-        selected_description=readable_name(session.task, session.candidate(result.selected)),
+        selected_name=_name_of(session, session.candidate(result.selected)),
+        selected_description=readable_name(session.task, session.candidate(result.selected), use_name=False),
         baseline_loss=baseline,
         baseline_cut=baseline_cut(rule, baseline),
         summary=summarize_candidates(session, list(result.survivors)),
     )
 
 
+def _name_of(session: Any, cand: Any) -> str | None:
+    """The candidate's name (also for the grid's copy of a named candidate); None if it has none."""
+    return cand.name or next((n for n, c in session.space.named.items() if c.id == cand.id), None)
+
+
 def _how_to_log_baselines(session: Any) -> str:
     """What to run so that this selection finds a baseline (or why none can be)."""
+    from robustcli.wording import how_to_fit_baselines
+
     s = session.settings
     if not session.task.baselines():
         return f"task {s.task!r} defines no baselines"
-    return (f"log them first: robust baseline --task {s.task} --study {s.study_name} --train-size {session.train_size} "
-            "(with this selection's --seed, --test-size, --sampling and -o)")  # fmt: skip
+    return how_to_fit_baselines(str(s.task), s.study_name, session.train_size)
 
 
 def _train_final(session: Any, survivors: Any, n: int, progress: Progress, executor: Any = None) -> None:
@@ -154,7 +165,8 @@ def summarize_candidates(session: Any, candidate_ids: list[str]) -> list[Candida
     for cid in candidate_ids:
         losses = [r.loss for _, r in sorted(known.get(cid, {}).items())]
         cand = session.candidate(cid)
-        out.append(CandidateSummary(cid, cand.name, readable_name(session.task, cand), summarize_instances(losses, seed=session.settings.seed),
+        out.append(CandidateSummary(cid, _name_of(session, cand), readable_name(session.task, cand, use_name=False),
+                                    summarize_instances(losses, seed=session.settings.seed),
                                     losses, session.task.loss.name))  # fmt: skip
     return out
 
@@ -187,21 +199,50 @@ class _StepView:
         )
 
 
-def replay_selection(settings: StudySettings, table: str | Path, baseline_loss: float | None = None,
-                     progress: Progress | None = None) -> ReplayOutcome:  # fmt: skip
-    """Algorithm 1 replayed on a table of losses (columns candidate, instance, loss): no training.
+@checked
+def replay_selection(
+    table: str | Path,
+    *,
+    rule: str | None = None,
+    criterion: str | Sequence[str] | None = None,
+    combine: str | None = None,
+    warmup: int | None = None,
+    fraction: float | None = None,
+    confidence: float | None = None,
+    delta: float | str | None = None,
+    baseline_margin: float | None = None,
+    budget: int | None = None,
+    max_steps: int | None = None,
+    candidates: Sequence[str] | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
+    baseline_loss: float | None = None,
+    progress: Progress | None = None,
+    settings: StudySettings | None = None,
+) -> ReplayOutcome:
+    """Algorithm 1 replayed on a table of losses (columns candidate, instance, loss; what
+    :func:`export_losses` writes): no training. The keywords are :meth:`Study.select`'s;
+    ``baseline_loss`` is the paper's cut; ``settings`` (what the CLI builds) replaces them all.
 
-    ``settings.selection`` holds the rule and criteria; ``baseline_loss`` is the paper's cut.
+    Example: ``replay_selection("losses.csv", rule="halving", criterion="mean").selected``"""
+    from robustcli.api._args import names
+    from robustcli.config import load_settings
 
-    Example: ``replay_selection(load_settings(rule="race", criterion=["mean"]), "losses.csv").selected``
-    (``load_settings`` from :mod:`robustcli.config`)."""
+    path = out_path("table", table)
+    if settings is None:
+        names("criterion", criterion)
+        names("candidates", candidates)
+        settings = load_settings(rule=rule, criterion=criterion, combine=combine, warmup=warmup, fraction=fraction,
+                                 confidence=confidence, delta=delta, baseline_margin=baseline_margin, budget=budget,
+                                 max_steps=max_steps, candidates=candidates, sample=sample, seed=seed)  # fmt: skip
+    elif not isinstance(settings, StudySettings):
+        raise InputError(f"settings={settings!r}: expected robustcli.config.StudySettings (or pass the keywords)")
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import MemoryStore, TableLosses, make_rule, read_loss_table, select
     from robustcli.selection.replay import check_baseline_loss
 
     check_baseline_loss(baseline_loss)
     progress = progress or Silent()
-    path = Path(table)
     sel = settings.selection
     objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
     rule = make_rule(sel.rule, sel)

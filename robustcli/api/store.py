@@ -6,11 +6,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from robustcli.api.results import StudyInfo
+from robustcli.api._args import checked, out_path, text
+from robustcli.api.results import StudyInfo, StudyRuns
 
-__all__ = ["export_losses", "list_studies"]
+__all__ = ["export_losses", "list_studies", "study_runs"]
 
 
+@checked
 def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     """Every study in the store: its task, candidates, instances, baselines and selections' state.
 
@@ -21,7 +23,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     from robustcli.task import labelled
     from robustcli.tracking.mlflow_store import MlflowStore, candidates_of_runs, resolve_tracking_uri
 
-    store = MlflowStore(resolve_tracking_uri(tracking_uri))
+    store = MlflowStore(resolve_tracking_uri(text("tracking_uri", tracking_uri)))
     rows = []
     for exp in store.list_experiments():
         if "robust.task" not in exp.tags:
@@ -46,18 +48,21 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     return rows
 
 
-def export_losses(study: str, out: str | Path, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """Write every instance loss of ``study`` to the CSV ``out`` (candidate, instance, loss and
-    details); returns the rows written. A study whose instances were trained under several
-    settings is refused: a loss table compares like with like.
+@checked
+def export_losses(study: str | Any, out: str | Path, *, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Write every instance loss of ``study`` (its name, or a Study) to the CSV ``out`` (candidate,
+    instance, loss and details); returns the rows written. A study whose instances were trained
+    under several settings is refused: a loss table compares like with like.
 
-    Example: ``export_losses("calo-energy", "losses.csv")``, then ``replay_selection(..., "losses.csv")``"""
-    from robustcli.api.report import finished_instance_runs, open_study_experiment
+    Example: ``export_losses(study, "losses.csv")``, then ``replay_selection("losses.csv", rule="halving").selected``"""
+    from robustcli.api.report import finished_instance_runs, open_study_experiment, study_and_store
     from robustcli.errors import InputError
     from robustcli.outputs import check_output_file, write_failed
     from robustcli.selection import write_loss_table
     from robustcli.tracking.mlflow_store import InstanceRecord
 
+    study, tracking_uri = study_and_store(study, tracking_uri)
+    out = out_path("out", out)
     check_output_file(out, "the output file")  # before reading the store
     store, exp_id = open_study_experiment(study, tracking_uri)
     rows: list[dict[str, Any]] = []
@@ -79,3 +84,47 @@ def export_losses(study: str, out: str | Path, tracking_uri: str | None = None) 
     except OSError as exc:
         raise write_failed(out, exc, "the output file") from None
     return rows
+
+
+def study_runs(study: str, tracking_uri: str | None = None, fingerprint: str | None = None) -> StudyRuns:
+    """Every instance run of ``study``, one row each: candidate (id, name), index, seeds, settings,
+    loss, status, stop reason, epochs, seconds, run id; oldest first. ``current`` marks the rows
+    of ``fingerprint`` (the asking Study's settings)."""
+    import json
+
+    from robustcli.api.report import open_study_experiment
+    from robustcli.tracking.mlflow_store import InstanceRecord, candidates_of_runs
+
+    store, exp_id = open_study_experiment(study, tracking_uri)
+    runs = store.search(exp_id, "tags.`robust.kind` != ''")
+    cands = candidates_of_runs(runs)
+    rows = []
+    task = ""
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        if tags.get("robust.kind") != "instance":
+            continue
+        rec = InstanceRecord.from_run(run)
+        task = task or tags.get("robust.task", "")
+        settings = json.loads(tags.get("robust.settings_json", "{}"))
+        cand = cands.get(rec.candidate_id)
+        rows.append({
+            "candidate": rec.candidate_id,
+            "name": cand.name if cand is not None else None,
+            "instance": rec.index,
+            "init_seed": rec.init_seed,
+            "data_seed": rec.data_seed,
+            "train_size": int(params["train_size"]) if params.get("train_size", "").isdigit() else params.get("train_size"),
+            "test_size": params.get("test_size"),
+            "vary": settings.get("vary", "both"),
+            "seed": settings.get("seed"),
+            "fingerprint": tags.get("robust.fingerprint", ""),
+            "current": tags.get("robust.fingerprint") == fingerprint if fingerprint else None,
+            "loss": rec.loss,
+            "status": rec.status if run.info.status != "RUNNING" else "running",
+            "stop_reason": rec.stop_reason,
+            "epochs": rec.epochs,
+            "seconds": rec.seconds,
+            "run_id": run.info.run_id,
+        })  # fmt: skip
+    return StudyRuns(study, task, rows, fingerprint)

@@ -37,8 +37,11 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from robustcli.wording import cli_wording
+
         try:
-            return fn(*args, **kwargs)
+            with cli_wording():  # the library's error lines name --flags for the command's user
+                return fn(*args, **kwargs)
         except RobustError as exc:
             # plain print, not rich: the message must stay one unwrapped line
             print(f"error: {exc}", file=sys.stderr)

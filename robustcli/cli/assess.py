@@ -114,7 +114,7 @@ def assess(
 def _render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    name = f"{report['candidate_description']} ({report['candidate']})"
+    name = f"{report.get('candidate_name') or report['candidate_description']} ({report['candidate']})"
     table = Table(
         title=f"{report['task']} / {name}: {report['loss']['name']} over {report['instances']} instances "
         f"(train size {report['train_size']})",

@@ -57,7 +57,7 @@ def baseline(
     )
     from robustcli.api import Study
 
-    fits = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).fit_baselines(instances)
+    fits = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).fit_baselines(instances=instances)
     if json_output:
         print_json(fits)
         return

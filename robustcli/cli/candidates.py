@@ -30,7 +30,7 @@ def candidates(
     """
     from robustcli.api import list_candidates
 
-    rows = [c.as_dict() for c in list_candidates(task, where, parse_task_options(task_option))]
+    rows = [c.as_dict() for c in list_candidates(task, where=where, task_options=parse_task_options(task_option))]
     if json_output:
         print_json({"task": task, "where": where or [], "candidates": rows})
         return

@@ -39,11 +39,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print versions and plugins, then exit.")
     ] = False,
 ) -> None:
     """Find deep-learning models that are accurate and robust to sample and initialisation."""
+    from robustcli.wording import cli_wording
+
+    ctx.with_resource(cli_wording())  # error lines name --flags until the command ends (handle_errors too)
 
 
 # `robust --help` shows each command's short_help on one line of an 80-column terminal (the

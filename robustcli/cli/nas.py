@@ -50,7 +50,7 @@ def nas(
 
     Example: robust nas --task calo-energy -o dataset=B --trials 120 --top 2 --instances 50 --against model2
 
-    Example (seconds): robust nas --task synthetic --trials 6 --top 2 --instances 3 --max-epochs 30
+    Example (seconds): robust nas --task synthetic --trials 6 --top 2 --instances 3 --min-epochs 10 --max-epochs 30
     """
     from robustcli.errors import InputError
 

@@ -26,7 +26,7 @@ the runs a crashed process left in its journal).
     """
     from robustcli.api.reproduce import reproduce_run
 
-    result = reproduce_run(run_id, tracking_uri, device)
+    result = reproduce_run(run_id, tracking_uri=tracking_uri, device=device)
     report, same = result.as_dict(), result.bitwise_equal
     if json_output:
         print_json(report)

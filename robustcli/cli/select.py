@@ -187,7 +187,7 @@ def select(
         return
     from robustcli.api import replay_selection
 
-    replayed = replay_selection(settings, replay, baseline_loss, progress=cli_progress(json_output))
+    replayed = replay_selection(replay, settings=settings, baseline_loss=baseline_loss, progress=cli_progress(json_output))
     if json_output:
         print_json(replayed)
         return

@@ -51,7 +51,7 @@ def render_selection(outcome: Any) -> None:
     report = outcome.as_dict()
     summary = report["summary"]
     console.print(
-        f"selected [bold]{report['selected_description']} ({report['selected']})[/bold] after {report['steps']} steps ({report['reason']}); "
+        f"selected [bold]{report.get('selected_name') or report['selected_description']} ({report['selected']})[/bold] after {report['steps']} steps ({report['reason']}); "
         f"{report['trainings']:,} trainings versus {report['exhaustive_trainings']:,} exhaustive "
         f"({report['ratio']}x fewer); survivors per step {report['survivors_per_step']}"
     )
@@ -61,7 +61,7 @@ def render_selection(outcome: Any) -> None:
         table.add_column(col, justify="right", no_wrap=col != "mean [95% CI]", min_width=10 if col.startswith("mean") else None)  # interval wraps at its space
     for row in summary:
         s = row["statistics"]
-        label = f"{row['description']} ({row['candidate']})"
+        label = f"{row.get('name') or row['description']} ({row['candidate']})"
         interval = "" if math.isnan(s["mean"]["low"]) else f" [{s['mean']['low']:.4g}, {s['mean']['high']:.4g}]"
         table.add_row(
             label,

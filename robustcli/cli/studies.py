@@ -52,5 +52,5 @@ def export(
     """
     from robustcli.api import export_losses
 
-    rows = export_losses(study, out, tracking_uri)
+    rows = export_losses(study, out, tracking_uri=tracking_uri)
     console.print(f"wrote {len(rows)} instance losses of {len({r['candidate'] for r in rows})} candidates to {out}")

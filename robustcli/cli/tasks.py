@@ -15,40 +15,6 @@ app = typer.Typer(
 )
 
 
-def _summary(info: Any) -> dict[str, Any]:
-    from robustcli.errors import RobustError
-    from robustcli.plugins import load_task_class
-
-    row: dict[str, Any] = {
-        "name": info.name,
-        "distribution": info.distribution,
-        "version": info.version,
-        "entry_point": info.value,
-    }
-    if info.conflict:  # another distribution holds the name: this one is never loaded
-        row.update(status="broken", description="", candidates=None, error=info.conflict)
-        return row
-    try:
-        cls, _ = load_task_class(info.name)
-        task = cls()
-        row.update(status="ok", description=cls.description, candidates=len(task.search_space()))
-        if cls.name != info.name:
-            row["warning"] = name_mismatch(info, cls)
-    except KeyboardInterrupt:
-        raise
-    except (RobustError, Exception, SystemExit) as exc:  # a broken plugin is listed, never fatal
-        row.update(status="broken", description="", candidates=None, error=str(exc) or type(exc).__name__)
-    return row
-
-
-def name_mismatch(info: Any, cls: type) -> str:
-    """The warning for an entry point named otherwise than its task (the conformance kit refuses it)."""
-    return (
-        f"entry point {info.name!r} of {info.distribution} registers a task named {cls.name!r} "  # type: ignore[attr-defined]
-        f"({info.value}); --task takes {info.name!r}: give both one name"
-    )
-
-
 @app.callback(invoke_without_command=True)
 @handle_errors
 def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
@@ -59,9 +25,10 @@ def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": json_output}  # `robust tasks --json show X` means `robust tasks show X --json`
         return
-    from robustcli.plugins import discover
+    from robustcli.plugins import task_summaries
 
-    rows = [_summary(p) for p in discover(include_shadowed=True)]
+    # a row says warning or error only where there is one
+    rows = [{k: v for k, v in r.items() if k not in ("warning", "error") or v is not None} for r in task_summaries()]
     if json_output:
         print_json(rows)
         return
@@ -110,8 +77,9 @@ def show(
     if json_output:
         print_json(doc)
         return
-    console.print(f"[bold]{name}[/bold]: {cls.description}  ({doc['distribution']})")
-    console.print(f"loss: {cls.loss.name} = {cls.loss.formula} ({'lower' if cls.loss.lower_is_better else 'higher'} is better)")
+    # every text below is the task's own: escaped, or rich would read `[label]` in a formula as markup
+    console.print(f"[bold]{escape(name)}[/bold]: {escape(cls.description)}  ({escape(doc['distribution'])})")
+    console.print(escape(f"loss: {cls.loss.name} = {cls.loss.formula} ({'lower' if cls.loss.lower_is_better else 'higher'} is better)"))
     console.print(f"search space: {len(space):,} candidates; default train size {cls.default_train_size}")
     if space.named:
         table = Table(title="Named candidates")
@@ -119,9 +87,9 @@ def show(
         table.add_column("id")
         table.add_column("parameters", overflow="fold")
         for n, c in space.named.items():
-            table.add_row(n, c.id, ", ".join(f"{k}={v}" for k, v in c.params.items()))
+            table.add_row(escape(n), c.id, escape(", ".join(f"{k}={v}" for k, v in c.params.items())))
         console.print(table)
     if doc["baselines"]:
-        console.print("baselines: " + "; ".join(f"{k} ({v})" for k, v in doc["baselines"].items()))
+        console.print(escape("baselines: " + "; ".join(f"{k} ({v})" for k, v in doc["baselines"].items())))
     for key, value in task.describe().items():
-        console.print(f"{key}: {value}")
+        console.print(escape(f"{key}: {value}"))

@@ -13,12 +13,36 @@ import math
 import time
 from typing import Any
 
-__all__ = ["baseline_losses", "fit_baseline", "logged_baseline_losses"]
+__all__ = ["baseline_losses", "baseline_row", "baseline_scores", "fit_baseline", "logged_baseline_losses"]
+
+
+def baseline_scores(name: str, pred: Any, y: Any) -> Any:
+    """A baseline's predictions as the task's ``test_loss`` takes a model's output: float32 and
+    shaped like the model's output. For regression that is ``y``'s shape (a prediction of as
+    many values, ``(n,)`` for a ``(n, 1)`` ``y``, is reshaped to it); for classification it is
+    ``(n, n_classes)`` scores (what the model returns: logits, or log-probabilities if that is
+    what ``test_loss`` takes), one row per example, kept as they are. Anything else is refused
+    naming the baseline and both shapes."""
+    import torch
+
+    from robustcli.errors import TrainingError
+
+    pred = torch.as_tensor(pred)
+    if not pred.is_floating_point():
+        pred = pred.float()
+    n = y.shape[0]
+    if pred.numel() == y.numel() and (y.is_floating_point() or pred.ndim <= 1):
+        return pred.reshape(y.shape)
+    if not y.is_floating_point() and pred.ndim == 2 and pred.shape[0] == n:
+        return pred  # class scores for integer labels
+    raise TrainingError(
+        f"baseline {name!r} returned predictions of shape {tuple(pred.shape)} for {n} test examples (y of shape "
+        f"{tuple(y.shape)}): return values shaped like y for regression, or (n, n_classes) scores for classification"
+    )
 
 
 def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
     """Fit ``base`` on the training samples of instances 0..N-1, log the run, return its row."""
-    import numpy as np
     import torch
 
     from robustcli.training.instance import InstanceSpec, sample_indices
@@ -33,11 +57,20 @@ def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str
         spec = InstanceSpec(i, seeds.init_seed, seeds.data_seed, session.train_size, session.test_size)
         idx, t_idx = sample_indices(data, spec, replace)
         tx, ty = (data.test_x, data.test_y) if t_idx is None else (data.test_x[t_idx], data.test_y[t_idx])
+        # fitted with autograd on (a baseline may fit by gradient descent), scored without it
+        pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
         with torch.no_grad():
-            pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
-            losses.append(float(session.task.test_loss(torch.as_tensor(pred).reshape(ty.shape), ty)))
+            losses.append(float(session.task.test_loss(baseline_scores(name, pred.detach() if hasattr(pred, "detach") else pred, ty), ty)))
+    row = _row(name, base, losses)
+    _log(session, row, started)
+    return row
+
+
+def _row(name: str, base: Any, losses: list[float]) -> dict[str, Any]:
+    import numpy as np
+
     a = np.asarray(losses)
-    row = {
+    return {
         "name": name,
         "description": base.description,
         "losses": losses,
@@ -47,8 +80,16 @@ def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str
         "max": float(a.max()),
         "median": float(np.median(a)),
     }
-    _log(session, row, started)
-    return row
+
+
+def baseline_row(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
+    """Baseline ``name`` on instances 0..N-1 as :func:`fit_baseline` returns it, read back when a
+    run under the session's data settings holds them (as ``assess`` reads instances back), with
+    ``fitted_now`` saying which."""
+    logged = logged_baseline_losses(session, name, instances)
+    if logged is not None:
+        return {**_row(name, base, logged), "fitted_now": False}
+    return {**fit_baseline(session, name, base, instances), "fitted_now": True}
 
 
 def logged_baseline_losses(session: Any, name: str, instances: int) -> list[float] | None:
@@ -100,7 +141,7 @@ def _log(session: Any, row: dict[str, Any], started: int) -> None:
     client = session.store.client
     exp_id = session.experiment()
     now = int(time.time() * 1000)
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']}", start_time=started,
+    run = client.create_run(exp_id, run_name=f"baseline/{row['name']} {session.settings_label()}", start_time=started,
                             tags=session.store.context_tags)
     metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
     stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from robustcli import wording
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
 from robustcli.plugins import build_task, load_task_class, load_task_data
@@ -24,15 +25,25 @@ __all__ = ["StudySession"]
 
 
 class StudySession:
-    def __init__(self, settings: StudySettings, tracking_uri: str | None = None) -> None:
-        if not settings.task:
-            raise InputError("no task given: pass --task NAME or set task in the study file (see `robust tasks`)")
+    """``task``: a Task class or object given as code (the API's ``Study(MyTask)``), used instead of
+    the installed task ``settings.task`` names; its code's hash joins the fingerprint."""
+
+    def __init__(self, settings: StudySettings, tracking_uri: str | None = None, task: Any = None) -> None:
+        if not settings.task and task is None:
+            raise InputError(wording.no_task())
         # first: a tracking URI that cannot work is refused before the task (and torch) loads
         self.store = MlflowStore(resolve_tracking_uri(tracking_uri, settings.tracking_uri))
-        cls, self.plugin = load_task_class(settings.task)
+        self._task_source = task
+        if task is not None:
+            from robustcli.task_code import inline_task
+
+            self.task, self.plugin, code = inline_task(task, settings.task_options)
+            settings = settings.model_copy(update={"task": self.task.name, "task_code": code})
+        else:
+            cls, self.plugin = load_task_class(settings.task)
+            self.task = build_task(cls, self.plugin, settings.task_options)
         #: the settings as given (before the task's defaults fill them in): :meth:`variant` starts from them
         self.given = settings
-        self.task: Task = build_task(cls, self.plugin, settings.task_options)
         self.settings = self._settled(settings)
         self.fingerprint = self.settings.fingerprint()
         self._data: TaskData | None = None
@@ -65,7 +76,7 @@ class StudySession:
         """This session under other settings of the same task and task options (sharing its store,
         task, data and executor); another task or other options make a session of their own."""
         if (given.task, given.task_options) != (self.given.task, self.given.task_options):
-            return StudySession(given, self.store.uri)
+            return StudySession(given, self.store.uri, task=self._task_source)
         other = copy.copy(self)
         other.given = given
         other.settings = self._settled(given)
@@ -114,17 +125,17 @@ class StudySession:
         pool = self.data.pool_size
         if t.sampling == "without-replacement" and self.train_size > pool:
             raise InputError(
-                f"--train-size {self.train_size} exceeds the training pool of {pool} examples "
+                f"{wording.opt('train-size', self.train_size)} exceeds the training pool of {pool} examples "
                 f"of task {self.settings.task!r} (sampling without replacement; use bootstrap or a smaller size)"
             )
         if self.train_size > pool:
             raise InputError(
-                f"--train-size {self.train_size} exceeds the training pool of {pool} examples of task "
+                f"{wording.opt('train-size', self.train_size)} exceeds the training pool of {pool} examples of task "
                 f"{self.settings.task!r}: a bootstrap sample larger than the pool repeats examples without adding any; "
                 f"choose at most {pool}"
             )
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
-            raise InputError(f"--test-size {t.test_size} exceeds the test set of {self.data.test_size} examples")
+            raise InputError(f"{wording.opt('test-size', t.test_size)} exceeds the test set of {self.data.test_size} examples")
 
     def prepare_executor(self) -> Any:
         """Refuse a device or an executor that cannot run (no GPU for --device cuda, an unreachable
@@ -147,7 +158,7 @@ class StudySession:
         if other is not None and other != self.settings.task:
             raise InputError(
                 f"study {self.settings.study_name!r} belongs to task {other!r}, not {self.settings.task!r}; "
-                f"choose another --study"
+                f"choose another {wording.opt('study')}"
             )
 
     # -- seeds and specs --------------------------------------------------------------------
@@ -167,6 +178,8 @@ class StudySession:
 
     def settings_json(self) -> str:
         keep = {"task", "seed", "mix_candidate_seed", "vary", "task_options", "training"}
+        if self.settings.task_code is not None:
+            keep.add("task_code")
         return json.dumps(self.settings.model_dump(mode="json", include=keep), sort_keys=True)
 
     # -- the store --------------------------------------------------------------------------
@@ -208,9 +221,9 @@ class StudySession:
     def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
         """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
-        name = self.describe(candidate)
-        if s.vary != "both":
-            name += f" [{s.vary} varies]"
+        # the settings beside the name: one candidate has a run per setting (a sample-size study's
+        # sizes, --vary), and `mlflow ui` lists them side by side
+        name = f"{self.describe(candidate)} {self.settings_label()}"
         return self.store.candidate_spec(
             task=str(s.task),
             candidate=candidate,
@@ -224,6 +237,17 @@ class StudySession:
                 "vary": s.vary,
             },
         )
+
+    def settings_label(self) -> str:
+        """What tells this setting's runs of a candidate from another's, in a run name: '[train 256]',
+        '[train 256, init varies]'."""
+        s = self.settings
+        parts = [f"train {self.train_size}"]
+        if self.test_size is not None and self.test_size != self.train_size:
+            parts.append(f"test {self.test_size}")
+        if s.vary != "both":
+            parts.append(f"{s.vary} varies")
+        return f"[{', '.join(parts)}]"
 
     def parent_run(self, candidate: Candidate) -> str:
         """The candidate's run under these settings (its statistics summarise exactly its children)."""

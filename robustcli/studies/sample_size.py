@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
@@ -41,20 +42,20 @@ def parse_sizes(text: str) -> list[int]:
     if match:
         start, stop, count = (int(g) for g in match.groups())
         if start < 1 or stop < start or count < 2:
-            raise InputError(f"--sizes {text!r}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
         if count > MOST_SIZES:
-            raise InputError(f"--sizes {text!r}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
         return sorted({int(round(x)) for x in np.geomspace(start, stop, count)})
     if ":" in text:
-        raise InputError(f"--sizes {text!r}: {hint}")
+        raise InputError(f"{opt('sizes', text, quoted=True)}: {hint}")
     sizes = []
     for part in text.split(","):
         part = part.strip()
         if not (part.isascii() and part.isdigit()) or int(part) < 1:  # '²'.isdigit() holds, int('²') fails
-            raise InputError(f"--sizes {text!r}: {part!r} is not a positive whole number ({hint})")
+            raise InputError(f"{opt('sizes', text, quoted=True)}: {part!r} is not a positive whole number ({hint})")
         sizes.append(int(part))
     if len(set(sizes)) > MOST_SIZES:
-        raise InputError(f"--sizes: {len(set(sizes)):,} sizes exceed the {MOST_SIZES:,} a study takes")
+        raise InputError(f"{opt('sizes')}: {len(set(sizes)):,} sizes exceed the {MOST_SIZES:,} a study takes")
     return sorted(set(sizes))
 
 
@@ -98,8 +99,10 @@ class SizeRow:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SampleSizeResult(TableResult):
+    """``Study.sample_size``: each model's loss statistics at each training-sample size."""
+
     task: str
     study: str
     loss_name: str
@@ -141,6 +144,12 @@ class SampleSizeResult(TableResult):
             for row in self.rows
         ]  # fmt: skip
 
+    def summary_line(self) -> str:
+        models = ", ".join(m["model"] for m in self.models)
+        sat = "; ".join(f"{m}: {'saturates at ' + format(v, ',') if v else 'still improving'}" for m, v in self.saturation.items())
+        return (f"{models} at {len(self.sizes)} sizes ({self.sizes[0]:,}-{self.sizes[-1]:,}), {self.instances} instances each "
+                f"({self.trained_now} trained now); {sat}")  # fmt: skip
+
     def saturation_lines(self) -> list[str]:
         out = []
         for model, size in self.saturation.items():
@@ -165,15 +174,15 @@ class SampleSizeStudy:
         self, session: Any, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
     ) -> None:
         if instances < 1:
-            raise InputError(f"--instances must be a positive count, got {instances}")
+            raise InputError(f"{opt('instances', instances)}: expected a positive whole number")
         if not candidates:
-            raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {session.settings.task}`)")
+            raise InputError(f"no candidate given: pass {opt('candidate')} (an id or name; see `robust tasks show {session.settings.task}`)")
         self.session = session
         self.candidates = [session.candidate(c.strip()) for c in candidates]
         if len({c.id for c in self.candidates}) != len(self.candidates):
-            raise InputError("--candidate names the same candidate twice")
+            raise InputError(f"{opt('candidate')} names the same candidate twice")
         if not sizes:
-            raise InputError("--sizes: no size given")
+            raise InputError(f"{opt('sizes')}: no size given")
         self.sizes = sorted(set(int(s) for s in sizes))
         self.instances = instances
         self.baselines = dict(session.task.baselines()) if baselines else {}
@@ -183,14 +192,14 @@ class SampleSizeStudy:
         for size in self.sizes:
             if size > data.pool_size:
                 raise InputError(
-                    f"--sizes: {size:,} exceeds the training pool of {data.pool_size:,} examples of task "
+                    f"{opt('sizes')}: {size:,} exceeds the training pool of {data.pool_size:,} examples of task "
                     f"{session.settings.task!r} (largest size allowed: {data.pool_size:,})"
                 )
             if paper and size > data.test_size:
                 raise InputError(
-                    f"--sizes: {size:,} exceeds the test set of {data.test_size:,} examples of task "
+                    f"{opt('sizes')}: {size:,} exceeds the test set of {data.test_size:,} examples of task "
                     f"{session.settings.task!r}, from which the paper's test sample (as large as the training "
-                    f"sample) is drawn; pass --test-size all to score every size on the whole test set"
+                    f"sample) is drawn; pass {opt('test-size', 'all')} to score every size on the whole test set"
                 )
         self.parts = [
             Part(f"size {s:,}", session.variant(train_size=s), self.candidates, instances) for s in self.sizes

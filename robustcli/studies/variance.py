@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
 from robustcli.robustness.statistics import Estimate
@@ -29,8 +30,10 @@ HELD = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class VarianceResult(TableResult):
+    """``Study.variance``: the spread with both seeds varying, only the initialisation, only the sample."""
+
     task: str
     study: str
     candidate: str
@@ -79,10 +82,18 @@ class VarianceResult(TableResult):
             "run_id": self.run_id,
         }
 
+    def summary_line(self) -> str:
+        std = self.decomposition.std
+        shown = ", ".join(f"std {k} {std[k].value:.3g}" for k in SOURCES)
+        name = self.candidate_name or self.candidate
+        return f"{name} ({self.candidate}), {self.instances} instances per set: {shown}; {self.decomposition.verdict}"
+
     def records(self) -> list[dict[str, Any]]:
         """One record per set (both, init, data): instances, failed, the loss's mean and std with intervals."""
         return [
-            {"set": k, "varies": HELD[k], "instances": self.instances, "failed": self.failed[k],
+            {"candidate": self.candidate, "name": self.candidate_name, "set": k, "varies": HELD[k],
+             "train_size": self.train_size, "instances": self.instances, "failed": self.failed[k],
+             "fingerprint": self.fingerprints[k],
              **flat_statistics({"mean": self.statistics[k]["mean"], "std": self.decomposition.std[k]})}
             for k in SOURCES
         ]  # fmt: skip
@@ -93,11 +104,11 @@ class VarianceStudy:
 
     def __init__(self, session: Any, candidate: str | None, instances: int) -> None:
         if instances < 2:
-            raise InputError(f"--instances must be at least 2 (a spread needs two instances), got {instances}")
+            raise InputError(f"{opt('instances', instances)}: expected at least 2 (a spread needs two instances)")
         if not candidate:
-            raise InputError(f"no candidate given: pass --candidate ID_OR_NAME (see `robust tasks show {session.settings.task}`)")
+            raise InputError(f"no candidate given: pass {opt('candidate')} (an id or name; see `robust tasks show {session.settings.task}`)")
         if session.settings.vary != "both":
-            raise InputError("--vary does not apply: the study trains all three sets (both, init, data)")
+            raise InputError(f"{opt('vary')} does not apply: the study trains all three sets (both, init, data)")
         self.session = session
         self.candidate = session.candidate(candidate)
         self.instances = instances

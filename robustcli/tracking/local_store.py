@@ -38,8 +38,29 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+#: the schemes MLflow's own tracking stores take (a database's may add a driver: postgresql+psycopg2)
+_MLFLOW_SCHEMES = {"file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"}
+
+
+def check_scheme(uri: str) -> None:
+    """Refuse a URI whose scheme no tracking store takes (MLflow's, or a plugin's registered in the
+    entry-point group ``mlflow.tracking_store``), naming them; a plain path is a local folder."""
+    import re
+    from importlib.metadata import entry_points
+
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    if match is None or len(match.group(1)) == 1:  # a path, or a Windows drive letter
+        return
+    scheme = match.group(1).lower()
+    known = _MLFLOW_SCHEMES | {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+    if scheme.split("+", 1)[0] not in known:
+        raise InputError(f"tracking URI {uri!r}: no tracking store takes the scheme {scheme!r}; MLflow takes "
+                         f"{', '.join(sorted(known))} (e.g. sqlite:///mlruns/mlflow.db or http://host:5000)")  # fmt: skip
+
+
 def check_sqlite_uri(uri: str) -> Path | None:
     """Refuse a sqlite URI that cannot hold a study; its file (None for a non-sqlite store)."""
+    check_scheme(uri)
     if not uri.startswith("sqlite:"):
         return None
     path = sqlite_path(uri)

@@ -237,11 +237,16 @@ class MlflowStore:
         return self._db.parent / JOURNAL_DIR if self._db is not None else _cache_dir("journals", self.uri)
 
     @property
+    def locks_path(self) -> Path:
+        """Where :attr:`locks` lives (nothing created)."""
+        if self._db is not None:
+            return self._db.parent / LOCKS_DIR / f"{self._db.name}.lock"
+        return _cache_dir("locks", self.uri).with_suffix(".lock")
+
+    @property
     def locks(self) -> LockFile:
         """The record locks of this store (beside a local store; for a server, this machine's cache)."""
-        if self._db is not None:
-            return lock_file(self._db.parent / LOCKS_DIR / f"{self._db.name}.lock")
-        return lock_file(_cache_dir("locks", self.uri).with_suffix(".lock"))
+        return lock_file(self.locks_path)
 
     def _connect(self) -> Any:
         # a team server that is down answers at once, not after minutes of retries; MLflow's

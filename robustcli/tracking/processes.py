@@ -27,6 +27,23 @@ def process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None  # field 22, starttime
 
 
+def started_in_words(start: str | None, now: float | None = None) -> str | None:
+    """A :func:`process_start` of this host in words: 'since 05:12:03 (2 min ago)'; None if it
+    cannot be told (another host's, or no /proc)."""
+    import time
+
+    try:
+        ticks = int(start or "")
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        began = boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, AttributeError):
+        return None
+    ago = max(0.0, (now if now is not None else time.time()) - began)
+    span = f"{ago:.0f} s" if ago < 120 else f"{ago / 60:.0f} min" if ago < 7200 else f"{ago / 3600:.1f} h"
+    return f"since {time.strftime('%H:%M:%S', time.localtime(began))} ({span} ago)"
+
+
 def this_owner() -> str:
     """``host:pid`` of this process (its start: ``process_start(os.getpid())``)."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -28,7 +28,7 @@ from typing import Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
-from robustcli.tracking.processes import owner_alive, parse_owner, process_start, this_owner
+from robustcli.tracking.processes import owner_alive, parse_owner, process_start, started_in_words, this_owner
 
 __all__ = ["MlflowSelectionStore", "selection_key"]
 
@@ -47,7 +47,8 @@ def _read_owner(path: Path) -> str:
             text = ""
         if text:
             host, pid, start = parse_owner(text)
-            return f"{host}:{pid}" + (f", started {start}" if start else "")
+            words = started_in_words(start) if host == socket.gethostname() else None
+            return f"{host}:{pid}" + (f", running {words}" if words else "")
         time.sleep(0.05)
     return "owner not recorded yet"
 
@@ -118,6 +119,23 @@ class MlflowSelectionStore(Store):
             exp_id, f"tags.`robust.kind` = 'selection' and tags.`robust.selection_key` = '{self.key}'"
         )
         return runs[0] if runs else None
+
+    def refuse_if_held(self) -> None:
+        """Refuse at once, before the data load, when another process holds the selection's lock
+        (it left its owner file); nothing is created when none does. The lock itself is taken by
+        :meth:`check_not_running_elsewhere`, once the input is checked."""
+        store = self.session.store
+        owner_file = store.locks_path.parent / f"select-{self.key}.owner"
+        if not owner_file.exists():
+            return
+        key = f"select:{self.session.settings.study_name}:{self.key}"
+        if store.locks.try_lock(key):
+            store.locks.unlock(key)
+            return
+        raise InputError(
+            f"study {self.session.settings.study_name!r} is being selected by another process "
+            f"({_read_owner(owner_file)}); wait for it to finish, or stop it: re-running then resumes"
+        )
 
     def check_not_running_elsewhere(self) -> None:
         """Take the study's selection lock, or refuse naming the process that holds it.
