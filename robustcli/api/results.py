@@ -186,6 +186,8 @@ class SelectionOutcome(TableResult):
     baseline_cut: str | None
     summary: list[CandidateSummary]
     selected_name: str | None = None
+    #: a readable label (name, or description of its parameters) per candidate of the last step
+    contender_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def selected(self) -> str:
@@ -230,6 +232,7 @@ class SelectionOutcome(TableResult):
             "baseline_loss": self.baseline_loss,
             "baseline_cut": self.baseline_cut,
             "summary": [s.as_dict() for s in self.summary],
+            "contender_labels": dict(self.contender_labels),
         }
 
     def records(self) -> list[dict[str, Any]]:

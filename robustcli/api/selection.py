@@ -125,6 +125,7 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
         baseline_loss=baseline,
         baseline_cut=baseline_cut(rule, baseline),
         summary=summarize_candidates(session, list(result.survivors)),
+        contender_labels={cid: readable_name(session.task, session.candidate(cid)) for cid in result.p_best},
     )
 
 

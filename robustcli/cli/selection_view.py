@@ -73,7 +73,8 @@ def render_selection(outcome: Any) -> None:
             str(row["failed"]),
         )
     console.print(table)
-    render_confidence(report, label=lambda cid: cid if cid != report["selected"] else f"{report['selected_description']} ({cid})")
+    labels = report.get("contender_labels", {})
+    render_confidence(report, label=lambda cid: f"{labels[cid]} ({cid})" if cid in labels and labels[cid] != cid else cid)
     console.print(f"history in MLflow: {report['tracking_uri']} (experiment {report['study']!r}, run selection-*)")
     if report["mlflow_ui"]:
         serve = "" if report["tracking_uri"].startswith("http") else f" (start it: mlflow ui --backend-store-uri {report['tracking_uri']})"

@@ -227,7 +227,7 @@ class PickConfidence:
     ``p_best`` is, per contender, the share of bootstrap resamples of the instances in which it
     ranks first. ``more_instances`` estimates, per indistinguishable contender, how many more
     instances would show the difference at ``level`` (``None`` when its estimated difference is
-    zero or favours it: no number of instances would separate them in the pick's favour).
+    zero or favours it, or more than 10^9 would be needed: "never").
     """
 
     pick: str
@@ -321,19 +321,33 @@ def pick_confidence(
     p_best.update({c: float(w / n_boot) for c, w in zip(sub_ids, wins)})
     # instances to separate: the paired difference's standard deviation per instance, from the
     # bootstrap's standard error of the mean (sd = se * sqrt(s)), against the estimated difference
-    from scipy.stats import norm
-
-    z = float(norm.ppf(level))
     more: dict[str, int | None] = {}
     for i, c in enumerate(sub_ids):
         if c == pick or c not in indist:
             continue
         d = challenger[:, i] - raw[:, p]
         d = d[np.isfinite(d)]
-        mean, se = (float(d.mean()), float(d.std(ddof=1))) if d.size > 1 else (0.0, 0.0)
-        if mean <= 0 or se <= 0:
-            more[c] = None
-            continue
-        need = math.ceil(s * (z * se / mean) ** 2)
-        more[c] = max(1, need - s)
+        se = float(d.std(ddof=1)) if d.size > 1 else 0.0
+        gap = float(chal_point[i] - point[pos])
+        more[c] = _instances_to_separate(gap, se * math.sqrt(s) * math.sqrt(s / (s - 1.0)), s, level)
     return PickConfidence(pick, level, s, contenders, indist, p_best, more)
+
+
+def _instances_to_separate(gap: float, sd: float, s: int, level: float) -> int | None:
+    """How many more instances than ``s`` the bound of :func:`t_lower_bounds` needs to exclude zero
+    for a difference ``gap`` whose per-instance standard deviation is ``sd`` (None: never, the
+    difference is zero or favours the challenger)."""
+    from scipy.stats import norm, t
+
+    if not gap > 0 or not sd > 0 or not math.isfinite(sd):
+        return None if not gap > 0 else 1
+    most = 10**9  # beyond this, "never" is the honest answer
+    guess = (float(norm.ppf(level)) * sd / gap) ** 2
+    if not guess < most:
+        return None
+    n = max(s + 1, math.ceil(guess))
+    while float(t.ppf(level, float(n - 1))) * sd / math.sqrt(n) >= gap:
+        n = math.ceil(n * 1.05) + 1
+        if n >= most:
+            return None
+    return n - s
