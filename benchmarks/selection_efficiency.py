@@ -480,6 +480,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             trainings=_mean([r["trainings"] for r in ok]),
             exhaustive_trainings=rs[0]["exhaustive_trainings"],
             blowup_alive=sum(alive), blowup_counted=len(alive),
+            survivors=_mean([r["survivors"] for r in ok]),
             seconds=_mean([r["seconds"] for r in ok]),
         ))
     # the ratio to the paper rule's trainings over the same repetitions (the peers run on fewer)
@@ -511,7 +512,7 @@ def print_report(summary: list[dict[str, Any]], tables: list[str], rules: list[s
             for base in (False, True):
                 print(f"\n  criterion {crit} | {'baseline cut at the 25 % quantile of true means' if base else 'no baseline'}")
                 print(f"  {'rule':<16}{'regret pts':>11}{'vs exh pts':>11}{'best hit':>9}{'trainings':>11}"
-                      f"{'/paper':>8}{'/exh':>7}{'blow-up alive':>15}{'ms/run':>9}")
+                      f"{'/paper':>8}{'/exh':>7}{'survivors':>10}{'blow-up alive':>15}{'ms/run':>9}")
                 for rule in order:
                     s = next((x for x in ss if x["criterion"] == crit and x["baseline"] == base and x["rule"] == rule), None)
                     if s is None:
@@ -522,7 +523,8 @@ def print_report(summary: list[dict[str, Any]], tables: list[str], rules: list[s
                     alive = "-" if rule == "exhaustive" else f"{s['blowup_alive']}/{s['repetitions']}"
                     print(f"  {rule:<16}{_fmt(s['regret_best'], 11)}{_fmt(s['regret_exhaustive'], 11)}"
                           f"{100 * s['hit']:>8.0f}%{s['trainings']:>11.0f}{_fmt(s['vs_paper'], 8)}"
-                          f"{_fmt(s['vs_exhaustive'], 7, 3)}{alive:>15}{1000 * s['seconds']:>9.0f}")
+                          f"{_fmt(s['vs_exhaustive'], 7, 3)}{_fmt(s['survivors'], 10, 1)}{alive:>15}"
+                          f"{1000 * s['seconds']:>9.0f}")
             if "race" in rules:
                 verdicts.append(_verdict(table, crit, "race", ss))
     return verdicts
