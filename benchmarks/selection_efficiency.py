@@ -730,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nVerdicts (issue 19: race regret within 0.5 points of the exhaustive pick's, trainings <= paper's):")
         for line in verdicts:
             print("  " + line)
+        met = sum(" MET " in line for line in verdicts)
+        print(f"  race: target met on {met} of {len(verdicts)} table x criterion settings")
     if args.figure and not args.quick:
         if figure(summary, Path(args.figure), tables, rules):
             print(f"\nfigure: {args.figure}")
