@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -23,11 +24,31 @@ def test_every_benchmark_offers_quick_and_prints_a_ratio(bench):
     assert "ratio=" in text, f"{bench.name} prints no ratio= line"
 
 
-def test_a_quick_benchmark_ends_with_its_ratio():
+def test_a_quick_benchmark_ends_with_its_ratio(tmp_path):
+    """`selection_efficiency.py --quick`: every table, our rules and Optuna's pruners, a verdict per
+    table, every row in --json (a smoke run of seconds)."""
     bench = next(b for b in BENCHMARKS if b.name == "selection_efficiency.py")
-    out = subprocess.run([sys.executable, str(bench), "--quick", "--jobs", "1"], capture_output=True, text=True, timeout=300)
+    rows = tmp_path / "rows.json"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--jobs", "1", "--json", str(rows)],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert re.fullmatch(r"ratio=[0-9.]+", out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio=[0-9.]+", lines[-1])
+    assert any(line.startswith("=== tails:") for line in lines)
+    assert any(line.strip().startswith("optuna-wilcoxon") for line in lines)
+    assert any(re.match(r"\s+close\s+mean\s+race: (MET|not met)", line) for line in lines)
+    data = json.loads(rows.read_text())
+    rules = {r["rule"] for r in data["rows"]}
+    assert {"exhaustive", "paper", "race", "optuna-median", "optuna-halving", "optuna-wilcoxon"} <= rules
+    assert {r["baseline"] for r in data["rows"]} == {False, True}
+
+
+def test_selection_efficiency_refuses_a_bad_race_option():
+    bench = next(b for b in BENCHMARKS if b.name == "selection_efficiency.py")
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--race-option", "confidence=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "confidence" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.slow
