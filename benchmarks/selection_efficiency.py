@@ -40,7 +40,7 @@ while a candidate without a visible blow-up existed within 1 % of the true best.
 per table checks issue 19's target: race regret within 0.5 points of the exhaustive pick's and
 race trainings <= the paper rule's, with and without the baseline.
 
-    python benchmarks/selection_efficiency.py                  # full run (~5 min on 2 cores)
+    python benchmarks/selection_efficiency.py                  # full run (3.5 min on 2 shared cores)
     python benchmarks/selection_efficiency.py --quick          # a smoke run (seconds)
     python benchmarks/selection_efficiency.py --tables tails close --rules race paper \\
         --race-option delta=0.5% --race-option confidence=0.9 --warmup 2 --json rows.json
