@@ -42,7 +42,6 @@ __all__ = [
     "bootstrap_values",
     "capped",
     "friedman_screen",
-    "lower_bounds",
     "t_lower_bounds",
     "pick_confidence",
     "resample_columns",
@@ -179,37 +178,28 @@ def bootstrap_values(losses: np.ndarray, criterion: Callable[[np.ndarray], np.nd
     return out
 
 
-def lower_bounds(challengers: np.ndarray, reference: np.ndarray, level: float | np.ndarray,
-                 point: np.ndarray | None = None) -> np.ndarray:
-    """Per row, a one-sided lower confidence bound at ``1 - level`` on ``challenger - reference``,
-    from resamples x rows of the challengers' criterion and one column of the reference's.
-
-    Bootstrap-t with the bootstrap's standard error: ``point - t(1 - level, s - 1) * se``, ``se``
-    the standard deviation of the resampled differences scaled by ``sqrt(s / (s - 1))`` (``s`` =
-    instances, passed as ``point``'s companion through ``level``'s caller). A percentile bound of a
-    handful of instances is far too narrow (a resample repeats one instance often, and a spread of
-    repeated values is zero); the t quantile on ``s - 1`` degrees of freedom widens it where few
-    instances are known, and far-out levels (Bonferroni over survivors and steps) stay finite.
-    ``point`` is the difference on the instances themselves (default: the resamples' median).
-    """
-    diff = challengers - reference[:, None]
-    n_rows = diff.shape[1]
-    level = np.broadcast_to(np.asarray(level, dtype=float), (n_rows,))
-    with np.errstate(invalid="ignore"):
-        finite = np.where(np.isfinite(diff), diff, np.nan)
-        se = np.nanstd(finite, axis=0, ddof=1)
-        centre = np.nanmedian(finite, axis=0) if point is None else np.asarray(point, dtype=float)
-    return centre, se, level
-
-
 def t_lower_bounds(challengers: np.ndarray, reference: np.ndarray, point: np.ndarray, s: int,
                    level: float | np.ndarray) -> np.ndarray:
-    """:func:`lower_bounds` as numbers: ``point - t(1 - level, s - 1) * se * sqrt(s / (s - 1))``."""
+    """Per row, a one-sided lower confidence bound at ``1 - level`` on ``challenger - reference``:
+    ``challengers`` is resamples x rows of the challengers' criterion, ``reference`` one column of
+    the reference's, ``point`` the difference on the ``s`` instances themselves.
+
+    Bootstrap-t with the bootstrap's standard error: ``point - t(1 - level, s - 1) * se *
+    sqrt(s / (s - 1))``, ``se`` the standard deviation of the resampled differences. A percentile
+    bound of a handful of instances is far too narrow (a resample repeats one instance often, and
+    the spread of repeated values is zero); the t quantile on ``s - 1`` degrees of freedom widens it
+    where few instances are known, and far-out levels (Bonferroni over survivors and steps) stay
+    finite where a percentile would run out of resamples.
+    """
     from scipy.stats import t
 
-    centre, se, lv = lower_bounds(challengers, reference, level, point)
+    diff = challengers - reference[:, None]
+    lv = np.broadcast_to(np.asarray(level, dtype=float), (diff.shape[1],))
+    centre = np.asarray(point, dtype=float)
     if s < 2:
         return np.full(centre.shape, -np.inf)
+    with np.errstate(invalid="ignore"):
+        se = np.nanstd(np.where(np.isfinite(diff), diff, np.nan), axis=0, ddof=1)
     q = t.ppf(1.0 - lv, s - 1)
     out = centre - q * se * math.sqrt(s / (s - 1.0))
     out[~np.isfinite(out)] = -np.inf
