@@ -11,8 +11,8 @@ Each ``run`` (one step of a selection, one assessment) goes one of two ways:
   about :data:`POOL_MIN_WORK` parameter-examples (parameters x (training + test examples) x
   epoch cap, summed over the instances; ~10 s of one core for the calorimeter's Model 2);
 * otherwise **in this process**, with one torch thread per available core
-  (:func:`~robustcli.execution.cores.available_cores`) whose OpenMP threads sleep rather than
-  spin while they wait (:mod:`robustcli.execution.cores`).
+  (:func:`~robustcli.execution.cores.default_threads`: ``OMP_NUM_THREADS`` where set) whose
+  OpenMP threads sleep rather than spin while they wait (:mod:`robustcli.execution.cores`).
 
 Why: one-thread processes never wait for each other's cores, so a neighbour (another study, a
 test suite) slows them by the share of the CPU it takes and no more, and independent candidates
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from robustcli.config import TrainingSettings
-from robustcli.execution.cores import available_cores
+from robustcli.execution.cores import available_cores, default_threads
 from robustcli.task import Candidate, Task, TaskData
 
 __all__ = ["POOL_MIN_WORK", "AutoExecutor"]
@@ -50,13 +50,14 @@ class AutoExecutor:
     name = "auto"
 
     def __init__(self, engine: str = "stacked", *, max_stack: int = 64, workers: int | None = None,
-                 min_work: float = POOL_MIN_WORK) -> None:  # fmt: skip
+                 min_work: float | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.max_stack = max_stack
-        #: torch threads when training here; processes of the pool (``--workers``, default: the same)
-        self.cores = available_cores()
-        self.workers = int(workers or self.cores)
-        self.min_work = float(min_work)
+        #: torch threads when training here (OMP_NUM_THREADS if set); processes of the pool
+        #: (``--workers``, default: the cores this process may use)
+        self.threads = default_threads()
+        self.workers = int(workers or available_cores())
+        self.min_work = float(POOL_MIN_WORK if min_work is None else min_work)
         self._here: Any = None
         self._pool: Any = None
         self._params: dict[str, int] = {}
@@ -130,7 +131,7 @@ class AutoExecutor:
         self.last = "inprocess"
         import torch
 
-        torch.set_num_threads(self.cores)
+        torch.set_num_threads(self.threads)
         if self._here is None:
             from robustcli.execution.select_executor import in_process_executor
 

@@ -13,7 +13,8 @@ So, unless the user says otherwise:
   workers). A user's own ``OMP_WAIT_POLICY`` is left alone, and nothing is set when torch was
   imported first (too late to matter: the policy recorded is then the one torch started with).
 * the cores this process may use are counted from its CPU affinity *and* its cgroup's CPU quota
-  (a container or a cluster job limited to 2 CPUs of a 64-core node gets 2 threads, not 64).
+  (a container or a cluster job limited to 2 CPUs of a 64-core node gets 2 threads, not 64);
+  a user's ``OMP_NUM_THREADS`` is kept.
 
 The wait policy changes when a thread sleeps, never what it computes: results are the same under
 either policy. The thread count can change a kernel's summation order, so every instance run
@@ -27,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["WAIT_POLICY_VAR", "available_cores", "cgroup_cpu_limit", "use_passive_wait", "wait_policy"]
+__all__ = ["WAIT_POLICY_VAR", "available_cores", "cgroup_cpu_limit", "default_threads", "use_passive_wait", "wait_policy"]
 
 WAIT_POLICY_VAR = "OMP_WAIT_POLICY"
 
@@ -67,6 +68,15 @@ def available_cores() -> int:
     if limit is not None:
         cores = min(cores, math.ceil(limit))
     return max(1, cores)
+
+
+def default_threads() -> int:
+    """torch threads for training in this process: ``OMP_NUM_THREADS`` where the user set it (as
+    torch itself reads it), else :func:`available_cores`."""
+    given = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return available_cores()
 
 
 def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup", own: str | Path = "/proc/self/cgroup") -> float | None:

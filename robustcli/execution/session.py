@@ -256,10 +256,10 @@ class StudySession:
         if resolved_kind(t) == "inprocess":
             import torch
 
-            from robustcli.execution.cores import available_cores
+            from robustcli.execution.cores import default_threads
 
             # the cores this process may use (its cgroup's quota included), not torch's count of the machine's
-            torch.set_num_threads(t.threads or available_cores())
+            torch.set_num_threads(t.threads or default_threads())
         return make_executor(self.settings)
 
     def train(
