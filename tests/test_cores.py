@@ -64,9 +64,11 @@ def test_available_cores_are_capped_by_the_quota_and_omp_num_threads_wins(monkey
     monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda: None)
     assert cores.available_cores() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert cores.default_threads() == 3
+    assert cores.default_threads() == 3 and cores.omp_num_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "")
-    assert cores.default_threads() == cores.available_cores()
+    assert cores.default_threads() == cores.available_cores() and cores.omp_num_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    assert cores.omp_num_threads() is None
 
 
 # -- the wait policy -----------------------------------------------------------------------------
@@ -123,6 +125,10 @@ def test_auto_spreads_only_independent_work_worth_the_pool(study, monkeypatch: p
     assert not ex.spreads(task, data, _jobs(space, ("small",), 2), SETTINGS)  # one stack of 2: one unit
     assert not ex.spreads(task, data, two_groups[:1], SETTINGS)
     assert not AutoExecutor(workers=1, min_work=0).spreads(task, data, two_groups, SETTINGS)
+    # once the pool runs, every later run of two units or more uses it: it costs nothing more
+    ex = AutoExecutor(workers=2, min_work=math.inf)
+    ex._pool = object()
+    assert ex.spreads(task, data, two_groups, SETTINGS) and not ex.spreads(task, data, two_groups[:1], SETTINGS)
     # a task that cannot go to worker processes trains here
     monkeypatch.setattr("robustcli.execution.pool.dumps_payload", lambda *a: (_ for _ in ()).throw(TypeError("no")))
     assert not AutoExecutor(workers=2, min_work=0).spreads(task, data, two_groups, SETTINGS)
@@ -162,7 +168,8 @@ def test_pooled_instances_record_one_thread_and_the_wait_policy_and_reproduce_bi
     assert out.bitwise_equal, out
 
 
-def test_an_assessment_in_this_process_records_its_threads_and_wait_policy(app, runner, workdir: Path) -> None:
+def test_an_assessment_in_this_process_records_one_thread_and_the_wait_policy(app, runner, workdir: Path) -> None:
+    """Under the default (auto) an instance trains with one torch thread in this process too."""
     from conftest import FAST, experiments
     from mlflow.tracking import MlflowClient
 
@@ -172,5 +179,5 @@ def test_an_assessment_in_this_process_records_its_threads_and_wait_policy(app, 
     client = MlflowClient(f"sqlite:///{Path('mlruns/mlflow.db').resolve()}")
     exp = client.get_experiment_by_name(experiments()[0])
     runs = client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'instance'")
-    assert {r.data.tags["robust.torch_threads"] for r in runs} == {str(cores.default_threads())}
+    assert {r.data.tags["robust.torch_threads"] for r in runs} == {str(cores.omp_num_threads() or 1)}
     assert {r.data.tags["robust.omp_wait_policy"] for r in runs} == {cores.wait_policy()}

@@ -1,28 +1,35 @@
-"""The default executor (``executor = "auto"``): both cores for the main job, without collapsing
-beside other jobs.
+"""The default executor (``executor = "auto"``): both cores for the main job, one torch thread
+per process, so that it never collapses beside other jobs.
 
-Each ``run`` (one step of a selection, one assessment) goes one of two ways:
+Every instance trains with **one torch thread** (``OMP_NUM_THREADS`` where the user set it), and
+each ``run`` (one step of a selection, one assessment, one size of a study) goes one of two ways:
 
 * **spread** over the local pool (:class:`~robustcli.execution.pool.LocalPoolExecutor`), one
-  worker per available core, **one torch thread each**: when the run has at least two units of
-  work (two stacks or plain instances, see :func:`~robustcli.execution.planning.plan_units`), the
-  machine gives at least two cores, it trains on the CPU, the task pickles, and the work is worth
-  the pool's start (a few seconds: a fork server importing torch, the data sent to each worker):
-  about :data:`POOL_MIN_WORK` parameter-examples (parameters x (training + test examples) x
-  epoch cap, summed over the instances; ~10 s of one core for the calorimeter's Model 2);
-* otherwise **in this process**, with one torch thread per available core
-  (:func:`~robustcli.execution.cores.default_threads`: ``OMP_NUM_THREADS`` where set) whose
-  OpenMP threads sleep rather than spin while they wait (:mod:`robustcli.execution.cores`).
+  worker per available core (:func:`~robustcli.execution.cores.available_cores`: affinity and
+  cgroup quota), when the run has at least two units of work (two stacks or plain instances, see
+  :func:`~robustcli.execution.planning.plan_units`), the machine gives at least two cores, it
+  trains on the CPU and the task pickles; the pool is started only for a run worth its start (a
+  few seconds: a fork server importing torch, the data sent to each worker), about
+  :data:`POOL_MIN_WORK` parameter-examples (parameters x (training + test examples) x epoch cap,
+  summed over the instances; ~10 s of one core for the calorimeter's Model 2), and once started
+  it takes every later run of two units or more;
+* otherwise **in this process**.
 
-Why: one-thread processes never wait for each other's cores, so a neighbour (another study, a
-test suite) slows them by the share of the CPU it takes and no more, and independent candidates
-(8 in the demo's first selection step) fill both cores; a lone instance keeps torch's threads,
-faster alone by ~15 %. ``benchmarks/main_job.py`` measures the choice.
+Why one thread (measured in ``benchmarks/main_job.py``, see ``benchmarks/README.md``): torch's
+threads synchronise at each of a training's many small ops; beside another busy process each such
+op waits for a core that the neighbour holds, and with OpenMP's default policy the waiting threads
+spin, taking the neighbour's core in turn (the default before issue 24 ran 1.6-7x slower beside
+another job; with passive waits, see :mod:`robustcli.execution.cores`, still ~1.3x). One-thread
+processes never wait for each other, so a neighbour slows them by the share of the CPU it takes and
+no more, and independent candidates (8 in the demo's first selection step) fill the cores. Alone on
+a quiet machine a lone instance would be ~15 % faster with two threads: ``--executor inprocess``
+(a thread per core) or ``--threads 2``.
 
-The choice depends only on the run and the machine's cores, never on the load, so the same command
-on the same machine trains the same stacks with the same thread counts and gives the same numbers;
-each instance records its thread count (``robust reproduce`` uses it). ``--executor`` or
-``--threads`` replace this choice (see :func:`robustcli.execution.select_executor.make_executor`).
+The choice depends only on the command and the machine's cores, never on the load, and every
+instance trains with one thread whichever way it goes: the same command on the same machine trains
+the same stacks and gives the same numbers; each run records its thread count (``robust
+reproduce`` uses it). ``--executor`` or ``--threads`` replace this choice (see
+:func:`robustcli.execution.select_executor.make_executor`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from robustcli.config import TrainingSettings
-from robustcli.execution.cores import available_cores, default_threads
+from robustcli.execution.cores import available_cores, omp_num_threads
 from robustcli.task import Candidate, Task, TaskData
 
 __all__ = ["POOL_MIN_WORK", "AutoExecutor"]
@@ -53,9 +60,9 @@ class AutoExecutor:
                  min_work: float | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.max_stack = max_stack
-        #: torch threads when training here (OMP_NUM_THREADS if set); processes of the pool
-        #: (``--workers``, default: the cores this process may use)
-        self.threads = default_threads()
+        #: torch threads when training here (OMP_NUM_THREADS if set, else 1, as in the pool);
+        #: processes of the pool (``--workers``, default: the cores this process may use)
+        self.threads = omp_num_threads() or 1
         self.workers = int(workers or available_cores())
         self.min_work = float(POOL_MIN_WORK if min_work is None else min_work)
         self._here: Any = None
@@ -77,7 +84,9 @@ class AutoExecutor:
         # at no fewer than 2, so a group of 2 stays one stack)
         if len(group_jobs(jobs)) < 2 and len(jobs) < 3:
             return False
-        return self._work(task, data, jobs, settings) >= self.min_work and self._pickle_ok(task, data)
+        # a pool that runs already costs nothing more to use; starting one pays only for enough work
+        worth = self._pool is not None or self._work(task, data, jobs, settings) >= self.min_work
+        return worth and self._pickle_ok(task, data)
 
     def _work(self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings) -> float:
         epochs = settings.early_stopping.max_epochs

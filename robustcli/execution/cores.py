@@ -28,7 +28,10 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["WAIT_POLICY_VAR", "available_cores", "cgroup_cpu_limit", "default_threads", "use_passive_wait", "wait_policy"]
+__all__ = [
+    "WAIT_POLICY_VAR", "available_cores", "cgroup_cpu_limit", "default_threads", "omp_num_threads", "use_passive_wait",
+    "wait_policy",
+]
 
 WAIT_POLICY_VAR = "OMP_WAIT_POLICY"
 
@@ -70,13 +73,16 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def default_threads() -> int:
-    """torch threads for training in this process: ``OMP_NUM_THREADS`` where the user set it (as
-    torch itself reads it), else :func:`available_cores`."""
+def omp_num_threads() -> int | None:
+    """``OMP_NUM_THREADS`` where the user set it to a count (torch reads it too), else None."""
     given = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if given.isdigit() and int(given) > 0:
-        return int(given)
-    return available_cores()
+    return int(given) if given.isdigit() and int(given) > 0 else None
+
+
+def default_threads() -> int:
+    """torch threads of ``--executor inprocess`` without ``--threads``: ``OMP_NUM_THREADS`` where
+    set, else :func:`available_cores`."""
+    return omp_num_threads() or available_cores()
 
 
 def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup", own: str | Path = "/proc/self/cgroup") -> float | None:
