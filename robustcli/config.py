@@ -121,8 +121,8 @@ class TrainingSettings(_Strict):
     #: None: the executor's default (see robustcli.execution.auto). Given without an executor:
     #: this process with that many threads
     threads: int | None = Field(None, gt=0, le=_MOST, strict=True)
-    #: where instances run: auto (the local pool when a run pays for it, else this process), this
-    #: process, a local pool of worker processes, or a Ray cluster
+    #: where instances run: auto (one thread per process; the local pool when a run has independent
+    #: work, else this process), this process, a local pool of worker processes, or a Ray cluster
     executor: Literal["auto", "inprocess", "local", "ray"] = "auto"
     #: worker processes of the local pool (``executor = "local"`` or ``"auto"``)
     workers: int | None = Field(None, gt=0, le=_MOST, strict=True)

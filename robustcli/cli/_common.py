@@ -132,8 +132,8 @@ Executor = Annotated[
     str | None,
     typer.Option(
         "--executor",
-        help="Where instances train: auto (default: a pool of one-thread processes, one per core, when a run has "
-        "independent work worth it; else this process, a thread per core), inprocess, local (a pool of processes) or ray.",
+        help="Where instances train: auto (default: one torch thread per process; independent work spread over a pool "
+        "of processes, one per core), inprocess (this process, a thread per core), local (always the pool) or ray.",
         show_default=False,
     ),
 ]

@@ -13,8 +13,12 @@ So, unless the user says otherwise:
   workers). A user's own ``OMP_WAIT_POLICY`` is left alone, and nothing is set when torch was
   imported first (too late to matter: the policy recorded is then the one torch started with).
 * the cores this process may use are counted from its CPU affinity *and* its cgroup's CPU quota
-  (a container or a cluster job limited to 2 CPUs of a 64-core node gets 2 threads, not 64);
-  a user's ``OMP_NUM_THREADS`` is kept.
+  (a container or a cluster job limited to 2 CPUs of a 64-core node gets 2 workers or threads,
+  not 64); a user's ``OMP_NUM_THREADS`` is kept.
+
+The default executor trains with one thread per process anyway (:mod:`robustcli.execution.auto`);
+the passive policy serves whoever asks for several (``--threads``, ``--executor inprocess``,
+XGBoost's baselines).
 
 The wait policy changes when a thread sleeps, never what it computes: results are the same under
 either policy. The thread count can change a kernel's summation order, so every instance run

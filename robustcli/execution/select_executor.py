@@ -1,7 +1,8 @@
 """Which executor a study's training settings ask for: where (``executor``) x how (``engine``).
 
-``executor``: ``auto`` (the default: the local pool when a run pays for it, else this process; see
-:mod:`robustcli.execution.auto`), ``inprocess`` (this process), ``local`` (a pool of worker
+``executor``: ``auto`` (the default: one torch thread per process, the local pool when a run has
+independent work, else this process; see :mod:`robustcli.execution.auto`), ``inprocess`` (this
+process, a thread per available core unless ``threads``), ``local`` (a pool of worker
 processes, one torch thread each; ``workers`` of them, all available cores by default) or ``ray``
 (Ray tasks on a local Ray or the cluster at ``ray_address``). ``engine``: ``stacked`` or
 ``plain``, what each process runs. ``threads`` without an ``executor`` means this process with
