@@ -124,6 +124,7 @@ def test_auto_spreads_only_independent_work_worth_the_pool(study, monkeypatch: p
     assert ex.spreads(task, data, _jobs(space, ("small",), 3), SETTINGS)  # a stack the pool cuts in two
     assert not ex.spreads(task, data, _jobs(space, ("small",), 2), SETTINGS)  # one stack of 2: one unit
     assert not ex.spreads(task, data, two_groups[:1], SETTINGS)
+    assert AutoExecutor("plain", workers=2, min_work=0).spreads(task, data, _jobs(space, ("small",), 2), SETTINGS)
     assert not AutoExecutor(workers=1, min_work=0).spreads(task, data, two_groups, SETTINGS)
     # once the pool runs, every later run of two units or more uses it: it costs nothing more
     ex = AutoExecutor(workers=2, min_work=math.inf)

@@ -25,10 +25,10 @@ no more, and independent candidates (8 in the demo's first selection step) fill 
 a quiet machine a lone instance would be ~15 % faster with two threads: ``--executor inprocess``
 (a thread per core) or ``--threads 2``.
 
-The choice depends only on the command and the machine's cores, never on the load, and every
-instance trains with one thread whichever way it goes: the same command on the same machine trains
-the same stacks and gives the same numbers; each run records its thread count (``robust
-reproduce`` uses it). ``--executor`` or ``--threads`` replace this choice (see
+The choice depends only on the runs (their jobs, in order: a pool started by one run takes the
+later ones) and the machine's cores, never on the load, and every instance trains with one thread
+whichever way it goes: the same command on the same machine trains the same stacks and gives the
+same numbers; each run records its thread count and stack (``robust reproduce`` uses them). ``--executor`` or ``--threads`` replace this choice (see
 :func:`robustcli.execution.select_executor.make_executor`).
 """
 
@@ -80,9 +80,9 @@ class AutoExecutor:
 
         if self.workers < 2 or len(jobs) < 2 or resolve_device(settings.device).type != "cpu":
             return False
-        # two units at least: two stack groups, or one group the pool cuts in two (it caps a stack
-        # at no fewer than 2, so a group of 2 stays one stack)
-        if len(group_jobs(jobs)) < 2 and len(jobs) < 3:
+        # two units at least: in the plain engine every job is one; stacked, two stack groups, or one
+        # group the pool cuts in two (it caps a stack at no fewer than 2: a group of 2 stays one stack)
+        if self.engine == "stacked" and len(group_jobs(jobs)) < 2 and len(jobs) < 3:
             return False
         # a pool that runs already costs nothing more to use; starting one pays only for enough work
         worth = self._pool is not None or self._work(task, data, jobs, settings) >= self.min_work

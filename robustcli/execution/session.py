@@ -248,9 +248,7 @@ class StudySession:
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
         """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
-        from robustcli.execution.select_executor import make_executor
-
-        from robustcli.execution.select_executor import resolved_kind
+        from robustcli.execution.select_executor import make_executor, resolved_kind
 
         t = self.settings.training
         if resolved_kind(t) == "inprocess":
