@@ -50,6 +50,6 @@ def test_main_job_quick_prints_every_setting_and_its_ratio():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     for name in ("new", "old", "t1"):
-        assert any(line.strip().startswith(f"{name}  wall") for line in lines), out.stdout
-    assert any(line.strip().startswith("old / new, wall") for line in lines)
+        assert any(re.match(rf"{name}\s+wall [0-9.]+ s", line.strip()) for line in lines), out.stdout
+    assert any(line.strip().startswith("old / new, wall") for line in lines), out.stdout
     assert re.fullmatch(r"ratio=[0-9.]+", lines[-1])
