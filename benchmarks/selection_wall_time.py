@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             def rate() -> float:
                 db = work / f"{engine}-{len(outputs[engine])}.db"
                 shutil.copy(template, db)
-                how = ["--engine", "stacked", "--executor", "local"] if engine == "local" else ["--engine", engine]
+                how = ["--engine", "stacked", "--executor", "local"] if engine == "local" else ["--engine", engine, "--executor", "inprocess"]
                 cmd = [*robust, "select", "-c", str(args.config), *how, "--json",
                        "--tracking-uri", f"sqlite:///{db}", *extra]  # fmt: skip
                 wall, out = run(cmd)

@@ -273,7 +273,7 @@ def main() -> None:
 
     def settings_for(epochs: int) -> StudySettings:
         es = EarlyStoppingSettings(min_epochs=epochs, window=2, max_epochs=epochs)
-        training = TrainingSettings(train_size=args.train_size, early_stopping=es, max_stack=args.max_stack)
+        training = TrainingSettings(train_size=args.train_size, early_stopping=es, max_stack=args.max_stack, executor="inprocess")
         return StudySettings(task="calo-energy", study="tracking-overhead", task_options={"events": args.events},
                              training=training)
 

@@ -3,7 +3,14 @@ initialisation. The `robust` command is its face; :mod:`robustcli.api` is the li
 
 from typing import Any
 
+from robustcli.execution.cores import use_passive_wait
+
 __all__ = ["__version__"]
+
+# before torch loads (every robust command and API use imports this package first): torch's
+# OpenMP threads then sleep rather than spin while they wait, which keeps a job fast beside other
+# jobs; a user's own OMP_WAIT_POLICY is kept (see robustcli.execution.cores)
+use_passive_wait()
 
 
 def __getattr__(name: str) -> Any:

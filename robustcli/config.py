@@ -126,11 +126,14 @@ class TrainingSettings(_Strict):
     #: plain: one at a time. Results agree to floating-point noise, so it is not in the fingerprint.
     engine: Literal["stacked", "plain"] = "stacked"
     max_stack: int = Field(64, gt=0, le=_MOST, strict=True)
-    #: torch threads on the CPU; None leaves torch's default
+    #: torch threads on the CPU: of this process (in process), of each worker (local pool, Ray);
+    #: None: the executor's default (see robustcli.execution.auto). Given without an executor:
+    #: this process with that many threads
     threads: int | None = Field(None, gt=0, le=_MOST, strict=True)
-    #: where instances run: this process, a local pool of worker processes, or a Ray cluster
-    executor: Literal["inprocess", "local", "ray"] = "inprocess"
-    #: worker processes of the local pool (``executor = "local"``)
+    #: where instances run: auto (one thread per process; the local pool when a run has independent
+    #: work, else this process), this process, a local pool of worker processes, or a Ray cluster
+    executor: Literal["auto", "inprocess", "local", "ray"] = "auto"
+    #: worker processes of the local pool (``executor = "local"`` or ``"auto"``)
     workers: int | None = Field(None, gt=0, le=_MOST, strict=True)
     #: the Ray cluster (``executor = "ray"``); None starts a local Ray
     ray_address: str | None = None
@@ -509,8 +512,8 @@ def _check_executor_options(t: TrainingSettings, where: str) -> None:
     from robustcli.wording import opt
 
     prefix = _source(where)
-    if t.workers is not None and t.executor != "local":
-        raise InputError(f"{prefix}{opt('workers')} applies to {opt('executor', 'local')}, not {t.executor}")
+    if t.workers is not None and t.executor not in ("local", "auto"):
+        raise InputError(f"{prefix}{opt('workers')} applies to {opt('executor', 'local')} (or auto), not {t.executor}")
     if t.ray_address is not None and t.executor != "ray":
         raise InputError(f"{prefix}{opt('address')} applies to {opt('executor', 'ray')}, not {t.executor}")
 

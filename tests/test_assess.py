@@ -112,7 +112,7 @@ BAD = [
     (["--task", "synthetic", "--candidate", "small", "--test-size", "5000"], "exceeds the test set of 1000"),
     (["--task", "synthetic", "--candidate", "small", "-o", "colour=red"], "unknown option 'colour'"),
     (["--task", "synthetic", "--candidate", "small", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach tracking URI"),
-    (["--task", "synthetic", "--candidate", "small", "--workers", "2"], "--workers applies to --executor local"),
+    (["--task", "synthetic", "--candidate", "small", "--executor", "inprocess", "--workers", "2"], "--workers applies to --executor local"),
     (["--task", "synthetic", "--candidate", "small", "--address", "auto"], "--address applies to --executor ray"),
     (["--task", "synthetic", "--candidate", "small", "--threads", str(10**20)], "for --threads"),
     (["--task", "synthetic", "--candidate", "small", "--executor", "ray", "--address", "127.0.0.1:9"], "nothing answers at"),

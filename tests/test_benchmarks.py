@@ -60,3 +60,17 @@ def test_first_assess_quick_prints_its_phases_and_ratio():
     lines = out.stdout.strip().splitlines()
     assert any(line.strip().startswith("create a store (ensure_store)") for line in lines)
     assert re.fullmatch(r"ratio=[0-9.]+", lines[-1])
+
+
+@pytest.mark.slow
+def test_main_job_quick_prints_every_setting_and_its_ratio():
+    """`main_job.py --quick`: the reduced demo selection, new default / old default / --threads 1,
+    as whole CLI processes into fresh stores (minutes)."""
+    bench = next(b for b in BENCHMARKS if b.name == "main_job.py")
+    out = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    for name in ("new", "old", "t1"):
+        assert any(re.match(rf"{name}\s+wall [0-9.]+ s", line.strip()) for line in lines), out.stdout
+    assert any(line.strip().startswith("old / new, wall") for line in lines), out.stdout
+    assert re.fullmatch(r"ratio=[0-9.]+", lines[-1])

@@ -175,8 +175,8 @@ def test_candidates_differing_only_in_optimiser_settings_share_a_stack(study):
 
 
 def test_make_executor_choices():
-    assert isinstance(make_executor(TrainingSettings()), StackedExecutor)
-    assert isinstance(make_executor(TrainingSettings(engine="plain")), InProcessExecutor)
+    assert isinstance(make_executor(TrainingSettings(executor="inprocess")), StackedExecutor)
+    assert isinstance(make_executor(TrainingSettings(executor="inprocess", engine="plain")), InProcessExecutor)
     pool = make_executor(TrainingSettings(executor="local", workers=3, engine="plain"))
     assert isinstance(pool, LocalPoolExecutor) and (pool.workers, pool.inner) == (3, "plain")
 

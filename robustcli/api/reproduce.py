@@ -117,7 +117,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
         result = train_instance(task, candidate, data, spec, settings.training)
     logged = metrics.get("test_loss", math.nan)
     same = (math.isnan(logged) and math.isnan(result.test_loss)) or _bits(logged) == _bits(result.test_loss)
-    now = provenance_tags(info.distribution, result.device, result.threads)
+    now = provenance_tags(info.distribution, result.device, result.threads, result.wait_policy)
     differences = {k: {"logged": tags.get(k), "now": now[k]} for k in COMPARED_TAGS if tags.get(k) != now[k]}
     return Reproduction(**{
         "run_id": run_id,

@@ -137,12 +137,28 @@ Engine = Annotated[
     typer.Option("--engine", help="stacked (default: a candidate's instances train together) or plain (one at a time).", show_default=False),
 ]
 MaxStack = Annotated[int | None, typer.Option("--max-stack", help="Most instances in one stack (64).", show_default=False)]
-Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).", show_default=False)]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="torch CPU threads: alone, train in this process with that many; with --executor local or ray, per worker. "
+        "Default: see --executor.",
+        show_default=False,
+    ),
+]
 Executor = Annotated[
     str | None,
-    typer.Option("--executor", help="Where instances train: inprocess (default), local (a pool of processes) or ray.", show_default=False),
+    typer.Option(
+        "--executor",
+        help="Where instances train: auto (default: one torch thread per process; independent work spread over a pool "
+        "of processes, one per core), inprocess (this process, a thread per core), local (always the pool) or ray.",
+        show_default=False,
+    ),
 ]
-Workers = Annotated[int | None, typer.Option("--workers", help="Processes of --executor local (default: all cores).", show_default=False)]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Processes of --executor local or auto (default: the cores this process may use).", show_default=False),
+]
 RayAddress = Annotated[
     str | None,
     typer.Option("--address", help="Ray cluster for --executor ray (e.g. auto, ray://head:10001). Default: a local Ray.", show_default=False),

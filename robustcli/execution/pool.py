@@ -170,6 +170,8 @@ class LocalPoolExecutor:
         self._keep: tuple[Any, Any] | None = None
         #: the units of the last run, for logs and tests
         self.units: list[Unit] = []
+        #: the stack planner, kept between runs on the same task and data: each candidate probed once
+        self._planner: Any = None
 
     def _ensure_pool(self, task: Task, data: TaskData) -> ProcessPoolExecutor:
         key = (id(task), id(data))
@@ -189,11 +191,16 @@ class LocalPoolExecutor:
     ) -> Iterator[tuple[Candidate, Any]]:
         if not jobs:
             return
+        pool = self._ensure_pool(task, data)
+        if self._planner is None:
+            from robustcli.execution.stacked import StackedExecutor
+
+            self._planner = StackedExecutor(max_stack=self.max_stack or settings.max_stack)
         units = plan_units(
-            task, data, jobs, settings, inner=self.inner, workers=self.workers, max_stack=self.max_stack, split=self.split
+            task, data, jobs, settings, inner=self.inner, workers=self.workers, max_stack=self.max_stack, split=self.split,
+            planner=self._planner,
         )
         self.units = units
-        pool = self._ensure_pool(task, data)
         pending: set[Future] = {pool.submit(_work, unit, settings) for unit in units}
         try:
             while pending:
@@ -210,7 +217,7 @@ class LocalPoolExecutor:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool, self._key, self._keep = None, None, None
+        self._pool, self._key, self._keep, self._planner = None, None, None, None
 
     def __enter__(self) -> LocalPoolExecutor:
         return self

@@ -1,8 +1,12 @@
 """Which executor a study's training settings ask for: where (``executor``) x how (``engine``).
 
-``executor``: ``inprocess`` (this process), ``local`` (a pool of worker processes, one torch thread
-each; ``workers`` of them, all CPUs by default) or ``ray`` (Ray tasks on a local Ray or the cluster
-at ``ray_address``). ``engine``: ``stacked`` or ``plain``, what each process runs.
+``executor``: ``auto`` (the default: one torch thread per process, the local pool when a run has
+independent work, else this process; see :mod:`robustcli.execution.auto`), ``inprocess`` (this
+process, a thread per available core unless ``threads``), ``local`` (a pool of worker
+processes, one torch thread each; ``workers`` of them, all available cores by default) or ``ray``
+(Ray tasks on a local Ray or the cluster at ``ray_address``). ``engine``: ``stacked`` or
+``plain``, what each process runs. ``threads`` without an ``executor`` means this process with
+that many torch threads (what it meant before ``auto``).
 """
 
 from __future__ import annotations
@@ -12,25 +16,43 @@ from typing import Any
 from robustcli.errors import InputError
 from robustcli.execution.protocol import TrainingExecutor
 
-__all__ = ["EXECUTORS", "make_executor"]
+__all__ = ["EXECUTORS", "in_process_executor", "make_executor", "resolved_kind"]
 
-EXECUTORS = ("inprocess", "local", "ray")
+EXECUTORS = ("auto", "inprocess", "local", "ray")
+
+
+def resolved_kind(settings: Any) -> str:
+    """The executor ``settings`` ask for, ``auto`` with ``threads`` given being ``inprocess``."""
+    t = getattr(settings, "training", settings)
+    kind = getattr(t, "executor", "auto") or "auto"
+    if kind == "auto" and getattr(t, "threads", None) is not None:
+        return "inprocess"
+    return kind
+
+
+def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
+    """This process's executor for ``engine``."""
+    if engine == "plain":
+        from robustcli.execution.inprocess import InProcessExecutor
+
+        return InProcessExecutor()
+    from robustcli.execution.stacked import StackedExecutor
+
+    return StackedExecutor(max_stack=max_stack)
 
 
 def make_executor(settings: Any) -> TrainingExecutor:
     """The executor for ``settings`` (a :class:`StudySettings` or its :class:`TrainingSettings`)."""
     t = getattr(settings, "training", settings)
-    kind = getattr(t, "executor", "inprocess") or "inprocess"
+    kind = resolved_kind(t)
     engine = getattr(t, "engine", "stacked")
     max_stack = getattr(t, "max_stack", 64)
+    if kind == "auto":
+        from robustcli.execution.auto import AutoExecutor
+
+        return AutoExecutor(engine, max_stack=max_stack, workers=getattr(t, "workers", None))
     if kind == "inprocess":
-        if engine == "plain":
-            from robustcli.execution.inprocess import InProcessExecutor
-
-            return InProcessExecutor()
-        from robustcli.execution.stacked import StackedExecutor
-
-        return StackedExecutor(max_stack=max_stack)
+        return in_process_executor(engine, max_stack)
     if kind == "local":
         from robustcli.execution.pool import LocalPoolExecutor
 

@@ -272,13 +272,16 @@ class StudySession:
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
         """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
-        from robustcli.execution.select_executor import make_executor
+        from robustcli.execution.select_executor import make_executor, resolved_kind
 
         t = self.settings.training
-        if t.threads is not None and t.executor == "inprocess":
+        if resolved_kind(t) == "inprocess":
             import torch
 
-            torch.set_num_threads(t.threads)
+            from robustcli.execution.cores import default_threads
+
+            # the cores this process may use (its cgroup's quota included), not torch's count of the machine's
+            torch.set_num_threads(t.threads or default_threads())
         return make_executor(self.settings)
 
     def train(
@@ -347,7 +350,7 @@ class StudySession:
                 self._executor = self.executor()
             executor = self._executor
         data = self.data
-        device = threads = None
+        device = threads = policy = None
         tags: dict[str, str] = {}
         jobs = [(c, self.spec(c, i)) for c, i in todo]
         settings_json = self.settings_json()
@@ -359,9 +362,9 @@ class StudySession:
         try:
             for candidate, result in executor.run(self.task, data, jobs, self.settings.training):
                 end = int(time.time() * 1000)
-                if (device, threads) != (result.device, result.threads):
-                    device, threads = result.device, result.threads
-                    tags = provenance_tags(self.plugin.distribution, device, threads)
+                if (device, threads, policy) != (result.device, result.threads, result.wait_policy):
+                    device, threads, policy = result.device, result.threads, result.wait_policy
+                    tags = provenance_tags(self.plugin.distribution, device, threads, policy)
                 key = self.store.log_instance(
                     self.experiment(),
                     self._candidate_spec(candidate),

@@ -31,10 +31,15 @@ def git_commit() -> str:
     return commit if out.returncode == 0 and commit else "unknown"
 
 
-def provenance_tags(plugin_distribution: str, device: str, threads: int | None = None) -> dict[str, str]:
-    """Versions, host and how an instance ran; ``threads``: the torch threads of the process that
-    trained it (a pool worker's, not this process's), default this process's."""
+def provenance_tags(
+    plugin_distribution: str, device: str, threads: int | None = None, wait_policy: str | None = None
+) -> dict[str, str]:
+    """Versions, host and how an instance ran; ``threads`` and ``wait_policy``: the torch threads of
+    the process that trained it and how they waited (a pool worker's, not this process's), default
+    this process's."""
     import torch
+
+    from robustcli.execution.cores import wait_policy as this_wait_policy
 
     return {
         "robust.version.robustcli": _version("robustcli"),
@@ -46,6 +51,8 @@ def provenance_tags(plugin_distribution: str, device: str, threads: int | None =
         "robust.device": device,
         "robust.host": socket.gethostname(),
         "robust.torch_threads": str(threads if threads is not None else torch.get_num_threads()),
+        # OMP_WAIT_POLICY: when idle threads sleep (PASSIVE) or spin; speed only, never the numbers
+        "robust.omp_wait_policy": wait_policy or this_wait_policy(),
         "robust.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
     }
 

@@ -15,6 +15,7 @@ import torch
 
 from robustcli.config import TrainingSettings
 from robustcli.errors import InputError
+from robustcli.execution.cores import wait_policy as omp_wait_policy
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training.early_stopping import EarlyStopping
 
@@ -60,6 +61,8 @@ class InstanceResult:
     device: str = "cpu"
     #: torch CPU threads of the process that trained it (kernels may sum in another order with another count)
     threads: int = 1
+    #: OMP_WAIT_POLICY of that process's torch threads: PASSIVE, ACTIVE or default (never changes results)
+    wait_policy: str = "default"
     #: how it was trained: "plain", or "stacked" with the members of its stack, in order: instance
     #: indices, as "candidate_id:index" for members of another candidate
     engine: str = "plain"
@@ -231,4 +234,5 @@ def train_instance(
         failure=(f"non-finite loss at epoch {len(train_curve)} (train {train_loss}, test {test_loss})" if failed else None),
         device=str(device),
         threads=torch.get_num_threads(),
+        wait_policy=omp_wait_policy(),
     )

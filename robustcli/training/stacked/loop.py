@@ -17,6 +17,7 @@ from torch.func import vmap
 
 from robustcli.config import TrainingSettings
 from robustcli.errors import InputError
+from robustcli.execution.cores import wait_policy as omp_wait_policy
 from robustcli.task import Candidate, Task
 from robustcli.training import PER_INSTANCE_KEYS
 from robustcli.training.cpu_memory import keep_freed_memory
@@ -229,6 +230,7 @@ def _result(row: _Row, reason: str, device: torch.device, started_at: float = 0.
         failure=(f"non-finite loss at epoch {len(row.train_curve)} (train {tr}, test {te})" if failed else None),
         device=str(device),
         threads=torch.get_num_threads(),
+        wait_policy=omp_wait_policy(),
         started_at=started_at,
     )
 
