@@ -165,7 +165,7 @@ def test_pooled_instances_record_one_thread_and_the_wait_policy_and_reproduce_bi
     # the workers inherit this process's environment, so they run with its policy
     assert {r.data.tags["robust.omp_wait_policy"] for r in runs} == {cores.wait_policy()}
     stacked = next(r for r in runs if r.data.tags["robust.engine"] == "stacked")
-    out = reproduce_run(stacked.info.run_id, session.store.uri)
+    out = reproduce_run(stacked.info.run_id, tracking_uri=session.store.uri)
     assert out.bitwise_equal, out
 
 
