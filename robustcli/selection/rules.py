@@ -521,21 +521,23 @@ class RaceRule(Rule):
         screen_level = alpha_s / (2.0 * max(m - 1, 1)) if self.strict else loose
 
         drop = blown & (values > values[b] + zone)
-        boot = None if crit.name == "mean" else self._bootstrap(step, x, crit)
+        enough = s >= (_MIN_T if crit.name == "mean" else _MIN_BOOT)
+        # the resamples, drawn once per stage and only where a bootstrap decides
+        boot = self._bootstrap(step, x, crit) if crit.name != "mean" and enough else None
         ranks = self._rank_table(x, crit.name)
-        if ranks is not None:
-            worse = friedman_screen(ranks).worse_than(r, screen_level) & (values > values[r])
-        elif s >= _MIN_BOOT:
+        screen = friedman_screen(ranks) if ranks is not None else None
+        if screen is not None:
+            worse = screen.worse_than(r, screen_level) & (values > values[r])
+        elif enough:
             worse = self._lower_bounds(step, x, r, crit, screen_level, boot) > 0
         else:
             worse = np.zeros(m, dtype=bool)
-        enough = s >= (_MIN_T if crit.name == "mean" else _MIN_BOOT)
         if enough and r != b:
             # the k best are kept from the screen against r; against the leader itself, at the
             # Bonferroni level over the survivors, they are not (else two would race forever)
             level_b = alpha / (2.0 * max(m - 1, 1))
-            if ranks is not None:
-                worse_b = friedman_screen(ranks).worse_than(b, level_b) & (values > values[b])
+            if screen is not None:
+                worse_b = screen.worse_than(b, level_b) & (values > values[b])
             else:
                 worse_b = self._lower_bounds(step, x, b, crit, level_b, boot) > 0
             worse |= worse_b & protected
