@@ -90,8 +90,10 @@ def test_the_runs_page_shows_candidates_by_name_and_their_mean(app, runner, work
         ui.kill()
 
     assert "Training runs" in table or _shown(table, "Runs"), "not the training-runs page"
-    for name in NAMES:
-        assert _shown(table, name), f"candidate {name!r} is not a run name on the page (screenshots in {SHOTS})"
+    for name in NAMES:  # the candidate run is named with its setting, e.g. 'small [train 256]'
+        assert re.search(rf">\s*{re.escape(name)} \[train \d+\]\s*<", table), (
+            f"candidate {name!r} is not a run name on the page (screenshots in {SHOTS})"
+        )
     assert "col-id=\"metrics.`mean`\"" in table and _shown(table, "mean"), (
         f"no `mean` column in the runs table (tags{'' if shared else ' (none)'}: {shared}; screenshots in {SHOTS})"
     )
