@@ -36,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "BLOWUP_FACTOR",
+    "CAP_SAFE",
     "N_BOOT",
     "PickConfidence",
     "blowups",
@@ -49,6 +50,8 @@ __all__ = [
 
 #: an instance above this many times its candidate's own median loss is a blow-up
 BLOWUP_FACTOR = 3.0
+#: built-in criteria that capping a candidate's losses cannot raise (see :func:`capped`)
+CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
 #: resamples for the bootstrap tests and the pick's confidence
 N_BOOT = 1000
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from robustcli.errors import InputError, RobustError
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
-from robustcli.robustness.racing import PickConfidence, pick_confidence
+from robustcli.robustness.racing import CAP_SAFE, PickConfidence, pick_confidence
 from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
 
 __all__ = ["SelectionResult", "sample_candidates", "select"]
@@ -283,10 +283,6 @@ def select(
     )
 
 
-#: criteria for which a capped challenger's criterion bounds the raw one from below
-_CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
-
-
 def _confidence(view: LossView, pick: str, objective: Objective, level: float) -> PickConfidence | None:
     """The pick's confidence among the last step's candidates (first criterion; 1 % of the pick's
     mean loss as the zone within which a candidate that blew up is still told apart)."""
@@ -296,4 +292,4 @@ def _confidence(view: LossView, pick: str, objective: Objective, level: float) -
     zone = 0.01 * abs(float(np.mean(row))) if np.isfinite(row).all() else 0.0
     primary = objective.primary
     return pick_confidence(view.ids, view.losses, pick, primary.values, objective.order, level,
-                           cap=primary.name in _CAP_SAFE, zone=zone, seed=view.step)
+                           cap=primary.name in CAP_SAFE, zone=zone, seed=view.step)

@@ -37,6 +37,7 @@ from robustcli.errors import InputError, UnknownNameError
 from robustcli.robustness.criteria import Objective
 from robustcli.robustness.racing import (
     BLOWUP_FACTOR,
+    CAP_SAFE,
     N_BOOT,
     blowups,
     bootstrap_values,
@@ -258,8 +259,6 @@ _LOCATION = frozenset({"mean", "median"})
 #: spread criteria: their screen ranks each candidate's absolute deviations from its own median
 #: inside every block (Fligner-Killeen's idea, blocked as Friedman's ranks are)
 _SPREAD = frozenset({"std", "iqr", "q90_q10"})
-#: built-in criteria that capping a challenger's losses cannot raise (see robustness.racing.capped)
-_CAP_SAFE = frozenset({"mean", "median", "min", "max", "std", "iqr", "q90_q10"})
 #: instances before a bootstrap decides: with fewer, resamples repeat one instance so often
 #: that a spread is no estimate and the percentile bound is far too narrow
 _MIN_BOOT = 5
@@ -427,7 +426,7 @@ class RaceRule(Rule):
         for level, crit in enumerate(view.objective.criteria):
             sub = x[cand]
             v = crit.values(sub)
-            blown = blowups(sub, self.blowup) if crit.name in _CAP_SAFE else np.zeros(len(cand), dtype=bool)
+            blown = blowups(sub, self.blowup) if crit.name in CAP_SAFE else np.zeros(len(cand), dtype=bool)
             order = self._order(v, [ids[i] for i in cand], blown)
             b = order[0]
             if level == len(view.objective.criteria) - 1 or len(cand) == 1 or sub.shape[1] < 2:
@@ -452,7 +451,7 @@ class RaceRule(Rule):
         mean loss (built-in criteria are in loss units) or of its value (a user's criterion)."""
         if not self.relative:
             return self.delta
-        scale = float(np.mean(x[leader])) if name in _CAP_SAFE else float(values[leader])
+        scale = float(np.mean(x[leader])) if name in CAP_SAFE else float(values[leader])
         return self.delta * abs(scale) if math.isfinite(scale) else 0.0
 
     def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Any, level: float | np.ndarray,
@@ -460,7 +459,7 @@ class RaceRule(Rule):
         """Per row, a lower confidence bound (one-sided, at ``1 - level``) on ``criterion(row) -
         criterion(ref)``, the row's losses capped at ``blowup`` times its median."""
         m, s = x.shape
-        cap = crit.name in _CAP_SAFE
+        cap = crit.name in CAP_SAFE
         challengers = capped(x, self.blowup) if cap else x
         if crit.name == "mean":
             d = challengers - x[ref]
@@ -487,7 +486,7 @@ class RaceRule(Rule):
         m, s = x.shape
         cols = resample_columns(s, self.n_boot, seed=(step * 1_000_003 + m * 7919 + s) % (2**32))
         raw = bootstrap_values(x, crit.values, cols)
-        chal = bootstrap_values(capped(x, self.blowup), crit.values, cols) if crit.name in _CAP_SAFE else raw
+        chal = bootstrap_values(capped(x, self.blowup), crit.values, cols) if crit.name in CAP_SAFE else raw
         return raw, chal
 
     @staticmethod
@@ -504,7 +503,7 @@ class RaceRule(Rule):
     def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Any) -> _Stage:
         m, s = x.shape
         values = crit.values(x)
-        blown = blowups(x, self.blowup) if crit.name in _CAP_SAFE else np.zeros(m, dtype=bool)
+        blown = blowups(x, self.blowup) if crit.name in CAP_SAFE else np.zeros(m, dtype=bool)
         order = self._order(values, ids, blown)
         b = order[0]
         zone = self._zone(x, values, b, crit.name)
