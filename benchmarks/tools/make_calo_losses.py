@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 from robustcli.config import load_settings
 from robustcli.execution.session import StudySession
-from robustcli.selection import write_loss_table
 from robustcli.selection.loop import sample_candidates
+
+from make_real_losses import train_loss_table  # this folder: the same training and writing
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "calo_losses.csv"
 
@@ -44,16 +44,7 @@ def main() -> None:
         ids = sample_candidates([c.id for c in session.space], args.candidates, seed=0)
         chosen = [session.space.get(cid) for cid in ids]
         jobs = [(c, i) for c in chosen for i in range(args.instances)]
-        start = time.perf_counter()
-        rows = []
-        for n, (cand, rec) in enumerate(session.train(jobs), 1):
-            rows.append({"candidate": cand.id, "instance": rec.index, "loss": rec.loss, "stop_reason": rec.stop_reason})
-            if n % 50 == 0:
-                print(f"{n}/{len(jobs)} trainings, {time.perf_counter() - start:.0f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows.sort(key=lambda r: (r["candidate"], r["instance"]))
-    write_loss_table(args.out, rows)
-    print(f"wrote {len(rows)} losses of {len(chosen)} candidates to {args.out} in {time.perf_counter() - start:.0f} s")
+        train_loss_table(session, jobs, args.out, every=50)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,22 @@ from robustcli.selection import write_loss_table
 OUT = Path(__file__).resolve().parents[1] / "data" / "real_losses.csv"
 
 
+def train_loss_table(session: StudySession, jobs: list, out: Path, every: int = 500) -> None:
+    """Train ``jobs`` ((candidate, instance index) pairs) through ``session`` and write their
+    losses to ``out`` with `robust export`'s writer; a progress line every ``every`` trainings."""
+    start = time.perf_counter()
+    rows = []
+    for n, (cand, rec) in enumerate(session.train(jobs), 1):
+        rows.append({"candidate": cand.id, "instance": rec.index, "loss": rec.loss, "stop_reason": rec.stop_reason})
+        if n % every == 0:
+            print(f"{n}/{len(jobs)} trainings, {time.perf_counter() - start:.0f} s", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.sort(key=lambda r: (r["candidate"], r["instance"]))
+    write_loss_table(out, rows)
+    candidates = len({cand.id for cand, _ in jobs})
+    print(f"wrote {len(rows)} losses of {candidates} candidates to {out} in {time.perf_counter() - start:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=40)
@@ -33,17 +49,7 @@ def main() -> None:
         )
         session = StudySession(settings)
         jobs = [(c, i) for c in session.space for i in range(args.instances)]
-        start = time.perf_counter()
-        rows = []
-        for n, (cand, rec) in enumerate(session.train(jobs), 1):
-            rows.append({"candidate": cand.id, "instance": rec.index, "loss": rec.loss, "stop_reason": rec.stop_reason})
-            if n % 500 == 0:
-                print(f"{n}/{len(jobs)} trainings, {time.perf_counter() - start:.0f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows.sort(key=lambda r: (r["candidate"], r["instance"]))
-    write_loss_table(args.out, rows)
-    print(f"wrote {len(rows)} losses of {len(session.space)} candidates to {args.out} in {time.perf_counter() - start:.0f} s")
-
+        train_loss_table(session, jobs, args.out)
 
 if __name__ == "__main__":
     main()
