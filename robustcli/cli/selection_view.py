@@ -15,24 +15,23 @@ def render_confidence(report: dict[str, Any], label: Any = None, top: int = 10) 
     the pick, and (several survivors left) how many more instances would separate them."""
     from rich.table import Table
 
+    from robustcli.reporting.confidence import confidence_rows
+
     level = report.get("confidence_level")
     if level is None:
         return
     pick = report["selected"]
     indist = set(report["indistinguishable"])
-    more = report.get("more_instances", {})
     name = label or (lambda cid: cid)
-    rows = sorted(report["p_best"].items(), key=lambda kv: (-kv[1], kv[0]))
-    rows = [(cid, p) for cid, p in rows if p > 0 or cid in indist]
+    rows = confidence_rows(report["p_best"], indist, report.get("more_instances", {}), pick)
     table = Table(title=f"How sure is the pick? (paired bootstrap over {report.get('steps', '?')} instances of the "
                         f"{len(report.get('contenders', []))} candidates of the last step)")
     table.add_column("candidate", overflow="fold")
     table.add_column("P(best)", justify="right")
     table.add_column(f"indistinguishable at {level:.0%}", justify="center")
     table.add_column("more instances to separate", justify="right")
-    for cid, p in rows[:top]:
-        sep = "-" if cid == pick or cid not in indist else ("never" if more.get(cid) is None else f"+{more[cid]}")
-        table.add_row(("* " if cid == pick else "  ") + name(cid), f"{p:.1%}", "yes" if cid in indist else "no", sep)
+    for cid, p, tied, sep in rows[:top]:
+        table.add_row(("* " if cid == pick else "  ") + name(cid), f"{p:.1%}", "yes" if tied else "no", sep)
     if len(rows) > top:
         table.caption = f"{len(rows) - top} more with P(best) > 0 not shown"
     console.print(table)

@@ -115,19 +115,18 @@ def study_page(
 def _confidence_section(confidence: Mapping[str, Any], pick: str, label: Any = None) -> str:
     """How sure the selection is of its pick: P(best) per contender, which the data cannot tell
     from the pick, and how many more instances would separate them."""
+    from robustcli.reporting.confidence import confidence_rows
+
     level = float(confidence.get("level", 0.95))
     indist = set(confidence.get("indistinguishable", []))
-    more = confidence.get("more_instances", {})
-    p_best = confidence.get("p_best", {})
 
     def name(cid: str) -> str:
         text = label(cid) if label is not None else cid
         return f"{text} ({cid})" if text != cid else cid
 
-    rows = [[name(cid) + (" *" if cid == pick else ""), f"{p:.1%}",
-             "yes" if cid in indist else "no",
-             "-" if cid == pick or cid not in indist else ("never" if more.get(cid) is None else f"+{more[cid]}")]
-            for cid, p in sorted(p_best.items(), key=lambda kv: (-kv[1], kv[0])) if p > 0 or cid in indist]
+    rows = [[name(cid) + (" *" if cid == pick else ""), f"{p:.1%}", "yes" if tied else "no", sep]
+            for cid, p, tied, sep in confidence_rows(confidence.get("p_best", {}), indist,
+                                                     confidence.get("more_instances", {}), pick)]
     others = len(indist - {pick})
     text = (f"<h2>How sure is the pick?</h2><p>Over the {confidence.get('instances', '?')} instances of the "
             f"{confidence.get('contenders', '?')} candidates of the selection's last step, a paired bootstrap "
