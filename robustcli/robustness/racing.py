@@ -16,8 +16,9 @@ every test here keeps its validity and most of its power when one loss is 10^4 t
   conservative lower bound on the true difference, while a blow-up no longer inflates the
   variance that the bound is built from;
 * :func:`bootstrap_values` resamples whole blocks (the same instances for every candidate) and
-  evaluates any criterion on each resample: the generic test for criteria that ranks cannot
-  test (the spreads, a user's function);
+  evaluates any criterion on each resample, and :func:`t_lower_bounds` turns that into a bound:
+  the generic test for what ranks cannot test (min, max, a user's function; a spread's "not
+  needed" and stop), and the pick's confidence;
 * :func:`pick_confidence` says, when a selection ends, which candidates the data cannot tell
   from the pick, the bootstrap probability that each is the best, and how many more instances
   would separate them.

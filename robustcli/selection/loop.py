@@ -284,12 +284,16 @@ def select(
 
 
 def _confidence(view: LossView, pick: str, objective: Objective, level: float) -> PickConfidence | None:
-    """The pick's confidence among the last step's candidates (first criterion; 1 % of the pick's
-    mean loss as the zone within which a candidate that blew up is still told apart)."""
+    """The pick's confidence among the last step's candidates (first criterion; the race's default
+    zone, a share of the pick's mean loss, as the one within which a candidate that blew up is
+    still told apart)."""
+    from robustcli.selection.rules import DEFAULT_DELTA, parse_delta
+
     if pick not in view.ids:
         return None
     row = view.losses[view.ids.index(pick)]
-    zone = 0.01 * abs(float(np.mean(row))) if np.isfinite(row).all() else 0.0
+    share, _ = parse_delta(DEFAULT_DELTA)
+    zone = share * abs(float(np.mean(row))) if np.isfinite(row).all() else 0.0
     primary = objective.primary
     return pick_confidence(view.ids, view.losses, pick, primary.values, objective.order, level,
                            cap=primary.name in CAP_SAFE, zone=zone, seed=view.step)
