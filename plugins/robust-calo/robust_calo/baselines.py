@@ -15,10 +15,11 @@
   deterministic. The energy model regresses ``ln E`` (its squared error is the task's relative
   error to first order); the position model regresses x (and y) in cm.
 
-Why two windows: the simulator adds electronic noise to every cell (63 MeV in calibrated units, 10 MeV visible),
-225 cells of it give the all-cell sum a ~0.95 GeV spread, which dominates RMSE(E)/E below
-~10 GeV, and can bring the all-cell barycentre's denominator near zero. The 3x3 versions are what
-LHCb reconstruction uses. Both are offered; ``robust select --rule paper`` takes the best logged.
+Why two windows: on the paper's noiseless cells (the default) the two resolve alike, but with
+LHCb's electronic noise (``-o noise=lhcb``: 63 MeV per cell calibrated, 10 MeV visible) 225 cells
+of it give the all-cell sum a ~0.95 GeV spread, which dominates RMSE(E)/E below ~10 GeV, and can
+bring the all-cell barycentre's denominator near zero. The 3x3 versions are what LHCb
+reconstruction uses. Both are offered; ``robust select --rule paper`` takes the best logged.
 
 All take and return torch tensors (``x`` ``[n, 1, 15, 15]`` in GeV, ``y`` ``[n, k]``); the work is numpy.
 """

@@ -316,7 +316,7 @@ def cache_dir() -> pathlib.Path:
 
 
 def default_data_path(
-    dataset: str, n_events: int, seed: int = 0, *, units: str = "visible", noise_gev: float | None = None
+    dataset: str, n_events: int, seed: int = 0, *, units: str = "visible", noise_gev: float | None = 0.0
 ) -> pathlib.Path:
     """Where the default sample of ``dataset`` lives. The name carries everything that changes its
     content: the simulator version, the cell units and the noise (``lhcb``, or a fixed sigma per
@@ -341,12 +341,12 @@ def ensure_default_data(
     seed: int = 0,
     *,
     units: str = "visible",
-    noise_gev: float | None = None,
+    noise_gev: float | None = 0.0,
     progress: Callable[[int], None] | None = None,
 ) -> pathlib.Path:
     """Return the path of the default sample, simulating and writing it on first use: cells in
-    ``units`` (visible by default, the paper's scale), LHCb's electronic noise unless ``noise_gev``
-    (a fixed sigma per cell in calibrated GeV; 0: none).
+    ``units`` (visible by default, the paper's scale), no electronic noise (the paper's cells) unless
+    ``noise_gev`` (a fixed sigma per cell in calibrated GeV; None: LHCb's).
 
     The file is written to a temporary name in the same folder and moved into place with
     ``os.replace``, so an interrupted run never leaves a half-written file under the final name

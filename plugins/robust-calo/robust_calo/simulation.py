@@ -97,7 +97,8 @@ class CaloParams:
     gev_per_count_et: float = 0.00244
     noise_theta_ref: float = 0.05  # rad: middle of LHCb's inner section (r ~ 0.6 m at z ~ 12.5 m)
     noise_theta_min: float = 0.025  # rad: inner edge of the inner section (beam plug)
-    noise_gev: float | None = None  # fixed per-cell sigma in calibrated GeV instead (0 = no noise)
+    # per-cell sigma in calibrated GeV: 0 (default) none, as in the paper's GEANT4 cells; None: LHCb's
+    noise_gev: float | None = 0.0
     # "visible" (default, the paper's scale: dataset A's cells 0-14 GeV): the energy seen in the
     # scintillator, deposited x visible_fraction; "calibrated": divided back, so the 15x15 sum ~ E
     units: str = "visible"
@@ -355,5 +356,5 @@ def _noise_sigma(p: CaloParams, ds: str, tan_x: np.ndarray, tan_y: np.ndarray) -
 
 
 def with_params(**changes) -> CaloParams:
-    """``CaloParams`` with some fields changed, e.g. ``with_params(noise_gev=0.0)`` (no noise)."""
+    """``CaloParams`` with some fields changed, e.g. ``with_params(noise_gev=None)`` (LHCb's noise)."""
     return replace(CaloParams(), **changes)

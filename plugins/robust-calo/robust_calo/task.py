@@ -6,7 +6,8 @@ first use into the cache. The population is split 0.5/0.5 once with ``split_seed
 training pool and the test set (paper section 2). ``x`` is ``[n, 1, 15, 15]`` (cell energies, GeV;
 simulated cells are visible, scintillator energy by default, the paper's raw scale: 0-14 GeV for
 dataset A; ``units = "calibrated"`` divides by the visible fraction, ``noise`` sets the per-cell
-electronic noise: LHCb's by default, or a fixed sigma in calibrated GeV, 0 for none);
+electronic noise: none by default, as in the paper's GEANT4 cells, ``lhcb`` for LHCb's, or a fixed
+sigma in calibrated GeV);
 ``y`` is ``[n, 1]`` energy in GeV, or ``[n, 1]`` / ``[n, 2]`` impact position in cm.
 
 Losses (paper section 3.2): energy ``RMSE(E)/E = sqrt(mean(((E_pred - E_true)/E_true)^2))``;
@@ -15,7 +16,7 @@ position ``RMSE(x)`` in cm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from robust_calo import grid as _grid
@@ -27,6 +28,30 @@ __all__ = ["CaloEnergyTask", "CaloPositionTask", "CaloTask"]
 #: the inner section's cell size (calo-physics.md): the default for the position units and features
 CELL_SIZE_MM = 40.4
 DEFAULT_EVENTS = 100_000
+
+
+#: ``-o noise=lhcb``: LHCb's incoherent electronic noise per cell (PHYSICS.md)
+LHCB_NOISE = "lhcb"
+
+
+def _noise_option(value: Any, bad: Callable[[str, Any, str], InputError]) -> float | int | str:
+    """``noise`` as given: ``lhcb``, or a sigma >= 0 per cell in calibrated GeV (0, the default: none)."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().lower() == LHCB_NOISE:
+        return LHCB_NOISE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+        raise bad("noise", value, "expected 0 (none, the default: the paper's cells), lhcb (LHCb's electronic "
+                  "noise) or a per-cell sigma in calibrated GeV")  # fmt: skip
+    return value
+
+
+def _noise_words(noise: float | int | str) -> str:
+    if noise == LHCB_NOISE:
+        return "LHCb's electronic noise per cell (-o noise=lhcb)"
+    if noise == 0:
+        return "no electronic noise (the paper's kind of cells; -o noise=lhcb adds LHCb's)"
+    return f"electronic noise {noise:g} GeV per cell (calibrated)"
 
 
 class CaloTask(Task):
@@ -50,7 +75,7 @@ class CaloTask(Task):
         "grid": "paper",
         "input": "raw",
         "units": "visible",
-        "noise": None,
+        "noise": 0,
     }
     _extra_options: ClassVar[dict[str, Any]] = {}
 
@@ -108,9 +133,7 @@ class CaloTask(Task):
             raise self._bad("input", o["input"], "valid: raw, fraction")
         if o["units"] not in ("visible", "calibrated"):
             raise self._bad("units", o["units"], "valid: visible (the paper's scale), calibrated")
-        nz = o["noise"]
-        if nz is not None and (isinstance(nz, bool) or not isinstance(nz, int | float) or not nz >= 0):
-            raise self._bad("noise", nz, "expected a per-cell sigma in calibrated GeV (0: none); default: LHCb's")
+        o["noise"] = _noise_option(o["noise"], self._bad)
         return o
 
     @property
@@ -127,7 +150,8 @@ class CaloTask(Task):
         else:
             events = o["events"] if o["events"] is not None else DEFAULT_EVENTS
             path = str(rootio.ensure_default_data(
-                o["dataset"], n_events=events, seed=o["sim_seed"], units=o["units"], noise_gev=o["noise"]
+                o["dataset"], n_events=events, seed=o["sim_seed"], units=o["units"],
+                noise_gev=None if o["noise"] == LHCB_NOISE else o["noise"],
             ))  # fmt: skip
         kwargs: dict[str, Any] = {"branches": o["branches"], "max_events": o["events"]}
         if o["tree"] is not None:
@@ -172,9 +196,12 @@ class CaloTask(Task):
         return self._data
 
     def data_options(self) -> dict[str, Any]:
-        """The cell unit of simulated data: its default became visible (the paper's scale), so
-        instances logged on the calibrated data of before never count as instances of today's."""
-        return {} if self.options["path"] is not None else {"units": self.options["units"]}
+        """The cell unit and the noise of simulated data: their defaults changed (visible cells, the
+        paper's scale; then no electronic noise, the paper's kind of cells), so instances logged on
+        the data of before never count as instances of today's."""
+        if self.options["path"] is not None:
+            return {}
+        return {"units": self.options["units"], "noise": self.options["noise"]}
 
     def cell_unit(self, path: str) -> str:
         """What the cells of the data hold, in words."""
@@ -227,7 +254,7 @@ class CaloTask(Task):
                 else (o["path"] or f"simulated dataset {o['dataset']}, "
                       f"{o['events'] or DEFAULT_EVENTS} events (made on first use), split 0.5/0.5; cells in GeV of "
                       f"{'visible (scintillator) energy, the paper scale' if o['units'] == 'visible' else 'calibrated energy'}, "
-                      f"noise {'LHCb' if o['noise'] is None else o['noise']}")
+                      f"{_noise_words(o['noise'])}")
             ),
         }  # fmt: skip
         return out

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robust_calo.data_cli import app
+from robust_calo.rootio import read_showers
 
 
 @pytest.fixture
@@ -58,7 +59,9 @@ def test_make_calo_default_name_and_lowercase_dataset(runner: CliRunner, tmp_pat
         (["--events", "-5"], ["--events"]),
         (["--seed", "-1"], ["--seed"]),
         (["--units", "adc"], ["--units 'adc'", "visible, calibrated"]),
-        (["--noise", "-1"], ["--noise"]),
+        (["--noise", "-1"], ["--noise '-1'", "lhcb"]),
+        (["--noise", "abc"], ["--noise 'abc'", "0 (none)"]),
+        (["--noise", "inf"], ["--noise 'inf'"]),
         (["--out", "/nonexistent-dir/x.root"], ["does not exist"]),
     ],
 )
@@ -72,6 +75,21 @@ def test_show_writes_png(runner: CliRunner, made: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_cells_are_noiseless_by_default_and_lhcb_noise_is_one_option_away(
+    runner: CliRunner, made: Path, tmp_path: Path
+) -> None:
+    """The paper's GEANT4 cells carry no electronic noise; LHCb's is ``--noise lhcb``. `show` says which."""
+    assert read_showers(made)["deposits"].min() >= 0
+    shown = runner.invoke(app, ["show", str(made), "--out", str(tmp_path / "n.png")])
+    assert shown.exit_code == 0 and "no electronic noise" in shown.stderr
+    noisy = tmp_path / "lhcb.root"
+    result = runner.invoke(app, ["make-calo", "-n", "300", "--noise", "LHCb", "--out", str(noisy)])
+    assert result.exit_code == 0, result.output
+    assert read_showers(noisy)["deposits"].min() < 0
+    shown = runner.invoke(app, ["show", str(noisy), "--out", str(tmp_path / "l.png")])
+    assert shown.exit_code == 0 and "electronic noise:" in shown.stderr and "--noise 0" in shown.stderr
 
 
 def test_show_states_the_cell_unit(runner: CliRunner, made: Path, tmp_path: Path) -> None:

@@ -184,9 +184,9 @@ def test_default_data_path(cache: Path) -> None:
     assert p.parent == cache and "caloB" in p.name and "n1000" in p.name and "seed3" in p.name
     assert p.suffix == ".root"
     # the cell units and the noise are in the name: a file of another unit (or of before units were
-    # in the name, all calibrated) is never taken for the default
-    assert "_visible_noise-lhcb" in p.name
-    others = {default_data_path("b", 1000, 3, units="calibrated"), default_data_path("b", 1000, 3, noise_gev=0)}
+    # in the name, all calibrated; or of LHCb's noise, the default before) is never taken for the default
+    assert "_visible_noise-0gev" in p.name
+    others = {default_data_path("b", 1000, 3, units="calibrated"), default_data_path("b", 1000, 3, noise_gev=None)}
     assert len(others | {p}) == 3
     with pytest.raises(InputError, match="units"):
         default_data_path("A", 10, units="adc")

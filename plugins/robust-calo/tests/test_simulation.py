@@ -118,7 +118,9 @@ def test_noise_and_units() -> None:
     visible = simulate("A", 200, 3)  # the default: the paper's scale
     f = CaloParams().visible_fraction
     np.testing.assert_allclose(visible["deposits"], calibrated["deposits"] * f, rtol=1e-5, atol=1e-6)
-    far = calibrated["deposits"][:, 0, :]  # edge row: mostly noise
+    assert visible["deposits"].min() >= 0  # no electronic noise by default: the paper's cells
+    noisy = simulate("A", 200, 3, params=with_params(units="calibrated", noise_gev=None))  # LHCb's
+    far = noisy["deposits"][:, 0, :]  # edge row: mostly noise
     assert far.min() < 0 and 0.03 < far.std() < 0.12  # ~63 MeV per cell at the reference angle
     with pytest.raises(ValueError, match="units"):
         simulate("A", 10, 0, params=with_params(units="adc"))
