@@ -120,20 +120,24 @@ def assessed(names: list[str]) -> list[str]:
     return out
 
 
-def selection() -> list[str]:
-    d = _load("select-demo")
+def selection(name: str = "select-demo", baseline: str = "select-baseline", model2: str | None = "select-model2") -> list[str]:
+    d = _load(name)
     if d is None:
-        return ["(select-demo.json missing: the step did not finish)"]
+        return [f"({name}.json missing: the step did not finish)"]
     n = len(d["candidates"]) if isinstance(d["candidates"], list) else d["candidates"]
     out = [
-        f"`select-demo.json`: {n} candidates, rule {d['rule']} ({', '.join(d['criterion'])}); selected "
+        f"`{name}.json`: {n} candidates, rule {d['rule']} ({', '.join(d['criterion'])}); selected "
         f"**{d['selected_description']}** ({d['selected']}) after {d['steps']} steps ({d['reason']}); {d['baseline_cut']}; "
         f"survivors per step {d['survivors_per_step']}; {d['trained']} trainings (exhaustive: {d['exhaustive_trainings']}).",
         "",
     ]
-    b = _load("select-baseline")
+    if d.get("confidence_level"):
+        p_best = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(d["p_best"].items(), key=lambda kv: -kv[1])[:4])
+        out += [f"How sure is the pick: indistinguishable from it at {100 * d['confidence_level']:.0f}%: "
+                f"{', '.join(d['indistinguishable'])}; P(best) {p_best}.", ""]
+    b = _load(baseline)
     if b is not None:
-        out.append("Baselines on the same 5 samples of " + f"{b['train_size']:,} (`select-baseline.json`): "
+        out.append(f"Baselines on the same {len(b['baselines'][0]['losses'])} samples of " + f"{b['train_size']:,} (`{baseline}.json`): "
                    + ", ".join(f"{r.get('name', r.get('baseline'))} {_f(r['mean'])} (std {_f(r['std'])})" for r in b["baselines"]) + ".")
         out.append("")
     out += ["| candidate | instances | mean [95% CI] | std [95% CI] | median |", "| --- | ---: | --- | --- | ---: |"]
@@ -142,10 +146,10 @@ def selection() -> list[str]:
         out.append(f"| {row['description']} (selected) | {row['instances']} | {_f(st['mean']['value'])} [{_f(st['mean']['low'])}, "
                    f"{_f(st['mean']['high'])}] | {_f(st['std']['value'])} [{_f(st['std']['low'])}, {_f(st['std']['high'])}] | "
                    f"{_f(st['median']['value'])} |")
-    m = _load("select-model2")
+    m = _load(model2) if model2 else None
     if m is not None:
         st = m["statistics"]
-        out.append(f"| model2 (`select-model2.json`) | {m['instances']} | {_f(st['mean']['value'])} [{_f(st['mean']['low'])}, "
+        out.append(f"| model2 (`{model2}.json`) | {m['instances']} | {_f(st['mean']['value'])} [{_f(st['mean']['low'])}, "
                    f"{_f(st['mean']['high'])}] | {_f(st['std']['value'])} [{_f(st['std']['low'])}, {_f(st['std']['high'])}] | "
                    f"{_f(st['median']['value'])} |")
     return out
@@ -203,6 +207,25 @@ def main() -> None:
         "The paper's NAS 1 and NAS 2 (its Table 3) and Model 2 on samples of 4,000 (`robust assess`, instances 0-5):", "",
         *assessed(["nas-B-4000-nas1", "nas-B-4000-nas2", "nas-B-4000-model2"]), "",
         "### The selection (Algorithm 1) at the demo's scale (dataset A)", "", *selection(), "",
+        "## The second pass: the paper's early stopping, the paper's noiseless cells", "",
+        "### Figure 7 at the paper's early stopping (min 100 epochs, window 30, 10 %, max 500)", "",
+        "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
+        "share data | verdict | mean both / init / data |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |",
+        *variance("variance-B-model2-paper"), *variance("variance-B-model1-paper"), "",
+        "Dataset A:", "",
+        "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
+        "share data | verdict | mean both / init / data |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |",
+        *variance("variance-A-model2-paper"), "",
+        "### Figure 6 on noiseless cells (dataset A, the first pass's reduced early stopping)", "",
+        *sample_size("sample-size-A-large-noiseless"), "",
+        "### Figure 18 at the paper's early stopping (dataset B, noiseless cells)", "",
+        *assessed([f"nas-B-{size}-{c}-paper" for size in (4000, 16000) for c in ("nas1", "nas2", "model2")]), "",
+        "### The selection on a slice of the grid (dataset A, noiseless cells, 64 candidates drawn with seed 1)", "",
+        *selection("grid-select-paper", "grid-baseline", None), "", *selection("grid-select-race", "grid-baseline", None), "",
+        "Each pick and Model 2 over 10 fresh instances (study seed 1):", "",
+        *assessed(["grid-fresh-paper", "grid-fresh-race", "grid-fresh-model2"]), "",
         "### Wall time", "", *timings(),
     ]
     sys.stdout.write("\n".join(parts) + "\n")
