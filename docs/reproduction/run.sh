@@ -91,6 +91,8 @@ second_b() {
       "$OUTDIR/grid-select-$rule.json" 2>/dev/null) || continue
     step "grid-fresh-$rule" assess $F --candidate "$pick"
   done
+  # Figure 6 on noiseless cells again, Model 2 at the paper's early stopping (the baselines have none)
+  step sample-size-A-large-noiseless-paper study sample-size $A2 --study repro2-A -C model2 --sizes 8000,16000 -n 6
 }
 
 mkdir -p "$LOGDIR"

@@ -220,6 +220,8 @@ def main() -> None:
         *variance("variance-A-model2-paper"), "",
         "### Figure 6 on noiseless cells (dataset A, the first pass's reduced early stopping)", "",
         *sample_size("sample-size-A-large-noiseless"), "",
+        "Model 2 at the paper's early stopping (the baselines are fitted, not trained: the same as above):", "",
+        *sample_size("sample-size-A-large-noiseless-paper"), "",
         "### Figure 18 at the paper's early stopping (dataset B, noiseless cells)", "",
         *assessed([f"nas-B-{size}-{c}-paper" for size in (4000, 16000) for c in ("nas1", "nas2", "model2")]), "",
         "### The selection on a slice of the grid (dataset A, noiseless cells, 64 candidates drawn with seed 1)", "",
