@@ -75,7 +75,7 @@ class AutoExecutor:
     # -- the choice --------------------------------------------------------------------------
     def spreads(self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings) -> bool:
         """Whether ``jobs`` train in the pool (True) or in this process."""
-        from robustcli.execution.stacked import group_jobs
+        from robustcli.execution.planning import group_jobs
         from robustcli.training.instance import resolve_device
 
         if self.workers < 2 or len(jobs) < 2 or resolve_device(settings.device).type != "cpu":
@@ -142,7 +142,7 @@ class AutoExecutor:
 
         torch.set_num_threads(self.threads)
         if self._here is None:
-            from robustcli.execution.select_executor import in_process_executor
+            from robustcli.execution.inprocess import in_process_executor
 
             self._here = in_process_executor(self.engine, self.max_stack)
         yield from self._here.run(task, data, jobs, settings)
