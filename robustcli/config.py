@@ -155,7 +155,7 @@ class TrainingSettings(_Strict):
             "mix_candidate_seed": mix_candidate_seed,
             **self.model_dump(exclude={"device", "engine", "max_stack", "threads", "executor", "workers", "ray_address"}),
         }
-        if vary != "both":  # absent for the default: fingerprints logged before `vary` existed stay valid
+        if vary != "both":  # absent for the default: a study that varies both seeds hashes as one without the field
             payload["vary"] = vary
         if task_code is not None:  # a task given as code (robustcli.task_code); installed tasks have none
             payload["task_code"] = task_code

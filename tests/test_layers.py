@@ -143,3 +143,30 @@ def test_the_settings_are_a_leaf():
     leaf = {"robustcli.config", "robustcli.parsing", "robustcli.option_names", "robustcli.errors", "robustcli.wording"}
     for name in ("robustcli.config", "robustcli.parsing", "robustcli.option_names"):
         assert imports_of(name, modules[name], modules) <= leaf, name
+
+
+def test_an_abstract_task_class_is_refused_naming_what_it_lacks(tmp_path, monkeypatch):
+    """A plugin class missing abstract methods is refused when loaded, in one line (exit 2), not
+    built and reported as bad [task_options]."""
+    from typer.testing import CliRunner
+
+    from robustcli.cli.main import app
+
+    site = tmp_path / "site"
+    dist = site / "robust_t_abstract-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: robust-t-abstract\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[robustcli.tasks]\nhalf-done = robust_t_abstract:HalfDone\n")
+    (site / "robust_t_abstract.py").write_text(
+        "from robustcli.task import Task, Loss\n"
+        "class HalfDone(Task):\n"
+        "    name = 'half-done'\n"
+        "    description = 'no model, no data'\n"
+        "    loss = Loss('mse', 'mean((y - f(x))^2)')\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    result = CliRunner().invoke(app, ["tasks", "show", "half-done"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: plugin 'half-done' (robust_t_abstract:HalfDone) does not implement ")
+    assert "build_model" in lines[0] and "Can't instantiate" not in lines[0]

@@ -18,7 +18,7 @@ each ``run`` (one step of a selection, one assessment, one size of a study) goes
 Why one thread (measured in ``benchmarks/main_job.py``, see ``benchmarks/README.md``): torch's
 threads synchronise at each of a training's many small ops; beside another busy process each such
 op waits for a core that the neighbour holds, and with OpenMP's default policy the waiting threads
-spin, taking the neighbour's core in turn (the default before issue 24 ran 1.6-7x slower beside
+spin, taking the neighbour's core in turn (with OpenMP's default, 1.6-7x slower beside
 another job; with passive waits, see :mod:`robustcli.execution.cores`, still ~1.3x). One-thread
 processes never wait for each other, so a neighbour slows them by the share of the CPU it takes and
 no more, and independent candidates (8 in the demo's first selection step) fill the cores. Alone on

@@ -6,7 +6,7 @@ process, a thread per available core unless ``threads``), ``local`` (a pool of w
 processes, one torch thread each; ``workers`` of them, all available cores by default) or ``ray``
 (Ray tasks on a local Ray or the cluster at ``ray_address``). ``engine``: ``stacked`` or
 ``plain``, what each process runs. ``threads`` without an ``executor`` means this process with
-that many torch threads (what it meant before ``auto``).
+that many torch threads (a thread count is a choice of this process).
 """
 
 from __future__ import annotations
