@@ -40,17 +40,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from robustcli.config import TrainingSettings
-from robustcli.execution.planning import (  # noqa: F401 - the planner's names, where they were first looked for
+from robustcli.execution.planning import (
     CPU_CACHE_BYTES,
     CPU_LONE_CONV_BATCH,
     CPU_MIN_STACK,
     CPU_STACK_EXAMPLES,
     Job,
     StackPlanner,
-    group_jobs,
     plan_units,
-    stack_signature,
-    unstackable_reason,
 )
 from robustcli.task import Candidate, Task, TaskData
 
