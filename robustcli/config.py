@@ -26,6 +26,10 @@ The fields of ``[early_stopping]``, ``[selection]``, ``[nas]`` and ``[sample_siz
 at the top level, under their command-line names (``max_epochs = 60``, ``stop_mode = "spike"``,
 ``rule = "race"``, ``sizes = "100:32000:45"``).
 Options given on the command line override the file.
+
+This module is the settings' leaf: the texts a setting takes are read in :mod:`robustcli.parsing`
+and the command-line spelling of a field is in :mod:`robustcli.option_names`; neither imports a
+study, a rule or numpy at import.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustcli.errors import InputError
+from robustcli.option_names import FIELD_OF_OPTION, FILE_ONLY, option_of
+from robustcli.parsing import parse_delta, parse_pairs, parse_sizes
 from robustcli.wording import is_cli, opt
 
 __all__ = [
@@ -102,8 +108,6 @@ class EarlyStoppingSettings(_Strict):
     @model_validator(mode="after")
     def _cap_after_min(self) -> EarlyStoppingSettings:
         if self.max_epochs < self.min_epochs:
-            from robustcli.wording import opt
-
             raise ValueError(
                 f"{opt('max-epochs', self.max_epochs)} is below {opt('min-epochs', self.min_epochs)} (the paper's early "
                 f"stopping trains at least {self.min_epochs} epochs when none is given): pass "
@@ -151,7 +155,7 @@ class TrainingSettings(_Strict):
             "mix_candidate_seed": mix_candidate_seed,
             **self.model_dump(exclude={"device", "engine", "max_stack", "threads", "executor", "workers", "ray_address"}),
         }
-        if vary != "both":  # absent for the default: fingerprints logged before `vary` existed stay valid
+        if vary != "both":  # absent for the default: a study that varies both seeds hashes as one without the field
             payload["vary"] = vary
         if task_code is not None:  # a task given as code (robustcli.task_code); installed tasks have none
             payload["task_code"] = task_code
@@ -191,8 +195,6 @@ class SelectionSettings(_Strict):
     @field_validator("delta", mode="before")
     @classmethod
     def _delta(cls, value: Any) -> float | str:
-        from robustcli.selection.rules import parse_delta
-
         try:
             if isinstance(value, bool):
                 raise InputError(f"--delta {value!r}: expected a loss difference (0.005) or a share of the leader's mean (1%)")
@@ -222,8 +224,6 @@ class NasSettings(_Strict):
     @model_validator(mode="after")
     def _top_within_trials(self) -> NasSettings:
         if self.top > self.trials:
-            from robustcli.wording import opt
-
             raise ValueError(f"{opt('top', self.top)} exceeds {opt('trials', self.trials)}: the best trials are taken from those run")
         return self
 
@@ -239,8 +239,6 @@ class SampleSizeSettings(_Strict):
     @classmethod
     def _sizes(cls, value: Any) -> Any:
         """Read as ``--sizes`` reads its text: one parser, one set of error lines."""
-        from robustcli.studies.sample_size import parse_sizes
-
         if value is None:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
@@ -316,8 +314,6 @@ _TRAINING_KEYS = {
 }
 
 
-#: command-line names of fields whose name differs, as a study file may spell them too
-_FIELD_OF_OPTION = {"address": "ray_address", "stop_mode": "mode"}
 #: the sections whose fields may stand at the top level of a study file
 _SECTIONS = {
     "early_stopping": EarlyStoppingSettings,
@@ -331,7 +327,7 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         key = key.replace("-", "_")
-        key = _FIELD_OF_OPTION.get(key, key)  # the command line's name for it
+        key = FIELD_OF_OPTION.get(key, key)  # the command line's name for it
         out[key] = _normalise(value) if isinstance(value, dict) and key != "task_options" else value
     return out
 
@@ -374,12 +370,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-#: fields a study file sets that have no command-line option
-_FILE_ONLY = ("mix_candidate_seed", "monitor", "baseline_margin")
-#: command-line options whose name differs from their field's
-_OPTION_NAMES = {"ray_address": "address", "task_options": "task-option", "mode": "stop-mode"}
-
-
 def _source(where: str) -> str:
     """How an error line starts: nothing for the command line, ``FILE: `` for a study file."""
     return "" if where == "command line" else f"{where}: "
@@ -400,8 +390,8 @@ def _describe_validation_error(exc: ValidationError, where: str) -> str:
         return prefix + err["msg"].removeprefix("Value error, ")
     path = ".".join(loc).removeprefix("training.") or "(top level)"  # a file may set them at the top
     option = ""
-    if loc and loc[-1] not in ("training", *_SECTIONS, *_FILE_ONLY):
-        option = "--" + _OPTION_NAMES.get(loc[-1], loc[-1]).replace("_", "-")
+    if loc and loc[-1] not in ("training", *_SECTIONS, *FILE_ONLY):
+        option = option_of(loc[-1])
     subject = option if where == "command line" and option else (f"{path!r} ({option})" if option else repr(path))
     if err["type"] == "extra_forbidden":
         return prefix + _unknown_field(loc)
@@ -431,39 +421,17 @@ def _unknown_field(loc: list[str]) -> str:
     table = next((f"in [{part}]" for part in reversed(loc[:-1]) if part in _SECTIONS), "at the top level")
     places = _field_places()
     place_of = {f: place for place, fields in places.items() for f in fields}
-    place_of.update({option: place_of[field] for option, field in _FIELD_OF_OPTION.items()})
+    place_of.update({option: place_of[field] for option, field in FIELD_OF_OPTION.items()})
     if name in place_of:
         hint = f"; it belongs in {place_of[name]}"
     else:
         close = difflib.get_close_matches(name, list(place_of), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r} ({place_of[close[0]]})?" if close else ""
-    alias = {field: option for option, field in _FIELD_OF_OPTION.items()}
+    alias = {field: option for option, field in FIELD_OF_OPTION.items()}
     listing = "; ".join(
         f"{place}: {', '.join(f'{f} ({alias[f]})' if f in alias else f for f in fields)}" for place, fields in places.items()
     )
     return f"unknown field {name!r} {table}{hint} (fields: {listing}; [task_options]: the task's own)"
-
-
-def parse_pairs(pairs: list[str] | None, option: str = "--task-option") -> dict[str, Any] | None:
-    """``["dataset=B", "events=5000"]`` -> ``{"dataset": "B", "events": 5000}`` (JSON values where they
-    parse); ``option`` names the option in the error line. None when nothing was given."""
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    given: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise InputError(f"{option} expects KEY=VALUE, got {pair!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key in out and out[key] != value:  # one would silently win: refused, both named
-            raise InputError(f"{option} {given[key]} and {option} {pair} give {key!r} two values; give one")
-        out[key], given[key] = value, pair
-    return out
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings:
@@ -509,8 +477,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> StudySettings
 def _check_executor_options(t: TrainingSettings, where: str) -> None:
     """Options of another executor would be silently ignored: refuse them. Checked on what the
     file and the command line give together (settings stored with runs are not checked)."""
-    from robustcli.wording import opt
-
     prefix = _source(where)
     if t.workers is not None and t.executor not in ("local", "auto"):
         raise InputError(f"{prefix}{opt('workers')} applies to {opt('executor', 'local')} (or auto), not {t.executor}")

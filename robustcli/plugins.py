@@ -151,6 +151,12 @@ def load_task_class(name: str, where: str = "--task") -> tuple[type, PluginInfo]
     cls = info.load()
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise PluginLoadError(f"plugin {name!r} ({info.value}) is not a robustcli.task.Task subclass")
+    lacking = sorted(getattr(cls, "__abstractmethods__", ()))
+    if lacking:  # else it loads and fails when built, as a bad [task_options]
+        raise PluginLoadError(
+            f"plugin {name!r} ({info.value}) does not implement {', '.join(lacking)}: "
+            f"robustcli.task.Task's abstract method{'s' if len(lacking) > 1 else ''} it lacks"
+        )
     problems = [attr for attr in ("name", "description") if not getattr(cls, attr, "")]
     if problems:
         raise PluginLoadError(f"plugin {name!r} ({info.value}) leaves {', '.join(problems)} empty")

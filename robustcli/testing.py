@@ -505,7 +505,7 @@ def check_stacking(task: Task, *, sample: int = 3, seed: int = 0) -> str | None:
     trains it one at a time and says why, as it does for data-dependent control flow, state outside
     parameters and buffers, batch norm without running statistics and ``lr_factor`` schedules: such
     a task conforms. Returns a note naming those candidates and the reason (None when all stack)."""
-    from robustcli.execution.stacked import unstackable_reason
+    from robustcli.execution.planning import unstackable_reason
 
     check = "check_stacking"
     data = _data(check, task)

@@ -316,8 +316,8 @@ def test_unstackable_models_are_reported_and_trained_plainly():
     assert check_stackable(SYN, SMALL, data) is None
     ex = StackedExecutor()
     out = list(ex.run(task, data, [(SMALL, s) for s in _specs(2)], _settings(min_epochs=1, window=2, max_epochs=1)))
-    assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2, 1)] and ex.why_plain(SMALL.id)
-    assert all(r.engine == "plain" and r.plain_reason == ex.why_plain(SMALL.id) for _, r in out)
+    assert len(out) == 2 and ex.decisions == [(SMALL.id, "plain", 2, 1)] and ex.planner.why_plain(SMALL.id)
+    assert all(r.engine == "plain" and r.plain_reason == ex.planner.why_plain(SMALL.id) for _, r in out)
 
 
 def test_cpu_stacks_of_conv_nets_are_sized_by_examples_per_step():
@@ -325,21 +325,21 @@ def test_cpu_stacks_of_conv_nets_are_sized_by_examples_per_step():
 
     ex = StackedExecutor(max_stack=64, cpu_cache_bytes=1 << 20, cpu_min_stack=2, cpu_stack_examples=256)
     settings = _settings()
-    assert ex.plan(SYN, SYN.load_data(), SMALL, 100, settings) == ("stacked", 64)  # tiny MLP: all of it
+    assert ex.planner.plan(SYN, SYN.load_data(), SMALL, 100, settings) == ("stacked", 64)  # tiny MLP: all of it
     conv = Candidate.from_params({**CONV_CAND.params, "batch_size": 64})
-    engine, k = ex.plan(CONV, CONV.load_data(), conv, 100, settings)
+    engine, k = ex.planner.plan(CONV, CONV.load_data(), conv, 100, settings)
     assert engine == "stacked" and 2 <= k < 64
-    assert ex.plan(SYN, SYN.load_data(), SMALL, 1, settings) == ("plain", 1)
+    assert ex.planner.plan(SYN, SYN.load_data(), SMALL, 1, settings) == ("plain", 1)
     # the defaults: 4096 examples per step, at least 8 instances
     default = StackedExecutor()
-    sizes = {b: default.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 100, settings)[1]
+    sizes = {b: default.planner.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 100, settings)[1]
              for b in (32, 256, 1024)}  # fmt: skip
     assert sizes == {32: 64, 256: 16, 1024: 8}
     # a lone instance: plain for the MLP, a stack of one for a conv net from batch 64 on
-    lone = {b: default.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 1, settings)
+    lone = {b: default.planner.plan(CONV, CONV.load_data(), Candidate.from_params({**CONV_CAND.params, "batch_size": b}), 1, settings)
             for b in (32, 64)}  # fmt: skip
     assert lone == {32: ("plain", 1), 64: ("stacked", 1)}
-    assert default.plan(SYN, SYN.load_data(), Candidate.from_params({**SMALL.params, "batch_size": 64}), 1, settings) == ("plain", 1)
+    assert default.planner.plan(SYN, SYN.load_data(), Candidate.from_params({**SMALL.params, "batch_size": 64}), 1, settings) == ("plain", 1)
 
 
 # -- (7) the stacked model's rewrites (crop, pool before ReLU, fused conv+pool, layouts) ---------------

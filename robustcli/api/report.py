@@ -25,9 +25,9 @@ __all__ = ["artifact_bars", "build_report", "finished_instance_runs", "open_stud
 
 def study_and_store(study: Any, tracking_uri: str | None) -> tuple[str, str | None]:
     """A study given by name or as a Study: its name, and its store unless one is given."""
-    from robustcli.api.study import Study
+    from robustcli.api._handle import StudyHandle
 
-    if isinstance(study, Study):
+    if isinstance(study, StudyHandle):
         return study.name, tracking_uri or study.tracking_uri
     return text("study", study, none=False), text("tracking_uri", tracking_uri)
 

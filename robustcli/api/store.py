@@ -9,7 +9,14 @@ from typing import Any
 from robustcli.api._args import checked, out_path, text
 from robustcli.api.results import StudyInfo, StudyRuns
 
-__all__ = ["export_losses", "list_studies", "study_runs"]
+__all__ = ["export_losses", "list_studies", "store_uri", "study_runs"]
+
+
+def store_uri(tracking_uri: str | None = None) -> str:
+    """The store a command reads: ``tracking_uri``, else $MLFLOW_TRACKING_URI, else the default file."""
+    from robustcli.tracking.mlflow_store import resolve_tracking_uri
+
+    return resolve_tracking_uri(tracking_uri)
 
 
 @checked

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from robustcli.api._args import checked, choice, count, mapping, names, out_path, text
 from robustcli.api._args import sizes as check_sizes
 from robustcli.api._data import load_checked_data, loading_data
+from robustcli.api._handle import StudyHandle
 from robustcli.api.progress import Progress, progress_of
 from robustcli.api.results import (
     Assessment,
@@ -40,7 +41,7 @@ __all__ = ["Study", "list_candidates", "list_tasks"]
 _VARY = ("both", "init", "data")
 
 
-class Study:
+class Study(StudyHandle):
     """A study of one task: the candidates, their instances in MLflow, and the studies over them.
 
     ``task`` is an installed task's name (``"synthetic"``, see :func:`list_tasks`) or a task given

@@ -186,19 +186,19 @@ def parse_task_options(pairs: list[str] | None, option: str = "--task-option") -
 
 def training_overrides(
     *,
-    task: str | None,
-    study: str | None,
-    seed: int | None,
-    train_size: int | None,
-    test_size: str | None,
-    sampling: str | None,
-    device: str | None,
-    min_epochs: int | None,
-    window: int | None,
-    threshold: float | None,
-    stop_mode: str | None,
-    max_epochs: int | None,
-    task_options: list[str] | None,
+    task: str | None = None,
+    study: str | None = None,
+    seed: int | None = None,
+    train_size: int | None = None,
+    test_size: str | None = None,
+    sampling: str | None = None,
+    device: str | None = None,
+    min_epochs: int | None = None,
+    window: int | None = None,
+    threshold: float | None = None,
+    stop_mode: str | None = None,
+    max_epochs: int | None = None,
+    task_options: list[str] | None = None,
     engine: str | None = None,
     max_stack: int | None = None,
     threads: int | None = None,
@@ -206,7 +206,7 @@ def training_overrides(
     workers: int | None = None,
     address: str | None = None,
 ) -> dict[str, Any]:
-    """The command-line values in the names `robustcli.config.load_settings` takes."""
+    """The command-line values in the names `robustcli.config.load_settings` takes (None: not given)."""
     return {
         "task": task,
         "study": study,
@@ -230,7 +230,8 @@ def training_overrides(
     }
 
 
-#: the options of `robust assess` that the studies (`robust study ...`, `robust nas`) take too: name -> (annotation, default)
+#: the training options every command that trains takes (`robust assess`, `select`, `baseline`, `study ...`, `nas`),
+#: in the order --help lists them: name -> (annotation, default)
 _TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
     "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
@@ -242,15 +243,24 @@ _TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def with_training_options(fn: Any) -> Any:
-    """``fn(..., options)`` as a command that also takes the training options of `robust assess`
-    it does not declare itself; they reach it together, as the dict ``options``."""
+#: the options of a command that trains no network (`robust baseline`): the data's, the study's and the output's
+DATA_OPTIONS = ("train_size", "test_size", "sampling", "seed", "study", "config", "tracking_uri", "task_option", "json_output")
+
+
+def with_training_options(fn: Any = None, *, only: tuple[str, ...] | None = None) -> Any:
+    """``fn(..., options)`` as a command that also takes the training options (:data:`_TRAINING_OPTIONS`,
+    or those of them in ``only``) it does not declare itself, after its own; they reach it together, as
+    the dict ``options``. The one way a command declares them: a command that words one otherwise
+    (`robust select`'s ``--task``) declares it itself. ``@with_training_options`` or
+    ``@with_training_options(only=DATA_OPTIONS)``."""
+    if fn is None:
+        return lambda f: with_training_options(f, only=only)
     own = inspect.signature(fn, eval_str=True)
     params = [p for p in own.parameters.values() if p.name != "options"]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         for name, (annotation, default) in _TRAINING_OPTIONS.items()
-        if name not in own.parameters
+        if name not in own.parameters and (only is None or name in only)
     ]
 
     @functools.wraps(fn)
@@ -265,13 +275,15 @@ def with_training_options(fn: Any) -> Any:
 
 def settings_from_options(options: dict[str, Any], **given: Any) -> tuple[Any, str | None]:
     """The study settings (study file, then the command line) from :func:`with_training_options`'s
-    ``options`` and the command's own values ``given`` (which override them); and the tracking URI."""
+    ``options`` and the command's own values ``given`` (which override them; a ``config`` among them
+    is the study file); and the tracking URI of ``options`` (None where the command declares its own)."""
     from robustcli.config import load_settings
 
     values = {**options}
-    config, uri = values.pop("config"), values.pop("tracking_uri")
-    values.pop("json_output")
-    values["task_options"] = values.pop("task_option")
+    config, uri = values.pop("config", None), values.pop("tracking_uri", None)
+    config = given.pop("config", config)
+    values.pop("json_output", None)
+    values["task_options"] = values.pop("task_option", None)
     shared = inspect.signature(training_overrides).parameters
     values.update({k: v for k, v in given.items() if k in shared})
     own = {k: v for k, v in given.items() if k not in shared}

@@ -11,7 +11,7 @@ group:
 * the plugins' group callbacks (``@app.callback()``) do not run: put options on the commands;
 * a plugin that fails to load is named in the group's help; the others' commands still work.
 
-A name with one plugin behaves as before: its Typer, unchanged, or, when it fails to load, a
+A name with one plugin is its Typer, unchanged, or, when it fails to load, a
 command that prints the error and exits 2. The modules load when `robust` starts (``--help``
 included), so they import only typer and light helpers at module level.
 """

@@ -8,37 +8,18 @@ from typing import Annotated, Any
 import typer
 
 from robustcli.cli._common import (
-    ConfigFile,
-    Device,
-    Engine,
-    Executor,
-    MaxStack,
-    JsonFlag,
-    MaxEpochs,
-    MinEpochs,
-    RayAddress,
-    Sampling,
-    Seed,
-    StopMode,
-    StudyName,
     TaskName,
-    TaskOptions,
-    TestSize,
-    Threads,
-    Threshold,
-    TrackingUri,
-    TrainSize,
-    Window,
-    Workers,
-    console,
     cli_progress,
+    console,
     handle_errors,
     print_json,
-    training_overrides,
+    settings_from_options,
+    with_training_options,
 )
 
 
 @handle_errors
+@with_training_options
 def assess(
     task: TaskName = None,
     candidate: Annotated[
@@ -56,27 +37,7 @@ def assess(
             show_default=False,
         ),
     ] = None,
-    train_size: TrainSize = None,
-    test_size: TestSize = None,
-    sampling: Sampling = None,
-    seed: Seed = None,
-    study: StudyName = None,
-    config: ConfigFile = None,
-    tracking_uri: TrackingUri = None,
-    device: Device = None,
-    min_epochs: MinEpochs = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    stop_mode: StopMode = None,
-    max_epochs: MaxEpochs = None,
-    task_option: TaskOptions = None,
-    engine: Engine = None,
-    max_stack: MaxStack = None,
-    threads: Threads = None,
-    executor: Executor = None,
-    workers: Workers = None,
-    address: RayAddress = None,
-    json_output: JsonFlag = False,
+    options: Any = None,  # the training options (with_training_options)
 ) -> None:
     """Train N instances of one candidate (only those not yet in MLflow) and print the statistics
     of their test losses with bootstrap 95% intervals.
@@ -85,23 +46,12 @@ def assess(
 
     Example (variance decomposition): robust assess --task calo-energy --candidate model2 -n 10 --vary init
     """
-    from robustcli.config import load_settings
     from robustcli.errors import InputError
 
     if instances is not None and instances <= 0:
         raise InputError(f"--instances must be a positive count, got {instances}")
-    settings = load_settings(
-        config,
-        candidate=candidate,
-        instances=instances,
-        vary=vary,
-        **training_overrides(
-            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
-            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
-            executor=executor, workers=workers, address=address,
-        ),
-    )
+    settings, tracking_uri = settings_from_options(options, task=task, candidate=candidate, instances=instances, vary=vary)
+    json_output = options["json_output"]
     from robustcli.api import Study
 
     result = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).assess()

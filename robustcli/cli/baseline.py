@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from robustcli.cli._common import (
-    ConfigFile,
-    JsonFlag,
-    Sampling,
-    Seed,
-    StudyName,
+    DATA_OPTIONS,
     TaskName,
-    TaskOptions,
-    TestSize,
-    TrackingUri,
-    TrainSize,
-    console,
     cli_progress,
+    console,
     handle_errors,
     print_json,
-    training_overrides,
+    settings_from_options,
+    with_training_options,
 )
 
 
 @handle_errors
+@with_training_options(only=DATA_OPTIONS)
 def baseline(
     task: TaskName = None,
     instances: Annotated[int, typer.Option("--instances", "-n", help="Training samples to fit each baseline on.")] = 5,
-    train_size: TrainSize = None,
-    test_size: TestSize = None,
-    sampling: Sampling = None,
-    seed: Seed = None,
-    study: StudyName = None,
-    config: ConfigFile = None,
-    tracking_uri: TrackingUri = None,
-    task_option: TaskOptions = None,
-    json_output: JsonFlag = False,
+    options: Any = None,  # the data's options (with_training_options)
 ) -> None:
     """Fit every baseline of a task on the training samples of instances 0..N-1 (the same draws
     the networks get), print each one's test loss and its spread, and log them to MLflow, where
@@ -45,16 +31,8 @@ def baseline(
 
     Example: robust baseline --task calo-energy --instances 5 --train-size 2000
     """
-    from robustcli.config import load_settings
-
-    settings = load_settings(
-        config,
-        **training_overrides(
-            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
-            device=None, min_epochs=None, window=None, threshold=None, stop_mode=None, max_epochs=None,
-            task_options=task_option,
-        ),
-    )
+    settings, tracking_uri = settings_from_options(options, task=task)
+    json_output = options["json_output"]
     from robustcli.api import Study
 
     fits = Study.from_settings(settings, tracking_uri, progress=cli_progress(json_output)).fit_baselines(instances=instances)

@@ -1,4 +1,5 @@
-"""`robust check TASK`: the conformance kit (robustcli.testing) on an installed task, no pytest file needed."""
+"""`robust check TASK`: the conformance kit (robustcli.testing, through robustcli.api.tasks) on an installed task,
+no pytest file needed."""
 
 from __future__ import annotations
 
@@ -32,15 +33,15 @@ def check(
 
     Example: robust check calo-energy -o dataset=B --sample 5 --json
     """
+    from robustcli.api.tasks import check_task
     from robustcli.plugins import load_task, load_task_class
-    from robustcli.testing import check_task
 
     _, info = load_task_class(task, where="robust check")
     instance = load_task(task, parse_task_options(task_option), where="robust check")
     with err_console.status(f"checking task {task} ({info.distribution} {info.version})", spinner="dots") as status:
         if json_output:
             status.stop()
-        results = check_task(instance, sample=sample, seed=seed, raise_on_failure=False)
+        results = check_task(instance, sample=sample, seed=seed)
     failed = [r for r in results if r.failed]
     if json_output:
         print_json(

@@ -14,29 +14,13 @@ from rich.table import Table
 
 from robustcli.cli._common import (
     ConfigFile,
-    Device,
-    Engine,
-    Executor,
-    MaxStack,
-    JsonFlag,
-    MaxEpochs,
-    MinEpochs,
-    RayAddress,
-    Sampling,
-    StopMode,
-    TaskOptions,
-    TestSize,
-    Threads,
-    Threshold,
     TrackingUri,
-    TrainSize,
-    Window,
-    Workers,
     cli_progress,
     console,
     handle_errors,
     print_json,
-    training_overrides,
+    settings_from_options,
+    with_training_options,
 )
 from robustcli.errors import InputError
 
@@ -63,6 +47,7 @@ def _fmt_all(values: Any) -> list[str]:
 
 
 @handle_errors
+@with_training_options
 def select(
     task: Annotated[str | None, typer.Option("--task", help="Task name (training mode).", show_default=False)] = None,
     config: ConfigFile = None,
@@ -127,23 +112,7 @@ def select(
         typer.Option("--baseline-loss", metavar="X", help="Baseline loss for the paper's cut (replay mode).",
                      show_default=False),
     ] = None,
-    train_size: TrainSize = None,
-    test_size: TestSize = None,
-    sampling: Sampling = None,
-    device: Device = None,
-    min_epochs: MinEpochs = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    stop_mode: StopMode = None,
-    max_epochs: MaxEpochs = None,
-    task_option: TaskOptions = None,
-    engine: Engine = None,
-    max_stack: MaxStack = None,
-    threads: Threads = None,
-    executor: Executor = None,
-    workers: Workers = None,
-    address: RayAddress = None,
-    json_output: JsonFlag = False,
+    options: Any = None,  # the training options it does not word itself (with_training_options)
 ) -> None:
     """Select a robust candidate with Algorithm 1: train one instance of every survivor per step, cut by a rule.
 
@@ -161,18 +130,13 @@ def select(
 
     Every selection ends with how sure it is of its pick: the candidates the data cannot tell from it at --confidence, each candidate's bootstrap probability of being the best, and how many more instances would separate them.
     """
-    settings = _settings(
-        config, tracking_uri=tracking_uri,
+    settings, _ = settings_from_options(
+        options, config=config, tracking_uri=tracking_uri, task=task, study=study, seed=seed,
         criterion=_split(criterion), combine=combine, rule=rule, warmup=warmup, fraction=fraction,
         confidence=confidence, delta=delta, final_instances=final_instances, budget=budget, max_steps=max_steps, candidates=_split(candidates),
         sample=sample, where=where,
-        **training_overrides(
-            task=task, study=study, seed=seed, train_size=train_size, test_size=test_size, sampling=sampling,
-            device=device, min_epochs=min_epochs, window=window, threshold=threshold, stop_mode=stop_mode,
-            max_epochs=max_epochs, task_options=task_option, engine=engine, max_stack=max_stack, threads=threads,
-            executor=executor, workers=workers, address=address,
-        ),
-    )
+    )  # fmt: skip
+    json_output = options["json_output"]
     if replay is None:
         if baseline_loss is not None:
             raise InputError("--baseline-loss applies to --replay only; a study takes its baseline from the task")
@@ -192,12 +156,6 @@ def select(
         print_json(replayed)
         return
     _render(replayed.result, replayed.criterion_names, replay, replayed.instances, replayed.baseline_cut)
-
-
-def _settings(config: Path | None, **overrides: Any) -> Any:
-    from robustcli.config import load_settings
-
-    return load_settings(config, **overrides)
 
 
 def _render(result: Any, names: list[str], path: Path, instances: int, cut: str | None) -> None:

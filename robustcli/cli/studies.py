@@ -16,10 +16,9 @@ def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> 
 
     Example: robust studies --tracking-uri sqlite:///mlruns/mlflow.db
     """
-    from robustcli.api import list_studies
-    from robustcli.tracking.mlflow_store import resolve_tracking_uri
+    from robustcli.api.store import list_studies, store_uri
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = store_uri(tracking_uri)
     rows = [r.as_dict() for r in list_studies(uri)]
     if json_output:
         print_json({"tracking_uri": uri, "studies": rows})

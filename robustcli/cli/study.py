@@ -1,5 +1,6 @@
 """`robust study`: the paper's studies of one or a few candidates (training-sample size, where the
-spread comes from). The logic is in :mod:`robustcli.studies`; this module parses and renders."""
+spread comes from). The logic is in :mod:`robustcli.studies`, reached through :mod:`robustcli.api`;
+this module parses and renders."""
 
 from __future__ import annotations
 
@@ -92,7 +93,9 @@ def sample_size(
 
     Example: robust study sample-size --task synthetic -C small -C wide --sizes 50,100,200,400 -n 5 --out sizes.png
     """
-    test = {None: "train", "task": None}.get(test_size, test_size)
+    from robustcli.api.conventions import sample_size_test_size
+
+    test = sample_size_test_size(test_size)
     study = _study(options, instances, task=task, test_size=test, sizes=sizes)  # bad sizes: refused here
     names = list(candidate or []) or ([study.settings.candidate] if study.settings.candidate else [])
     if options["train_size"] is not None and not options["json_output"]:
@@ -103,7 +106,7 @@ def sample_size(
 def _render_sample_size(result: Any, out: Path | None) -> None:
     from rich.table import Table
 
-    from robustcli.studies._common import STUDY_STATISTICS
+    from robustcli.api.conventions import STUDY_STATISTICS
 
     from rich import box
 
@@ -155,14 +158,14 @@ def variance(
 def _render_variance(result: Any, out: Path | None) -> None:
     from rich.table import Table
 
-    from robustcli.studies.variance import HELD
+    from robustcli.api.conventions import VARIANCE_SETS
 
     d = result.decomposition
     table = Table(title=f"{result.candidate_name}: where the spread of {result.loss_name} comes from "
                   f"(training sample of {result.train_size:,}; 95% bootstrap intervals)", title_justify="left")
     for col in ("set", "n", "mean", "std"):
         table.add_column(col, justify="left" if col == "set" else "right", no_wrap=col != "set")
-    for key, words in HELD.items():
+    for key, words in VARIANCE_SETS.items():
         n = f"{result.instances}" + (f" ({result.failed[key]} failed)" if result.failed[key] else "")
         table.add_row(words, n, _cell(result.statistics[key]["mean"]), _cell(d.std[key]))
     console.print(table)

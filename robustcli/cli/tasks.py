@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -25,10 +25,10 @@ def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": json_output}  # `robust tasks --json show X` means `robust tasks show X --json`
         return
-    from robustcli.plugins import task_summaries
+    from robustcli.api import list_tasks
 
     # a row says warning or error only where there is one
-    rows = [{k: v for k, v in r.items() if k not in ("warning", "error") or v is not None} for r in task_summaries()]
+    rows = [{k: v for k, v in t.as_dict().items() if k not in ("warning", "error") or v is not None} for t in list_tasks()]
     if json_output:
         print_json(rows)
         return
@@ -55,41 +55,27 @@ def show(
 
     Example: robust tasks show synthetic --json
     """
-    from robustcli.plugins import build_task, load_task_class
+    from robustcli.api.tasks import describe_task
 
     json_output = json_output or bool((ctx.obj or {}).get("json"))
-
-    cls, info = load_task_class(name, where="robust tasks show")
-    task = build_task(cls, info)
-    space = task.search_space()
-    doc = {
-        "name": name,
-        "description": cls.description,
-        "distribution": f"{info.distribution} {info.version}",
-        "loss": {"name": cls.loss.name, "formula": cls.loss.formula, "lower_is_better": cls.loss.lower_is_better},
-        "candidates": len(space),
-        "default_train_size": cls.default_train_size,
-        "named_candidates": {n: {"id": c.id, **c.params} for n, c in space.named.items()},
-        "baselines": {n: b.description for n, b in task.baselines().items()},
-        "tags": vars(cls.tags) if hasattr(cls.tags, "__dict__") else {},
-        **task.describe(),
-    }
+    task = describe_task(name, where="robust tasks show")
     if json_output:
-        print_json(doc)
+        print_json(task.as_dict())
         return
     # every text below is the task's own: escaped, or rich would read `[label]` in a formula as markup
-    console.print(f"[bold]{escape(name)}[/bold]: {escape(cls.description)}  ({escape(doc['distribution'])})")
-    console.print(escape(f"loss: {cls.loss.name} = {cls.loss.formula} ({'lower' if cls.loss.lower_is_better else 'higher'} is better)"))
-    console.print(f"search space: {len(space):,} candidates; default train size {cls.default_train_size}")
-    if space.named:
+    loss = task.loss
+    console.print(f"[bold]{escape(name)}[/bold]: {escape(task.description)}  ({escape(task.distribution)})")
+    console.print(escape(f"loss: {loss['name']} = {loss['formula']} ({'lower' if loss['lower_is_better'] else 'higher'} is better)"))
+    console.print(f"search space: {task.candidates:,} candidates; default train size {task.default_train_size}")
+    if task.named:
         table = Table(title="Named candidates")
         table.add_column("name")
         table.add_column("id")
         table.add_column("parameters", overflow="fold")
-        for n, c in space.named.items():
-            table.add_row(escape(n), c.id, escape(", ".join(f"{k}={v}" for k, v in c.params.items())))
+        for n, cid, params in task.named:
+            table.add_row(escape(n), cid, escape(", ".join(f"{k}={v}" for k, v in params.items())))
         console.print(table)
-    if doc["baselines"]:
-        console.print(escape("baselines: " + "; ".join(f"{k} ({v})" for k, v in doc["baselines"].items())))
-    for key, value in task.describe().items():
+    if task.baselines:
+        console.print(escape("baselines: " + "; ".join(f"{k} ({v})" for k, v in task.baselines.items())))
+    for key, value in task.details.items():
         console.print(escape(f"{key}: {value}"))

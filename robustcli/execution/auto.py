@@ -18,7 +18,7 @@ each ``run`` (one step of a selection, one assessment, one size of a study) goes
 Why one thread (measured in ``benchmarks/main_job.py``, see ``benchmarks/README.md``): torch's
 threads synchronise at each of a training's many small ops; beside another busy process each such
 op waits for a core that the neighbour holds, and with OpenMP's default policy the waiting threads
-spin, taking the neighbour's core in turn (the default before issue 24 ran 1.6-7x slower beside
+spin, taking the neighbour's core in turn (with OpenMP's default, 1.6-7x slower beside
 another job; with passive waits, see :mod:`robustcli.execution.cores`, still ~1.3x). One-thread
 processes never wait for each other, so a neighbour slows them by the share of the CPU it takes and
 no more, and independent candidates (8 in the demo's first selection step) fill the cores. Alone on
@@ -75,7 +75,7 @@ class AutoExecutor:
     # -- the choice --------------------------------------------------------------------------
     def spreads(self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings) -> bool:
         """Whether ``jobs`` train in the pool (True) or in this process."""
-        from robustcli.execution.stacked import group_jobs
+        from robustcli.execution.planning import group_jobs
         from robustcli.training.instance import resolve_device
 
         if self.workers < 2 or len(jobs) < 2 or resolve_device(settings.device).type != "cpu":
@@ -142,7 +142,7 @@ class AutoExecutor:
 
         torch.set_num_threads(self.threads)
         if self._here is None:
-            from robustcli.execution.select_executor import in_process_executor
+            from robustcli.execution.inprocess import in_process_executor
 
             self._here = in_process_executor(self.engine, self.max_stack)
         yield from self._here.run(task, data, jobs, settings)

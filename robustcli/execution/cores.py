@@ -1,6 +1,6 @@
 """How `robust` uses the CPU cores it is given: how many there are, and how torch's threads wait.
 
-Why this matters (issue 24): torch's CPU kernels run on an OpenMP thread pool, and by default an
+Why this matters: torch's CPU kernels run on an OpenMP thread pool, and by default an
 OpenMP thread that has finished its share of an op *spins* for its next one instead of sleeping.
 Alone on a machine that costs nothing; beside another busy process (another study, a second
 user's training, a test suite) each of the plain loop's thousands of small ops waits for a core

@@ -6,7 +6,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from robustcli.config import TrainingSettings
+from robustcli.execution.protocol import TrainingExecutor
 from robustcli.task import Candidate, Task, TaskData
+
+__all__ = ["InProcessExecutor", "in_process_executor"]
 
 
 class InProcessExecutor:
@@ -27,3 +30,13 @@ class InProcessExecutor:
 
         for candidate, spec in jobs:
             yield candidate, train_instance(task, candidate, data, spec, settings)
+
+
+def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
+    """This process's executor for ``engine``: the plain loop, or stacks (also what the auto
+    executor trains here when a run does not spread)."""
+    if engine == "plain":
+        return InProcessExecutor()
+    from robustcli.execution.stacked import StackedExecutor
+
+    return StackedExecutor(max_stack=max_stack)

@@ -193,9 +193,9 @@ class LocalPoolExecutor:
             return
         pool = self._ensure_pool(task, data)
         if self._planner is None:
-            from robustcli.execution.stacked import StackedExecutor
+            from robustcli.execution.planning import StackPlanner
 
-            self._planner = StackedExecutor(max_stack=self.max_stack or settings.max_stack)
+            self._planner = StackPlanner(max_stack=self.max_stack or settings.max_stack)
         units = plan_units(
             task, data, jobs, settings, inner=self.inner, workers=self.workers, max_stack=self.max_stack, split=self.split,
             planner=self._planner,

@@ -6,7 +6,7 @@ process, a thread per available core unless ``threads``), ``local`` (a pool of w
 processes, one torch thread each; ``workers`` of them, all available cores by default) or ``ray``
 (Ray tasks on a local Ray or the cluster at ``ray_address``). ``engine``: ``stacked`` or
 ``plain``, what each process runs. ``threads`` without an ``executor`` means this process with
-that many torch threads (what it meant before ``auto``).
+that many torch threads (a thread count is a choice of this process).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.execution.inprocess import in_process_executor
 from robustcli.execution.protocol import TrainingExecutor
 
 __all__ = ["EXECUTORS", "in_process_executor", "make_executor", "resolved_kind"]
@@ -28,17 +29,6 @@ def resolved_kind(settings: Any) -> str:
     if kind == "auto" and getattr(t, "threads", None) is not None:
         return "inprocess"
     return kind
-
-
-def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
-    """This process's executor for ``engine``."""
-    if engine == "plain":
-        from robustcli.execution.inprocess import InProcessExecutor
-
-        return InProcessExecutor()
-    from robustcli.execution.stacked import StackedExecutor
-
-    return StackedExecutor(max_stack=max_stack)
 
 
 def make_executor(settings: Any) -> TrainingExecutor:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from robustcli.errors import InputError, UnknownNameError
+from robustcli.parsing import DEFAULT_DELTA, parse_delta  # noqa: F401 - the race's zone, read in the settings' leaf
 from robustcli.robustness.criteria import Objective
 from robustcli.robustness.racing import (
     BLOWUP_FACTOR,
@@ -63,24 +64,6 @@ __all__ = [
 #: the confidence of the race's screening drops (clearly worse than the reference, not needed);
 #: the stop, the drops against the leader and the pick's confidence use ``confidence``
 DEFAULT_SCREEN = 0.8
-
-#: the race's default indifference zone: 1 % of the leader's mean loss (see :func:`parse_delta`)
-DEFAULT_DELTA = "1%"
-
-
-def parse_delta(value: float | str) -> tuple[float, bool]:
-    """``(amount, relative)`` of an indifference zone: ``"1%"`` is 0.01 of the leader's mean loss
-    (relative), a plain number (``0.005``, ``"0.005"``) is in loss units (absolute)."""
-    text = str(value).strip()
-    relative = text.endswith("%")
-    try:
-        amount = float(text[:-1] if relative else text)
-    except ValueError:
-        raise InputError(f"--delta {value!r}: expected a loss difference (0.005) or a share of the leader's mean (1%)") from None
-    if not math.isfinite(amount) or amount <= 0:
-        raise InputError(f"--delta {value!r}: must be a positive finite number")
-    return (amount / 100.0, True) if relative else (amount, False)
-
 
 def baseline_limit(baseline: float | None, margin: float) -> float | None:
     """The mean loss above which the baseline cut drops a candidate: the baseline plus ``margin``

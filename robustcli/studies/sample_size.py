@@ -17,47 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from robustcli.errors import InputError
+from robustcli.parsing import MOST_SIZES, parse_sizes  # noqa: F401 - a study's sizes, read in the settings' leaf
 from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
 
 __all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "saturation_size"]
-
-_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*$")
-
-
-#: the most training-sample sizes of one study (the paper's grid has 45)
-MOST_SIZES = 1000
-
-
-def parse_sizes(text: str) -> list[int]:
-    """``"50,100,200"`` (a list) or ``"100:32000:45"`` (45 sizes log-spaced from 100 to 32,000,
-    rounded; the paper's grid) -> sorted distinct sizes. Bad text raises InputError."""
-    import numpy as np
-
-    text = (text or "").strip()
-    hint = "give a list like 50,100,200 or a log-spaced range START:STOP:COUNT like 100:32000:45"
-    match = _RANGE.match(text)
-    if match:
-        start, stop, count = (int(g) for g in match.groups())
-        if start < 1 or stop < start or count < 2:
-            raise InputError(f"{opt('sizes', text, quoted=True)}: a range needs 1 <= START <= STOP and COUNT >= 2 ({hint})")
-        if count > MOST_SIZES:
-            raise InputError(f"{opt('sizes', text, quoted=True)}: COUNT {count:,} exceeds {MOST_SIZES:,} sizes ({hint})")
-        return sorted({int(round(x)) for x in np.geomspace(start, stop, count)})
-    if ":" in text:
-        raise InputError(f"{opt('sizes', text, quoted=True)}: {hint}")
-    sizes = []
-    for part in text.split(","):
-        part = part.strip()
-        if not (part.isascii() and part.isdigit()) or int(part) < 1:  # '²'.isdigit() holds, int('²') fails
-            raise InputError(f"{opt('sizes', text, quoted=True)}: {part!r} is not a positive whole number ({hint})")
-        sizes.append(int(part))
-    if len(set(sizes)) > MOST_SIZES:
-        raise InputError(f"{opt('sizes')}: {len(set(sizes)):,} sizes exceed the {MOST_SIZES:,} a study takes")
-    return sorted(set(sizes))
-
 
 def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     """The smallest size beyond which the median no longer improves beyond its interval: no larger

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli._common import handle_errors
+from robustcli.cli import handle_errors
 from robustcli.errors import InputError
 
 app = typer.Typer(

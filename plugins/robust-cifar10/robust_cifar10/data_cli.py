@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from robust_cifar10.fetch import MD5, URL
-from robustcli.cli._common import handle_errors
+from robustcli.cli import handle_errors
 
 app = typer.Typer(
     name="data",
