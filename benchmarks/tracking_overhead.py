@@ -267,7 +267,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from robustcli.config import EarlyStoppingSettings, StudySettings, TrainingSettings
-    from robustcli.execution.select_executor import make_executor
+    from robustcli.execution.factory import make_executor
     from robustcli.execution.session import StudySession
     from robustcli.tracking.mlflow_store import MlflowStore
 

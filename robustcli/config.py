@@ -77,9 +77,11 @@ MOST_SEED = 2**63 - 1
 MOST_STUDY_NAME = 500
 
 
-Examples = Annotated[int, Field(gt=0, le=MOST_EXAMPLES)]
-Instances = Annotated[int, Field(gt=0, le=MOST_INSTANCES)]
-Trainings = Annotated[int, Field(gt=0, le=MOST_TRAININGS)]
+# the setting types of positive counts, each bounded by its MOST_ above (InstanceCount also
+# bounds steps and trials, which grow with instances)
+ExampleCount = Annotated[int, Field(gt=0, le=MOST_EXAMPLES)]
+InstanceCount = Annotated[int, Field(gt=0, le=MOST_INSTANCES)]
+TrainingCount = Annotated[int, Field(gt=0, le=MOST_TRAININGS)]
 
 
 class _Strict(BaseModel):
@@ -119,10 +121,10 @@ class EarlyStoppingSettings(_Strict):
 class TrainingSettings(_Strict):
     """Everything that decides an instance's result besides the candidate and its seeds."""
 
-    train_size: Examples | None = None
+    train_size: ExampleCount | None = None
     #: a number, "all" (the whole test set) or "train" (a subsample as large as the training
     #: sample, the paper's convention); None: the task's default
-    test_size: Examples | Literal["all", "train"] | None = None
+    test_size: ExampleCount | Literal["all", "train"] | None = None
     sampling: Literal["bootstrap", "without-replacement"] = "bootstrap"
     early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -169,20 +171,20 @@ class SelectionSettings(_Strict):
     criterion: list[str] = ["mean"]
     combine: Literal["lexicographic", "pareto"] = "lexicographic"
     rule: str = "paper"
-    warmup: Instances = 1
+    warmup: InstanceCount = 1
     fraction: float = Field(0.5, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
     #: the race's indifference zone: "1%" (of the leader's mean loss) or a loss difference (0.005)
     delta: float | str = "1%"
     baseline_margin: float = Field(0.20, ge=0, allow_inf_nan=False)
-    budget: Trainings | None = None
+    budget: TrainingCount | None = None
     #: after the selection, train each survivor up to this many instances for its summary
     final_instances: int = Field(0, ge=0, le=MOST_INSTANCES)
-    max_steps: Instances | None = None
+    max_steps: InstanceCount | None = None
     candidates: list[str] | None = None
     #: only candidates whose parameters match every KEY=VALUE
     where: list[str] | None = None
-    sample: Trainings | None = None
+    sample: TrainingCount | None = None
 
     @field_validator("criterion", "candidates", "where", mode="before")
     @classmethod
@@ -209,8 +211,8 @@ class NasSettings(_Strict):
     candidates assessed with the study's ``instances`` and set against ``against`` (a candidate's
     name or id, or ``selected``: the survivor of the study's last finished selection)."""
 
-    trials: Instances = 20
-    top: Instances = 3
+    trials: InstanceCount = 20
+    top: InstanceCount = 3
     sampler: Literal["tpe", "random"] = "tpe"
     against: str | None = None
 
@@ -263,7 +265,7 @@ class StudySettings(_Strict):
     mix_candidate_seed: bool = False
     #: which seed differs between instances: both (default), init or data (see training.seeds.study_seeds)
     vary: Literal["both", "init", "data"] = "both"
-    instances: Instances = 5
+    instances: InstanceCount = 5
     candidate: str | None = None
     tracking_uri: str | None = None
     task_options: dict[str, Any] = {}

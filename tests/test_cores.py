@@ -17,7 +17,7 @@ from robustcli.builtin.synthetic import SyntheticTask
 from robustcli.config import EarlyStoppingSettings, StudySettings, TrainingSettings
 from robustcli.execution import auto, cores
 from robustcli.execution.auto import AutoExecutor
-from robustcli.execution.select_executor import make_executor
+from robustcli.execution.factory import make_executor
 from robustcli.execution.stacked import StackedExecutor
 from robustcli.training.instance import InstanceSpec
 from robustcli.training.seeds import derive_seeds

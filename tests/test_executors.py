@@ -18,7 +18,7 @@ from robustcli.config import EarlyStoppingSettings, TrainingSettings
 from robustcli.errors import InputError
 from robustcli.execution.inprocess import InProcessExecutor
 from robustcli.execution.pool import LocalPoolExecutor, plan_units
-from robustcli.execution.select_executor import make_executor
+from robustcli.execution.factory import make_executor
 from robustcli.execution.stacked import StackedExecutor
 from robustcli.training.instance import InstanceSpec
 from robustcli.training.seeds import derive_seeds

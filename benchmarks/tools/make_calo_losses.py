@@ -19,7 +19,7 @@ from pathlib import Path
 
 from robustcli.config import load_settings
 from robustcli.execution.session import StudySession
-from robustcli.selection.loop import sample_candidates
+from robustcli.selection.loop import draw_candidate_ids
 
 from make_real_losses import train_loss_table  # this folder: the same training and writing
 
@@ -44,7 +44,7 @@ def main() -> None:
             threads=args.threads,
         )
         session = StudySession(settings)
-        ids = sample_candidates([c.id for c in session.space], args.candidates, seed=0)
+        ids = draw_candidate_ids([c.id for c in session.space], args.candidates, seed=0)
         chosen = [session.space.get(cid) for cid in ids]
         jobs = [(c, i) for c in chosen for i in range(args.instances)]
         train_loss_table(session, jobs, args.out, every=50)

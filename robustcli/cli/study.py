@@ -30,8 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Instances = Annotated[int | None, typer.Option("--instances", "-n", help="Instances per set (default 5).", show_default=False)]
-Out = Annotated[
+InstancesOption = Annotated[int | None, typer.Option("--instances", "-n", help="Instances per set (default 5).", show_default=False)]
+OutOption = Annotated[
     Path | None, typer.Option("--out", help="Also write the figure to this PNG (it is logged to MLflow either way).", show_default=False)
 ]
 
@@ -75,14 +75,14 @@ def sample_size(
                      "(100:32000:45, the paper's). Each at most the task's training pool. Overrides the study file's sizes.",
                      show_default=False),
     ] = None,
-    instances: Instances = None,
+    instances: InstancesOption = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Fit the task's baselines on the same samples.")] = True,
     test_size: Annotated[
         str | None,
         typer.Option("--test-size", help="Test sample per instance: 'train' (default: as many as the training sample, "
                      "drawn from the test set, the paper's), 'task' (the task's default), 'all' or a number.", show_default=False),
     ] = None,
-    out: Out = None,
+    out: OutOption = None,
     options: Any = None,
 ) -> None:
     """Train candidates (and the task's baselines) at each training-sample size, N instances each;
@@ -137,8 +137,8 @@ def variance(
     candidate: Annotated[
         list[str] | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,
-    instances: Instances = None,
-    out: Out = None,
+    instances: InstancesOption = None,
+    out: OutOption = None,
     options: Any = None,
 ) -> None:
     """Split one candidate's spread into its sources: N instances with both seeds varying, N with

@@ -29,7 +29,7 @@ The choice depends only on the runs (their jobs, in order: a pool started by one
 later ones) and the machine's cores, never on the load, and every instance trains with one thread
 whichever way it goes: the same command on the same machine trains the same stacks and gives the
 same numbers; each run records its thread count and stack (``robust reproduce`` uses them). ``--executor`` or ``--threads`` replace this choice (see
-:func:`robustcli.execution.select_executor.make_executor`).
+:func:`robustcli.execution.factory.make_executor`).
 """
 
 from __future__ import annotations

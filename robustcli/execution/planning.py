@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 from robustcli.config import TrainingSettings
+from robustcli.execution.protocol import Job
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training import PER_INSTANCE_KEYS
 
@@ -37,8 +38,6 @@ CPU_MIN_STACK = 8
 CPU_STACK_EXAMPLES = 4096
 #: the batch size from which a lone instance of a convolutional model trains as a stack of one on the CPU
 CPU_LONE_CONV_BATCH = 64
-
-Job = tuple[Candidate, Any]
 
 
 def stack_signature(candidate: Candidate, spec: Any) -> str:
@@ -206,14 +205,14 @@ class Unit(NamedTuple):
 
     engine: str
     size: int
-    jobs: list[tuple[Candidate, Any]]
+    jobs: list[Job]
     plain_reason: str | None
 
 
 def plan_units(
     task: Task,
     data: TaskData,
-    jobs: Sequence[tuple[Candidate, Any]],
+    jobs: Sequence[Job],
     settings: TrainingSettings,
     *,
     inner: Inner = "stacked",

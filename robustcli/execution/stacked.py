@@ -45,10 +45,10 @@ from robustcli.execution.planning import (
     CPU_LONE_CONV_BATCH,
     CPU_MIN_STACK,
     CPU_STACK_EXAMPLES,
-    Job,
     StackPlanner,
     plan_units,
 )
+from robustcli.execution.protocol import Job
 from robustcli.task import Candidate, Task, TaskData
 
 __all__ = ["StackedExecutor", "stack_members"]

@@ -24,10 +24,10 @@ from robustcli.robustness.criteria import Criterion, Objective, make_objective
 from robustcli.robustness.racing import CAP_SAFE, PickConfidence, pick_confidence
 from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
 
-__all__ = ["SelectionResult", "sample_candidates", "select"]
+__all__ = ["SelectionResult", "draw_candidate_ids", "select"]
 
 
-def sample_candidates(ids: Sequence[str], k: int, seed: int, where: str = "") -> list[str]:
+def draw_candidate_ids(ids: Sequence[str], k: int, seed: int, where: str = "") -> list[str]:
     """``k`` of ``ids`` drawn with ``seed``, sorted: a study and a replay of its exported table
     pick the same candidates for the same seed (--sample)."""
     pool = sorted(ids)

@@ -1,4 +1,4 @@
-"""Which executor a study's training settings ask for: where (``executor``) x how (``engine``).
+"""Makes the executor a study's training settings ask for: where (``executor``) x how (``engine``).
 
 ``executor``: ``auto`` (the default: one torch thread per process, the local pool when a run has
 independent work, else this process; see :mod:`robustcli.execution.auto`), ``inprocess`` (this
