@@ -9,11 +9,3 @@
 * the study session (:mod:`.session`): the task, its data, the store, and the instances missing
   from it; the baselines' fits (:mod:`.baselines`).
 """
-
-# The old name of .factory (issue 22), kept only for the import in robustcli/execution/session.py
-# (line 275, a file another branch is moving): delete these lines once that import names .factory.
-import sys as _sys  # noqa: E402
-
-from robustcli.execution import factory as _factory  # noqa: E402
-
-_sys.modules[f"{__name__}.select_executor"] = _factory

@@ -272,7 +272,7 @@ class StudySession:
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> Any:
         """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
-        from robustcli.execution.select_executor import make_executor, resolved_kind
+        from robustcli.execution.factory import make_executor, resolved_kind
 
         t = self.settings.training
         if resolved_kind(t) == "inprocess":
