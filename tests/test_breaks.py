@@ -165,7 +165,7 @@ def test_a_cache_that_is_a_file_is_named(app, runner, workdir, monkeypatch):
 # -- counting and small things ---------------------------------------------------------------------
 @pytest.mark.parametrize("args, code, fragment", [
     (["study", "variance", "--task", "synthetic", "-C", "small", "-C", "wide", "-n", "2"], 2,
-     "--candidate given 2 times (small, wide): the variance study splits one candidate's spread"),
+     "--candidate given 2 times (small, wide): the variance analysis splits one candidate's spread"),
     (["nas", "--task", "synthetic", "--against", "", "--trials", "2", "--top", "1"], 2,
      "--against '': give a candidate's name or id, or 'selected'"),
     (["candidates", "--task", "synthetic", "--where", "hidden=16", "--where", "hidden=32"], 2,

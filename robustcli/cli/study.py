@@ -1,4 +1,4 @@
-"""`robust study`: the paper's studies of one or a few candidates (training-sample size, where the
+"""`robust study`: the paper's analyses of one or a few candidates (training-sample size, where the
 spread comes from). The logic is in :mod:`robustcli.studies`, reached through :mod:`robustcli.api`;
 this module parses and renders."""
 
@@ -24,7 +24,7 @@ from robustcli.cli._common import (
 )
 
 app = typer.Typer(
-    help="The paper's studies: loss against training-sample size (Figures 4-6) and where the spread "
+    help="The paper's analyses: loss against training-sample size (Figures 4-6) and where the spread "
     "comes from (initialisation or training sample, Figure 7). Resumable: instances already in MLflow "
     "are reused.\n\nExample: robust study sample-size --task synthetic --candidate small --sizes 50,100,200 -n 5",
     no_args_is_help=True,
@@ -87,7 +87,7 @@ def sample_size(
 ) -> None:
     """Train candidates (and the task's baselines) at each training-sample size, N instances each;
     print a table per size (mean, median, std, IQR, Q90-Q10 with bootstrap 95% intervals) and where
-    each model saturates; log the study (table and box-plot figure) to MLflow.
+    each model saturates; log the analysis (table and box-plot figure) to MLflow.
 
     Example: robust study sample-size --task calo-energy --candidate model1 --candidate model2 --sizes 100:32000:45 -n 50
 
@@ -125,7 +125,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
     console.print(f"test sample: {result.test_sample}")
     for line in result.saturation_lines():
         console.print(line, highlight=False)
-    console.print(f"{result.trained_now} instances trained now, {result.fitted_now} baseline fits; study run "
+    console.print(f"{result.trained_now} instances trained now, {result.fitted_now} baseline fits; analysis run "
                   f"{result.run_id} in {result.tracking_uri} (experiment {result.study!r})" + (f"; figure {out}" if out else ""))
 
 
@@ -149,7 +149,7 @@ def variance(
     Example: robust study variance --task calo-energy --candidate model2 --instances 50 --train-size 32000
     """
     if candidate and len(candidate) > 1:  # a list, so that a second -C is refused rather than silently winning
-        raise InputError(f"--candidate given {len(candidate)} times ({', '.join(candidate)}): the variance study "
+        raise InputError(f"--candidate given {len(candidate)} times ({', '.join(candidate)}): the variance analysis "
                          f"splits one candidate's spread; run it once per candidate")
     study = _study(options, instances, task=task)
     _show(study.variance(candidate[0] if candidate else None, out=out), options, out, _render_variance)
@@ -172,7 +172,7 @@ def _render_variance(result: Any, out: Path | None) -> None:
     shares = ", ".join(f"{name} {_share(d.shares[key])}" for key, name in (("init", "initialisation"), ("data", "training sample")))
     console.print(f"shares of var(init) + var(data): {shares}", highlight=False)
     console.print(d.note or f"var(init) + var(data) = {_share(d.ratio)} of var(both): they add up", highlight=False)
-    console.print(f"{result.trained_now} instances trained now; study run {result.run_id} in {result.tracking_uri} "
+    console.print(f"{result.trained_now} instances trained now; analysis run {result.run_id} in {result.tracking_uri} "
                   f"(experiment {result.study!r})" + (f"; figure {out}" if out else ""))
 
 
