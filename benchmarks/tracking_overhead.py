@@ -184,7 +184,7 @@ def stub_store(store: Any) -> None:
 # -- one study ------------------------------------------------------------------------------------
 def run_study(mode: str, folder: Path, template: Path, settings: Any, candidates: list[str], instances: int,
               executor: Any, data: Any) -> dict[str, Any]:
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     folder.mkdir(parents=True)
     db = folder / "mlflow.db"
@@ -268,7 +268,7 @@ def main() -> None:
 
     from robustcli.config import EarlyStoppingSettings, StudySettings, TrainingSettings
     from robustcli.execution.select_executor import make_executor
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
     from robustcli.tracking.mlflow_store import MlflowStore
 
     def settings_for(epochs: int) -> StudySettings:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
-
 from robustcli.config import TrainingSettings
-from robustcli.task import Candidate, Task, TaskData
+from robustcli.execution.protocol import Job, Trained
+from robustcli.task import Task, TaskData
 
 
 class InProcessExecutor:
@@ -21,8 +20,8 @@ class InProcessExecutor:
         """Nothing to shut down."""
 
     def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+        self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings
+    ) -> Iterator[Trained]:
         from robustcli.training.instance import train_instance
 
         for candidate, spec in jobs:

@@ -11,8 +11,7 @@ that many torch threads (what it meant before ``auto``).
 
 from __future__ import annotations
 
-from typing import Any
-
+from robustcli.config import EngineName, StudySettings, TrainingSettings
 from robustcli.errors import InputError
 from robustcli.execution.protocol import TrainingExecutor
 
@@ -21,7 +20,7 @@ __all__ = ["EXECUTORS", "in_process_executor", "make_executor", "resolved_kind"]
 EXECUTORS = ("auto", "inprocess", "local", "ray")
 
 
-def resolved_kind(settings: Any) -> str:
+def resolved_kind(settings: StudySettings | TrainingSettings) -> str:
     """The executor ``settings`` ask for, ``auto`` with ``threads`` given being ``inprocess``."""
     t = getattr(settings, "training", settings)
     kind = getattr(t, "executor", "auto") or "auto"
@@ -30,7 +29,7 @@ def resolved_kind(settings: Any) -> str:
     return kind
 
 
-def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
+def in_process_executor(engine: EngineName, max_stack: int) -> TrainingExecutor:
     """This process's executor for ``engine``."""
     if engine == "plain":
         from robustcli.execution.inprocess import InProcessExecutor
@@ -41,7 +40,7 @@ def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
     return StackedExecutor(max_stack=max_stack)
 
 
-def make_executor(settings: Any) -> TrainingExecutor:
+def make_executor(settings: StudySettings | TrainingSettings) -> TrainingExecutor:
     """The executor for ``settings`` (a :class:`StudySettings` or its :class:`TrainingSettings`)."""
     t = getattr(settings, "training", settings)
     kind = resolved_kind(t)

@@ -14,13 +14,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError
 from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "saturation_size"]
 
@@ -165,13 +168,13 @@ class SampleSizeResult(TableResult):
 class SampleSizeStudy:
     """Validated on construction (nothing trained or written); :meth:`run` trains what is missing.
 
-    ``session`` is a :class:`~robustcli.execution.session.StudySession` whose settings give
+    ``session`` is a :class:`~robustcli.session.StudySession` whose settings give
     everything but the size; its test size as given decides the test sample (``"train"``: as many
     as the training sample, from the test set, the paper's; otherwise the task's default or a
     fixed number)."""
 
     def __init__(
-        self, session: Any, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
+        self, session: StudySession, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
     ) -> None:
         if instances < 1:
             raise InputError(f"{opt('instances', instances)}: expected a positive whole number")
@@ -276,7 +279,7 @@ def _row(size: int, model: str, kind: str, key: str, losses: list[float], seed: 
     return SizeRow(size, model, kind, key, n, failed, stats, losses)
 
 
-def _test_sample(session: Any, test_set: int) -> str:
+def _test_sample(session: StudySession, test_set: int) -> str:
     given = session.given.training.test_size
     if given == "train":
         return "as many examples as the training sample, drawn from the test set (the paper's)"
