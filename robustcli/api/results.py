@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustcli.results import TableResult, flat_statistics
+from robustcli.reporting.studies import StudySection
+from robustcli.results import TableResult, flat_statistics, plain
+from robustcli.robustness.decomposition import Spread, SpreadBySource
 from robustcli.robustness.statistics import LossSummary
 
 __all__ = [
@@ -18,9 +20,12 @@ __all__ = [
     "NasOutcome",
     "ReplayOutcome",
     "SelectionOutcome",
+    "Spread",
+    "SpreadBySource",
     "StudyInfo",
     "StudyReport",
     "StudyRuns",
+    "StudySection",
     "TaskInfo",
 ]
 
@@ -302,8 +307,8 @@ class StudyReport(TableResult):
     candidates: list[str]
     fingerprint: str
     summary: list[CandidateSummary]
-    decomposition: list[dict[str, Any]]
-    studies: list[dict[str, Any]]
+    decomposition: list[SpreadBySource]
+    studies: list[StudySection]
     nas: list[dict[str, Any]]
     #: the study's last selection: its pick's confidence (level, indistinguishable, p_best, more_instances)
     selection_confidence: dict[str, Any] | None = None
@@ -314,7 +319,7 @@ class StudyReport(TableResult):
 
         summary = [{**s.as_dict(), **s.headline()} for s in self.summary]
         return {"study": self.study, "out": self.out, "candidates": self.candidates, "fingerprint": self.fingerprint,
-                "summary": summary, "decomposition": self.decomposition, "studies": no_png(self.studies),
+                "summary": summary, "decomposition": plain(self.decomposition), "studies": plain(self.studies),
                 "nas": no_png(self.nas), "selection_confidence": self.selection_confidence}  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:

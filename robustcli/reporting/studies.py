@@ -11,10 +11,26 @@ import html
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
+__all__ = ["StudySection", "add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """A study run as the report shows it: its kind and run, the lines to print, its table (the
+    run's ``KIND.json``) and its figure (PNG bytes; None if absent, and never in ``as_dict``)."""
+
+    kind: str
+    run_id: str
+    lines: list[str]
+    table: dict[str, Any]
+    png: bytes | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_id": self.run_id, "lines": self.lines, "table": self.table}
 
 
 def _pyplot() -> Any:
@@ -98,7 +114,7 @@ def variance_figure(out: Path, result: Any) -> Path:
 
 
 # -- robust report ---------------------------------------------------------------------------
-def study_sections(store: Any, exp_id: str) -> list[dict[str, Any]]:
+def study_sections(store: Any, exp_id: str) -> list[StudySection]:
     """The study runs of an experiment, latest first per kind and settings: kind, run id, the
     lines to print, the table (its JSON) and the figure (PNG bytes, None if absent)."""
     runs = store.search(exp_id, "tags.`robust.kind` = 'study'")
@@ -114,7 +130,7 @@ def study_sections(store: Any, exp_id: str) -> list[dict[str, Any]]:
                 png: bytes | None = Path(store.client.download_artifacts(run.info.run_id, f"{kind}.png", tmp)).read_bytes()
             except Exception:  # noqa: BLE001
                 png = None
-        out.append({"kind": kind, "run_id": run.info.run_id, "lines": _lines(kind, table), "table": table, "png": png})
+        out.append(StudySection(kind, run.info.run_id, _lines(kind, table), table, png))
     return out
 
 
@@ -147,16 +163,16 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.0f}%" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def add_study_sections(page: str, sections: list[dict[str, Any]]) -> str:
+def add_study_sections(page: str, sections: list[StudySection]) -> str:
     """``page`` (a report's HTML) with a section per study: its lines and its figure, embedded."""
     if not sections:
         return page
     parts = ["<h2>Studies</h2>"]
     for s in sections:
-        parts.append(f"<h3>{html.escape(s['kind'])} <small><code>{html.escape(s['run_id'])}</code></small></h3>")
-        parts.append("<pre>" + html.escape("\n".join(s["lines"])) + "</pre>")
-        if s["png"]:
-            parts.append(f"<img alt='{html.escape(s['kind'])}' src='data:image/png;base64,"
-                         f"{base64.b64encode(s['png']).decode()}'>")
+        parts.append(f"<h3>{html.escape(s.kind)} <small><code>{html.escape(s.run_id)}</code></small></h3>")
+        parts.append("<pre>" + html.escape("\n".join(s.lines)) + "</pre>")
+        if s.png:
+            parts.append(f"<img alt='{html.escape(s.kind)}' src='data:image/png;base64,"
+                         f"{base64.b64encode(s.png).decode()}'>")
     block = "".join(parts)
     return page.replace("</body>", block + "</body>") if "</body>" in page else page + block
