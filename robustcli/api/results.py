@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from robustcli.reporting.studies import StudySection
 from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.decomposition import Spread, SpreadBySource
 from robustcli.robustness.statistics import LossSummary
+from robustcli.selection.loop import SelectionResult
 
 __all__ = [
     "Assessment",
@@ -114,7 +115,8 @@ class Assessment(TableResult):
     mean_seconds: float
     losses: list[float | None]
     run_ids: list[str | None]
-    statistics: dict[str, Any]
+    #: statistic -> {"value", "low", "high"} (the bootstrap interval)
+    statistics: dict[str, dict[str, float]]
     tracking_uri: str
     mlflow_ui: str | None
     fingerprint: str
@@ -180,7 +182,7 @@ class BaselineFits(TableResult):
 class SelectionOutcome(TableResult):
     """``Study.select``: Algorithm 1's result and the systematic-uncertainty summary of its survivors."""
 
-    result: Any  # robustcli.selection.SelectionResult
+    result: SelectionResult
     task: str
     study: str
     trained: int
@@ -249,7 +251,7 @@ class SelectionOutcome(TableResult):
 class ReplayOutcome(TableResult):
     """``replay_selection``: Algorithm 1 replayed on a table of losses."""
 
-    result: Any  # robustcli.selection.SelectionResult
+    result: SelectionResult
     table: str
     instances: int
     combine: str
@@ -380,7 +382,7 @@ class TaskInfo(TableResult):
     distribution: str
     version: str
     entry_point: str
-    status: str
+    status: Literal["ok", "broken"]
     description: str
     candidates: int | None
     warning: str | None = None

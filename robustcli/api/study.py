@@ -25,10 +25,10 @@ from robustcli.api.results import (
 )
 from robustcli.config import StudySettings, load_settings, with_overrides
 from robustcli.errors import InputError
+from robustcli.execution.protocol import TrainingExecutor  # a Protocol (no torch): Study.select's hints resolve
 from robustcli.wording import is_cli, opt
 
 if TYPE_CHECKING:  # torch and the studies load when a method needs them
-    from robustcli.execution.protocol import TrainingExecutor
     from robustcli.session import StudySession
     from robustcli.studies.sample_size import SampleSizeResult, SampleSizeStudy
     from robustcli.studies.variance import VarianceResult, VarianceStudy

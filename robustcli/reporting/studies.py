@@ -13,7 +13,15 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # matplotlib and MLflow load when a figure is drawn or a report read
+    from matplotlib.figure import Figure
+
+    from robustcli.studies.sample_size import SampleSizeResult
+    from robustcli.studies.variance import VarianceResult
+    from robustcli.tracking.mlflow_store import MlflowStore
 
 __all__ = ["StudySection", "add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
 
@@ -33,7 +41,7 @@ class StudySection:
         return {"kind": self.kind, "run_id": self.run_id, "lines": self.lines, "table": self.table}
 
 
-def _pyplot() -> Any:
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +50,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, out: Path) -> Path:
+def _save(fig: Figure, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -50,7 +58,7 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
-def sample_size_figure(out: Path, result: Any) -> Path:
+def sample_size_figure(out: Path, result: SampleSizeResult) -> Path:
     """Box plots of each model's losses against the training-sample size on a log axis, one colour
     per model (baselines hatched, beside the networks), the saturation size dotted."""
     from matplotlib.patches import Patch
@@ -65,12 +73,12 @@ def sample_size_figure(out: Path, result: Any) -> Path:
     handles = []
     for k, model in enumerate(models):
         colour = colours[k % len(colours)]
-        rows = {r.size: r for r in result.rows if r.model == model["model"]}
+        rows = {r.size: r for r in result.rows if r.model == model.model}
         offset = (k - (len(models) - 1) / 2) * step
         pos = [10 ** (math.log10(s) + offset) for s in sizes]
         widths = [p * (10 ** (0.4 * step) - 10 ** (-0.4 * step)) for p in pos]
         data = [[x for x in rows[s].losses if math.isfinite(x)] for s in sizes]
-        baseline = model["kind"] == "baseline"
+        baseline = model.kind == "baseline"
         boxes = ax.boxplot(data, positions=pos, widths=widths, patch_artist=True, manage_ticks=False,
                            showfliers=True, flierprops={"markersize": 2, "markeredgecolor": colour})
         for box in boxes["boxes"]:
@@ -78,8 +86,8 @@ def sample_size_figure(out: Path, result: Any) -> Path:
         for part in ("whiskers", "caps", "medians"):
             for line in boxes[part]:
                 line.set_color(colour)
-        label = f"{model['model']} (baseline)" if baseline else model["model"]
-        saturated = result.saturation.get(model["model"])
+        label = f"{model.model} (baseline)" if baseline else model.model
+        saturated = result.saturation.get(model.model)
         if saturated is not None:
             ax.axvline(saturated, color=colour, linestyle=":", linewidth=1)
             label += f", saturates at {saturated:,}"
@@ -97,7 +105,7 @@ def sample_size_figure(out: Path, result: Any) -> Path:
     return _save(fig, out)
 
 
-def variance_figure(out: Path, result: Any) -> Path:
+def variance_figure(out: Path, result: VarianceResult) -> Path:
     """Box plots of the three sets: both seeds vary, only the initialisation, only the sample."""
     from robustcli.robustness.decomposition import SOURCES
 
@@ -114,7 +122,7 @@ def variance_figure(out: Path, result: Any) -> Path:
 
 
 # -- robust report ---------------------------------------------------------------------------
-def study_sections(store: Any, exp_id: str) -> list[StudySection]:
+def study_sections(store: MlflowStore, exp_id: str) -> list[StudySection]:
     """The study runs of an experiment, latest first per kind and settings: kind, run id, the
     lines to print, the table (its JSON) and the figure (PNG bytes, None if absent)."""
     runs = store.search(exp_id, "tags.`robust.kind` = 'study'")

@@ -28,12 +28,12 @@ an empty set.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robustcli.errors import InputError, UnknownNameError
-from robustcli.robustness.criteria import Objective
+from robustcli.robustness.criteria import Criterion, Objective
 from robustcli.robustness.racing import (
     BLOWUP_FACTOR,
     CAP_SAFE,
@@ -47,6 +47,9 @@ from robustcli.robustness.racing import (
 )
 from robustcli.robustness.statistics import t_quantile
 from robustcli.selection._base import LossView, Rule
+
+if TYPE_CHECKING:
+    from robustcli.config import SelectionSettings
 
 __all__ = [
     "RULES",
@@ -380,7 +383,7 @@ class RaceRule(Rule):
         scale = float(np.mean(x[leader])) if name in CAP_SAFE else float(values[leader])
         return self.delta * abs(scale) if math.isfinite(scale) else 0.0
 
-    def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Any, level: float | np.ndarray,
+    def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Criterion, level: float | np.ndarray,
                       boot: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Per row, a lower confidence bound (one-sided, at ``1 - level``) on ``criterion(row) -
         criterion(ref)``, the row's losses capped at ``blowup`` times its median."""
@@ -406,7 +409,7 @@ class RaceRule(Rule):
         out[ref] = 0.0
         return out
 
-    def _bootstrap(self, step: int, x: np.ndarray, crit: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _bootstrap(self, step: int, x: np.ndarray, crit: Criterion) -> tuple[np.ndarray, np.ndarray]:
         """The criterion on block resamples of the raw and of the capped losses (a seed from the
         step and the table's shape: the rule stays a pure function of its view)."""
         m, s = x.shape
@@ -426,7 +429,7 @@ class RaceRule(Rule):
             return np.abs(x - np.median(x, axis=1, keepdims=True))
         return None
 
-    def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Any) -> _Stage:
+    def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Criterion) -> _Stage:
         m, s = x.shape
         values = crit.values(x)
         blown = blowups(x, self.blowup) if crit.name in CAP_SAFE else np.zeros(m, dtype=bool)
@@ -497,7 +500,7 @@ RULES: dict[str, type[Rule]] = {
 }
 
 
-def make_rule(name: str, settings: Any = None, where: str = "from --rule", **overrides: Any) -> Rule:
+def make_rule(name: str, settings: SelectionSettings | None = None, where: str = "from --rule", **overrides: Any) -> Rule:
     """A rule by name, its parameters taken from a ``SelectionSettings`` (or defaults).
 
     ``fraction`` -> paper/halving/quantile, ``baseline_margin`` -> paper/race,

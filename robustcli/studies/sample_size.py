@@ -14,18 +14,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from robustcli.errors import InputError
 from robustcli.wording import opt
-from robustcli.results import TableResult, flat_statistics
+from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "saturation_size"]
+__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
 
 _RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -75,13 +75,27 @@ def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     return None
 
 
+#: what a model of the study is: one of the candidates, or one of the task's baselines
+ModelKind = Literal["candidate", "baseline"]
+
+
+@dataclass(frozen=True)
+class SizeModel:
+    """A model of the study: its label (the candidate's name or description, the baseline's name),
+    what it is and its id (the candidate's id, the baseline's name)."""
+
+    model: str
+    kind: ModelKind
+    id: str
+
+
 @dataclass(frozen=True)
 class SizeRow:
     """The statistics of one model's losses at one training-sample size."""
 
     size: int
     model: str  # the candidate's name or description, or the baseline's name
-    kind: str  # "candidate" or "baseline"
+    kind: ModelKind
     id: str  # the candidate's id or the baseline's name
     n: int
     failed: int
@@ -112,7 +126,7 @@ class SampleSizeResult(TableResult):
     sizes: list[int]
     instances: int
     test_sample: str  # how each instance's test sample is drawn, in words
-    models: list[dict[str, str]]  # {"model", "kind", "id"}, candidates first
+    models: list[SizeModel]  # candidates first
     rows: list[SizeRow]
     saturation: dict[str, int | None]  # model -> size (None: still improving, or cannot tell)
     trained_now: int
@@ -129,7 +143,7 @@ class SampleSizeResult(TableResult):
             "sizes": self.sizes,
             "instances": self.instances,
             "test_sample": self.test_sample,
-            "models": self.models,
+            "models": plain(self.models),
             "rows": [r.as_dict() for r in self.rows],
             "saturation": self.saturation,
             "trained_now": self.trained_now,
@@ -148,7 +162,7 @@ class SampleSizeResult(TableResult):
         ]  # fmt: skip
 
     def summary_line(self) -> str:
-        models = ", ".join(m["model"] for m in self.models)
+        models = ", ".join(m.model for m in self.models)
         sat = "; ".join(f"{m}: {'saturates at ' + format(v, ',') if v else 'still improving'}" for m, v in self.saturation.items())
         return (f"{models} at {len(self.sizes)} sizes ({self.sizes[0]:,}-{self.sizes[-1]:,}), {self.instances} instances each "
                 f"({self.trained_now} trained now); {sat}")  # fmt: skip
@@ -232,10 +246,10 @@ class SampleSizeStudy:
                 losses, now = baseline_losses(part.session, name, base, self.instances)
                 fitted += now
                 rows.append(_row(size, name, "baseline", name, losses, seed))
-        models = [{"model": labels[c.id], "kind": "candidate", "id": c.id} for c in self.candidates]
-        models += [{"model": n, "kind": "baseline", "id": n} for n in self.baselines]
+        models = [SizeModel(labels[c.id], "candidate", c.id) for c in self.candidates]
+        models += [SizeModel(n, "baseline", n) for n in self.baselines]
         saturation = {
-            m["model"]: saturation_size([(r.size, r.statistics["median"]) for r in rows if r.model == m["model"]])
+            m.model: saturation_size([(r.size, r.statistics["median"]) for r in rows if r.model == m.model])
             for m in models
         }
         s = self.session
@@ -274,7 +288,7 @@ class SampleSizeStudy:
         return replace(result, run_id=run_id)
 
 
-def _row(size: int, model: str, kind: str, key: str, losses: list[float], seed: int) -> SizeRow:
+def _row(size: int, model: str, kind: ModelKind, key: str, losses: list[float], seed: int) -> SizeRow:
     n, failed, stats = loss_statistics(losses, seed)
     return SizeRow(size, model, kind, key, n, failed, stats, losses)
 
