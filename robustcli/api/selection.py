@@ -76,9 +76,9 @@ def run_selection(
 ) -> SelectionOutcome:
     """Algorithm 1 on ``session`` under its settings' ``selection``: resumes from what MLflow holds,
     logs a selection run, then trains each survivor up to ``final_instances`` and summarises them."""
-    from robustcli.session import SessionLosses
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
+    from robustcli.session import SessionLosses
     from robustcli.task import labelled, readable_name
     from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
 
@@ -256,7 +256,7 @@ def replay_selection(
     progress = progress or Silent()
     sel = settings.selection
     objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
-    rule = make_rule(sel.rule, sel)
+    by_rule = make_rule(sel.rule, sel)
     losses = read_loss_table(path)
     if sel.candidates:
         unknown = [c for c in sel.candidates if c not in set(losses.candidates)]
@@ -279,11 +279,11 @@ def replay_selection(
         raise InputError(f"--budget {sel.budget} is below the {count} trainings the first step needs "
                          f"({count} candidates in {path})")
     store = MemoryStore(baseline=baseline_loss)
-    _note_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
+    _note_if_the_paper_cut_is_skipped(by_rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
     result = select(
-        losses.candidates, store, TableLosses(losses, store), rule, objective,
+        losses.candidates, store, TableLosses(losses, store), by_rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=sel.max_steps or losses.instances,
         exhaustive_instances=losses.instances, confidence=sel.confidence,
     )  # fmt: skip
     return ReplayOutcome(result, str(path), losses.instances, objective.combine, list(objective.names), baseline_loss,
-                         baseline_cut(rule, baseline_loss))  # fmt: skip
+                         baseline_cut(by_rule, baseline_loss))  # fmt: skip

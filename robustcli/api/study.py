@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from robustcli.api._args import checked, choice, count, mapping, names, out_path, text
 from robustcli.api._args import sizes as check_sizes
@@ -30,12 +30,23 @@ from robustcli.wording import is_cli, opt
 
 if TYPE_CHECKING:  # torch and the studies load when a method needs them
     from robustcli.session import StudySession
-    from robustcli.studies.sample_size import SampleSizeResult, SampleSizeStudy
-    from robustcli.studies.variance import VarianceResult, VarianceStudy
+    from robustcli.studies.sample_size import SampleSizeResult
+    from robustcli.studies.variance import VarianceResult
     from robustcli.task import Candidate, Task
     from robustcli.tracking.mlflow_store import InstanceRecord
 
 __all__ = ["Study", "list_candidates", "list_tasks"]
+
+_Result = TypeVar("_Result", covariant=True)
+
+
+class _Plan(Protocol[_Result]):
+    """A study validated and ready to train (:class:`SampleSizeStudy`, :class:`VarianceStudy`)."""
+
+    @property
+    def missing(self) -> int: ...
+
+    def run(self, on_instance: Callable[[str, InstanceRecord], None] | None = None) -> _Result: ...
 
 
 _VARY = ("both", "init", "data")
@@ -446,7 +457,7 @@ class Study:
             return self.session
         return self.session.with_settings(settings)
 
-    def _run_plan(self, plan: SampleSizeStudy | VarianceStudy) -> SampleSizeResult | VarianceResult:
+    def _run_plan(self, plan: _Plan[_Result]) -> _Result:
         """Train what a study plan misses under the progress bar, then its result."""
         with self.progress:
             self.progress.start("study", "training", plan.missing)

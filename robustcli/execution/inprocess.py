@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+
 from robustcli.config import TrainingSettings
 from robustcli.execution.protocol import Job, Trained
 from robustcli.task import Task, TaskData

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from robustcli.selection import LossSource, Store
+from robustcli.selection import LossSource
 
 if TYPE_CHECKING:
     from robustcli.execution.protocol import TrainingExecutor
     from robustcli.session.study import StudySession
+    from robustcli.tracking.selection_store import MlflowSelectionStore
 
 __all__ = ["SessionLosses"]
 
@@ -23,7 +24,7 @@ class SessionLosses(LossSource):
     def __init__(
         self,
         session: StudySession,
-        store: Store,
+        store: MlflowSelectionStore,
         *,
         engine: TrainingExecutor | None = None,
         on_start: Callable[[int], None] | None = None,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -121,7 +121,7 @@ def sample_indices(data: TaskData, spec: InstanceSpec, replace: bool) -> tuple[t
     return train_idx, draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
 
 
-def make_optimizer(params: Any, candidate: Candidate) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], candidate: Candidate) -> torch.optim.Optimizer:
     """The candidate's optimiser. weight_decay is L2 (added to the gradient) except for AdamW,
     whose decay is decoupled, as in the paper (section 3.6). foreach=False keeps the math identical
     to the stacked engine's per-instance optimiser."""
@@ -195,7 +195,7 @@ def train_instance(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     total_steps = settings.early_stopping.max_epochs * -(-n // batch)
     step = 0
-    reason: str | None = None
+    reason: StopReason | None = None
     while reason is None:
         order = torch.randperm(n, generator=shuffle).to(device)
         total = torch.zeros((), device=device)
