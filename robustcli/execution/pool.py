@@ -30,6 +30,7 @@ import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.context import BaseContext
 from typing import Any
 
 from robustcli.config import EngineName, TrainingSettings
@@ -130,7 +131,7 @@ def _work(unit: Unit, settings: TrainingSettings) -> list[Trained]:
     return run_unit(_WORKER["task"], _WORKER["data"], unit, settings)
 
 
-def _context() -> Any:
+def _context() -> BaseContext:
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")
         # the fork server imports torch once; each worker is then a cheap fork of a clean process
