@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from robustcli.config import load_settings
-from robustcli.execution.session import StudySession
+from robustcli.session import StudySession
 from robustcli.selection.loop import sample_candidates
 
 from make_real_losses import train_loss_table  # this folder: the same training and writing
