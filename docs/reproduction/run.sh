@@ -63,12 +63,6 @@ second_a() {
   step variance-B-model1-paper study variance $B2 --study repro2-B -C model1 -n 12 --train-size 1000
   # and dataset A beside it
   step variance-A-model2-paper study variance $A2 --study repro2-A -C model2 -n 12 --train-size 1000
-  # Figure 18 at the paper's early stopping: its NAS 1, NAS 2 and Model 2, 6 instances each
-  for size in 4000 16000; do
-    for c in model2 nas1 nas2; do
-      step "nas-B-$size-$c-paper" assess $B2 --study repro2-B --train-size $size -n 6 --candidate $c
-    done
-  done
 }
 
 second_b() {
@@ -95,6 +89,12 @@ second_b() {
   done
   # Figure 6 on noiseless cells again, Model 2 at the paper's early stopping (the baselines have none)
   step sample-size-A-large-noiseless-paper study sample-size $A2 --study repro2-A -C model2 --sizes 8000,16000 -n 6
+  # Figure 18 at the paper's early stopping: its NAS 1, NAS 2 and Model 2, 6 instances each
+  for size in 4000 16000; do
+    for c in model2 nas1 nas2; do
+      step "nas-B-$size-$c-paper" assess $B2 --study repro2-B --train-size $size -n 6 --candidate $c
+    done
+  done
 }
 
 mkdir -p "$LOGDIR"
