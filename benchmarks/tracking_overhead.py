@@ -80,7 +80,11 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
+    from robustcli.tracking.mlflow_store import MlflowStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -184,7 +188,7 @@ def stub_store(store: Any) -> None:
 # -- one study ------------------------------------------------------------------------------------
 def run_study(mode: str, folder: Path, template: Path, settings: Any, candidates: list[str], instances: int,
               executor: Any, data: Any) -> dict[str, Any]:
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     folder.mkdir(parents=True)
     db = folder / "mlflow.db"
@@ -223,7 +227,7 @@ def run_study(mode: str, folder: Path, template: Path, settings: Any, candidates
     return out
 
 
-def check_logged(session: Any, store: Any, candidates: list[str], instances: int, n: int) -> None:
+def check_logged(session: StudySession, store: MlflowStore, candidates: list[str], instances: int, n: int) -> None:
     """Everything trained is in MLflow once train() returned: instances finished, parents' statistics."""
     known = session.known()
     got = sum(len(v) for v in known.values())
@@ -268,7 +272,7 @@ def main() -> None:
 
     from robustcli.config import EarlyStoppingSettings, StudySettings, TrainingSettings
     from robustcli.execution.factory import make_executor
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
     from robustcli.tracking.mlflow_store import MlflowStore
 
     def settings_for(epochs: int) -> StudySettings:

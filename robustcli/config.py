@@ -49,6 +49,7 @@ from robustcli.wording import is_cli, opt
 
 __all__ = [
     "EarlyStoppingSettings",
+    "EngineName",
     "NasSettings",
     "SampleSizeSettings",
     "SelectionSettings",
@@ -82,6 +83,8 @@ MOST_STUDY_NAME = 500
 ExampleCount = Annotated[int, Field(gt=0, le=MOST_EXAMPLES)]
 InstanceCount = Annotated[int, Field(gt=0, le=MOST_INSTANCES)]
 TrainingCount = Annotated[int, Field(gt=0, le=MOST_TRAININGS)]
+#: how a candidate's instances train: stacked (together, one vectorised model) or plain (one at a time)
+EngineName = Literal["stacked", "plain"]
 
 
 class _Strict(BaseModel):
@@ -130,7 +133,7 @@ class TrainingSettings(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     #: stacked: instances of a candidate train together as one vectorised model (default);
     #: plain: one at a time. Results agree to floating-point noise, so it is not in the fingerprint.
-    engine: Literal["stacked", "plain"] = "stacked"
+    engine: EngineName = "stacked"
     max_stack: int = Field(64, gt=0, le=_MOST, strict=True)
     #: torch threads on the CPU: of this process (in process), of each worker (local pool, Ray);
     #: None: the executor's default (see robustcli.execution.auto). Given without an executor:

@@ -56,7 +56,7 @@ class TableResult:
         """The result as a table: a list of flat dicts (the subclass says what a row is)."""
         return [self.as_dict()]
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> Any:  # a pandas DataFrame: pandas is optional, and the hint must resolve without it
         """:meth:`records` as a pandas DataFrame (``pip install pandas`` if it is missing)."""
         try:
             import pandas as pd

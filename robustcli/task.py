@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from robustcli.errors import InputError, UnknownNameError
 
-if TYPE_CHECKING:  # torch is imported lazily by the core, never at module import
+if TYPE_CHECKING:  # torch is imported lazily by the core, never at module import (Optuna: by robust nas)
+    import optuna
     import torch
 
 __all__ = [
@@ -222,7 +223,7 @@ class SearchSpace:
             space._fixed = dict(fixed or {})
         return space
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The parameters of a candidate drawn by an Optuna ``trial``: one categorical per grid
         dimension (named as the dimension; values that are not numbers, strings or booleans, such
         as tuples, are offered as their JSON text), plus the fixed values. A space not built from a
@@ -426,7 +427,7 @@ class Task(ABC):
         The calorimeter tasks give their cell unit. Values must be valid options. None by default."""
         return {}
 
-    def nas_space(self, trial: Any) -> Mapping[str, Any]:
+    def nas_space(self, trial: optuna.Trial) -> Mapping[str, Any]:
         """The parameters of one candidate, drawn by an Optuna ``trial``: the space ``robust nas`` searches.
 
         Ask for each parameter with the trial's ``suggest_categorical`` / ``suggest_int`` /

@@ -16,7 +16,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robustcli.plugins import PluginInfo
+    from robustcli.task import Task
 
 __all__ = ["inline_task", "task_code"]
 
@@ -61,7 +65,7 @@ def task_code(cls: type) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=6).hexdigest()
 
 
-def inline_task(task: Any, options: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
+def inline_task(task: type[Task] | Task, options: dict[str, Any] | None = None) -> tuple[Task, PluginInfo, str]:
     """``task`` (a Task subclass or an instance of one) as the session uses it: the built task,
     its plugin record and its code's hash. Options build a class; an instance is used as it is."""
     from robustcli.errors import InputError

@@ -222,7 +222,7 @@ def test_a_baseline_claimed_by_another_process_is_read_not_fitted_again(workdir,
     """Two studies at once: the second waits for the baseline's lock, then finds the first's run."""
     from robustcli.config import load_settings
     from robustcli.execution import baselines
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     session = StudySession(load_settings(task="synthetic", train_size=50))
     reads = iter([None, [0.5, 0.6]])  # before the lock: nothing yet; after it: the other's fit

@@ -147,7 +147,7 @@ def test_pooled_instances_record_one_thread_and_the_wait_policy_and_reproduce_bi
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from robustcli.api import reproduce_run
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     monkeypatch.setattr(auto, "POOL_MIN_WORK", 0.0)
     session = StudySession(StudySettings(task="synthetic", study="auto", training=SETTINGS))

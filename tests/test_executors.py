@@ -217,7 +217,7 @@ def test_ray_executor_on_a_local_ray_equals_in_process(study, local_ray):
 def test_a_session_trains_through_the_local_pool_and_logs_here(workdir):
     """Only the coordinating process writes to MLflow: the pool's results are logged by the session."""
     from robustcli.config import StudySettings
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     training = SETTINGS.model_copy(update={"executor": "local", "workers": 2})
     session = StudySession(StudySettings(task="synthetic", study="pool", training=training))

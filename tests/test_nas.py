@@ -101,7 +101,7 @@ def test_assess_takes_the_id_of_a_logged_candidate_outside_the_grid(app, runner,
     """A NAS pick need not lie on the task's grid: `robust assess` finds its id among the study's
     logged candidates (and an id the study never logged is still refused)."""
     from robustcli.config import load_settings
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
     from robustcli.task import Candidate
 
     settings = load_settings(task="synthetic", min_epochs=8, window=4, max_epochs=30)

@@ -8,6 +8,7 @@ import pytest
 from robustcli.config import SelectionSettings
 from robustcli.errors import InputError, UnknownNameError
 from robustcli.robustness.criteria import make_objective
+from robustcli.robustness.statistics import t_quantile
 from robustcli.selection import (
     HalvingRule,
     LossView,
@@ -19,7 +20,6 @@ from robustcli.selection import (
     make_rule,
     select,
 )
-from robustcli.selection.rules import t_quantile
 
 
 def view(losses, ids=None, *, baseline=None, warmup=1, criterion="mean", combine="lexicographic") -> LossView:

@@ -152,7 +152,7 @@ def test_a_study_at_another_size_keeps_the_tasks_implied_data_options(monkeypatc
     so the studies reuse what `assess` logged."""
     from robustcli.builtin.synthetic import SyntheticTask
     from robustcli.config import load_settings
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     monkeypatch.setattr(SyntheticTask, "data_options", lambda self: {"population_seed": 0})
     base = StudySession(load_settings(task="synthetic"))

@@ -99,7 +99,7 @@ def journals() -> list[Path]:
 
 
 def session(study: str = "track"):
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     return StudySession(StudySettings(task="synthetic", study=study, training=TRAINING))
 
@@ -290,7 +290,7 @@ def test_an_instance_finished_before_a_crash_is_not_lost_and_resume_trains_only_
         blocked = threading.Event()
         writer.BackgroundWriter._loop = lambda self: blocked.wait()  # the write never happens
         from robustcli.config import EarlyStoppingSettings, StudySettings, TrainingSettings
-        from robustcli.execution.session import StudySession
+        from robustcli.session import StudySession
         training = TrainingSettings.model_validate_json({TRAINING.model_dump_json()!r})
         s = StudySession(StudySettings(task="synthetic", study="crash", training=training))
         small = s.candidate("small")
@@ -383,7 +383,7 @@ def test_a_candidates_statistics_are_metrics_that_settle_as_instances_accrue(wor
 
 
 def StudySession_with(study: str, train_size: int):  # noqa: N802 - reads as the session it makes
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     training = TRAINING.model_copy(update={"train_size": train_size})
     return StudySession(StudySettings(task="synthetic", study=study, training=training))

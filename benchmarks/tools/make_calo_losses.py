@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from robustcli.config import load_settings
-from robustcli.execution.session import StudySession
 from robustcli.selection.loop import draw_candidate_ids
+from robustcli.session import StudySession
 
 from make_real_losses import train_loss_table  # this folder: the same training and writing
 

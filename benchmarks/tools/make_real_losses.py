@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from robustcli.config import load_settings
-from robustcli.execution.session import StudySession
+from robustcli.session import StudySession
 from robustcli.selection import write_loss_table
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "real_losses.csv"

@@ -4,6 +4,7 @@
 #   bash docs/reproduction/run.sh first    # the first pass: reduced early stopping, LHCb's noisy cells
 #   bash docs/reproduction/run.sh second   # the second pass: the paper's early stopping, the paper's
 #                                          # noiseless cells, Figure 18 larger, a grid slice selected
+#                                          # (second-a, second-b: one of its two streams)
 # Two streams of one torch thread each (the machine has 2 cores). sample-cpu.sh, run beside it, logs
 # each process's CPU time (cpu.tsv). Each command's wall time and the load average go to timings.tsv.
 # Run from the repository root with `robust` on the PATH (or ROBUST=/path/to/robust).
@@ -62,12 +63,6 @@ second_a() {
   step variance-B-model1-paper study variance $B2 --study repro2-B -C model1 -n 12 --train-size 1000
   # and dataset A beside it
   step variance-A-model2-paper study variance $A2 --study repro2-A -C model2 -n 12 --train-size 1000
-  # Figure 18 at the paper's early stopping: its NAS 1, NAS 2 and Model 2, 6 instances each
-  for size in 4000 16000; do
-    for c in model2 nas1 nas2; do
-      step "nas-B-$size-$c-paper" assess $B2 --study repro2-B --train-size $size -n 6 --candidate $c
-    done
-  done
 }
 
 second_b() {
@@ -79,8 +74,9 @@ second_b() {
   # 1,000, the reduced early stopping; the baselines for the paper's cut, then the paper's rule and
   # the race on the same instances; each pick and Model 2 then over 10 fresh instances (study seed 1)
   local G="$A2 --study repro2-grid $STOP --train-size 1000"
+  # (the baselines on the selection's samples: the same study seed)
   step grid-baseline baseline --task calo-energy -o dataset=A -o events=100000 -o noise=0 --study repro2-grid \
-    --train-size 1000 --instances 5
+    --train-size 1000 --instances 5 --seed 1
   step grid-select-paper select $G --sample 64 --seed 1 --rule paper --final-instances 5
   step grid-select-race select $G --sample 64 --seed 1 --rule race --final-instances 5
   local F="$A2 --study repro2-grid-fresh $STOP --train-size 1000 --seed 1 -n 10"
@@ -93,6 +89,12 @@ second_b() {
   done
   # Figure 6 on noiseless cells again, Model 2 at the paper's early stopping (the baselines have none)
   step sample-size-A-large-noiseless-paper study sample-size $A2 --study repro2-A -C model2 --sizes 8000,16000 -n 6
+  # Figure 18 at the paper's early stopping: its NAS 1, NAS 2 and Model 2, 6 instances each
+  for size in 4000 16000; do
+    for c in model2 nas1 nas2; do
+      step "nas-B-$size-$c-paper" assess $B2 --study repro2-B --train-size $size -n 6 --candidate $c
+    done
+  done
 }
 
 mkdir -p "$LOGDIR"
@@ -101,7 +103,9 @@ T0=$(date +%s)
 case "${1:-second}" in
   first) stream_a & PA=$!; stream_b & PB=$! ;;
   second) second_a & PA=$!; second_b & PB=$! ;;
-  *) echo "usage: bash docs/reproduction/run.sh first|second" >&2; exit 2 ;;
+  second-a) second_a & PA=$!; PB= ;;  # one stream alone (e.g. to finish it after an interruption)
+  second-b) second_b & PA=$!; PB= ;;
+  *) echo "usage: bash docs/reproduction/run.sh first|second|second-a|second-b" >&2; exit 2 ;;
 esac
 wait $PA $PB
 printf 'total %s\t%s\t%s\t-\t%s\t0\n' "${1:-second}" "$(date -d @"$T0" +%FT%T)" "$(($(date +%s) - T0))" "$(cut -d' ' -f1 /proc/loadavg)" >>"$OUTDIR/timings.tsv"

@@ -7,9 +7,9 @@ import contextlib
 import json
 import math
 import os
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from robustcli.errors import InputError, UnknownNameError
 
 if TYPE_CHECKING:
     from robustcli.api.progress import Progress
+    from robustcli.robustness.decomposition import SpreadBySource
 
 __all__ = ["artifact_bars", "build_report", "finished_instance_runs", "open_study_experiment", "study_and_store"]
 
@@ -152,9 +153,7 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
     # as everywhere: the name (None for an unnamed candidate) beside the description of its parameters
     describe = _labeller(store, exp_id, task, main_run, params=True)[0] if any(c.name for c in logged.values()) else label
     summary = [_summary(c, logged[c].name if c in logged else None, describe(c), losses[c], loss_name, seed) for c in ranked[:5]]
-    decomposition = _decomposition(ranked[:5], losses, runs, main_run)
-    for row in decomposition:
-        row["description"] = label(row["candidate"])
+    decomposition = [replace(row, description=label(row.candidate)) for row in _decomposition(ranked[:5], losses, runs, main_run)]
     from robustcli.reporting.studies import add_study_sections, study_sections
     from robustcli.studies.nas import logged_searches
 
@@ -231,11 +230,12 @@ def _vary(run: Any) -> str:
     return json.loads(run.data.tags.get("robust.settings_json", "{}")).get("vary", "both")
 
 
-def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[Any], main_run: Any) -> list[dict[str, Any]]:
+def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[Any], main_run: Any) -> list[SpreadBySource]:
     """Per candidate, the spread of its loss with both seeds varying (the report's study), with only
     the initialisation varying and with only the training sample varying (``robust assess --vary``
     under otherwise equal settings); only candidates that have at least one of the latter two."""
     from robustcli.config import StudySettings
+    from robustcli.robustness.decomposition import Spread, SpreadBySource
 
     settings = StudySettings.model_validate(json.loads(main_run.data.tags["robust.settings_json"]))
     prints = {v: settings.model_copy(update={"vary": v}).fingerprint() for v in ("init", "data")}
@@ -246,16 +246,10 @@ def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[
             if tags.get("robust.fingerprint") == fp and run.info.status == "FINISHED":
                 found[(tags["robust.candidate_id"], v)].setdefault(tags["robust.instance_index"], run.data.metrics.get("test_loss", math.nan))
 
-    def spread(values: list[float]) -> dict[str, Any]:
-        finite = [x for x in values if math.isfinite(x)]
-        return {"instances": len(finite), "std": statistics.stdev(finite) if len(finite) > 1 else None}
-
     rows = []
     for cid in cands:
         if not any((cid, v) in found for v in prints):
             continue
-        row: dict[str, Any] = {"candidate": cid, "both": spread(losses[cid])}
-        for v in prints:
-            row[v] = spread(list(found.get((cid, v), {}).values()))
-        rows.append(row)
+        init, data = (Spread.of(list(found.get((cid, v), {}).values())) for v in ("init", "data"))
+        rows.append(SpreadBySource(cid, Spread.of(losses[cid]), init, data))
     return rows

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from robustcli.results import TableResult, flat_statistics
+from robustcli.reporting.studies import StudySection
+from robustcli.results import TableResult, flat_statistics, plain
+from robustcli.robustness.decomposition import Spread, SpreadBySource
 from robustcli.robustness.statistics import LossSummary
+from robustcli.selection.loop import SelectionResult
 
 __all__ = [
     "Assessment",
@@ -18,9 +21,12 @@ __all__ = [
     "NasOutcome",
     "ReplayOutcome",
     "SelectionOutcome",
+    "Spread",
+    "SpreadBySource",
     "StudyInfo",
     "StudyReport",
     "StudyRuns",
+    "StudySection",
     "TaskInfo",
 ]
 
@@ -109,7 +115,8 @@ class Assessment(TableResult):
     mean_seconds: float
     losses: list[float | None]
     run_ids: list[str | None]
-    statistics: dict[str, Any]
+    #: statistic -> {"value", "low", "high"} (the bootstrap interval)
+    statistics: dict[str, dict[str, float]]
     tracking_uri: str
     mlflow_ui: str | None
     fingerprint: str
@@ -175,7 +182,7 @@ class BaselineFits(TableResult):
 class SelectionOutcome(TableResult):
     """``Study.select``: Algorithm 1's result and the systematic-uncertainty summary of its survivors."""
 
-    result: Any  # robustcli.selection.SelectionResult
+    result: SelectionResult
     task: str
     study: str
     trained: int
@@ -244,7 +251,7 @@ class SelectionOutcome(TableResult):
 class ReplayOutcome(TableResult):
     """``replay_selection``: Algorithm 1 replayed on a table of losses."""
 
-    result: Any  # robustcli.selection.SelectionResult
+    result: SelectionResult
     table: str
     instances: int
     combine: str
@@ -302,8 +309,8 @@ class StudyReport(TableResult):
     candidates: list[str]
     fingerprint: str
     summary: list[CandidateSummary]
-    decomposition: list[dict[str, Any]]
-    studies: list[dict[str, Any]]
+    decomposition: list[SpreadBySource]
+    studies: list[StudySection]
     nas: list[dict[str, Any]]
     #: the study's last selection: its pick's confidence (level, indistinguishable, p_best, more_instances)
     selection_confidence: dict[str, Any] | None = None
@@ -314,7 +321,7 @@ class StudyReport(TableResult):
 
         summary = [{**s.as_dict(), **s.headline()} for s in self.summary]
         return {"study": self.study, "out": self.out, "candidates": self.candidates, "fingerprint": self.fingerprint,
-                "summary": summary, "decomposition": self.decomposition, "studies": no_png(self.studies),
+                "summary": summary, "decomposition": plain(self.decomposition), "studies": plain(self.studies),
                 "nas": no_png(self.nas), "selection_confidence": self.selection_confidence}  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
@@ -375,7 +382,7 @@ class TaskInfo(TableResult):
     distribution: str
     version: str
     entry_point: str
-    status: str
+    status: Literal["ok", "broken"]
     description: str
     candidates: int | None
     warning: str | None = None

@@ -7,9 +7,9 @@ ends with the systematic-uncertainty summary of the surviving candidates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from robustcli.api._args import checked, out_path
 from robustcli.api._data import load_checked_data
@@ -19,10 +19,16 @@ from robustcli.config import StudySettings
 from robustcli.errors import InputError, UnknownNameError
 from robustcli.wording import opt
 
+if TYPE_CHECKING:  # torch and MLflow load when a selection runs
+    from robustcli.execution.protocol import TrainingExecutor
+    from robustcli.selection import Rule, StepRecord
+    from robustcli.session import StudySession
+    from robustcli.task import Candidate
+
 __all__ = ["baseline_cut", "replay_selection", "resolve_candidates", "run_selection", "summarize_candidates"]
 
 
-def baseline_cut(rule: Any, baseline: float | None) -> str | None:
+def baseline_cut(rule: Rule, baseline: float | None) -> str | None:
     """'baseline cut at 0.0361 (baseline 0.0301 + 20%)' for a rule that cuts at a known baseline."""
     from robustcli.selection.rules import baseline_limit
 
@@ -31,14 +37,14 @@ def baseline_cut(rule: Any, baseline: float | None) -> str | None:
     return None if limit is None else f"baseline cut at {limit:.4g} (baseline {baseline:.4g} + {margin:.0%})"
 
 
-def _note_if_the_paper_cut_is_skipped(rule: Any, baseline: float | None, how: str, progress: Progress) -> None:
+def _note_if_the_paper_cut_is_skipped(rule: Rule, baseline: float | None, how: str, progress: Progress) -> None:
     """One note when the paper's rule has no baseline to cut at: only its halving runs."""
     if rule.name == "paper" and baseline_cut(rule, baseline) is None:
         progress.note(f"no baseline loss, so {opt('rule', 'paper')} skips its cut at baseline + {rule.baseline_margin:.0%} "
                       f"and only halves; {how}")  # fmt: skip
 
 
-def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
+def resolve_candidates(session: StudySession, settings: StudySettings) -> list[str]:
     """The candidate ids a selection runs over: given ids/names, a seeded sample, or the space."""
     sel = settings.selection
     if sel.candidates:
@@ -65,12 +71,14 @@ def resolve_candidates(session: Any, settings: StudySettings) -> list[str]:
     return ids
 
 
-def run_selection(session: Any, progress: Progress | None = None, engine: Any = None) -> SelectionOutcome:
+def run_selection(
+    session: StudySession, progress: Progress | None = None, engine: TrainingExecutor | None = None
+) -> SelectionOutcome:
     """Algorithm 1 on ``session`` under its settings' ``selection``: resumes from what MLflow holds,
     logs a selection run, then trains each survivor up to ``final_instances`` and summarises them."""
-    from robustcli.execution.session_losses import SessionLosses
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
+    from robustcli.session import SessionLosses
     from robustcli.task import labelled, readable_name
     from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
 
@@ -129,12 +137,12 @@ def run_selection(session: Any, progress: Progress | None = None, engine: Any = 
     )
 
 
-def _name_of(session: Any, cand: Any) -> str | None:
+def _name_of(session: StudySession, cand: Candidate) -> str | None:
     """The candidate's name (also for the grid's copy of a named candidate); None if it has none."""
     return cand.name or next((n for n, c in session.space.named.items() if c.id == cand.id), None)
 
 
-def _how_to_log_baselines(session: Any) -> str:
+def _how_to_log_baselines(session: StudySession) -> str:
     """What to run so that this selection finds a baseline (or why none can be)."""
     from robustcli.wording import how_to_fit_baselines
 
@@ -144,7 +152,9 @@ def _how_to_log_baselines(session: Any) -> str:
     return how_to_fit_baselines(str(s.task), s.study_name, session.train_size)
 
 
-def _train_final(session: Any, survivors: Any, n: int, progress: Progress, executor: Any = None) -> None:
+def _train_final(
+    session: StudySession, survivors: Iterable[str], n: int, progress: Progress, executor: TrainingExecutor | None = None
+) -> None:
     """Train the survivors up to ``n`` instances each (the paper adds 50 to its final models)."""
     known = session.known(list(survivors))
     jobs = [(session.candidate(c), i) for c in survivors for i in range(n) if i not in known.get(c, {})]
@@ -155,7 +165,7 @@ def _train_final(session: Any, survivors: Any, n: int, progress: Progress, execu
         progress.update("final", advance=1)
 
 
-def summarize_candidates(session: Any, candidate_ids: list[str]) -> list[CandidateSummary]:
+def summarize_candidates(session: StudySession, candidate_ids: list[str]) -> list[CandidateSummary]:
     """Per candidate: the spread of its instance losses under the session's settings, as a
     systematic uncertainty (intervals drawn with the study's seed, as every command draws them)."""
     from robustcli.robustness import summarize_instances
@@ -175,7 +185,7 @@ def summarize_candidates(session: Any, candidate_ids: list[str]) -> list[Candida
 class _StepView:
     """Algorithm 1's steps as a bar over each step's trainings and one line per finished step."""
 
-    def __init__(self, progress: Progress, cut: str | None, label: Any) -> None:
+    def __init__(self, progress: Progress, cut: str | None, label: Callable[[str], str]) -> None:
         self.progress = progress
         self.cut = cut  # the baseline cut of step 1, in words
         self.label = label  # a candidate id as output shows it
@@ -187,7 +197,7 @@ class _StepView:
     def done_one(self, cid: str, index: int, loss: float) -> None:
         self.progress.update("step", advance=1)
 
-    def step(self, record: Any) -> None:
+    def step(self, record: StepRecord) -> None:
         self.step_no = record.step + 1
         leaders = sorted(
             ((v[0], cid) for cid, v in record.values.items() if cid in record.survivors and v), key=lambda t: (t[0], t[1])
@@ -246,7 +256,7 @@ def replay_selection(
     progress = progress or Silent()
     sel = settings.selection
     objective = make_objective(sel.criterion, sel.combine, where="from --criterion")
-    rule = make_rule(sel.rule, sel)
+    by_rule = make_rule(sel.rule, sel)
     losses = read_loss_table(path)
     if sel.candidates:
         unknown = [c for c in sel.candidates if c not in set(losses.candidates)]
@@ -269,11 +279,11 @@ def replay_selection(
         raise InputError(f"--budget {sel.budget} is below the {count} trainings the first step needs "
                          f"({count} candidates in {path})")
     store = MemoryStore(baseline=baseline_loss)
-    _note_if_the_paper_cut_is_skipped(rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
+    _note_if_the_paper_cut_is_skipped(by_rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
     result = select(
-        losses.candidates, store, TableLosses(losses, store), rule, objective,
+        losses.candidates, store, TableLosses(losses, store), by_rule, objective,
         warmup=sel.warmup, budget=sel.budget, max_steps=sel.max_steps or losses.instances,
         exhaustive_instances=losses.instances, confidence=sel.confidence,
     )  # fmt: skip
     return ReplayOutcome(result, str(path), losses.instances, objective.combine, list(objective.names), baseline_loss,
-                         baseline_cut(rule, baseline_loss))  # fmt: skip
+                         baseline_cut(by_rule, baseline_loss))  # fmt: skip

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.api._args import checked, out_path, text
 from robustcli.api.results import StudyInfo, StudyRuns
+
+if TYPE_CHECKING:
+    from robustcli.api.study import Study
 
 __all__ = ["export_losses", "list_studies", "store_uri", "study_runs"]
 
@@ -38,7 +42,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
         runs = store.search(exp.experiment_id, "tags.`robust.kind` != ''")
         kinds = Counter(r.data.tags.get("robust.kind") for r in runs)
         selections = [r for r in runs if r.data.tags.get("robust.kind") == "selection"]
-        label: Any = str
+        label: Callable[[str], str] = str
         if any("robust.selected" in r.data.tags for r in selections):
             cands = candidates_of_runs(runs)
             settings = next((r.data.tags["robust.settings_json"] for r in runs if "robust.settings_json" in r.data.tags), "{}")
@@ -56,7 +60,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
 
 
 @checked
-def export_losses(study: str | Any, out: str | Path, *, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+def export_losses(study: str | Study, out: str | Path, *, tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """Write every instance loss of ``study`` (its name, or a Study) to the CSV ``out`` (candidate,
     instance, loss and details); returns the rows written. A study whose instances were trained
     under several settings is refused: a loss table compares like with like.

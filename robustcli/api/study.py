@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from robustcli.api._args import checked, choice, count, mapping, names, out_path, text
 from robustcli.api._args import sizes as check_sizes
@@ -28,14 +26,28 @@ from robustcli.api.results import (
 )
 from robustcli.config import StudySettings, load_settings, with_overrides
 from robustcli.errors import InputError
+from robustcli.execution.protocol import TrainingExecutor  # a Protocol (no torch): Study.select's hints resolve
 from robustcli.wording import is_cli, opt
 
 if TYPE_CHECKING:  # torch and the studies load when a method needs them
+    from robustcli.session import StudySession
     from robustcli.studies.sample_size import SampleSizeResult
     from robustcli.studies.variance import VarianceResult
-    from robustcli.task import Task
+    from robustcli.task import Candidate, Task
+    from robustcli.tracking.mlflow_store import InstanceRecord
 
 __all__ = ["Study", "list_candidates", "list_tasks"]
+
+_Result = TypeVar("_Result", covariant=True)
+
+
+class _Plan(Protocol[_Result]):
+    """A study validated and ready to train (:class:`SampleSizeStudy`, :class:`VarianceStudy`)."""
+
+    @property
+    def missing(self) -> int: ...
+
+    def run(self, on_instance: Callable[[str, InstanceRecord], None] | None = None) -> _Result: ...
 
 
 _VARY = ("both", "init", "data")
@@ -137,8 +149,13 @@ class Study(StudyHandle):
         self._init(settings, tracking_uri, progress)
         return self
 
-    def _init(self, settings: StudySettings, tracking_uri: str | None, progress: bool | Progress, task: Any = None) -> None:
-        from robustcli.execution.session import StudySession
+    #: the study's hub (task, data, store, executor): what every method works through
+    session: StudySession
+
+    def _init(
+        self, settings: StudySettings, tracking_uri: str | None, progress: bool | Progress, task: type[Task] | Task | None = None
+    ) -> None:
+        from robustcli.session import StudySession
 
         self.progress = progress_of(progress)
         self.session = StudySession(settings, tracking_uri, task=task)
@@ -287,7 +304,7 @@ class Study(StudyHandle):
         candidates: Sequence[str] | None = None,
         where: Mapping[str, Any] | Sequence[str] | None = None,
         sample: int | None = None,
-        engine: Any = None,
+        engine: TrainingExecutor | None = None,
     ) -> SelectionOutcome:
         """Algorithm 1: train one more instance of every surviving candidate per step, rank by the
         criteria, prune by the rule, repeat; resumes from what MLflow holds. The keywords are
@@ -428,7 +445,7 @@ class Study(StudyHandle):
         count("instances", instances, least=least)
         return with_overrides(self.session.given, instances=instances).instances
 
-    def _with(self, **updates: Any) -> Any:
+    def _with(self, **updates: Any) -> StudySession:
         """The session under settings with ``updates`` (sections as dicts, merged), validated."""
         flat: dict[str, Any] = {}
         for key, value in updates.items():
@@ -441,12 +458,12 @@ class Study(StudyHandle):
             return self.session
         return self.session.with_settings(settings)
 
-    def _run_plan(self, plan: Any) -> Any:
+    def _run_plan(self, plan: _Plan[_Result]) -> _Result:
         """Train what a study plan misses under the progress bar, then its result."""
         with self.progress:
             self.progress.start("study", "training", plan.missing)
 
-            def done(label: str, rec: Any) -> None:
+            def done(label: str, rec: InstanceRecord) -> None:
                 self.progress.update("study", advance=1, description=f"training ({label})", message=_instance_message(rec))
 
             return plan.run(done)
@@ -459,20 +476,20 @@ def _checked_out(out: str | Path | None) -> Path | None:
     return check_output_file(out) if out is not None else None
 
 
-def _instance_message(rec: Any) -> str:
+def _instance_message(rec: InstanceRecord) -> str:
     if rec.status == "finished":
         return f"#{rec.index}: {rec.loss:.5g} ({rec.stop_reason}, {rec.epochs} ep)"
     return f"#{rec.index}: failed ({rec.stop_reason})"
 
 
-def _candidate_infos(task: Any, where: Mapping[str, Any] | Sequence[str] | None) -> list[CandidateInfo]:
+def _candidate_infos(task: Task, where: Mapping[str, Any] | Sequence[str] | None) -> list[CandidateInfo]:
     from robustcli.config import parse_pairs
     from robustcli.task import filter_candidates, readable_name
 
     space = task.search_space()
     named = list(space.named.values())
     seen = {c.id for c in named}
-    cands: Iterable[Any] = named + [c for c in space if c.id not in seen]
+    cands: Iterable[Candidate] = named + [c for c in space if c.id not in seen]
     if where:
         wanted = dict(where) if isinstance(where, Mapping) else (parse_pairs(list(where), "--where") or {})
         shown = " ".join(f"{k}={v}" for k, v in wanted.items())

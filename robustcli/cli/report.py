@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from robustcli.cli._common import JsonFlag, TrackingUri, console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from robustcli.api.results import Spread
 
 
 @handle_errors
@@ -56,12 +59,12 @@ def report(
         for col in ("both vary", "init only", "sample only"):
             table.add_column(col, no_wrap=True)
         for row in decomposition:
-            table.add_row(f"{row['description']} ({row['candidate']})", *(_std_cell(row[k]) for k in ("both", "init", "data")))
+            table.add_row(f"{row.description} ({row.candidate})", *map(_std_cell, row.by_source()))
         console.print(table)
     for st in studies:
-        console.print("\n".join(st["lines"]), highlight=False)
+        console.print("\n".join(st.lines), highlight=False)
     console.print(f"wrote {out}")
 
 
-def _std_cell(cell: dict[str, Any]) -> str:
-    return "-" if cell["std"] is None else f"{cell['std']:.3g} ({cell['instances']})"
+def _std_cell(cell: Spread) -> str:
+    return "-" if cell.std is None else f"{cell.std:.3g} ({cell.instances})"

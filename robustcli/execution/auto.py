@@ -36,11 +36,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from robustcli.config import TrainingSettings
+from robustcli.config import EngineName, TrainingSettings
 from robustcli.execution.cores import available_cores, omp_num_threads
+from robustcli.execution.protocol import Job, Trained, TrainingExecutor
 from robustcli.task import Candidate, Task, TaskData
+
+if TYPE_CHECKING:
+    from robustcli.execution.pool import LocalPoolExecutor
 
 __all__ = ["POOL_MIN_WORK", "AutoExecutor"]
 
@@ -56,7 +60,7 @@ class AutoExecutor:
 
     name = "auto"
 
-    def __init__(self, engine: str = "stacked", *, max_stack: int = 64, workers: int | None = None,
+    def __init__(self, engine: EngineName = "stacked", *, max_stack: int = 64, workers: int | None = None,
                  min_work: float | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.max_stack = max_stack
@@ -65,15 +69,15 @@ class AutoExecutor:
         self.threads = omp_num_threads() or 1
         self.workers = int(workers or available_cores())
         self.min_work = float(POOL_MIN_WORK if min_work is None else min_work)
-        self._here: Any = None
-        self._pool: Any = None
+        self._here: TrainingExecutor | None = None
+        self._pool: LocalPoolExecutor | None = None
         self._params: dict[str, int] = {}
         self._pickles: dict[tuple[int, int], bool] = {}
         #: how the last run trained: "local" (the pool) or "inprocess", for logs and tests
         self.last: str | None = None
 
     # -- the choice --------------------------------------------------------------------------
-    def spreads(self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings) -> bool:
+    def spreads(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> bool:
         """Whether ``jobs`` train in the pool (True) or in this process."""
         from robustcli.execution.planning import group_jobs
         from robustcli.training.instance import resolve_device
@@ -88,7 +92,7 @@ class AutoExecutor:
         worth = self._pool is not None or self._work(task, data, jobs, settings) >= self.min_work
         return worth and self._pickle_ok(task, data)
 
-    def _work(self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings) -> float:
+    def _work(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> float:
         epochs = settings.early_stopping.max_epochs
         total = 0.0
         for cand, spec in jobs:
@@ -125,8 +129,8 @@ class AutoExecutor:
         """Nothing to connect to: the pool starts with the first run that spreads."""
 
     def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+        self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings
+    ) -> Iterator[Trained]:
         if not jobs:
             return
         if self.spreads(task, data, jobs, settings):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["baseline_losses", "baseline_row", "baseline_scores", "fit_baseline", "logged_baseline_losses"]
 
@@ -41,7 +44,7 @@ def baseline_scores(name: str, pred: Any, y: Any) -> Any:
     )
 
 
-def fit_baseline(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
+def fit_baseline(session: StudySession, name: str, base: Any, instances: int) -> dict[str, Any]:
     """Fit ``base`` on the training samples of instances 0..N-1, log the run, return its row."""
     import torch
 
@@ -82,7 +85,7 @@ def _row(name: str, base: Any, losses: list[float]) -> dict[str, Any]:
     }
 
 
-def baseline_row(session: Any, name: str, base: Any, instances: int) -> dict[str, Any]:
+def baseline_row(session: StudySession, name: str, base: Any, instances: int) -> dict[str, Any]:
     """Baseline ``name`` on instances 0..N-1 as :func:`fit_baseline` returns it, read back when a
     run under the session's data settings holds them (as ``assess`` reads instances back), with
     ``fitted_now`` saying which."""
@@ -92,7 +95,7 @@ def baseline_row(session: Any, name: str, base: Any, instances: int) -> dict[str
     return {**fit_baseline(session, name, base, instances), "fitted_now": True}
 
 
-def logged_baseline_losses(session: Any, name: str, instances: int) -> list[float] | None:
+def logged_baseline_losses(session: StudySession, name: str, instances: int) -> list[float] | None:
     """The losses of the first ``instances`` samples of baseline ``name`` under the session's data
     settings, from a run that holds at least that many; None if none does."""
     exp_id = session.existing_experiment()
@@ -113,7 +116,7 @@ def logged_baseline_losses(session: Any, name: str, instances: int) -> list[floa
     return None
 
 
-def baseline_losses(session: Any, name: str, base: Any, instances: int) -> tuple[list[float], bool]:
+def baseline_losses(session: StudySession, name: str, base: Any, instances: int) -> tuple[list[float], bool]:
     """The losses of baseline ``name`` on instances 0..N-1: read back if logged, else fitted and
     logged. Returns the losses and whether they were fitted now."""
     logged = logged_baseline_losses(session, name, instances)
@@ -133,7 +136,7 @@ def baseline_losses(session: Any, name: str, base: Any, instances: int) -> tuple
         locks.unlock(key)
 
 
-def _log(session: Any, row: dict[str, Any], started: int) -> None:
+def _log(session: StudySession, row: dict[str, Any], started: int) -> None:
     """A baseline's run: its losses per instance and, under the names a candidate's run uses
     (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
     from mlflow.entities import Metric, RunTag

@@ -11,8 +11,7 @@ that many torch threads (a thread count is a choice of this process).
 
 from __future__ import annotations
 
-from typing import Any
-
+from robustcli.config import StudySettings, TrainingSettings
 from robustcli.errors import InputError
 from robustcli.execution.inprocess import in_process_executor
 from robustcli.execution.protocol import TrainingExecutor
@@ -22,7 +21,7 @@ __all__ = ["EXECUTORS", "in_process_executor", "make_executor", "resolved_kind"]
 EXECUTORS = ("auto", "inprocess", "local", "ray")
 
 
-def resolved_kind(settings: Any) -> str:
+def resolved_kind(settings: StudySettings | TrainingSettings) -> str:
     """The executor ``settings`` ask for, ``auto`` with ``threads`` given being ``inprocess``."""
     t = getattr(settings, "training", settings)
     kind = getattr(t, "executor", "auto") or "auto"
@@ -31,7 +30,7 @@ def resolved_kind(settings: Any) -> str:
     return kind
 
 
-def make_executor(settings: Any) -> TrainingExecutor:
+def make_executor(settings: StudySettings | TrainingSettings) -> TrainingExecutor:
     """The executor for ``settings`` (a :class:`StudySettings` or its :class:`TrainingSettings`)."""
     t = getattr(settings, "training", settings)
     kind = resolved_kind(t)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from robustcli.config import TrainingSettings
-from robustcli.execution.protocol import TrainingExecutor
-from robustcli.task import Candidate, Task, TaskData
+from robustcli.config import EngineName, TrainingSettings
+from robustcli.execution.protocol import Job, Trained, TrainingExecutor
+from robustcli.task import Task, TaskData
 
 __all__ = ["InProcessExecutor", "in_process_executor"]
 
@@ -24,15 +23,15 @@ class InProcessExecutor:
         """Nothing to shut down."""
 
     def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+        self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings
+    ) -> Iterator[Trained]:
         from robustcli.training.instance import train_instance
 
         for candidate, spec in jobs:
             yield candidate, train_instance(task, candidate, data, spec, settings)
 
 
-def in_process_executor(engine: str, max_stack: int) -> TrainingExecutor:
+def in_process_executor(engine: EngineName, max_stack: int) -> TrainingExecutor:
     """This process's executor for ``engine``: the plain loop, or stacks (also what the auto
     executor trains here when a run does not spread)."""
     if engine == "plain":

@@ -30,16 +30,15 @@ import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Literal
+from multiprocessing.context import BaseContext
+from typing import Any
 
-from robustcli.config import TrainingSettings
+from robustcli.config import EngineName, TrainingSettings
 from robustcli.execution.planning import Unit, plan_units
-from robustcli.task import Candidate, Task, TaskData
+from robustcli.execution.protocol import Job, Trained
+from robustcli.task import Task, TaskData
 
 __all__ = ["LocalPoolExecutor", "default_workers", "dumps_payload", "plan_units", "run_unit"]
-
-Inner = Literal["stacked", "plain"]
-
 
 def default_workers() -> int:
     """The CPUs this process may use."""
@@ -59,7 +58,7 @@ def dumps_payload(task: Task, data: TaskData) -> bytes:
     return cloudpickle.dumps((task, data), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
+def run_unit(task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> list[Trained]:
     """Train one unit here (in a worker) with the in-process engines; its (candidate, result) pairs."""
     if unit.engine == "stacked":
         from robustcli.execution.stacked import StackedExecutor
@@ -128,11 +127,11 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, name="robust-parent-watch", daemon=True).start()
 
 
-def _work(unit: Unit, settings: TrainingSettings) -> list[tuple[Candidate, Any]]:
+def _work(unit: Unit, settings: TrainingSettings) -> list[Trained]:
     return run_unit(_WORKER["task"], _WORKER["data"], unit, settings)
 
 
-def _context() -> Any:
+def _context() -> BaseContext:
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")
         # the fork server imports torch once; each worker is then a cheap fork of a clean process
@@ -149,7 +148,7 @@ class LocalPoolExecutor:
     def __init__(
         self,
         workers: int | None = None,
-        inner: Inner = "stacked",
+        inner: EngineName = "stacked",
         *,
         threads: int = 1,
         max_stack: int | None = None,
@@ -167,7 +166,7 @@ class LocalPoolExecutor:
         # the pool, and the task and data its workers hold (kept alive so that their ids stay theirs)
         self._pool: ProcessPoolExecutor | None = None
         self._key: tuple[int, int] | None = None
-        self._keep: tuple[Any, Any] | None = None
+        self._keep: tuple[Task, TaskData] | None = None
         #: the units of the last run, for logs and tests
         self.units: list[Unit] = []
         #: the stack planner, kept between runs on the same task and data: each candidate probed once
@@ -187,8 +186,8 @@ class LocalPoolExecutor:
         return self._pool
 
     def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+        self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings
+    ) -> Iterator[Trained]:
         if not jobs:
             return
         pool = self._ensure_pool(task, data)

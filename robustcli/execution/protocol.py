@@ -7,15 +7,20 @@ asks for losses by (candidate id, index) and may replay a table instead of train
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from robustcli.config import TrainingSettings
 from robustcli.task import Candidate, Task, TaskData
 
-__all__ = ["Job", "TrainingExecutor"]
+if TYPE_CHECKING:  # torch: the executors import training lazily
+    from robustcli.training.instance import InstanceResult, InstanceSpec
+
+__all__ = ["Job", "Trained", "TrainingExecutor"]
 
 #: one instance to train: the candidate and its :class:`~robustcli.training.instance.InstanceSpec`
-Job = tuple[Candidate, Any]
+Job = tuple[Candidate, "InstanceSpec"]
+#: one instance trained: the candidate and its :class:`~robustcli.training.instance.InstanceResult`
+Trained = tuple[Candidate, "InstanceResult"]
 
 
 @runtime_checkable
@@ -30,7 +35,7 @@ class TrainingExecutor(Protocol):
     def prepare(self) -> None:
         """Refuse now what cannot train (an unreachable or too small cluster), before anything is written."""
 
-    def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
+    def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Trained]:
         """Train ``jobs``; yield ``(candidate, result)`` as each finishes (a failed instance is a result)."""
 
     def close(self) -> None:

@@ -20,18 +20,23 @@ from __future__ import annotations
 import pickle
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from robustcli.config import TrainingSettings
+from robustcli.config import EngineName, TrainingSettings
 from robustcli.errors import InputError
-from robustcli.task import Candidate, Task, TaskData
+from robustcli.execution.protocol import Job, Trained
+from robustcli.task import Task, TaskData
+
+if TYPE_CHECKING:
+    from robustcli.execution.planning import Unit
 
 __all__ = ["RayExecutor", "import_ray"]
 
 RAY_MISSING = "--executor ray needs Ray: pip install 'robustcli[ray]'"
 
 
-def import_ray() -> Any:
+def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -43,7 +48,7 @@ def import_ray() -> Any:
 _CACHE: dict[str, tuple[Task, TaskData]] = {}
 
 
-def _ray_unit(token: str, payload_ref: list[Any], unit: Any, settings: TrainingSettings, threads: int) -> list[Any]:
+def _ray_unit(token: str, payload_ref: list[Any], unit: Unit, settings: TrainingSettings, threads: int) -> list[Trained]:
     import ray
     import torch
 
@@ -84,7 +89,7 @@ class RayExecutor:
         address: str | None = None,
         num_cpus_per_task: float = 1,
         num_gpus_per_task: float = 0,
-        inner: Literal["stacked", "plain"] = "stacked",
+        inner: EngineName = "stacked",
         *,
         max_stack: int | None = None,
         split: bool = True,
@@ -101,11 +106,11 @@ class RayExecutor:
         self.init_kwargs = dict(init_kwargs or {})
         self._remote: Any = None
         self._payload: tuple[int, int, str, Any] | None = None
-        self._keep: tuple[Any, Any] | None = None
+        self._keep: tuple[Task, TaskData] | None = None
         #: the units of the last run, for logs and tests
-        self.units: list[Any] = []
+        self.units: list[Unit] = []
 
-    def _ray(self) -> Any:
+    def _ray(self) -> ModuleType:
         ray = import_ray()
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
@@ -140,7 +145,7 @@ class RayExecutor:
         """Let go of the data put in Ray's object store (Ray itself stays up for the process)."""
         self._payload = self._keep = None
 
-    def _workers(self, ray: Any) -> int:
+    def _workers(self, ray: ModuleType) -> int:
         """How many units can run at once on the cluster as it is now."""
         resources = ray.cluster_resources()
         if self.num_gpus_per_task > 0 and not resources.get("GPU", 0):
@@ -154,8 +159,8 @@ class RayExecutor:
         return max(1, int(slots))
 
     def run(
-        self, task: Task, data: TaskData, jobs: Sequence[tuple[Candidate, Any]], settings: TrainingSettings
-    ) -> Iterator[tuple[Candidate, Any]]:
+        self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings
+    ) -> Iterator[Trained]:
         from robustcli.execution.pool import dumps_payload, plan_units
 
         if not jobs:

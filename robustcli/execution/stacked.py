@@ -37,7 +37,7 @@ instances (unstackable models still fall back).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from robustcli.config import TrainingSettings
 from robustcli.execution.planning import (
@@ -46,9 +46,10 @@ from robustcli.execution.planning import (
     CPU_MIN_STACK,
     CPU_STACK_EXAMPLES,
     StackPlanner,
+    Unit,
     plan_units,
 )
-from robustcli.execution.protocol import Job
+from robustcli.execution.protocol import Job, Trained
 from robustcli.task import Candidate, Task, TaskData
 
 __all__ = ["StackedExecutor", "stack_members"]
@@ -93,12 +94,12 @@ class StackedExecutor:
     def close(self) -> None:
         """Nothing to shut down."""
 
-    def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Job]:
+    def run(self, task: Task, data: TaskData, jobs: Sequence[Job], settings: TrainingSettings) -> Iterator[Trained]:
         """Train the units :func:`~robustcli.execution.planning.plan_units` cuts, in the order the jobs came."""
         for unit in plan_units(task, data, jobs, settings, planner=self.planner):
             yield from self.run_unit(task, data, unit, settings)
 
-    def run_unit(self, task: Task, data: TaskData, unit: Any, settings: TrainingSettings) -> Iterator[Job]:
+    def run_unit(self, task: Task, data: TaskData, unit: Unit, settings: TrainingSettings) -> Iterator[Trained]:
         """Train one unit: a stack (``iter_stacked``) or one instance in the plain loop."""
         from robustcli.training.instance import train_instance
         from robustcli.training.stacked import iter_stacked

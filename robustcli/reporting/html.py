@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robustcli.robustness.decomposition import Spread, SpreadBySource
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -37,17 +40,20 @@ def study_page(
     selection: Mapping[str, str] | None,
     survivors_per_step: Sequence[int] | None,
     fingerprint: str,
-    decomposition: Sequence[Mapping[str, Any]] = (),
+    decomposition: Sequence[SpreadBySource] = (),
     selected: str | None = None,
     searches: Sequence[Mapping[str, Any]] = (),
     confidence: Mapping[str, Any] | None = None,
-    label: Any = None,
+    label: Callable[[str], str] | None = None,
 ) -> str:
     """The page. A row of ``summary`` or ``decomposition`` names its candidate by ``candidate`` (the
     id) and, where given, ``description`` (readable); ``selected`` is the selected one's description."""
 
+    def shown(candidate: str, description: str | None) -> str:
+        return f"{description} ({candidate})" if description else str(candidate)
+
     def name(row: Mapping[str, Any]) -> str:
-        return f"{row['description']} ({row['candidate']})" if row.get("description") else str(row["candidate"])
+        return shown(row["candidate"], row.get("description"))
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -92,11 +98,10 @@ def study_page(
             "training sample varies (every instance from one initialisation): <code>robust assess --vary "
             "init|data</code>.</p>"
         )
-        cell = lambda c: "-" if c["std"] is None else f"{c['std']:.3g} ({c['instances']})"  # noqa: E731
         parts.append(
             _table(
                 ["candidate", "both vary", "only the initialisation", "only the training sample"],
-                [[name(r), cell(r["both"]), cell(r["init"]), cell(r["data"])] for r in decomposition],
+                [[shown(r.candidate, r.description), *map(_spread_cell, r.by_source())] for r in decomposition],
             )
         )
     else:
@@ -112,7 +117,11 @@ def study_page(
     return "".join(parts)
 
 
-def _confidence_section(confidence: Mapping[str, Any], pick: str, label: Any = None) -> str:
+def _spread_cell(spread: Spread) -> str:
+    return "-" if spread.std is None else f"{spread.std:.3g} ({spread.instances})"
+
+
+def _confidence_section(confidence: Mapping[str, Any], pick: str, label: Callable[[str], str] | None = None) -> str:
     """How sure the selection is of its pick: P(best) per contender, which the data cannot tell
     from the pick, and how many more instances would separate them."""
     from robustcli.reporting.confidence import confidence_rows

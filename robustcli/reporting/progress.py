@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # rich loads with the first bar
+    from rich.console import Console
+    from rich.progress import TaskID
 
 __all__ = ["RichProgress"]
 
@@ -11,7 +16,7 @@ __all__ = ["RichProgress"]
 class RichProgress:
     """One bar per key (elapsed time, count, the last instance's message); lines above them."""
 
-    def __init__(self, console: Any = None, disable: bool = False) -> None:
+    def __init__(self, console: Console | None = None, disable: bool = False) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -21,7 +26,7 @@ class RichProgress:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=self.console, disable=disable,
         )  # fmt: skip
-        self.ids: dict[str, Any] = {}
+        self.ids: dict[str, TaskID] = {}
 
     def start(self, key: str, description: str, total: int) -> None:
         if key in self.ids:
@@ -45,7 +50,7 @@ class RichProgress:
         if not self.disable:
             self.bars.console.print(text, highlight=False, soft_wrap=True)
 
-    def working(self, text: str) -> Any:
+    def working(self, text: str) -> AbstractContextManager[object]:
         """A spinner with ``text`` while something without steps runs (loading data)."""
         from contextlib import nullcontext
 

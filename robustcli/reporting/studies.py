@@ -11,13 +11,37 @@ import html
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
+if TYPE_CHECKING:  # matplotlib and MLflow load when a figure is drawn or a report read
+    from matplotlib.figure import Figure
+
+    from robustcli.studies.sample_size import SampleSizeResult
+    from robustcli.studies.variance import VarianceResult
+    from robustcli.tracking.mlflow_store import MlflowStore
+
+__all__ = ["StudySection", "add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
 
 
-def _pyplot() -> Any:
+@dataclass(frozen=True)
+class StudySection:
+    """A study run as the report shows it: its kind and run, the lines to print, its table (the
+    run's ``KIND.json``) and its figure (PNG bytes; None if absent, and never in ``as_dict``)."""
+
+    kind: str
+    run_id: str
+    lines: list[str]
+    table: dict[str, Any]
+    png: bytes | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_id": self.run_id, "lines": self.lines, "table": self.table}
+
+
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +50,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, out: Path) -> Path:
+def _save(fig: Figure, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -34,7 +58,7 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
-def sample_size_figure(out: Path, result: Any) -> Path:
+def sample_size_figure(out: Path, result: SampleSizeResult) -> Path:
     """Box plots of each model's losses against the training-sample size on a log axis, one colour
     per model (baselines hatched, beside the networks), the saturation size dotted."""
     from matplotlib.patches import Patch
@@ -49,12 +73,12 @@ def sample_size_figure(out: Path, result: Any) -> Path:
     handles = []
     for k, model in enumerate(models):
         colour = colours[k % len(colours)]
-        rows = {r.size: r for r in result.rows if r.model == model["model"]}
+        rows = {r.size: r for r in result.rows if r.model == model.model}
         offset = (k - (len(models) - 1) / 2) * step
         pos = [10 ** (math.log10(s) + offset) for s in sizes]
         widths = [p * (10 ** (0.4 * step) - 10 ** (-0.4 * step)) for p in pos]
         data = [[x for x in rows[s].losses if math.isfinite(x)] for s in sizes]
-        baseline = model["kind"] == "baseline"
+        baseline = model.kind == "baseline"
         boxes = ax.boxplot(data, positions=pos, widths=widths, patch_artist=True, manage_ticks=False,
                            showfliers=True, flierprops={"markersize": 2, "markeredgecolor": colour})
         for box in boxes["boxes"]:
@@ -62,8 +86,8 @@ def sample_size_figure(out: Path, result: Any) -> Path:
         for part in ("whiskers", "caps", "medians"):
             for line in boxes[part]:
                 line.set_color(colour)
-        label = f"{model['model']} (baseline)" if baseline else model["model"]
-        saturated = result.saturation.get(model["model"])
+        label = f"{model.model} (baseline)" if baseline else model.model
+        saturated = result.saturation.get(model.model)
         if saturated is not None:
             ax.axvline(saturated, color=colour, linestyle=":", linewidth=1)
             label += f", saturates at {saturated:,}"
@@ -81,7 +105,7 @@ def sample_size_figure(out: Path, result: Any) -> Path:
     return _save(fig, out)
 
 
-def variance_figure(out: Path, result: Any) -> Path:
+def variance_figure(out: Path, result: VarianceResult) -> Path:
     """Box plots of the three sets: both seeds vary, only the initialisation, only the sample."""
     from robustcli.robustness.decomposition import SOURCES
 
@@ -98,7 +122,7 @@ def variance_figure(out: Path, result: Any) -> Path:
 
 
 # -- robust report ---------------------------------------------------------------------------
-def study_sections(store: Any, exp_id: str) -> list[dict[str, Any]]:
+def study_sections(store: MlflowStore, exp_id: str) -> list[StudySection]:
     """The study runs of an experiment, latest first per kind and settings: kind, run id, the
     lines to print, the table (its JSON) and the figure (PNG bytes, None if absent)."""
     runs = store.search(exp_id, "tags.`robust.kind` = 'study'")
@@ -114,7 +138,7 @@ def study_sections(store: Any, exp_id: str) -> list[dict[str, Any]]:
                 png: bytes | None = Path(store.client.download_artifacts(run.info.run_id, f"{kind}.png", tmp)).read_bytes()
             except Exception:  # noqa: BLE001
                 png = None
-        out.append({"kind": kind, "run_id": run.info.run_id, "lines": _lines(kind, table), "table": table, "png": png})
+        out.append(StudySection(kind, run.info.run_id, _lines(kind, table), table, png))
     return out
 
 
@@ -147,16 +171,16 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.0f}%" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def add_study_sections(page: str, sections: list[dict[str, Any]]) -> str:
+def add_study_sections(page: str, sections: list[StudySection]) -> str:
     """``page`` (a report's HTML) with a section per study: its lines and its figure, embedded."""
     if not sections:
         return page
     parts = ["<h2>Studies</h2>"]
     for s in sections:
-        parts.append(f"<h3>{html.escape(s['kind'])} <small><code>{html.escape(s['run_id'])}</code></small></h3>")
-        parts.append("<pre>" + html.escape("\n".join(s["lines"])) + "</pre>")
-        if s["png"]:
-            parts.append(f"<img alt='{html.escape(s['kind'])}' src='data:image/png;base64,"
-                         f"{base64.b64encode(s['png']).decode()}'>")
+        parts.append(f"<h3>{html.escape(s.kind)} <small><code>{html.escape(s.run_id)}</code></small></h3>")
+        parts.append("<pre>" + html.escape("\n".join(s.lines)) + "</pre>")
+        if s.png:
+            parts.append(f"<img alt='{html.escape(s.kind)}' src='data:image/png;base64,"
+                         f"{base64.b64encode(s.png).decode()}'>")
     block = "".join(parts)
     return page.replace("</body>", block + "</body>") if "</body>" in page else page + block

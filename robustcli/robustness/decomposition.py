@@ -9,6 +9,8 @@ percentile-bootstrap intervals (each set resampled on its own, a fixed seed). Pu
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from robustcli.robustness.statistics import Estimate, summarize
 
-__all__ = ["SOURCES", "Decomposition", "decompose"]
+__all__ = ["SOURCES", "Decomposition", "Spread", "SpreadBySource", "decompose"]
 
 #: the three sets, by what varies between their instances
 SOURCES = ("both", "init", "data")
@@ -43,6 +45,36 @@ class Decomposition:
             "verdict": self.verdict,
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The standard deviation of one set's finished instance losses (None with fewer than two), and
+    how many there are: a cell of the report's table of where the spread comes from."""
+
+    instances: int
+    std: float | None
+
+    @classmethod
+    def of(cls, losses: Sequence[float]) -> Spread:
+        finite = [x for x in losses if math.isfinite(x)]
+        return cls(len(finite), statistics.stdev(finite) if len(finite) > 1 else None)
+
+
+@dataclass(frozen=True)
+class SpreadBySource:
+    """A candidate's spread with both seeds varying, only the initialisation (``init``) and only the
+    training sample (``data``): a row of the report's table; ``description`` is its readable label."""
+
+    candidate: str
+    both: Spread
+    init: Spread
+    data: Spread
+    description: str | None = None
+
+    def by_source(self) -> tuple[Spread, Spread, Spread]:
+        """The three cells in :data:`SOURCES` order."""
+        return self.both, self.init, self.data
 
 
 def decompose(

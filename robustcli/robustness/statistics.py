@@ -1,4 +1,5 @@
-"""Statistics of a candidate's instance losses, with percentile-bootstrap confidence intervals.
+"""Statistics of a candidate's instance losses, with percentile-bootstrap confidence intervals,
+and Student's t quantiles (the race's bounds on a mean difference).
 
 Pure numpy: the selection loop and the reports use these without torch.
 """
@@ -8,11 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-__all__ = ["STATISTICS", "Estimate", "LossSummary", "statistic", "summarize", "summarize_instances"]
+__all__ = ["STATISTICS", "Estimate", "LossSummary", "statistic", "summarize", "summarize_instances", "t_quantile"]
 
 
 def _q(q: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -119,3 +121,76 @@ def summarize_instances(losses: Sequence[float], seed: int) -> LossSummary:
     instances (NaN or infinite loss) are counted, not averaged."""
     finite = [float(x) for x in losses if math.isfinite(x)]
     return LossSummary(len(losses), len(losses) - len(finite), summarize(finite, seed=seed))
+
+
+# --- Student's t quantiles in pure Python (scipy is not a dependency of the core) -----------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) (continued fraction, modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(ln)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_sf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``0 < p < 1``)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    tail = 1.0 - p
+    lo, hi = 0.0, 1.0
+    while _t_sf(hi, df) > tail:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e12:
+            return hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_sf(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)

@@ -28,14 +28,13 @@ an empty set.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robustcli.errors import InputError, UnknownNameError
 from robustcli.parsing import DEFAULT_DELTA, parse_delta  # noqa: F401 - the race's zone, read in the settings' leaf
-from robustcli.robustness.criteria import Objective
+from robustcli.robustness.criteria import Criterion, Objective
 from robustcli.robustness.racing import (
     BLOWUP_FACTOR,
     CAP_SAFE,
@@ -47,7 +46,11 @@ from robustcli.robustness.racing import (
     t_lower_bounds,
     resample_columns,
 )
+from robustcli.robustness.statistics import t_quantile
 from robustcli.selection._base import LossView, Rule
+
+if TYPE_CHECKING:
+    from robustcli.config import SelectionSettings
 
 __all__ = [
     "RULES",
@@ -58,7 +61,6 @@ __all__ = [
     "baseline_limit",
     "make_rule",
     "parse_delta",
-    "t_quantile",
 ]
 
 #: the confidence of the race's screening drops (clearly worse than the reference, not needed);
@@ -162,79 +164,6 @@ class QuantileRule(Rule):
 
     def describe(self) -> str:
         return f"quantile (keep criterion <= the {1 - self.fraction:.0%} quantile)"
-
-
-# --- Student's t quantiles in pure Python (scipy is not a dependency of the core) -----------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) (continued fraction, modified Lentz)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(ln)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_sf(t: float, df: float) -> float:
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1.0 - tail
-
-
-@lru_cache(maxsize=4096)
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``0 < p < 1``)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    tail = 1.0 - p
-    lo, hi = 0.0, 1.0
-    while _t_sf(hi, df) > tail:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e12:
-            return hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_sf(mid, df) > tail:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
 
 
 #: criteria whose order the Friedman ranks inside each block test (a location of the losses)
@@ -437,7 +366,7 @@ class RaceRule(Rule):
         scale = float(np.mean(x[leader])) if name in CAP_SAFE else float(values[leader])
         return self.delta * abs(scale) if math.isfinite(scale) else 0.0
 
-    def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Any, level: float | np.ndarray,
+    def _lower_bounds(self, step: int, x: np.ndarray, ref: int, crit: Criterion, level: float | np.ndarray,
                       boot: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Per row, a lower confidence bound (one-sided, at ``1 - level``) on ``criterion(row) -
         criterion(ref)``, the row's losses capped at ``blowup`` times its median."""
@@ -463,7 +392,7 @@ class RaceRule(Rule):
         out[ref] = 0.0
         return out
 
-    def _bootstrap(self, step: int, x: np.ndarray, crit: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _bootstrap(self, step: int, x: np.ndarray, crit: Criterion) -> tuple[np.ndarray, np.ndarray]:
         """The criterion on block resamples of the raw and of the capped losses (a seed from the
         step and the table's shape: the rule stays a pure function of its view)."""
         m, s = x.shape
@@ -483,7 +412,7 @@ class RaceRule(Rule):
             return np.abs(x - np.median(x, axis=1, keepdims=True))
         return None
 
-    def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Any) -> _Stage:
+    def _stage(self, step: int, x: np.ndarray, ids: list[str], crit: Criterion) -> _Stage:
         m, s = x.shape
         values = crit.values(x)
         blown = blowups(x, self.blowup) if crit.name in CAP_SAFE else np.zeros(m, dtype=bool)
@@ -554,7 +483,7 @@ RULES: dict[str, type[Rule]] = {
 }
 
 
-def make_rule(name: str, settings: Any = None, where: str = "from --rule", **overrides: Any) -> Rule:
+def make_rule(name: str, settings: SelectionSettings | None = None, where: str = "from --rule", **overrides: Any) -> Rule:
     """A rule by name, its parameters taken from a ``SelectionSettings`` (or defaults).
 
     ``fraction`` -> paper/halving/quantile, ``baseline_margin`` -> paper/race,

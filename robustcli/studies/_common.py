@@ -10,10 +10,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.reporting import strict_json
 from robustcli.robustness.statistics import Estimate, summarize
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
+    from robustcli.task import Candidate
+    from robustcli.tracking.mlflow_store import InstanceRecord
 
 __all__ = ["STUDY_STATISTICS", "Part", "log_study_run", "loss_statistics", "train_parts"]
 
@@ -21,7 +26,7 @@ __all__ = ["STUDY_STATISTICS", "Part", "log_study_run", "loss_statistics", "trai
 STUDY_STATISTICS = ("mean", "median", "std", "iqr", "q90_q10")
 
 #: called after each instance trained: (the part's label, the record logged)
-OnInstance = Callable[[str, Any], None]
+OnInstance = Callable[[str, "InstanceRecord"], None]
 
 
 @dataclass
@@ -30,11 +35,11 @@ class Part:
     candidates' instances logged so far (index < N) and the (candidate, index) pairs still missing."""
 
     label: str
-    session: Any
-    candidates: Sequence[Any]
+    session: StudySession
+    candidates: Sequence[Candidate]
     instances: int
-    records: dict[str, dict[int, Any]] = field(default_factory=dict)
-    jobs: list[tuple[Any, int]] = field(default_factory=list)
+    records: dict[str, dict[int, InstanceRecord]] = field(default_factory=dict)
+    jobs: list[tuple[Candidate, int]] = field(default_factory=list)
 
     def read(self) -> Part:
         """What MLflow already holds under this setting (instances are reused), and what is missing."""
@@ -48,7 +53,7 @@ class Part:
         return [recs[i].loss for i in sorted(recs)]
 
 
-def train_parts(base: Any, parts: Sequence[Part], on_instance: OnInstance | None = None) -> int:
+def train_parts(base: StudySession, parts: Sequence[Part], on_instance: OnInstance | None = None) -> int:
     """Train every part's missing instances with one executor (the base session's); returns how
     many this process trained (one another process trained meanwhile is waited for and read, not
     counted). Each is logged by its part's session as it finishes."""
@@ -80,7 +85,7 @@ def study_key(kind: str, description: Mapping[str, Any]) -> str:
 
 
 def log_study_run(
-    session: Any,
+    session: StudySession,
     kind: str,
     description: Mapping[str, Any],
     table: Mapping[str, Any],

@@ -32,11 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.config import NasSettings
 from robustcli.errors import InputError
 from robustcli.task import Candidate
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["NAS_KIND", "TRIAL_KIND", "NasSearch", "NasTrial", "search_key", "trial_seed"]
 
@@ -107,10 +110,10 @@ class _Assessment:
 
 
 class NasSearch:
-    """A search over a :class:`~robustcli.execution.session.StudySession`; :meth:`prepare` refuses
+    """A search over a :class:`~robustcli.session.StudySession`; :meth:`prepare` refuses
     bad input before anything is written, :meth:`run` searches, assesses and logs."""
 
-    def __init__(self, session: Any, nas: NasSettings) -> None:
+    def __init__(self, session: StudySession, nas: NasSettings) -> None:
         self.session = session
         self.nas = nas
         self.settings = session.settings

@@ -14,16 +14,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from robustcli.errors import InputError
 from robustcli.parsing import MOST_SIZES, parse_sizes  # noqa: F401 - a study's sizes, read in the settings' leaf
 from robustcli.wording import opt
-from robustcli.results import TableResult, flat_statistics
+from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
 
-__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeRow", "parse_sizes", "saturation_size"]
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
+
+__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
 
 def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     """The smallest size beyond which the median no longer improves beyond its interval: no larger
@@ -38,13 +41,27 @@ def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     return None
 
 
+#: what a model of the study is: one of the candidates, or one of the task's baselines
+ModelKind = Literal["candidate", "baseline"]
+
+
+@dataclass(frozen=True)
+class SizeModel:
+    """A model of the study: its label (the candidate's name or description, the baseline's name),
+    what it is and its id (the candidate's id, the baseline's name)."""
+
+    model: str
+    kind: ModelKind
+    id: str
+
+
 @dataclass(frozen=True)
 class SizeRow:
     """The statistics of one model's losses at one training-sample size."""
 
     size: int
     model: str  # the candidate's name or description, or the baseline's name
-    kind: str  # "candidate" or "baseline"
+    kind: ModelKind
     id: str  # the candidate's id or the baseline's name
     n: int
     failed: int
@@ -75,7 +92,7 @@ class SampleSizeResult(TableResult):
     sizes: list[int]
     instances: int
     test_sample: str  # how each instance's test sample is drawn, in words
-    models: list[dict[str, str]]  # {"model", "kind", "id"}, candidates first
+    models: list[SizeModel]  # candidates first
     rows: list[SizeRow]
     saturation: dict[str, int | None]  # model -> size (None: still improving, or cannot tell)
     trained_now: int
@@ -92,7 +109,7 @@ class SampleSizeResult(TableResult):
             "sizes": self.sizes,
             "instances": self.instances,
             "test_sample": self.test_sample,
-            "models": self.models,
+            "models": plain(self.models),
             "rows": [r.as_dict() for r in self.rows],
             "saturation": self.saturation,
             "trained_now": self.trained_now,
@@ -111,7 +128,7 @@ class SampleSizeResult(TableResult):
         ]  # fmt: skip
 
     def summary_line(self) -> str:
-        models = ", ".join(m["model"] for m in self.models)
+        models = ", ".join(m.model for m in self.models)
         sat = "; ".join(f"{m}: {'saturates at ' + format(v, ',') if v else 'still improving'}" for m, v in self.saturation.items())
         return (f"{models} at {len(self.sizes)} sizes ({self.sizes[0]:,}-{self.sizes[-1]:,}), {self.instances} instances each "
                 f"({self.trained_now} trained now); {sat}")  # fmt: skip
@@ -131,13 +148,13 @@ class SampleSizeResult(TableResult):
 class SampleSizeStudy:
     """Validated on construction (nothing trained or written); :meth:`run` trains what is missing.
 
-    ``session`` is a :class:`~robustcli.execution.session.StudySession` whose settings give
+    ``session`` is a :class:`~robustcli.session.StudySession` whose settings give
     everything but the size; its test size as given decides the test sample (``"train"``: as many
     as the training sample, from the test set, the paper's; otherwise the task's default or a
     fixed number)."""
 
     def __init__(
-        self, session: Any, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
+        self, session: StudySession, candidates: Sequence[str], sizes: Sequence[int], instances: int, *, baselines: bool = True
     ) -> None:
         if instances < 1:
             raise InputError(f"{opt('instances', instances)}: expected a positive whole number")
@@ -195,10 +212,10 @@ class SampleSizeStudy:
                 losses, now = baseline_losses(part.session, name, base, self.instances)
                 fitted += now
                 rows.append(_row(size, name, "baseline", name, losses, seed))
-        models = [{"model": labels[c.id], "kind": "candidate", "id": c.id} for c in self.candidates]
-        models += [{"model": n, "kind": "baseline", "id": n} for n in self.baselines]
+        models = [SizeModel(labels[c.id], "candidate", c.id) for c in self.candidates]
+        models += [SizeModel(n, "baseline", n) for n in self.baselines]
         saturation = {
-            m["model"]: saturation_size([(r.size, r.statistics["median"]) for r in rows if r.model == m["model"]])
+            m.model: saturation_size([(r.size, r.statistics["median"]) for r in rows if r.model == m.model])
             for m in models
         }
         s = self.session
@@ -237,12 +254,12 @@ class SampleSizeStudy:
         return replace(result, run_id=run_id)
 
 
-def _row(size: int, model: str, kind: str, key: str, losses: list[float], seed: int) -> SizeRow:
+def _row(size: int, model: str, kind: ModelKind, key: str, losses: list[float], seed: int) -> SizeRow:
     n, failed, stats = loss_statistics(losses, seed)
     return SizeRow(size, model, kind, key, n, failed, stats, losses)
 
 
-def _test_sample(session: Any, test_set: int) -> str:
+def _test_sample(session: StudySession, test_set: int) -> str:
     given = session.given.training.test_size
     if given == "train":
         return "as many examples as the training sample, drawn from the test set (the paper's)"

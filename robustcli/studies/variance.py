@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError
 from robustcli.wording import opt
@@ -19,6 +19,9 @@ from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
 from robustcli.robustness.statistics import Estimate
 from robustcli.studies._common import OnInstance, Part, log_study_run, loss_statistics, train_parts
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["VarianceResult", "VarianceStudy"]
 
@@ -102,7 +105,7 @@ class VarianceResult(TableResult):
 class VarianceStudy:
     """Validated on construction (nothing trained or written); :meth:`run` trains what is missing."""
 
-    def __init__(self, session: Any, candidate: str | None, instances: int) -> None:
+    def __init__(self, session: StudySession, candidate: str | None, instances: int) -> None:
         if instances < 2:
             raise InputError(f"{opt('instances', instances)}: expected at least 2 (a spread needs two instances)")
         if not candidate:

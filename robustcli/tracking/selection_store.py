@@ -24,11 +24,14 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
 from robustcli.tracking.processes import owner_alive, parse_owner, process_start, started_in_words, this_owner
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["MlflowSelectionStore", "selection_key"]
 
@@ -61,7 +64,7 @@ def _alive(owner: str, start: str | None) -> bool:
 class MlflowSelectionStore(Store):
     """A :class:`Store` over a study session; the executor adds losses as it logs them."""
 
-    def __init__(self, session: Any, key: str, description: Mapping[str, Any]) -> None:
+    def __init__(self, session: StudySession, key: str, description: Mapping[str, Any]) -> None:
         self.session = session
         self.key = key
         self.description = dict(description)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Literal, get_args
 
 from robustcli.config import EarlyStoppingSettings
 
-__all__ = ["EarlyStopping", "STOP_REASONS"]
+__all__ = ["EarlyStopping", "STOP_REASONS", "StopReason"]
 
 #: why an instance stopped
-STOP_REASONS = ("converged", "spiked", "epoch_cap", "diverged")
+StopReason = Literal["converged", "spiked", "epoch_cap", "diverged"]
+STOP_REASONS: tuple[StopReason, ...] = get_args(StopReason)
 
 
 class EarlyStopping:
@@ -35,7 +37,7 @@ class EarlyStopping:
         self.epoch = 0
         self.spiked = False
 
-    def update(self, loss: float) -> str | None:
+    def update(self, loss: float) -> StopReason | None:
         s = self.settings
         self.epoch += 1
         if not math.isfinite(loss):

@@ -7,27 +7,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 import torch
 
-from robustcli.config import TrainingSettings
+from robustcli.config import EngineName, TrainingSettings
 from robustcli.errors import InputError
 from robustcli.execution.cores import wait_policy as omp_wait_policy
 from robustcli.task import Candidate, Task, TaskData
-from robustcli.training.early_stopping import EarlyStopping
+from robustcli.training.early_stopping import EarlyStopping, StopReason
 
 __all__ = [
     "InstanceResult",
     "InstanceSpec",
+    "InstanceStatus",
     "draw_indices",
     "make_optimizer",
     "resolve_device",
     "sample_indices",
     "train_instance",
 ]
+
+#: a failed instance diverged (its test loss is NaN); every other one finished
+InstanceStatus = Literal["finished", "failed"]
 
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
 EVAL_CHUNK = 16384
@@ -49,8 +53,8 @@ class InstanceResult:
     """What one training produced. ``test_loss`` is NaN when the instance failed."""
 
     spec: InstanceSpec
-    status: str  # "finished" or "failed"
-    stop_reason: str  # converged | spiked | epoch_cap | diverged
+    status: InstanceStatus
+    stop_reason: StopReason
     test_loss: float
     epochs: int
     seconds: float
@@ -65,7 +69,7 @@ class InstanceResult:
     wait_policy: str = "default"
     #: how it was trained: "plain", or "stacked" with the members of its stack, in order: instance
     #: indices, as "candidate_id:index" for members of another candidate
-    engine: str = "plain"
+    engine: EngineName = "plain"
     stack: tuple[str, ...] = ()
     #: why a model that could not be stacked trained plainly (e.g. "a learning-rate schedule")
     plain_reason: str | None = None
@@ -117,7 +121,7 @@ def sample_indices(data: TaskData, spec: InstanceSpec, replace: bool) -> tuple[t
     return train_idx, draw_indices(data.test_size, spec.test_size, spec.data_seed ^ 0x5EED, replace=False)
 
 
-def make_optimizer(params: Any, candidate: Candidate) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], candidate: Candidate) -> torch.optim.Optimizer:
     """The candidate's optimiser. weight_decay is L2 (added to the gradient) except for AdamW,
     whose decay is decoupled, as in the paper (section 3.6). foreach=False keeps the math identical
     to the stacked engine's per-instance optimiser."""
@@ -191,7 +195,7 @@ def train_instance(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     total_steps = settings.early_stopping.max_epochs * -(-n // batch)
     step = 0
-    reason: str | None = None
+    reason: StopReason | None = None
     while reason is None:
         order = torch.randperm(n, generator=shuffle).to(device)
         total = torch.zeros((), device=device)

@@ -33,10 +33,13 @@ corrections in place of doubles): a change of results, hence opt-in.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from robustcli.task import Candidate
 
 __all__ = [
     "StackedAdam",
@@ -317,7 +320,7 @@ _OPTIMIZERS: dict[str, type[StackedOptimizer]] = {
 }
 
 
-def make_stacked_optimizer(params: Sequence[Tensor], candidates: Sequence[Any]) -> StackedOptimizer:
+def make_stacked_optimizer(params: Sequence[Tensor], candidates: Sequence[Candidate]) -> StackedOptimizer:
     """The stacked twin of :func:`robustcli.training.instance.make_optimizer`: one row per
     candidate (all with the same optimizer name), with each row's lr / weight decay / momentum
     read exactly as the plain loop reads them."""

@@ -262,7 +262,7 @@ def test_position_baselines(sample):
 def test_the_cell_unit_is_part_of_the_fingerprint(tmp_path):
     """Instances logged on the calibrated data of before (no units option) never count as today's."""
     from robustcli.config import load_settings
-    from robustcli.execution.session import StudySession
+    from robustcli.session import StudySession
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 

@@ -21,7 +21,7 @@ from robustcli.execution.cores import wait_policy as omp_wait_policy
 from robustcli.task import Candidate, Task
 from robustcli.training import PER_INSTANCE_KEYS
 from robustcli.training.cpu_memory import keep_freed_memory
-from robustcli.training.early_stopping import EarlyStopping
+from robustcli.training.early_stopping import EarlyStopping, StopReason
 from robustcli.training.instance import InstanceResult, InstanceSpec, has_lr_schedule, resolve_device, sample_indices
 from robustcli.training.stacked import tuning
 from robustcli.training.stacked.build import forward_fn, loss_fn
@@ -160,7 +160,7 @@ def iter_stacked(
             row.test_curve.append(te)
             if not (math.isfinite(tr) and math.isfinite(te)):
                 row.stopper.update(math.nan)
-                reason: str | None = "diverged"
+                reason: StopReason | None = "diverged"
             else:
                 reason = row.stopper.update(te if monitor_test else tr)
             if reason is not None:
@@ -214,7 +214,7 @@ def _evaluate(
     return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in losses]).tolist()
 
 
-def _result(row: _Row, reason: str, device: torch.device, started_at: float = 0.0) -> InstanceResult:
+def _result(row: _Row, reason: StopReason, device: torch.device, started_at: float = 0.0) -> InstanceResult:
     failed = reason == "diverged"
     tr, te = row.train_curve[-1], row.test_curve[-1]
     return InstanceResult(

@@ -32,9 +32,8 @@ that appears twice in the tree (a rewrite would change every use).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +51,7 @@ _ELEMENTWISE = (
 )  # fmt: skip
 
 
-def _pair(v: Any) -> tuple[int, int]:
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 

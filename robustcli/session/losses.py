@@ -8,9 +8,14 @@ nothing it was told about.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from robustcli.selection import LossSource
+
+if TYPE_CHECKING:
+    from robustcli.execution.protocol import TrainingExecutor
+    from robustcli.session.study import StudySession
+    from robustcli.tracking.selection_store import MlflowSelectionStore
 
 __all__ = ["SessionLosses"]
 
@@ -18,10 +23,10 @@ __all__ = ["SessionLosses"]
 class SessionLosses(LossSource):
     def __init__(
         self,
-        session: Any,
-        store: Any,
+        session: StudySession,
+        store: MlflowSelectionStore,
         *,
-        engine: Any = None,
+        engine: TrainingExecutor | None = None,
         on_start: Callable[[int], None] | None = None,
         on_done: Callable[[str, int, float], None] | None = None,
     ) -> None:

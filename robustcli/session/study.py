@@ -12,14 +12,18 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli import wording
 from robustcli.config import StudySettings
 from robustcli.errors import InputError
+from robustcli.execution.protocol import TrainingExecutor
 from robustcli.plugins import build_task, load_task_class, load_task_data
-from robustcli.task import Candidate, Task, TaskData
+from robustcli.task import Candidate, SearchSpace, Task, TaskData
 from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
+
+if TYPE_CHECKING:  # torch: training loads when an instance trains
+    from robustcli.training.instance import InstanceResult, InstanceSpec
 
 __all__ = ["StudySession"]
 
@@ -28,7 +32,9 @@ class StudySession:
     """``task``: a Task class or object given as code (the API's ``Study(MyTask)``), used instead of
     the installed task ``settings.task`` names; its code's hash joins the fingerprint."""
 
-    def __init__(self, settings: StudySettings, tracking_uri: str | None = None, task: Any = None) -> None:
+    def __init__(
+        self, settings: StudySettings, tracking_uri: str | None = None, task: type[Task] | Task | None = None
+    ) -> None:
         if not settings.task and task is None:
             raise InputError(wording.no_task())
         # first: a tracking URI that cannot work is refused before the task (and torch) loads
@@ -50,8 +56,8 @@ class StudySession:
         self._exp_id: str | None = None
         self._experiment_ready = False
         self._parents: dict[str, str] = {}
-        self._space = None
-        self._executor: Any = None
+        self._space: SearchSpace | None = None
+        self._executor: TrainingExecutor | None = None
 
     def _settled(self, given: StudySettings) -> StudySettings:
         """``given`` with the task's defaults filled in: its sizes, and the task options that decide
@@ -88,7 +94,7 @@ class StudySession:
 
     # -- what the study is about -------------------------------------------------------------
     @property
-    def space(self):
+    def space(self) -> SearchSpace:
         if self._space is None:
             self._space = self.task.search_space()
         return self._space
@@ -137,7 +143,7 @@ class StudySession:
         if isinstance(t.test_size, int) and t.test_size > self.data.test_size:
             raise InputError(f"{wording.opt('test-size', t.test_size)} exceeds the test set of {self.data.test_size} examples")
 
-    def prepare_executor(self) -> Any:
+    def prepare_executor(self) -> TrainingExecutor:
         """Refuse a device or an executor that cannot run (no GPU for --device cuda, an unreachable
         or too small Ray cluster) before anything is written: the executor is made and, for Ray,
         connected now. Returns it (variants of this session can train with it)."""
@@ -162,7 +168,7 @@ class StudySession:
             )
 
     # -- seeds and specs --------------------------------------------------------------------
-    def spec(self, candidate: Candidate, index: int):
+    def spec(self, candidate: Candidate, index: int) -> InstanceSpec:
         from robustcli.training.instance import InstanceSpec
         from robustcli.training.seeds import study_seeds
 
@@ -270,7 +276,7 @@ class StudySession:
                 self.store.log_candidate_statistics(self.parent_run(cand), records)
 
     # -- training ---------------------------------------------------------------------------
-    def executor(self) -> Any:
+    def executor(self) -> TrainingExecutor:
         """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
         from robustcli.execution.factory import make_executor, resolved_kind
 
@@ -288,8 +294,8 @@ class StudySession:
         self,
         requests: Sequence[tuple[Candidate, int]],
         *,
-        on_result: Callable[[Candidate, Any], None] | None = None,
-        executor: Any = None,
+        on_result: Callable[[Candidate, InstanceResult], None] | None = None,
+        executor: TrainingExecutor | None = None,
     ) -> Iterator[tuple[Candidate, InstanceRecord]]:
         """Train each (candidate, index), log it the moment it finishes, yield what was logged.
 
@@ -325,8 +331,8 @@ class StudySession:
     def _train_claimed(
         self,
         requests: Sequence[tuple[Candidate, int]],
-        on_result: Callable[[Candidate, Any], None] | None,
-        executor: Any,
+        on_result: Callable[[Candidate, InstanceResult], None] | None,
+        executor: TrainingExecutor | None,
     ) -> Iterator[tuple[Candidate, InstanceRecord]]:
         """Train claimed instances (those another process logged meanwhile are read instead)."""
         import time
