@@ -95,18 +95,18 @@ def baseline_row(session: Any, name: str, base: Any, instances: int) -> dict[str
 def logged_baseline_losses(session: Any, name: str, instances: int) -> list[float] | None:
     """The losses of the first ``instances`` samples of baseline ``name`` under the session's data
     settings, from a run that holds at least that many; None if none does."""
+    from robustcli.tracking import tags as T
+
     exp_id = session.existing_experiment()
     if exp_id is None:
         return None
-    runs = session.store.search(
-        exp_id,
-        f"tags.`robust.kind` = 'baseline' and tags.`robust.baseline` = '{name}' and "
-        f"tags.`robust.data_fingerprint` = '{session.settings.data_fingerprint()}'",
+    runs = session.store.find_runs(
+        exp_id, T.BASELINE, {T.BASELINE_NAME: name, T.DATA_FINGERPRINT: session.settings.data_fingerprint()}
     )
     for run in runs:
-        if run.info.status != "FINISHED" or int(run.data.tags.get("robust.instances", 0)) < instances:
+        if run.info.status != "FINISHED" or int(run.data.tags.get(T.INSTANCES, 0)) < instances:
             continue
-        history = session.store.client.get_metric_history(run.info.run_id, "test_loss")
+        history = session.store.metric_history(run.info.run_id, "test_loss")
         by_step = {m.step: m.value for m in history}
         if all(i in by_step for i in range(instances)):
             return [by_step[i] for i in range(instances)]
@@ -135,25 +135,23 @@ def baseline_losses(session: Any, name: str, base: Any, instances: int) -> tuple
 
 def _log(session: Any, row: dict[str, Any], started: int) -> None:
     """A baseline's run: its losses per instance and, under the names a candidate's run uses
-    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
-    from mlflow.entities import Metric, RunTag
+    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates.
+    Written whole through the store's journal: a kill while it is written loses no fit."""
+    from robustcli.tracking import tags as T
 
-    client = session.store.client
-    exp_id = session.experiment()
     now = int(time.time() * 1000)
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']} {session.settings_label()}", start_time=started,
-                            tags=session.store.context_tags)
-    metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
+    n = len(row["losses"])
+    metrics = [("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
     stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}
-    metrics += [Metric(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
-    metrics += [Metric(k, v, now, len(row["losses"])) for k, v in stats.items() if math.isfinite(v)]
-    metrics.append(Metric("instances", float(len(row["losses"])), now, len(row["losses"])))
+    metrics += [(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
+    metrics += [(k, v, now, n) for k, v in stats.items() if math.isfinite(v)]
+    metrics.append(("instances", float(n), now, n))
     tags = {
-        "robust.kind": "baseline",
-        "robust.baseline": row["name"],
-        "robust.task": str(session.settings.task),
-        "robust.data_fingerprint": session.settings.data_fingerprint(),
-        "robust.instances": str(len(row["losses"])),
+        T.KIND: T.BASELINE,
+        T.BASELINE_NAME: row["name"],
+        T.TASK: str(session.settings.task),
+        T.DATA_FINGERPRINT: session.settings.data_fingerprint(),
+        T.INSTANCES: str(n),
     }
-    client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
+    session.store.write_journaled(session.experiment(), f"baseline/{row['name']} {session.settings_label()}", tags,
+                                  metrics=metrics, start=started, end=now)

@@ -41,8 +41,17 @@ from typing import Any
 
 from robustcli.errors import StoreError, first_line
 from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
+from robustcli.tracking import tags as T
 from robustcli.tracking.locks import LockFile, lock_file
-from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, ClientRunWriter, replay_journals, run_record
+from robustcli.tracking.writer import (
+    FINAL,
+    JOURNAL_DIR,
+    BackgroundWriter,
+    ClientRunWriter,
+    discard,
+    replay_journals,
+    run_record,
+)
 
 __all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
@@ -113,17 +122,17 @@ class InstanceRecord:
     def from_run(cls, run: Any) -> InstanceRecord:
         """The record of an instance run read from MLflow."""
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        failed = tags.get("robust.status") == "failed"
+        failed = tags.get(T.STATUS) == "failed"
         return cls(
             run_id=run.info.run_id,
-            candidate_id=tags["robust.candidate_id"],
-            index=int(tags["robust.instance_index"]),
+            candidate_id=tags[T.CANDIDATE_ID],
+            index=int(tags[T.INSTANCE_INDEX]),
             loss=math.nan if failed else float(metrics.get("test_loss", math.nan)),
-            status=tags.get("robust.status", "finished"),
-            stop_reason=tags.get("robust.stop_reason", ""),
+            status=tags.get(T.STATUS, "finished"),
+            stop_reason=tags.get(T.STOP_REASON, ""),
             epochs=int(metrics.get("epochs", 0)),
             seconds=float(metrics.get("seconds", 0.0)),
-            spiked=tags.get("robust.spiked") == "true",
+            spiked=tags.get(T.SPIKED) == "true",
             init_seed=int(params.get("init_seed", -1)),
             data_seed=int(params.get("data_seed", -1)),
             end_time=int(run.info.end_time or 0),
@@ -331,12 +340,24 @@ class MlflowStore:
     def logged_candidates(self, exp_id: str, candidate_id: str | None = None) -> dict[str, Any]:
         """id -> Candidate from the study's candidate runs, as logged (one id only if given): the
         candidates a study trained, grid or not (a NAS trial's included)."""
-        query = "tags.`robust.kind` = 'candidate'"
-        if candidate_id is not None:
-            if not candidate_id.isalnum():  # ids are hex hashes: nothing to quote in a filter
-                return {}
-            query += f" and tags.`robust.candidate_id` = '{candidate_id}'"
-        return candidates_of_runs(self.search(exp_id, query))
+        if candidate_id is not None and not candidate_id.isalnum():  # ids are hex hashes: nothing to quote
+            return {}
+        wanted = {T.CANDIDATE_ID: candidate_id} if candidate_id is not None else None
+        return candidates_of_runs(self.find_runs(exp_id, T.CANDIDATE, wanted))
+
+    def find_runs(
+        self, exp_id: str, kind: str | None, tags: Mapping[str, str] | None = None, *, wait: bool = True
+    ) -> list[Any]:
+        """The runs of ``kind`` (a :mod:`~robustcli.tracking.tags` kind; None: every kind) whose
+        ``tags`` have these values, oldest first: how every layer finds a run robust wrote."""
+        return self.search(exp_id, T.run_filter(kind, tags), wait=wait)
+
+    def find_run(self, exp_id: str | None, kind: str, tags: Mapping[str, str]) -> Any | None:
+        """The first logged run of ``kind`` with these tags (a run's key), or None (also for no experiment)."""
+        if exp_id is None:
+            return None
+        runs = self.find_runs(exp_id, kind, tags)
+        return runs[0] if runs else None
 
     def search(self, exp_id: str, filter_string: str, *, wait: bool = True) -> list[Any]:
         """Runs matching ``filter_string``, oldest first (after the queued writes unless ``wait=False``)."""
@@ -368,15 +389,15 @@ class MlflowStore:
     ) -> dict[str, Any]:
         """What a candidate's run is made of (plain data: it travels in the journal with its instances)."""
         tags = {
-            "robust.kind": "candidate",
-            "robust.task": task,
-            "robust.candidate_id": candidate.id,
-            "robust.candidate_json": candidate.to_json(),
-            "robust.fingerprint": fingerprint,
-            "robust.description": name,
+            T.KIND: T.CANDIDATE,
+            T.TASK: task,
+            T.CANDIDATE_ID: candidate.id,
+            T.CANDIDATE_JSON: candidate.to_json(),
+            T.FINGERPRINT: fingerprint,
+            T.DESCRIPTION: name,
         }
         if candidate.name:
-            tags["robust.candidate_name"] = candidate.name
+            tags[T.CANDIDATE_NAME] = candidate.name
         params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
         params.update({k: str(v) for k, v in settings_params.items() if k not in params})
         return {"candidate_id": candidate.id, "fingerprint": fingerprint, "name": name, "tags": tags,
@@ -410,12 +431,10 @@ class MlflowStore:
         return self.candidate_run(run["experiment_id"], run["parent"])
 
     def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, str]:
-        filt = f"tags.`robust.kind` = 'candidate' and tags.`robust.fingerprint` = '{fingerprint}'"
-        if candidate_id is not None:
-            filt += f" and tags.`robust.candidate_id` = '{candidate_id}'"
+        wanted = {T.FINGERPRINT: fingerprint, **({T.CANDIDATE_ID: candidate_id} if candidate_id is not None else {})}
         out: dict[str, str] = {}
-        for run in self.search(exp_id, filt, wait=False):  # a candidate run is written at once, never queued
-            out.setdefault(run.data.tags["robust.candidate_id"], run.info.run_id)
+        for run in self.find_runs(exp_id, T.CANDIDATE, wanted, wait=False):  # written at once, never queued
+            out.setdefault(run.data.tags[T.CANDIDATE_ID], run.info.run_id)
         return out
 
     def write_run(
@@ -486,25 +505,25 @@ class MlflowStore:
         """
         spec = result.spec
         tags = {
-            "robust.kind": "instance",
-            "robust.candidate_id": candidate.id,
-            "robust.instance_index": str(spec.index),
-            "robust.fingerprint": fingerprint,
-            "robust.status": result.status,
-            "robust.stop_reason": result.stop_reason,
-            "robust.spiked": str(bool(result.spiked)).lower(),
-            "robust.engine": result.engine,
-            "robust.stack": ",".join(map(str, result.stack)),
-            "robust.settings_json": settings_json,
-            "robust.candidate_json": candidate.to_json(),
+            T.KIND: T.INSTANCE,
+            T.CANDIDATE_ID: candidate.id,
+            T.INSTANCE_INDEX: str(spec.index),
+            T.FINGERPRINT: fingerprint,
+            T.STATUS: result.status,
+            T.STOP_REASON: result.stop_reason,
+            T.SPIKED: str(bool(result.spiked)).lower(),
+            T.ENGINE: result.engine,
+            T.STACK: ",".join(map(str, result.stack)),
+            T.SETTINGS_JSON: settings_json,
+            T.CANDIDATE_JSON: candidate.to_json(),
             **self.context_tags,
             **provenance,
             **(extra_tags or {}),
         }
         if result.failure:
-            tags["robust.failure"] = result.failure[:5000]
+            tags[T.FAILURE] = result.failure[:5000]
         if getattr(result, "plain_reason", None):
-            tags["robust.plain_reason"] = result.plain_reason[:5000]
+            tags[T.PLAIN_REASON] = result.plain_reason[:5000]
         params = {
             "init_seed": str(spec.init_seed),
             "data_seed": str(spec.data_seed),
@@ -522,22 +541,99 @@ class MlflowStore:
         run = run_record(experiment_id=exp_id, name=name, status="FAILED" if result.failed else "FINISHED", tags=tags,
                          params=params, metrics=metrics, start_time=start_time, end_time=end_time,
                          parent={**parent, "start_time": start_time})
+        self._submit(run)
+        return run["write_key"]
+
+    def _submit(self, run: dict[str, Any]) -> None:
+        """Journal ``run`` and hand it to the background writer."""
         self.connect()  # and replay dead journals before this process journals its own
         if self._writer is None:
             self._writer = BackgroundWriter(self._raw, self._journal_dir(), self._run_ids, self._parent_of)
         self._writer.submit(run)
-        return run["write_key"]
+
+    def write_journaled(
+        self,
+        exp_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        metrics: Iterable[tuple[str, float, int, int]] = (),
+        artifacts: Mapping[str, bytes] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        status: str = "FINISHED",
+        run_id: str | None = None,
+    ) -> str:
+        """Write a finished run whole through the journal, as instances are (or, with ``run_id``,
+        complete that run: its tags, metrics and artifacts added, then ended with ``status``): a
+        kill at any point leaves it to the next command on this store to write, never half-written.
+        Returns once it is written: the run's id. ``metrics``: (key, value, timestamp ms, step);
+        ``artifacts``: file name -> content (small files)."""
+        end = end or _now_ms()
+        start = start or end
+        rows = list(metrics)
+        if run_id is None:
+            tags = {**self.context_tags, **tags}
+        run = run_record(experiment_id=exp_id, name=name, status=status, tags=tags,
+                         params={k: str(v) for k, v in (params or {}).items()}, metrics=rows, start_time=start,
+                         end_time=end, artifacts=artifacts, run_id=run_id)
+        self._submit(run)
+        return self.run_id(run["write_key"])
+
+    def start_run(self, exp_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """Create a run left RUNNING (a search's, ended later): created with its tags, then its
+        params; deleted again if the params cannot be written."""
+        created = self._raw.create_run(exp_id, run_name=name, tags={**tags, **self.context_tags})
+        run_id = created.info.run_id
+        if params:
+            from mlflow.entities import Param
+
+            try:
+                self._raw.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            except BaseException:
+                try:
+                    discard(self._raw, run_id)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                raise
+        return run_id
+
+    def resume_run(self, run_id: str) -> None:
+        """A run ended before (a search resumed) is RUNNING again."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def end_run(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status, end_time=end_time)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Metrics of a RUNNING run (a selection's steps), at this time and ``step``."""
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
+        """The run's artifact ``path`` ("" for all of them) copied under ``dst``: where it is."""
+        return Path(self.client.download_artifacts(run_id, path, str(dst)))
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        """Every logged value of the run's metric ``key`` (MLflow ``Metric`` objects)."""
+        return list(self.client.get_metric_history(run_id, key))
 
     def instances(
         self, exp_id: str, fingerprint: str, candidate_ids: Iterable[str] | None = None
     ) -> dict[str, dict[int, InstanceRecord]]:
         """Finished and failed instances with this fingerprint, by candidate then index."""
-        filt = f"tags.`robust.kind` = 'instance' and tags.`robust.fingerprint` = '{fingerprint}'"
         wanted = set(candidate_ids) if candidate_ids is not None else None
+        filt = {T.FINGERPRINT: fingerprint}
         if wanted is not None and len(wanted) == 1:
-            filt += f" and tags.`robust.candidate_id` = '{next(iter(wanted))}'"
+            filt[T.CANDIDATE_ID] = next(iter(wanted))
         out: dict[str, dict[int, InstanceRecord]] = {}
-        for run in self.search(exp_id, filt):
+        for run in self.find_runs(exp_id, T.INSTANCE, filt):
             if run.info.status not in FINAL:
                 continue  # interrupted mid-write: as if never trained
             rec = InstanceRecord.from_run(run)
@@ -572,7 +668,7 @@ def candidates_of_runs(runs: Any) -> dict[str, Any]:
     out = {}
     for run in runs:
         tags = run.data.tags
-        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
-            params = json.loads(tags.get("robust.candidate_json", "{}"))
-            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
+        if tags.get(T.KIND) == T.CANDIDATE and T.CANDIDATE_ID in tags:
+            params = json.loads(tags.get(T.CANDIDATE_JSON, "{}"))
+            out[tags[T.CANDIDATE_ID]] = Candidate(tags[T.CANDIDATE_ID], params, tags.get(T.CANDIDATE_NAME))
     return out
