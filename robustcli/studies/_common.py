@@ -98,16 +98,21 @@ def log_study_run(
 
     started = int(time.time() * 1000)
     artifacts = {f"{kind}.json": (json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n").encode()}
-    if figure is not None:
-        with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
-            png = Path(tmp) / f"{kind}.png"
+    with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
+        png = Path(tmp) / f"{kind}.png"
+        if figure is not None:
             figure(png)
-            artifacts[f"{kind}.png"] = png.read_bytes()
-            if out is not None:
+            artifacts[png.name] = png.read_bytes()
+        params = {k: _param(v) for k, v in sorted(description.items())}
+        values = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
+        run_id = write_study_run(session, kind, study_key(kind, description), params, values, artifacts, started)
+        if figure is not None and out is not None:
+            try:
                 _copy(png, out)
-    params = {k: _param(v) for k, v in sorted(description.items())}
-    values = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
-    return write_study_run(session, kind, study_key(kind, description), params, values, artifacts, started)
+            except BaseException:  # the study is not done: its run says so, the next run completes it
+                session.store.end_run(run_id, "FAILED")
+                raise
+    return run_id
 
 
 def _copy(png: Path, out: Path) -> None:
