@@ -32,7 +32,7 @@ import json
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from robustcli.errors import InputError
 from robustcli.task import Candidate
 from robustcli.tracking.nas_runs import NasRuns, logged_searches
 
-__all__ = ["NasSearch", "NasTrial", "logged_searches", "search_key", "trial_seed"]
+__all__ = ["NasReport", "NasRow", "NasSearch", "NasTrial", "logged_searches", "search_key", "trial_seed"]
 
 #: (phase, done, total, message): phase "trial" during the search, "instance" during the assessment
 Progress = Callable[[str, int, int, str], None]
@@ -81,6 +81,69 @@ class NasTrial:
             "loss": self.loss,
             "state": "complete" if math.isfinite(self.loss) else "fail",
         }
+
+
+@dataclass
+class NasRow:
+    """An assessed candidate: a best trial's ("top") or the one they are set against ("against")."""
+
+    role: str
+    candidate: str
+    name: str
+    params: dict[str, Any]
+    trial: int | None  # the trial that picked it (None: the candidate set against them)
+    trial_loss: float | None
+    instances: int
+    failed: int
+    losses: list[float]
+    mean: float
+    std: float
+    median: float
+    #: each statistic's value with its bootstrap interval (``Estimate.as_dict``)
+    statistics: dict[str, dict[str, Any]]
+
+
+@dataclass
+class NasReport:
+    """A search and the assessment of its picks (``nas.json`` in the search's run is its ``as_dict``)."""
+
+    task: str
+    study: str
+    loss: dict[str, Any]  # name, lower_is_better
+    sampler: str
+    sampler_seed: int
+    sampler_seeding: str
+    trials: int
+    trained_trials: int
+    failed_trials: int
+    distinct_candidates: int
+    trial_table: list[dict[str, Any]]
+    instances: int
+    instance_indices: list[int]
+    trained_instances: int
+    train_size: int
+    top: list[NasRow]
+    against: NasRow | None  # one of ``top`` when the candidate set against them is among them
+    verdict: str
+    key: str
+    run_id: str
+    tracking_uri: str
+    fingerprint: str
+    #: the figure's name in the search's run, once logged
+    figure: str | None = None
+
+    @property
+    def assessed(self) -> list[NasRow]:
+        """The rows drawn and tabled: the best trials, then the candidate set against them if it is not one."""
+        return self.top + ([self.against] if self.against is not None and self.against.role == "against" else [])
+
+    def as_dict(self) -> dict[str, Any]:
+        from robustcli.results import plain
+
+        out = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        if self.figure is None:
+            del out["figure"]
+        return out
 
 
 def _optuna() -> Any:
@@ -260,8 +323,8 @@ class NasSearch:
         return rows, len(jobs)
 
     # -- all of it --------------------------------------------------------------------------------
-    def run(self, progress: Progress | None = None) -> dict[str, Any]:
-        """Search, assess, log the table and the figure to the search's run; the report as a dict."""
+    def run(self, progress: Progress | None = None) -> NasReport:
+        """Search, assess, log the table and the figure to the search's run; the report."""
         try:
             trials = self.search(progress)
             best = self.best(trials)
@@ -275,7 +338,7 @@ class NasSearch:
             raise
         return report
 
-    def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> dict[str, Any]:
+    def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> NasReport:
         from robustcli.robustness import summarize
 
         describe = self.session.describe
@@ -283,92 +346,91 @@ class NasSearch:
         for r in rows:
             finite = [x for x in r.losses if math.isfinite(x)]
             stats = summarize(finite, seed=self.settings.seed, names=("mean", "median", "std", "iqr", "q90_q10", "min", "max"))
-            out_rows.append({
-                "role": r.role,
-                "candidate": r.candidate.id,
-                "name": describe(r.candidate),
-                "params": dict(r.candidate.params),
-                "trial": r.trial.number if r.trial else None,
-                "trial_loss": r.trial.loss if r.trial else None,
-                "instances": len(r.losses),
-                "failed": len(r.losses) - len(finite),
-                "losses": r.losses,
-                "mean": stats["mean"].value,
-                "std": stats["std"].value,
-                "median": stats["median"].value,
-                "statistics": {k: v.as_dict() for k, v in stats.items()},
-            })  # fmt: skip
-        top = [r for r in out_rows if r["role"] == "top"]
-        against = next((r for r in out_rows if r["role"] == "against"), None)
+            out_rows.append(NasRow(
+                role=r.role,
+                candidate=r.candidate.id,
+                name=describe(r.candidate),
+                params=dict(r.candidate.params),
+                trial=r.trial.number if r.trial else None,
+                trial_loss=r.trial.loss if r.trial else None,
+                instances=len(r.losses),
+                failed=len(r.losses) - len(finite),
+                losses=r.losses,
+                mean=stats["mean"].value,
+                std=stats["std"].value,
+                median=stats["median"].value,
+                statistics={k: v.as_dict() for k, v in stats.items()},
+            ))  # fmt: skip
+        top = [r for r in out_rows if r.role == "top"]
+        against = next((r for r in out_rows if r.role == "against"), None)
         if against is None and self.against is not None:  # the candidate to compare with is one of the top
-            against = next(r for r in out_rows if r["candidate"] == self.against.id)
-        return {
-            "task": self.settings.task,
-            "study": self.settings.study_name,
-            "loss": {"name": self.session.task.loss.name, "lower_is_better": self.session.task.loss.lower_is_better},
-            "sampler": self.nas.sampler,
-            "sampler_seed": self.settings.seed,
-            "sampler_seeding": "trial n is asked of a fresh sampler seeded by hash(sampler_seed, n)",
-            "trials": len(trials),
-            "trained_trials": sum(t.trained_now for t in trials),
-            "failed_trials": sum(not math.isfinite(t.loss) for t in trials),
-            "distinct_candidates": len({t.candidate.id for t in trials}),
-            "trial_table": [t.as_dict(describe) for t in trials],
-            "instances": self.settings.instances,
-            "instance_indices": [1, self.settings.instances],
-            "trained_instances": trained_instances,
-            "train_size": self.session.train_size,
-            "top": top,
-            "against": against,
-            "verdict": _verdict(top, against, self.session.task.loss.lower_is_better),
-            "key": self.key,
-            "run_id": self._open_run(),
-            "tracking_uri": self.session.store.uri,
-            "fingerprint": self.session.fingerprint,
-        }
+            against = next(r for r in out_rows if r.candidate == self.against.id)
+        return NasReport(
+            task=self.settings.task,
+            study=self.settings.study_name,
+            loss={"name": self.session.task.loss.name, "lower_is_better": self.session.task.loss.lower_is_better},
+            sampler=self.nas.sampler,
+            sampler_seed=self.settings.seed,
+            sampler_seeding="trial n is asked of a fresh sampler seeded by hash(sampler_seed, n)",
+            trials=len(trials),
+            trained_trials=sum(t.trained_now for t in trials),
+            failed_trials=sum(not math.isfinite(t.loss) for t in trials),
+            distinct_candidates=len({t.candidate.id for t in trials}),
+            trial_table=[t.as_dict(describe) for t in trials],
+            instances=self.settings.instances,
+            instance_indices=[1, self.settings.instances],
+            trained_instances=trained_instances,
+            train_size=self.session.train_size,
+            top=top,
+            against=against,
+            verdict=_verdict(top, against, self.session.task.loss.lower_is_better),
+            key=self.key,
+            run_id=self._open_run(),
+            tracking_uri=self.session.store.uri,
+            fingerprint=self.session.fingerprint,
+        )
 
-    def _log_report(self, report: dict[str, Any]) -> None:
+    def _log_report(self, report: NasReport) -> None:
         """The figure and the table to the search's run, which ends FINISHED."""
         import textwrap
 
         from robustcli.reporting.plots import study_figure
 
         self._open_run()
-        rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
         labels = {}
-        for r in rows:  # long descriptions wrapped: the boxes keep their room
-            label = f"{r['name']} (trial {r['trial']})" if r["trial"] is not None else f"{r['name']} (against)"
+        for r in report.assessed:  # long descriptions wrapped: the boxes keep their room
+            label = f"{r.name} (trial {r.trial})" if r.trial is not None else f"{r.name} (against)"
             labels[textwrap.fill(label, 34)] = r
         with tempfile.TemporaryDirectory() as tmp:
             png = study_figure(
                 Path(tmp) / "nas.png",
-                title=f"{report['task']}: NAS picks ({report['trials']} trials, {report['sampler']})\n"
-                f"over {report['instances']} fresh instances each, train size {report['train_size']}",
-                losses={label: r["losses"] for label, r in labels.items()},
-                marks={label: r["trial_loss"] for label, r in labels.items() if r["trial_loss"] is not None},
+                title=f"{report.task}: NAS picks ({report.trials} trials, {report.sampler})\n"
+                f"over {report.instances} fresh instances each, train size {report.train_size}",
+                losses={label: r.losses for label, r in labels.items()},
+                marks={label: r.trial_loss for label, r in labels.items() if r.trial_loss is not None},
                 marks_label="the trial's single training",
-                loss_name=report["loss"]["name"],
+                loss_name=report.loss["name"],
             )
             figure = Path(png).read_bytes()
-        table = json.dumps(report, indent=1, default=str, allow_nan=True).encode()
-        report["figure"] = "nas.png"
-        best = report["top"][0]
-        metrics = {"trials": report["trials"], "best_trial_loss": best["trial_loss"], "best_trial_mean": best["mean"]}
-        self.runs.finish(table, figure, metrics, step=report["trials"], verdict=report["verdict"])
+        table = json.dumps(report.as_dict(), indent=1, default=str, allow_nan=True).encode()
+        report.figure = "nas.png"
+        best = report.top[0]
+        metrics = {"trials": report.trials, "best_trial_loss": best.trial_loss, "best_trial_mean": best.mean}
+        self.runs.finish(table, figure, metrics, step=report.trials, verdict=report.verdict)
 
 
-def _verdict(top: list[dict[str, Any]], against: dict[str, Any] | None, lower_is_better: bool) -> str:
+def _verdict(top: list[NasRow], against: NasRow | None, lower_is_better: bool) -> str:
     """One sentence: how the best single run fares over fresh instances, and against the reference."""
     best = top[0]
 
     def fmt(x: Any) -> str:
         return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else "-"
 
-    text = (f"best single run: trial {best['trial']} ({best['name']}), loss {fmt(best['trial_loss'])}; over "
-            f"{best['instances']} fresh instances its mean is {fmt(best['mean'])} (std {fmt(best['std'])})")  # fmt: skip
+    text = (f"best single run: trial {best.trial} ({best.name}), loss {fmt(best.trial_loss)}; over "
+            f"{best.instances} fresh instances its mean is {fmt(best.mean)} (std {fmt(best.std)})")  # fmt: skip
     if against is not None and against is not best:
-        better = (against["mean"] < best["mean"]) == lower_is_better
-        steadier = against["std"] < best["std"]
-        text += (f"; {against['name']}: mean {fmt(against['mean'])} (std {fmt(against['std'])}), "
+        better = (against.mean < best.mean) == lower_is_better
+        steadier = against.std < best.std
+        text += (f"; {against.name}: mean {fmt(against.mean)} (std {fmt(against.std)}), "
                  f"{'better' if better else 'worse'} on the mean and {'more' if steadier else 'less'} robust (std)")  # fmt: skip
     return text

@@ -14,6 +14,10 @@ Layout (what ``mlflow ui`` shows; the experiment opens in MLflow 3's training-ru
   training), final ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance
   and the user and source tags MLflow's own fluent API sets; its true start and end times.
 
+Beside them: a run per baseline fit, per study (analysis), per selection and per NAS search and
+trial; their tags are named in :mod:`robustcli.tracking.tags` and every layer finds them through
+:meth:`MlflowStore.find_runs`.
+
 Only MLflow's public client reads and writes. Finished runs are written by a background thread,
 each journaled first so that a crash loses nothing (:mod:`robustcli.tracking.writer`); every read
 through this store waits for those writes, and opening the store writes what a dead process left.
