@@ -110,7 +110,7 @@ def test_a_baseline_killed_while_written_is_written_by_the_next_command_and_not_
     assert {r.data.tags[T.BASELINE_NAME]: r.data.metrics for r in live} == whole
 
 
-@pytest.mark.parametrize("point", ["journaled", "ended"])
+@pytest.mark.parametrize("point", ["ended"])
 def test_a_study_run_killed_while_written_is_written_by_the_next_command_and_resumes_to_one_run(app, runner, workdir, point):
     args = ["study", "variance", "--task", "synthetic", "--candidate", "small", "--instances", "2", *TINY]
     killed(point, T.STUDY, [*args, "--study", "crash"])
@@ -128,3 +128,22 @@ def test_a_study_run_killed_while_written_is_written_by_the_next_command_and_res
 
     client = MlflowClient(resumed["tracking_uri"])
     assert {a.path for a in client.list_artifacts(resumed["run_id"])} == {"variance.json", "variance.png"}
+
+
+@pytest.mark.parametrize(("kind", "point"), [(T.NAS_TRIAL, "created"), (T.NAS, "ended")])
+def test_a_nas_trial_or_report_killed_while_written_resumes_to_the_uninterrupted_search(app, runner, workdir, kind, point):
+    pytest.importorskip("optuna")
+    args = ["nas", "--task", "synthetic", *TINY, "--train-size", "64", "--trials", "3", "--top", "1", "--instances", "1"]
+    killed(point, kind, [*args, "--study", "crash"])
+    (dead,) = journals()
+    resumed = invoke(app, runner, [*args, "--study", "crash"])
+    assert not dead.exists()  # replayed, then removed
+    reference = invoke(app, runner, [*args, "--study", "whole"])
+    same = ("trial_table", "top", "against", "verdict", "trials", "failed_trials", "distinct_candidates", "key")
+    assert {k: resumed[k] for k in same} == {k: reference[k] for k in same}
+    trials = [r for r in runs_of(T.NAS_TRIAL, "crash") if r.info.lifecycle_stage == "active"]
+    assert sorted(int(r.data.tags[T.TRIAL_NUMBER]) for r in trials) == [0, 1, 2]
+    assert all(r.info.status == "FINISHED" and r.data.tags[T.PARENT_RUN_ID] == resumed["run_id"] for r in trials)
+    (search,) = [r for r in runs_of(T.NAS, "crash") if r.info.lifecycle_stage == "active"]
+    assert search.info.run_id == resumed["run_id"] and search.info.status == "FINISHED"
+    assert search.data.tags[T.STATE] == "finished"
