@@ -89,8 +89,6 @@ class MlflowSelectionStore(Store):
         self._known.setdefault(candidate_id, {})[index] = loss
 
     def record_step(self, record: StepRecord) -> None:
-        from mlflow.entities import Metric
-
         self._history[record.step] = record
         run_id = self.open_run()
         values = [v[0] for cid, v in record.values.items() if cid in record.survivors and v and math.isfinite(v[0])]
@@ -101,9 +99,7 @@ class MlflowSelectionStore(Store):
         }
         if values:
             metrics["best_criterion"] = min(values)
-        client = self.session.store.client
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.step) for k, v in metrics.items()])
+        self.session.store.log_metrics(run_id, metrics, step=record.step)
         self._write_history()
 
     def baseline_loss(self) -> float | None:

@@ -154,10 +154,9 @@ class ClientRunWriter:
         """Complete the run that exists: RUNNING and tagged with this record first (a replay then
         finds it half-done), its data, then ended. Left as it is on an error: the journal retries."""
         from mlflow.entities import RunTag
-
-        run_id = run["run_id"]
         from mlflow.exceptions import MlflowException
 
+        run_id = run["run_id"]
         try:
             there = self.client.get_run(run_id)
         except MlflowException as exc:
