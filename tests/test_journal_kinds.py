@@ -1,7 +1,8 @@
 """Every run kind a kill could half-write goes through the journal, as instances do
-(robustcli/tracking/writer.py): a process killed while it writes a baseline's or a study's run
-leaves the run to the next command on the store, which writes it whole; resuming then gives the
-store an uninterrupted run would have (one run each, FINISHED, the same numbers).
+(robustcli/tracking/writer.py): a process killed while it writes a baseline's, a study's or a NAS
+trial's run leaves the run to the next command on the store, which writes it whole; resuming then
+gives the store an uninterrupted run would have (one run each, FINISHED, the same numbers). A
+candidate's run, written at once beside its first instance, is completed by the next command.
 
 The process is killed with ``os._exit`` (no finally, no atexit) at three points of the write:
 once the run is journaled and before anything reaches MLflow, after MLflow created the run and
@@ -147,3 +148,23 @@ def test_a_nas_trial_or_report_killed_while_written_resumes_to_the_uninterrupted
     (search,) = [r for r in runs_of(T.NAS, "crash") if r.info.lifecycle_stage == "active"]
     assert search.info.run_id == resumed["run_id"] and search.info.status == "FINISHED"
     assert search.data.tags[T.STATE] == "finished"
+
+
+@pytest.mark.parametrize("point", ["created"])
+def test_a_candidate_run_killed_while_written_is_completed_and_its_instances_resume(app, runner, workdir, point):
+    """The candidate's run is written by the writer thread just before its first instance: a kill
+    between its creation and its params leaves it RUNNING; the next command completes it and
+    attaches the journaled instance to it."""
+    args = ["assess", "--task", "synthetic", "-C", "small", "-n", "2", *TINY, "--train-size", "64"]
+    killed(point, T.CANDIDATE, [*args, "--study", "crash"])
+    (half,) = runs_of(T.CANDIDATE, "crash")
+    assert half.info.status == "RUNNING" and not half.data.params
+    resumed = invoke(app, runner, [*args, "--study", "crash"])
+    reference = invoke(app, runner, [*args, "--study", "whole"])
+    assert resumed["losses"] == reference["losses"] and resumed["trained_now"] <= 1  # instance 0 came from the journal
+    (run,) = runs_of(T.CANDIDATE, "crash")
+    (whole,) = runs_of(T.CANDIDATE, "whole")
+    assert run.info.run_id == half.info.run_id and run.info.status == "FINISHED"
+    assert run.data.params == whole.data.params and run.data.metrics == whole.data.metrics
+    instances = runs_of(T.INSTANCE, "crash")
+    assert len(instances) == 2 and {r.data.tags[T.PARENT_RUN_ID] for r in instances} == {run.info.run_id}

@@ -193,6 +193,8 @@ class MlflowStore:
         self._stats: dict[str, float] = {}  # what the last background writer did
         #: runs found in dead processes' journals when this store was opened (written unless already there)
         self.replayed = 0
+        #: while replaying: the candidate runs its instances went to ((experiment, fingerprint, candidate) -> run)
+        self._replayed_parents: dict[tuple[str, str, str], str] | None = None
 
     # -- connection -----------------------------------------------------------------------
     @property
@@ -287,8 +289,27 @@ class MlflowStore:
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
             raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first_line(exc)}") from None
         self._client = client  # the replay below finds candidate runs through this store
-        self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
+        self._replayed_parents = {}
+        try:
+            self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
+        finally:
+            touched, self._replayed_parents = self._replayed_parents, None
+        self._restate_candidates(touched)
         return client
+
+    def _restate_candidates(self, touched: Mapping[tuple[str, str, str], str]) -> None:
+        """The statistics of the candidates whose instances a replay wrote (their process died
+        before it could state them), as the training process does after its instances."""
+        import logging
+
+        for (exp_id, fingerprint, cid), run_id in sorted(touched.items()):
+            try:
+                records = self.instances(exp_id, fingerprint, [cid]).get(cid)
+                if records:
+                    self.log_candidate_statistics(run_id, records.values())
+            except Exception as exc:  # noqa: BLE001 - the next training of the candidate states them
+                logging.getLogger(__name__).warning("could not update candidate %s's statistics after the replay: %s",
+                                                    cid, first_line(exc))
 
     def _artifact_location(self, name: str) -> str | None:
         if self._db is None:
@@ -410,35 +431,58 @@ class MlflowStore:
     def candidate_run(self, exp_id: str, spec: Mapping[str, Any]) -> str:
         """The run of the candidate of ``spec`` (:meth:`candidate_spec`) under its settings, created on
         first use. Two processes creating it at once: a record lock makes the second find the first's;
-        the writer thread and this thread: a mutex."""
+        the writer thread and this thread: a mutex. A run still RUNNING is being written by another
+        process (waited for by the lock) or was left so by a process killed while it wrote it:
+        completed from ``spec`` then, as its instances may already point at it."""
         fingerprint, cid = spec["fingerprint"], spec["candidate_id"]
         with self._parent_mutex:
             parents = self._parents.get((exp_id, fingerprint))
             if parents is None:
-                parents = self._parents[(exp_id, fingerprint)] = self._find_parents(exp_id, fingerprint)
+                whole = self._find_parents(exp_id, fingerprint).items()
+                parents = self._parents[(exp_id, fingerprint)] = {c: r.info.run_id for c, r in whole
+                                                                  if r.info.status != "RUNNING"}  # fmt: skip
             if cid in parents:
                 return parents[cid]
             key = f"parent:{exp_id}:{fingerprint}:{cid}"
             self.locks.lock(key)
             try:
-                found = self._find_parents(exp_id, fingerprint, cid)
-                if cid not in found:
-                    found[cid] = self.write_run(exp_id, spec["name"], {**spec["tags"], **self.context_tags},
-                                                spec["params"], start=spec["start_time"])
-                parents[cid] = found[cid]
-                return found[cid]
+                found = self._find_parents(exp_id, fingerprint, cid).get(cid)
+                if found is None:
+                    run_id = self.write_run(exp_id, spec["name"], {**spec["tags"], **self.context_tags},
+                                            spec["params"], start=spec["start_time"])
+                elif found.info.status == "RUNNING":
+                    run_id = self._complete_candidate_run(found, spec)
+                else:
+                    run_id = found.info.run_id
+                parents[cid] = run_id
+                return run_id
             finally:
                 self.locks.unlock(key)
 
+    def _complete_candidate_run(self, run: Any, spec: Mapping[str, Any]) -> str:
+        """A candidate's run half-written by a killed process: its missing params, then FINISHED."""
+        from mlflow.entities import Param
+
+        missing = [Param(k, str(v)) for k, v in spec["params"].items() if k not in run.data.params]
+        for i in range(0, len(missing), 100):  # MLflow's limit of params per log_batch
+            self._raw.log_batch(run.info.run_id, params=missing[i : i + 100])
+        self._raw.set_terminated(run.info.run_id, "FINISHED", end_time=spec["start_time"])
+        return run.info.run_id
+
     def _parent_of(self, run: Mapping[str, Any]) -> str:
         """The writer's hook: the id of the candidate run a journaled instance belongs to."""
-        return self.candidate_run(run["experiment_id"], run["parent"])
+        run_id = self.candidate_run(run["experiment_id"], run["parent"])
+        if self._replayed_parents is not None:
+            spec = run["parent"]
+            self._replayed_parents[(str(run["experiment_id"]), spec["fingerprint"], spec["candidate_id"])] = run_id
+        return run_id
 
-    def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, str]:
+    def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, Any]:
+        """candidate id -> its run under ``fingerprint`` (the first logged)."""
         wanted = {T.FINGERPRINT: fingerprint, **({T.CANDIDATE_ID: candidate_id} if candidate_id is not None else {})}
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         for run in self.find_runs(exp_id, T.CANDIDATE, wanted, wait=False):  # written at once, never queued
-            out.setdefault(run.data.tags[T.CANDIDATE_ID], run.info.run_id)
+            out.setdefault(run.data.tags[T.CANDIDATE_ID], run)
         return out
 
     def write_run(
