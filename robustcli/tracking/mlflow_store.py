@@ -647,9 +647,15 @@ class MlflowStore:
                 raise
         return run_id
 
-    def resume_run(self, run_id: str) -> None:
-        """A run ended before (a search resumed) is RUNNING again."""
-        self.client.update_run(run_id, status="RUNNING")
+    def resume_run(self, run: Any, params: Mapping[str, Any] | None = None) -> None:
+        """A run ended before (a search resumed) is RUNNING again, with the ``params`` it lacks (a
+        process killed between its creation and its params left it without them)."""
+        from mlflow.entities import Param
+
+        missing = [Param(k, str(v)) for k, v in (params or {}).items() if k not in run.data.params]
+        if missing:
+            self.client.log_batch(run.info.run_id, params=missing)
+        self.client.update_run(run.info.run_id, status="RUNNING")
 
     def end_run(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
         self.client.set_terminated(run_id, status, end_time=end_time)

@@ -64,7 +64,7 @@ class NasRuns:
             }
             self.run_id = self.store.start_run(self.session.experiment(), f"nas-{self.key}", tags, params)
         else:
-            self.store.resume_run(run.info.run_id)
+            self.store.resume_run(run, params)
             self.run_id = run.info.run_id
         return self.run_id
 
