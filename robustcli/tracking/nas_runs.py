@@ -16,9 +16,12 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.tracking import tags as T
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["LoggedTrial", "NasRuns", "logged_searches"]
 
@@ -40,7 +43,7 @@ class LoggedTrial:
 class NasRuns:
     """The runs of the search with ``key`` in a study session's experiment."""
 
-    def __init__(self, session: Any, key: str) -> None:
+    def __init__(self, session: StudySession, key: str) -> None:
         self.session = session
         self.store = session.store
         self.key = key

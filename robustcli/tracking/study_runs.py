@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from robustcli.tracking import tags as T
+
+if TYPE_CHECKING:
+    from robustcli.session import StudySession
 
 __all__ = ["write_study_run"]
 
 
 def write_study_run(
-    session: Any,
+    session: StudySession,
     kind: str,
     key: str,
     params: Mapping[str, str],
