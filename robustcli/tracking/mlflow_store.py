@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import StoreError, first_line
 from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
@@ -56,6 +56,9 @@ from robustcli.tracking.writer import (
     replay_journals,
     run_record,
 )
+
+if TYPE_CHECKING:
+    from robustcli.training.instance import InstanceStatus  # torch: for annotations only
 
 __all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
@@ -111,7 +114,7 @@ class InstanceRecord:
     candidate_id: str
     index: int
     loss: float  # NaN for a failed instance
-    status: str
+    status: InstanceStatus
     stop_reason: str
     epochs: int
     seconds: float
