@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError, PluginLoadError, RobustError, TaskError, UnknownNameError, first_line
+
+if TYPE_CHECKING:
+    from robustcli.task import Task
 
 __all__ = [
     "PluginInfo", "discover", "entry_point_infos", "entry_points_of", "build_task", "load_task", "load_task_class",
@@ -163,13 +166,13 @@ def load_task_class(name: str, where: str = "--task") -> tuple[type, PluginInfo]
     return cls, info
 
 
-def load_task(name: str, options: dict[str, Any] | None = None, where: str = "--task") -> Any:
+def load_task(name: str, options: dict[str, Any] | None = None, where: str = "--task") -> Task:
     """An instance of task ``name`` configured with ``options`` (the study's [task_options])."""
     cls, info = load_task_class(name, where)
     return build_task(cls, info, options)
 
 
-def build_task(cls: type, info: PluginInfo, options: dict[str, Any] | None = None) -> Any:
+def build_task(cls: type[Task], info: PluginInfo, options: dict[str, Any] | None = None) -> Task:
     """``cls(**options)``: options it refuses are bad input; a constructor that exits is a broken plugin."""
     try:
         return cls(**(options or {}))

@@ -86,9 +86,9 @@ def test_a_task_defined_in_code_runs_every_method_without_packaging(workdir: Pat
     assert Study(task=Blobs(), **FAST).assess("tiny", instances=2).trained_now == 0
     assert Study(task=Blobs(), **FAST).fingerprint == study.fingerprint
     fits = study.fit_baselines(instances=2)  # class scores (n, 2) scored by test_loss, as a model's output
-    assert fits.baselines[0]["fitted_now"] and all(0 < x < 1 for x in fits.baselines[0]["losses"])
+    assert fits.baselines[0].fitted_now and all(0 < x < 1 for x in fits.baselines[0].losses)
     chosen = study.select(rule="paper", candidates=["tiny", study.candidates()[1].id], max_steps=1)
-    assert chosen.baseline_loss == pytest.approx(fits.baselines[0]["mean"])
+    assert chosen.baseline_loss == pytest.approx(fits.baselines[0].mean)
     sizes = study.sample_size(["tiny"], [32, 64], instances=2)
     assert {r["model"] for r in sizes.records()} == {"tiny", "nearest-mean"}
     assert study.variance("tiny", instances=2).records()[0]["set"] == "both"
@@ -128,7 +128,7 @@ def test_fit_baselines_reads_back_what_mlflow_holds(workdir: Path) -> None:
     study = Study(Blobs, **FAST)
     first = study.fit_baselines(instances=2)
     again = study.fit_baselines(instances=2)
-    assert not again.baselines[0]["fitted_now"] and again.baselines[0]["losses"] == first.baselines[0]["losses"]
+    assert not again.baselines[0].fitted_now and again.baselines[0].losses == first.baselines[0].losses
     client = MlflowClient(study.tracking_uri)
     exp = client.get_experiment_by_name("blobs")
     assert len(client.search_runs([exp.experiment_id], "tags.`robust.kind` = 'baseline'")) == 1

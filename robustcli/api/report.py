@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from robustcli.api._args import checked, count, out_path, text
 from robustcli.api.results import CandidateSummary, StudyReport
 from robustcli.errors import InputError, UnknownNameError
+from robustcli.tracking import tags as T
 
 if TYPE_CHECKING:
     from robustcli.api.progress import Progress
@@ -40,13 +41,13 @@ def open_study_experiment(study: str, tracking_uri: str | None = None) -> tuple[
     store = MlflowStore(resolve_tracking_uri(tracking_uri))
     exp_id = store.find_experiment(study)
     if exp_id is None:
-        raise UnknownNameError("study", study, [e.name for e in store.list_experiments() if "robust.task" in e.tags], "--study")
+        raise UnknownNameError("study", study, [e.name for e in store.list_experiments() if T.TASK in e.tags], "--study")
     return store, exp_id
 
 
 def finished_instance_runs(store: Any, exp_id: str, study: str) -> list[Any]:
     """The study's instance runs that ended (finished or failed); refused if there are none."""
-    runs = [r for r in store.search(exp_id, "tags.`robust.kind` = 'instance'") if r.info.status in ("FINISHED", "FAILED")]
+    runs = [r for r in store.find_runs(exp_id, T.INSTANCE) if r.info.status in ("FINISHED", "FAILED")]
     if not runs:
         raise InputError(f"study {study!r} holds no finished instances yet")
     return runs
@@ -102,12 +103,12 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
     # one figure compares like with like: the settings (fingerprint) with the most instances,
     # among the studies where both seeds vary (the --vary init/data ones feed the decomposition)
     varied = [r for r in runs if _vary(r) == "both"] or runs
-    fingerprint, _ = Counter(r.data.tags["robust.fingerprint"] for r in varied).most_common(1)[0]
+    fingerprint, _ = Counter(r.data.tags[T.FINGERPRINT] for r in varied).most_common(1)[0]
     by_cand: dict[str, list[Any]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        key = (run.data.tags["robust.candidate_id"], run.data.tags["robust.instance_index"])
-        if run.data.tags["robust.fingerprint"] == fingerprint and key not in seen:
+        key = (run.data.tags[T.CANDIDATE_ID], run.data.tags[T.INSTANCE_INDEX])
+        if run.data.tags[T.FINGERPRINT] == fingerprint and key not in seen:
             seen.add(key)  # an instance logged twice (two racing processes) counts once: the first
             by_cand[key[0]].append(run)
     record = {r.info.run_id: InstanceRecord.from_run(r) for rs in by_cand.values() for r in rs}
@@ -122,15 +123,15 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
               for c in ranked}  # fmt: skip
     best = ranked[0]
     curves = [_history(store, r.info.run_id, "epoch_test_loss") for r in by_cand[best][:50]]
-    selections = store.search(exp_id, "tags.`robust.kind` = 'selection'")
+    selections = store.find_runs(exp_id, T.SELECTION)
     path = leader = None
     if selections:
         path = [int(v) for v in _history(store, selections[0].info.run_id, "survivors")] or None
         leader = _history(store, selections[0].info.run_id, "best_criterion") or None
     confidence = _selection_confidence(selections[0].data.tags) if selections else None
-    baselines = store.search(exp_id, "tags.`robust.kind` = 'baseline'")
+    baselines = store.find_runs(exp_id, T.BASELINE)
     base = min((b.data.metrics["loss_mean"] for b in baselines if "loss_mean" in b.data.metrics), default=None)
-    task = runs[0].data.tags.get("robust.task", "")
+    task = runs[0].data.tags.get(T.TASK, "")
     png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
     main_run = next(r for rs in by_cand.values() for r in rs)
     label, logged = _labeller(store, exp_id, task, main_run)
@@ -148,14 +149,14 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
         )
     except OSError as exc:  # checked before, yet the disk may fill meanwhile
         raise write_failed(png, exc) from None
-    seed = int(json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("seed", 0))  # the fingerprint's
-    loss_name = runs[0].data.tags.get("robust.loss_name", "loss")
+    seed = int(json.loads(main_run.data.tags.get(T.SETTINGS_JSON, "{}")).get("seed", 0))  # the fingerprint's
+    loss_name = runs[0].data.tags.get(T.LOSS_NAME, "loss")
     # as everywhere: the name (None for an unnamed candidate) beside the description of its parameters
     describe = _labeller(store, exp_id, task, main_run, params=True)[0] if any(c.name for c in logged.values()) else label
     summary = [_summary(c, logged[c].name if c in logged else None, describe(c), losses[c], loss_name, seed) for c in ranked[:5]]
     decomposition = [replace(row, description=label(row.candidate)) for row in _decomposition(ranked[:5], losses, runs, main_run)]
     from robustcli.reporting.studies import add_study_sections, study_sections
-    from robustcli.studies.nas import logged_searches
+    from robustcli.tracking.nas_runs import logged_searches
 
     studies = study_sections(store, exp_id)  # robust study sample-size / variance: a section each
     searches = logged_searches(store, exp_id)
@@ -166,10 +167,10 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
             title=f"{study} ({task})",
             png=png.read_bytes(),
             summary=[{**s.as_dict(), **s.headline(), "description": s.name or s.description} for s in summary],
-            baselines={b.data.tags.get("robust.baseline", "?"): b.data.metrics for b in baselines},
+            baselines={b.data.tags.get(T.BASELINE_NAME, "?"): b.data.metrics for b in baselines},
             selection=selections[0].data.tags if selections else None,
-            selected=label(selections[0].data.tags["robust.selected"])
-            if selections and "robust.selected" in selections[0].data.tags else None,
+            selected=label(selections[0].data.tags[T.SELECTED])
+            if selections and T.SELECTED in selections[0].data.tags else None,
             survivors_per_step=path,
             fingerprint=fingerprint,
             decomposition=decomposition,
@@ -184,7 +185,7 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
         finally:
             png.unlink(missing_ok=True)
         if selections:  # the page belongs with the study's own run
-            store.client.log_artifact(selections[0].info.run_id, str(out))
+            store.log_artifact(selections[0].info.run_id, out)
     return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches,
                        selection_confidence=confidence)
 
@@ -192,7 +193,7 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
 def _selection_confidence(tags: Mapping[str, str]) -> dict[str, Any] | None:
     """The pick's confidence the selection run holds (``robust.confidence``), or None (an older
     or unfinished selection)."""
-    text = tags.get("robust.confidence")
+    text = tags.get(T.CONFIDENCE)
     if not text:
         return None
     try:
@@ -203,7 +204,7 @@ def _selection_confidence(tags: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 def _history(store: Any, run_id: str, metric: str) -> list[float]:
-    return [m.value for m in sorted(store.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
+    return [m.value for m in sorted(store.metric_history(run_id, metric), key=lambda m: m.step)]
 
 
 def _summary(cid: str, name: str | None, description: str, losses: list[float], loss_name: str, seed: int) -> CandidateSummary:
@@ -220,14 +221,14 @@ def _labeller(store: Any, exp_id: str, task: str, main_run: Any, params: bool = 
     from robustcli.task import readable_name
 
     cands = store.logged_candidates(exp_id)
-    options = json.loads(main_run.data.tags.get("robust.settings_json", "{}")).get("task_options") or {}
+    options = json.loads(main_run.data.tags.get(T.SETTINGS_JSON, "{}")).get("task_options") or {}
     described = task_or_none(task, options) if cands else None
     return (lambda cid: readable_name(described, cands[cid], use_name=not params) if cid in cands else cid), cands
 
 
 def _vary(run: Any) -> str:
     """What varied between the instances of the run's study (``vary`` in its settings; both if absent)."""
-    return json.loads(run.data.tags.get("robust.settings_json", "{}")).get("vary", "both")
+    return json.loads(run.data.tags.get(T.SETTINGS_JSON, "{}")).get("vary", "both")
 
 
 def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[Any], main_run: Any) -> list[SpreadBySource]:
@@ -237,14 +238,14 @@ def _decomposition(cands: list[str], losses: dict[str, list[float]], runs: list[
     from robustcli.config import StudySettings
     from robustcli.robustness.decomposition import Spread, SpreadBySource
 
-    settings = StudySettings.model_validate(json.loads(main_run.data.tags["robust.settings_json"]))
+    settings = StudySettings.model_validate(json.loads(main_run.data.tags[T.SETTINGS_JSON]))
     prints = {v: settings.model_copy(update={"vary": v}).fingerprint() for v in ("init", "data")}
     found: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for run in sorted(runs, key=lambda r: r.info.start_time):
         tags = run.data.tags
         for v, fp in prints.items():
-            if tags.get("robust.fingerprint") == fp and run.info.status == "FINISHED":
-                found[(tags["robust.candidate_id"], v)].setdefault(tags["robust.instance_index"], run.data.metrics.get("test_loss", math.nan))
+            if tags.get(T.FINGERPRINT) == fp and run.info.status == "FINISHED":
+                found[(tags[T.CANDIDATE_ID], v)].setdefault(tags[T.INSTANCE_INDEX], run.data.metrics.get("test_loss", math.nan))
 
     rows = []
     for cid in cands:

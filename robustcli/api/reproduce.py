@@ -55,6 +55,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
     from robustcli.errors import InputError
     from robustcli.plugins import build_task, load_task_class, load_task_data
     from robustcli.task import Candidate, readable_name
+    from robustcli.tracking import tags as T
     from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
     from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
     from robustcli.training.instance import InstanceSpec, train_instance
@@ -62,9 +63,9 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
     store = MlflowStore(resolve_tracking_uri(tracking_uri))
     run = store.get_run(run_id)
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    if tags.get("robust.kind") != "instance":
-        raise InputError(f"run {run_id} is not an instance run of robust (tag robust.kind={tags.get('robust.kind')!r})")
-    settings = StudySettings.model_validate(json.loads(tags["robust.settings_json"]))
+    if tags.get(T.KIND) != T.INSTANCE:
+        raise InputError(f"run {run_id} is not an instance run of robust (tag {T.KIND}={tags.get(T.KIND)!r})")
+    settings = StudySettings.model_validate(json.loads(tags[T.SETTINGS_JSON]))
     if device:
         if device not in ("cpu", "cuda", "auto"):
             raise InputError(f"--device {device!r} is not valid (valid: cpu, cuda, auto)")
@@ -82,7 +83,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
     else:
         cls, info = load_task_class(str(settings.task), where=f"run {run_id}")
         task = build_task(cls, info, settings.task_options)
-    candidate = Candidate.from_params(json.loads(tags["robust.candidate_json"]))
+    candidate = Candidate.from_params(json.loads(tags[T.CANDIDATE_JSON]))
     candidate = next((c for c in task.search_space().named.values() if c.id == candidate.id), candidate)  # its name
     spec = InstanceSpec(
         index=int(params["instance_index"]),
@@ -92,14 +93,14 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
         test_size=None if params.get("test_size", "all") == "all" else int(params["test_size"]),
     )
     data = load_task_data(task, str(settings.task))
-    logged_threads = tags.get("robust.torch_threads", "")
+    logged_threads = tags.get(T.TORCH_THREADS, "")
     if logged_threads.isdigit():
         import torch
 
         # the logged thread count: some kernels sum in another order with another count
         torch.set_num_threads(int(logged_threads))
-    members = _stack_members(tags.get("robust.stack", ""), candidate, task, run_id)
-    if tags.get("robust.engine") == "stacked" and members:
+    members = _stack_members(tags.get(T.STACK, ""), candidate, task, run_id)
+    if tags.get(T.ENGINE) == "stacked" and members:
         # a stacked instance is reproduced by retraining its whole stack, in the same order, with
         # the same members (instances of other candidates included)
         from robustcli.training.seeds import study_seeds
@@ -127,7 +128,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
         "instance_index": spec.index,
         "logged_test_loss": None if math.isnan(logged) else logged,
         "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,
-        "logged_stop_reason": tags.get("robust.stop_reason"),
+        "logged_stop_reason": tags.get(T.STOP_REASON),
         "reproduced_stop_reason": result.stop_reason,
         "logged_epochs": int(metrics.get("epochs", 0)),
         "reproduced_epochs": result.epochs,

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from robustcli.reporting.studies import StudySection
 from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.decomposition import Spread, SpreadBySource
 from robustcli.robustness.statistics import LossSummary
 from robustcli.selection.loop import SelectionResult
+
+if TYPE_CHECKING:
+    from robustcli.execution.baselines import BaselineFit
+    from robustcli.studies.nas import NasReport, NasRow
 
 __all__ = [
     "Assessment",
@@ -165,16 +169,16 @@ class BaselineFits(TableResult):
     task: str
     study: str
     train_size: int
-    baselines: list[dict[str, Any]]
+    baselines: list[BaselineFit]
 
     def records(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in b.items() if k != "losses"} for b in self.baselines]
+        return [{k: v for k, v in plain(b).items() if k != "losses"} for b in self.baselines]
 
     def summary_line(self) -> str:
-        best = min(self.baselines, key=lambda b: b["mean"], default=None)
-        fitted = sum(bool(b.get("fitted_now")) for b in self.baselines)
-        lead = f"; best {best['name']} mean {best['mean']:.4g}" if best else ""
-        n = len(best["losses"]) if best else 0
+        best = min(self.baselines, key=lambda b: b.mean, default=None)
+        fitted = sum(b.fitted_now for b in self.baselines)
+        lead = f"; best {best.name} mean {best.mean:.4g}" if best else ""
+        n = len(best.losses) if best else 0
         return f"{len(self.baselines)} baselines of {self.task} at train size {self.train_size}, {n} samples{lead} ({fitted} fitted now)"
 
 
@@ -343,34 +347,32 @@ class NasOutcome(TableResult):
     """``Study.nas``: the Optuna search, its best trials assessed over fresh instances, and the
     candidate they are set against."""
 
-    report: dict[str, Any]
+    report: NasReport
 
     @property
     def trials(self) -> int:
-        return int(self.report["trials"])
+        return self.report.trials
 
     @property
-    def top(self) -> list[dict[str, Any]]:
-        return list(self.report["top"])
+    def top(self) -> list[NasRow]:
+        return list(self.report.top)
 
     @property
     def verdict(self) -> str:
-        return str(self.report["verdict"])
+        return self.report.verdict
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.report)
+        return self.report.as_dict()
 
     def summary_line(self) -> str:
         return f"{self.trials} trials, top {len(self.top)}: {self.verdict}"
 
     def records(self) -> list[dict[str, Any]]:
         """One row per assessed candidate (the best trials, then the one they are set against)."""
-        against = self.report.get("against")
-        rows = self.top + ([against] if against and against.get("role") == "against" else [])
         out = []
-        for r in rows:
-            flat = {k: v for k, v in r.items() if k not in ("statistics", "params", "losses")}
-            out.append({**flat, **{f"param_{k}": v for k, v in (r.get("params") or {}).items()}})
+        for r in self.report.assessed:
+            flat = {k: v for k, v in plain(r).items() if k not in ("statistics", "params", "losses")}
+            out.append({**flat, **{f"param_{k}": v for k, v in r.params.items()}})
         return out
 
 

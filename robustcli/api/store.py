@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustcli.api._args import checked, out_path, text
 from robustcli.api.results import StudyInfo, StudyRuns
+from robustcli.tracking import tags as T
 
 if TYPE_CHECKING:
     from robustcli.api.study import Study
@@ -37,24 +38,24 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     store = MlflowStore(resolve_tracking_uri(text("tracking_uri", tracking_uri)))
     rows = []
     for exp in store.list_experiments():
-        if "robust.task" not in exp.tags:
+        if T.TASK not in exp.tags:
             continue
-        runs = store.search(exp.experiment_id, "tags.`robust.kind` != ''")
-        kinds = Counter(r.data.tags.get("robust.kind") for r in runs)
-        selections = [r for r in runs if r.data.tags.get("robust.kind") == "selection"]
+        runs = store.find_runs(exp.experiment_id, None)
+        kinds = Counter(r.data.tags.get(T.KIND) for r in runs)
+        selections = [r for r in runs if r.data.tags.get(T.KIND) == T.SELECTION]
         label: Callable[[str], str] = str
-        if any("robust.selected" in r.data.tags for r in selections):
+        if any(T.SELECTED in r.data.tags for r in selections):
             cands = candidates_of_runs(runs)
-            settings = next((r.data.tags["robust.settings_json"] for r in runs if "robust.settings_json" in r.data.tags), "{}")
-            described = task_or_none(exp.tags["robust.task"], json.loads(settings).get("task_options") or {})
+            settings = next((r.data.tags[T.SETTINGS_JSON] for r in runs if T.SETTINGS_JSON in r.data.tags), "{}")
+            described = task_or_none(exp.tags[T.TASK], json.loads(settings).get("task_options") or {})
             label = lambda cid: labelled(described, cands[cid]) if cid in cands else cid  # noqa: E731
         states = [
-            r.data.tags.get("robust.state", r.info.status.lower())
-            + (f" -> {label(r.data.tags['robust.selected'])}" if "robust.selected" in r.data.tags else "")
+            r.data.tags.get(T.STATE, r.info.status.lower())
+            + (f" -> {label(r.data.tags[T.SELECTED])}" if T.SELECTED in r.data.tags else "")
             for r in selections
         ]
-        instances = [r for r in runs if r.data.tags.get("robust.kind") == "instance"]
-        rows.append(StudyInfo(exp.name, exp.tags["robust.task"], kinds.get("candidate", 0), len(instances),
+        instances = [r for r in runs if r.data.tags.get(T.KIND) == T.INSTANCE]
+        rows.append(StudyInfo(exp.name, exp.tags[T.TASK], kinds.get(T.CANDIDATE, 0), len(instances),
                               sum(r.info.status == "FAILED" for r in instances), kinds.get("baseline", 0), states))  # fmt: skip
     return rows
 
@@ -80,7 +81,7 @@ def export_losses(study: str | Study, out: str | Path, *, tracking_uri: str | No
     for run in finished_instance_runs(store, exp_id, study):
         rec = InstanceRecord.from_run(run)
         rows.append({"candidate": rec.candidate_id, "instance": rec.index, "loss": rec.loss,
-                     "fingerprint": run.data.tags.get("robust.fingerprint", ""), "stop_reason": rec.stop_reason,
+                     "fingerprint": run.data.tags.get(T.FINGERPRINT, ""), "stop_reason": rec.stop_reason,
                      "epochs": rec.epochs, "seconds": round(rec.seconds, 3), "init_seed": rec.init_seed,
                      "data_seed": rec.data_seed})  # fmt: skip
     fingerprints = {r["fingerprint"] for r in rows}
@@ -107,17 +108,17 @@ def study_runs(study: str, tracking_uri: str | None = None, fingerprint: str | N
     from robustcli.tracking.mlflow_store import InstanceRecord, candidates_of_runs
 
     store, exp_id = open_study_experiment(study, tracking_uri)
-    runs = store.search(exp_id, "tags.`robust.kind` != ''")
+    runs = store.find_runs(exp_id, None)
     cands = candidates_of_runs(runs)
     rows = []
     task = ""
     for run in runs:
         tags, params = run.data.tags, run.data.params
-        if tags.get("robust.kind") != "instance":
+        if tags.get(T.KIND) != T.INSTANCE:
             continue
         rec = InstanceRecord.from_run(run)
-        task = task or tags.get("robust.task", "")
-        settings = json.loads(tags.get("robust.settings_json", "{}"))
+        task = task or tags.get(T.TASK, "")
+        settings = json.loads(tags.get(T.SETTINGS_JSON, "{}"))
         cand = cands.get(rec.candidate_id)
         rows.append({
             "candidate": rec.candidate_id,
@@ -129,8 +130,8 @@ def study_runs(study: str, tracking_uri: str | None = None, fingerprint: str | N
             "test_size": params.get("test_size"),
             "vary": settings.get("vary", "both"),
             "seed": settings.get("seed"),
-            "fingerprint": tags.get("robust.fingerprint", ""),
-            "current": tags.get("robust.fingerprint") == fingerprint if fingerprint else None,
+            "fingerprint": tags.get(T.FINGERPRINT, ""),
+            "current": tags.get(T.FINGERPRINT) == fingerprint if fingerprint else None,
             "loss": rec.loss,
             "status": rec.status if run.info.status != "RUNNING" else "running",
             "stop_reason": rec.stop_reason,

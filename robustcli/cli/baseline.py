@@ -39,7 +39,7 @@ def baseline(
     if json_output:
         print_json(fits)
         return
-    rows = fits.baselines
+    rows = fits.records()  # plain rows: name, description and the statistics
     from rich.table import Table
 
     table = Table(title=f"{settings.task}: baselines over {instances} training samples of {fits.train_size}")

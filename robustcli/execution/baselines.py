@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["baseline_losses", "baseline_row", "baseline_scores", "fit_baseline", "logged_baseline_losses"]
+__all__ = ["BaselineFit", "baseline_losses", "baseline_row", "baseline_scores", "fit_baseline", "logged_baseline_losses"]
+
+
+@dataclass(frozen=True)
+class BaselineFit:
+    """A baseline's test losses on the samples of instances 0..N-1, and their statistics."""
+
+    name: str
+    description: str
+    losses: list[float]
+    mean: float
+    std: float  # NaN for one sample
+    min: float
+    max: float
+    median: float
+    #: fitted by this call (False: read back from MLflow)
+    fitted_now: bool = False
 
 
 def baseline_scores(name: str, pred: Any, y: Any) -> Any:
@@ -44,7 +61,7 @@ def baseline_scores(name: str, pred: Any, y: Any) -> Any:
     )
 
 
-def fit_baseline(session: StudySession, name: str, base: Any, instances: int) -> dict[str, Any]:
+def fit_baseline(session: StudySession, name: str, base: Any, instances: int) -> BaselineFit:
     """Fit ``base`` on the training samples of instances 0..N-1, log the run, return its row."""
     import torch
 
@@ -64,52 +81,53 @@ def fit_baseline(session: StudySession, name: str, base: Any, instances: int) ->
         pred = base.fit_predict(data.pool_x[idx], data.pool_y[idx], tx, seed=spec.init_seed)
         with torch.no_grad():
             losses.append(float(session.task.test_loss(baseline_scores(name, pred.detach() if hasattr(pred, "detach") else pred, ty), ty)))
-    row = _row(name, base, losses)
+    row = _row(name, base, losses, fitted_now=True)
     _log(session, row, started)
     return row
 
 
-def _row(name: str, base: Any, losses: list[float]) -> dict[str, Any]:
+def _row(name: str, base: Any, losses: list[float], fitted_now: bool) -> BaselineFit:
     import numpy as np
 
     a = np.asarray(losses)
-    return {
-        "name": name,
-        "description": base.description,
-        "losses": losses,
-        "mean": float(a.mean()),
-        "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
-        "min": float(a.min()),
-        "max": float(a.max()),
-        "median": float(np.median(a)),
-    }
+    return BaselineFit(
+        name=name,
+        description=base.description,
+        losses=losses,
+        mean=float(a.mean()),
+        std=float(a.std(ddof=1)) if a.size > 1 else math.nan,
+        min=float(a.min()),
+        max=float(a.max()),
+        median=float(np.median(a)),
+        fitted_now=fitted_now,
+    )
 
 
-def baseline_row(session: StudySession, name: str, base: Any, instances: int) -> dict[str, Any]:
+def baseline_row(session: StudySession, name: str, base: Any, instances: int) -> BaselineFit:
     """Baseline ``name`` on instances 0..N-1 as :func:`fit_baseline` returns it, read back when a
     run under the session's data settings holds them (as ``assess`` reads instances back), with
     ``fitted_now`` saying which."""
     logged = logged_baseline_losses(session, name, instances)
     if logged is not None:
-        return {**_row(name, base, logged), "fitted_now": False}
-    return {**fit_baseline(session, name, base, instances), "fitted_now": True}
+        return _row(name, base, logged, fitted_now=False)
+    return fit_baseline(session, name, base, instances)
 
 
 def logged_baseline_losses(session: StudySession, name: str, instances: int) -> list[float] | None:
     """The losses of the first ``instances`` samples of baseline ``name`` under the session's data
     settings, from a run that holds at least that many; None if none does."""
+    from robustcli.tracking import tags as T
+
     exp_id = session.existing_experiment()
     if exp_id is None:
         return None
-    runs = session.store.search(
-        exp_id,
-        f"tags.`robust.kind` = 'baseline' and tags.`robust.baseline` = '{name}' and "
-        f"tags.`robust.data_fingerprint` = '{session.settings.data_fingerprint()}'",
+    runs = session.store.find_runs(
+        exp_id, T.BASELINE, {T.BASELINE_NAME: name, T.DATA_FINGERPRINT: session.settings.data_fingerprint()}
     )
     for run in runs:
-        if run.info.status != "FINISHED" or int(run.data.tags.get("robust.instances", 0)) < instances:
+        if run.info.status != "FINISHED" or int(run.data.tags.get(T.INSTANCES, 0)) < instances:
             continue
-        history = session.store.client.get_metric_history(run.info.run_id, "test_loss")
+        history = session.store.metric_history(run.info.run_id, "test_loss")
         by_step = {m.step: m.value for m in history}
         if all(i in by_step for i in range(instances)):
             return [by_step[i] for i in range(instances)]
@@ -131,32 +149,30 @@ def baseline_losses(session: StudySession, name: str, base: Any, instances: int)
         logged = logged_baseline_losses(session, name, instances)
         if logged is not None:
             return logged, False
-        return fit_baseline(session, name, base, instances)["losses"], True
+        return fit_baseline(session, name, base, instances).losses, True
     finally:
         locks.unlock(key)
 
 
-def _log(session: StudySession, row: dict[str, Any], started: int) -> None:
+def _log(session: StudySession, row: BaselineFit, started: int) -> None:
     """A baseline's run: its losses per instance and, under the names a candidate's run uses
-    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates."""
-    from mlflow.entities import Metric, RunTag
+    (mean, std...), its statistics, so that `mlflow ui` sorts baselines among the candidates.
+    Written whole through the store's journal: a kill while it is written loses no fit."""
+    from robustcli.tracking import tags as T
 
-    client = session.store.client
-    exp_id = session.experiment()
     now = int(time.time() * 1000)
-    run = client.create_run(exp_id, run_name=f"baseline/{row['name']} {session.settings_label()}", start_time=started,
-                            tags=session.store.context_tags)
-    metrics = [Metric("test_loss", v, now, i) for i, v in enumerate(row["losses"])]
-    stats = {k: row[k] for k in ("mean", "std", "min", "max", "median")}
-    metrics += [Metric(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
-    metrics += [Metric(k, v, now, len(row["losses"])) for k, v in stats.items() if math.isfinite(v)]
-    metrics.append(Metric("instances", float(len(row["losses"])), now, len(row["losses"])))
+    n = len(row.losses)
+    metrics = [("test_loss", v, now, i) for i, v in enumerate(row.losses)]
+    stats = {k: getattr(row, k) for k in ("mean", "std", "min", "max", "median")}
+    metrics += [(f"loss_{k}", v, now, 0) for k, v in stats.items() if k != "median" and math.isfinite(v)]
+    metrics += [(k, v, now, n) for k, v in stats.items() if math.isfinite(v)]
+    metrics.append(("instances", float(n), now, n))
     tags = {
-        "robust.kind": "baseline",
-        "robust.baseline": row["name"],
-        "robust.task": str(session.settings.task),
-        "robust.data_fingerprint": session.settings.data_fingerprint(),
-        "robust.instances": str(len(row["losses"])),
+        T.KIND: T.BASELINE,
+        T.BASELINE_NAME: row.name,
+        T.TASK: str(session.settings.task),
+        T.DATA_FINGERPRINT: session.settings.data_fingerprint(),
+        T.INSTANCES: str(n),
     }
-    client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
+    session.store.write_journaled(session.experiment(), f"baseline/{row.name} {session.settings_label()}", tags,
+                                  metrics=metrics, start=started, end=now)

@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from robustcli.tracking import tags as T
+
 if TYPE_CHECKING:
     from robustcli.robustness.decomposition import Spread, SpreadBySource
 
@@ -61,15 +63,15 @@ def study_page(
         parts.append(
             "<p>Selection: <b>{}</b>, selected <code>{}</code> with {} trainings versus {} exhaustive; "
             "survivors per step {}.</p>".format(
-                html.escape(selection.get("robust.state", "?")),
-                html.escape(selection.get("robust.selected", "-") + (f" ({selected})" if selected else "")),
-                html.escape(selection.get("robust.trainings", "?")),
-                html.escape(selection.get("robust.exhaustive_trainings", "?")),
+                html.escape(selection.get(T.STATE, "?")),
+                html.escape(selection.get(T.SELECTED, "-") + (f" ({selected})" if selected else "")),
+                html.escape(selection.get(T.TRAININGS, "?")),
+                html.escape(selection.get(T.EXHAUSTIVE_TRAININGS, "?")),
                 html.escape(str(list(survivors_per_step or []))),
             )
         )
     if selection is not None and confidence:
-        parts.append(_confidence_section(confidence, selection.get("robust.selected", ""), label))
+        parts.append(_confidence_section(confidence, selection.get(T.SELECTED, ""), label))
     parts.append("<h2>Systematic uncertainty of the best candidates</h2>")
     parts.append(
         "<p>The spread of a candidate's test loss over its instances (other training samples, other "

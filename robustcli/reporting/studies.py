@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from robustcli.tracking import tags as T
+
 if TYPE_CHECKING:  # matplotlib and MLflow load when a figure is drawn or a report read
     from matplotlib.figure import Figure
 
@@ -125,17 +127,17 @@ def variance_figure(out: Path, result: VarianceResult) -> Path:
 def study_sections(store: MlflowStore, exp_id: str) -> list[StudySection]:
     """The study runs of an experiment, latest first per kind and settings: kind, run id, the
     lines to print, the table (its JSON) and the figure (PNG bytes, None if absent)."""
-    runs = store.search(exp_id, "tags.`robust.kind` = 'study'")
+    runs = store.find_runs(exp_id, T.STUDY)
     out = []
     for run in sorted(runs, key=lambda r: -(r.info.end_time or r.info.start_time or 0)):
-        kind = run.data.tags.get("robust.study_kind", "")
+        kind = run.data.tags.get(T.STUDY_KIND, "")
         with tempfile.TemporaryDirectory(prefix="robust-report-") as tmp:
             try:
-                table = json.loads(Path(store.client.download_artifacts(run.info.run_id, f"{kind}.json", tmp)).read_text())
+                table = json.loads(Path(store.download_artifacts(run.info.run_id, f"{kind}.json", tmp)).read_text())
             except Exception:  # noqa: BLE001 - a study run without its table (interrupted): skipped
                 continue
             try:
-                png: bytes | None = Path(store.client.download_artifacts(run.info.run_id, f"{kind}.png", tmp)).read_bytes()
+                png: bytes | None = Path(store.download_artifacts(run.info.run_id, f"{kind}.png", tmp)).read_bytes()
             except Exception:  # noqa: BLE001
                 png = None
         out.append(StudySection(kind, run.info.run_id, _lines(kind, table), table, png))

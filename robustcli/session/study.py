@@ -20,6 +20,7 @@ from robustcli.errors import InputError
 from robustcli.execution.protocol import TrainingExecutor
 from robustcli.plugins import build_task, load_task_class, load_task_data
 from robustcli.task import Candidate, SearchSpace, Task, TaskData
+from robustcli.tracking import tags as T
 from robustcli.tracking.mlflow_store import InstanceRecord, MlflowStore, resolve_tracking_uri
 
 if TYPE_CHECKING:  # torch: training loads when an instance trains
@@ -160,7 +161,7 @@ class StudySession:
         exp_id = self.existing_experiment()
         if exp_id is None:
             return
-        other = self.store.client.get_experiment(exp_id).tags.get("robust.task")
+        other = self.store.client.get_experiment(exp_id).tags.get(T.TASK)
         if other is not None and other != self.settings.task:
             raise InputError(
                 f"study {self.settings.study_name!r} belongs to task {other!r}, not {self.settings.task!r}; "
@@ -201,7 +202,7 @@ class StudySession:
         if not self._experiment_ready:
             self._experiment_ready = True
             self._exp_id = self.store.ensure_experiment(
-                self.settings.study_name, tags={"robust.task": str(self.settings.task)}
+                self.settings.study_name, tags={T.TASK: str(self.settings.task)}
             )
         return self._exp_id
 
@@ -382,9 +383,9 @@ class StudySession:
                     settings_json=settings_json,
                     provenance={
                         **tags,
-                        "robust.task": str(self.settings.task),
-                        "robust.study": self.settings.study_name,
-                        "robust.loss_name": self.task.loss.name,
+                        T.TASK: str(self.settings.task),
+                        T.STUDY_NAME: self.settings.study_name,
+                        T.LOSS_NAME: self.task.loss.name,
                     },
                 )
                 touched[candidate.id] = candidate

@@ -96,51 +96,27 @@ def log_study_run(
     """The study's run (tag ``robust.kind = "study"``, ``robust.study_kind = kind``) with
     ``description`` as params, ``table`` as ``KIND.json`` and the figure drawn by ``figure(path)``
     as ``KIND.png`` (and copied to ``out`` if given). The same study run again updates its run
-    rather than adding one."""
+    rather than adding one. Written through the store's journal (:mod:`robustcli.tracking.study_runs`)."""
     import time
 
-    from mlflow.entities import Metric, Param, RunTag
+    from robustcli.tracking.study_runs import write_study_run
 
-    client = session.store.client
-    exp_id = session.experiment()
-    key = study_key(kind, description)
-    found = session.store.search(
-        exp_id, f"tags.`robust.kind` = 'study' and tags.`robust.study_key` = '{key}'"
-    )
-    now = int(time.time() * 1000)
-    run_id = found[0].info.run_id if found else client.create_run(
-        exp_id, run_name=f"study/{kind}", start_time=now, tags=session.store.context_tags).info.run_id
-    try:  # a run that cannot be completed is ended as failed, never left RUNNING
-        if not found:
-            tags = {
-                "robust.kind": "study",
-                "robust.study_kind": kind,
-                "robust.study_key": key,
-                "robust.task": str(session.settings.task),
-                "robust.study": session.settings.study_name,
-            }
-            params = [Param(k, _param(v)) for k, v in sorted(description.items())]
-            client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
-        values = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)]
-        if values:
-            client.log_batch(run_id, metrics=values)
-        with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
-            path = Path(tmp) / f"{kind}.json"
-            path.write_text(json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
-            client.log_artifact(run_id, str(path))
-            if figure is not None:
-                png = Path(tmp) / f"{kind}.png"
-                figure(png)
-                client.log_artifact(run_id, str(png))
-                if out is not None:
-                    _copy(png, out)
-    except BaseException:
-        try:
-            client.set_terminated(run_id, "FAILED", end_time=int(time.time() * 1000))
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
-        raise
-    client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
+    started = int(time.time() * 1000)
+    artifacts = {f"{kind}.json": (json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n").encode()}
+    with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
+        png = Path(tmp) / f"{kind}.png"
+        if figure is not None:
+            figure(png)
+            artifacts[png.name] = png.read_bytes()
+        params = {k: _param(v) for k, v in sorted(description.items())}
+        values = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
+        run_id = write_study_run(session, kind, study_key(kind, description), params, values, artifacts, started)
+        if figure is not None and out is not None:
+            try:
+                _copy(png, out)
+            except BaseException:  # the study is not done: its run says so, the next run completes it
+                session.store.end_run(run_id, "FAILED")
+                raise
     return run_id
 
 

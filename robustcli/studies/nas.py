@@ -14,6 +14,9 @@ What the paper's appendix (its "Comparison with NAS", Figure 18) does, for any t
    numbers). Box plot beside box plot, with each trial's single loss marked: the paper's point
    that the best single run is not the robust choice.
 
+Persistence. The runs (the search's, its trials', its report) are written and read by
+:mod:`robustcli.tracking.nas_runs`; this module searches and assesses.
+
 Resume. MLflow is the one record: no Optuna storage file. A re-run finds the search's run by its
 key (settings fingerprint, sampler, seed, the task's space) and rebuilds the Optuna study by
 replaying the logged trials in order (``enqueue_trial`` / ``ask`` / ``tell``, re-running the task's
@@ -28,23 +31,20 @@ import hashlib
 import json
 import math
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustcli.config import NasSettings
 from robustcli.errors import InputError
 from robustcli.task import Candidate
+from robustcli.tracking.nas_runs import NasRuns, logged_searches
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["NAS_KIND", "TRIAL_KIND", "NasSearch", "NasTrial", "search_key", "trial_seed"]
-
-NAS_KIND = "nas"
-TRIAL_KIND = "nas-trial"
+__all__ = ["NasReport", "NasRow", "NasSearch", "NasTrial", "logged_searches", "search_key", "trial_seed"]
 
 #: (phase, done, total, message): phase "trial" during the search, "instance" during the assessment
 Progress = Callable[[str, int, int, str], None]
@@ -86,6 +86,69 @@ class NasTrial:
         }
 
 
+@dataclass
+class NasRow:
+    """An assessed candidate: a best trial's ("top") or the one they are set against ("against")."""
+
+    role: str
+    candidate: str
+    name: str
+    params: dict[str, Any]
+    trial: int | None  # the trial that picked it (None: the candidate set against them)
+    trial_loss: float | None
+    instances: int
+    failed: int
+    losses: list[float]
+    mean: float
+    std: float
+    median: float
+    #: each statistic's value with its bootstrap interval (``Estimate.as_dict``)
+    statistics: dict[str, dict[str, Any]]
+
+
+@dataclass
+class NasReport:
+    """A search and the assessment of its picks (``nas.json`` in the search's run is its ``as_dict``)."""
+
+    task: str
+    study: str
+    loss: dict[str, Any]  # name, lower_is_better
+    sampler: str
+    sampler_seed: int
+    sampler_seeding: str
+    trials: int
+    trained_trials: int
+    failed_trials: int
+    distinct_candidates: int
+    trial_table: list[dict[str, Any]]
+    instances: int
+    instance_indices: list[int]
+    trained_instances: int
+    train_size: int
+    top: list[NasRow]
+    against: NasRow | None  # one of ``top`` when the candidate set against them is among them
+    verdict: str
+    key: str
+    run_id: str
+    tracking_uri: str
+    fingerprint: str
+    #: the figure's name in the search's run, once logged
+    figure: str | None = None
+
+    @property
+    def assessed(self) -> list[NasRow]:
+        """The rows drawn and tabled: the best trials, then the candidate set against them if it is not one."""
+        return self.top + ([self.against] if self.against is not None and self.against.role == "against" else [])
+
+    def as_dict(self) -> dict[str, Any]:
+        from robustcli.results import plain
+
+        out = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        if self.figure is None:
+            del out["figure"]
+        return out
+
+
 def _optuna() -> Any:
     try:
         import optuna
@@ -118,9 +181,9 @@ class NasSearch:
         self.nas = nas
         self.settings = session.settings
         self.against: Candidate | None = None
-        self._run_id: str | None = None
         space_name = f"{type(session.task).__module__}.{type(session.task).__qualname__}"
         self.key = search_key(session.fingerprint, nas, self.settings.seed, space_name)
+        self.runs = NasRuns(session, self.key)
 
     # -- before anything trains ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -136,92 +199,33 @@ class NasSearch:
     def _resolve_against(self, key: str) -> Candidate:
         if key != "selected":
             return self.session.space.get(key, where="--against")
-        exp_id = self.session.existing_experiment()
-        runs = [] if exp_id is None else self.session.store.search(
-            exp_id,
-            f"tags.`robust.kind` = 'selection' and tags.`robust.fingerprint` = '{self.session.fingerprint}' "
-            f"and tags.`robust.state` = 'finished'",
-        )
-        if not runs:
+        from robustcli.tracking.selection_store import last_selected
+
+        selected = last_selected(self.session.store, self.session.existing_experiment(), self.session.fingerprint)
+        if selected is None:
             raise InputError(
                 f"--against selected: study {self.settings.study_name!r} has no finished selection under these "
                 f"settings; run `robust select` first or name a candidate (see `robust tasks show {self.settings.task}`)"
             )
-        return self.session.space.get(runs[-1].data.tags["robust.selected"], where="--against selected")
+        return self.session.space.get(selected, where="--against selected")
 
-    # -- MLflow: the search's run and its trials -------------------------------------------------
-    def _find_run(self) -> Any | None:
-        exp_id = self.session.existing_experiment()
-        if exp_id is None:
-            return None
-        runs = self.session.store.search(
-            exp_id, f"tags.`robust.kind` = '{NAS_KIND}' and tags.`robust.nas_key` = '{self.key}'"
-        )
-        return runs[0] if runs else None
+    # -- MLflow (tracking/nas_runs.py) ----------------------------------------------------------
+    def _run_params(self) -> dict[str, Any]:
+        """The search's run's params."""
+        return {"sampler": self.nas.sampler, "sampler_seed": self.settings.seed, "train_size": self.session.train_size,
+                "sampler_seeding": "trial n: a fresh sampler seeded by hash(study seed, n)"}  # fmt: skip
 
     def _open_run(self) -> str:
-        if self._run_id is not None:
-            return self._run_id
-        client = self.session.store.client
-        run = self._find_run()
-        if run is None:
-            s = self.settings
-            run = client.create_run(
-                self.session.experiment(),
-                run_name=f"nas-{self.key}",
-                tags={
-                    "robust.kind": NAS_KIND,
-                    "robust.nas_key": self.key,
-                    "robust.task": str(s.task),
-                    "robust.fingerprint": self.session.fingerprint,
-                    **self.session.store.context_tags,
-                },
-            )
-            params = {"sampler": self.nas.sampler, "sampler_seed": s.seed, "train_size": self.session.train_size,
-                      "sampler_seeding": "trial n: a fresh sampler seeded by hash(study seed, n)"}  # fmt: skip
-            from mlflow.entities import Param
-
-            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        else:
-            client.update_run(run.info.run_id, status="RUNNING")
-        self._run_id = run.info.run_id
-        return self._run_id
-
-    def _logged_trials(self) -> list[Any]:
-        exp_id = self.session.existing_experiment()
-        if exp_id is None:
-            return []
-        runs = self.session.store.search(
-            exp_id, f"tags.`robust.kind` = '{TRIAL_KIND}' and tags.`robust.nas_key` = '{self.key}'"
-        )
-        by_number: dict[int, Any] = {}
-        for run in runs:  # two runs of one trial (a race): the first logged wins, as for instances
-            by_number.setdefault(int(run.data.tags["robust.trial_number"]), run)
-        # only the unbroken prefix counts: trial n was asked knowing trials 0..n-1
-        out = []
-        while len(out) in by_number:
-            out.append(by_number[len(out)])
-        return out
+        return self.runs.open(self._run_params())
 
     def _log_trial(self, trial: NasTrial) -> None:
-        tags = {
-            "mlflow.parentRunId": self._open_run(),
-            "robust.kind": TRIAL_KIND,
-            "robust.nas_key": self.key,
-            "robust.trial_number": str(trial.number),
-            "robust.trial_answers": json.dumps(trial.answers, sort_keys=True),
-            "robust.candidate_id": trial.candidate.id,
-            "robust.candidate_json": trial.candidate.to_json(),
-            "robust.instance_run": trial.instance_run,
-            "robust.task": str(self.settings.task),
-            "robust.fingerprint": self.session.fingerprint,
-            **self.session.store.context_tags,
-        }
         params = {k: str(v)[:6000] for k, v in trial.answers.items()}
         params["sampler_seed"] = str(trial_seed(self.settings.seed, trial.number))
-        metrics = {"loss": trial.loss} if math.isfinite(trial.loss) else {}
-        name = f"trial-{trial.number}: {self.session.describe(trial.candidate)}"[:250]
-        self.session.store.write_run(self.session.experiment(), name, tags, params, metrics=metrics)
+        self.runs.log_trial(
+            number=trial.number, answers=trial.answers, candidate=trial.candidate, loss=trial.loss,
+            instance_run=trial.instance_run, name=f"trial-{trial.number}: {self.session.describe(trial.candidate)}"[:250],
+            params=params, run_params=self._run_params(),
+        )  # fmt: skip
 
     # -- the search ---------------------------------------------------------------------------
     def _candidate(self, trial: Any) -> Candidate:
@@ -260,20 +264,19 @@ class NasSearch:
             else:
                 study.tell(opt_trial, state=TrialState.FAIL)
 
-        logged = self._logged_trials()[: self.nas.trials]
+        logged = self.runs.logged_trials()[: self.nas.trials]
         for run in logged:
-            answers = json.loads(run.data.tags["robust.trial_answers"])
+            answers = run.answers
             study.enqueue_trial(answers)
             opt_trial = study.ask()
             cand = self._candidate(opt_trial)
-            if cand.id != run.data.tags["robust.candidate_id"]:
+            if cand.id != run.candidate_id:
                 raise InputError(
                     f"trial {len(trials)} of the search in study {self.settings.study_name!r} no longer gives the "
                     f"candidate it logged: the task's nas_space changed; search in another --study"
                 )
-            loss = float(run.data.metrics.get("loss", math.nan))
-            tell(opt_trial, loss)
-            trials.append(NasTrial(len(trials), answers, cand, loss, run.data.tags.get("robust.instance_run", "")))
+            tell(opt_trial, run.loss)
+            trials.append(NasTrial(len(trials), answers, cand, run.loss, run.instance_run))
         if progress is not None:
             progress("trial", len(trials), self.nas.trials, f"{len(trials)} logged" if trials else "")
         for number in range(len(trials), self.nas.trials):
@@ -323,8 +326,8 @@ class NasSearch:
         return rows, len(jobs)
 
     # -- all of it --------------------------------------------------------------------------------
-    def run(self, progress: Progress | None = None) -> dict[str, Any]:
-        """Search, assess, log the table and the figure to the search's run; the report as a dict."""
+    def run(self, progress: Progress | None = None) -> NasReport:
+        """Search, assess, log the table and the figure to the search's run; the report."""
         try:
             trials = self.search(progress)
             best = self.best(trials)
@@ -334,15 +337,11 @@ class NasSearch:
             report = self._report(trials, rows, trained_instances)
             self._log_report(report)
         except BaseException:
-            if self._run_id is not None:
-                try:
-                    self.session.store.client.set_terminated(self._run_id, "KILLED")
-                except Exception:  # noqa: BLE001 - the store is gone: the report says why already
-                    pass
+            self.runs.kill()
             raise
         return report
 
-    def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> dict[str, Any]:
+    def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> NasReport:
         from robustcli.robustness import summarize
 
         describe = self.session.describe
@@ -350,119 +349,91 @@ class NasSearch:
         for r in rows:
             finite = [x for x in r.losses if math.isfinite(x)]
             stats = summarize(finite, seed=self.settings.seed, names=("mean", "median", "std", "iqr", "q90_q10", "min", "max"))
-            out_rows.append({
-                "role": r.role,
-                "candidate": r.candidate.id,
-                "name": describe(r.candidate),
-                "params": dict(r.candidate.params),
-                "trial": r.trial.number if r.trial else None,
-                "trial_loss": r.trial.loss if r.trial else None,
-                "instances": len(r.losses),
-                "failed": len(r.losses) - len(finite),
-                "losses": r.losses,
-                "mean": stats["mean"].value,
-                "std": stats["std"].value,
-                "median": stats["median"].value,
-                "statistics": {k: v.as_dict() for k, v in stats.items()},
-            })  # fmt: skip
-        top = [r for r in out_rows if r["role"] == "top"]
-        against = next((r for r in out_rows if r["role"] == "against"), None)
+            out_rows.append(NasRow(
+                role=r.role,
+                candidate=r.candidate.id,
+                name=describe(r.candidate),
+                params=dict(r.candidate.params),
+                trial=r.trial.number if r.trial else None,
+                trial_loss=r.trial.loss if r.trial else None,
+                instances=len(r.losses),
+                failed=len(r.losses) - len(finite),
+                losses=r.losses,
+                mean=stats["mean"].value,
+                std=stats["std"].value,
+                median=stats["median"].value,
+                statistics={k: v.as_dict() for k, v in stats.items()},
+            ))  # fmt: skip
+        top = [r for r in out_rows if r.role == "top"]
+        against = next((r for r in out_rows if r.role == "against"), None)
         if against is None and self.against is not None:  # the candidate to compare with is one of the top
-            against = next(r for r in out_rows if r["candidate"] == self.against.id)
-        return {
-            "task": self.settings.task,
-            "study": self.settings.study_name,
-            "loss": {"name": self.session.task.loss.name, "lower_is_better": self.session.task.loss.lower_is_better},
-            "sampler": self.nas.sampler,
-            "sampler_seed": self.settings.seed,
-            "sampler_seeding": "trial n is asked of a fresh sampler seeded by hash(sampler_seed, n)",
-            "trials": len(trials),
-            "trained_trials": sum(t.trained_now for t in trials),
-            "failed_trials": sum(not math.isfinite(t.loss) for t in trials),
-            "distinct_candidates": len({t.candidate.id for t in trials}),
-            "trial_table": [t.as_dict(describe) for t in trials],
-            "instances": self.settings.instances,
-            "instance_indices": [1, self.settings.instances],
-            "trained_instances": trained_instances,
-            "train_size": self.session.train_size,
-            "top": top,
-            "against": against,
-            "verdict": _verdict(top, against, self.session.task.loss.lower_is_better),
-            "key": self.key,
-            "run_id": self._open_run(),
-            "tracking_uri": self.session.store.uri,
-            "fingerprint": self.session.fingerprint,
-        }
+            against = next(r for r in out_rows if r.candidate == self.against.id)
+        return NasReport(
+            task=self.settings.task,
+            study=self.settings.study_name,
+            loss={"name": self.session.task.loss.name, "lower_is_better": self.session.task.loss.lower_is_better},
+            sampler=self.nas.sampler,
+            sampler_seed=self.settings.seed,
+            sampler_seeding="trial n is asked of a fresh sampler seeded by hash(sampler_seed, n)",
+            trials=len(trials),
+            trained_trials=sum(t.trained_now for t in trials),
+            failed_trials=sum(not math.isfinite(t.loss) for t in trials),
+            distinct_candidates=len({t.candidate.id for t in trials}),
+            trial_table=[t.as_dict(describe) for t in trials],
+            instances=self.settings.instances,
+            instance_indices=[1, self.settings.instances],
+            trained_instances=trained_instances,
+            train_size=self.session.train_size,
+            top=top,
+            against=against,
+            verdict=_verdict(top, against, self.session.task.loss.lower_is_better),
+            key=self.key,
+            run_id=self._open_run(),
+            tracking_uri=self.session.store.uri,
+            fingerprint=self.session.fingerprint,
+        )
 
-    def _log_report(self, report: dict[str, Any]) -> None:
-        from robustcli.reporting.plots import study_figure
-
-        client = self.session.store.client
-        run_id = self._open_run()
-        rows = report["top"] + ([report["against"]] if report["against"] and report["against"]["role"] == "against" else [])
+    def _log_report(self, report: NasReport) -> None:
+        """The figure and the table to the search's run, which ends FINISHED."""
         import textwrap
 
+        from robustcli.reporting.plots import study_figure
+
+        self._open_run()
         labels = {}
-        for r in rows:  # long descriptions wrapped: the boxes keep their room
-            label = f"{r['name']} (trial {r['trial']})" if r["trial"] is not None else f"{r['name']} (against)"
+        for r in report.assessed:  # long descriptions wrapped: the boxes keep their room
+            label = f"{r.name} (trial {r.trial})" if r.trial is not None else f"{r.name} (against)"
             labels[textwrap.fill(label, 34)] = r
         with tempfile.TemporaryDirectory() as tmp:
             png = study_figure(
                 Path(tmp) / "nas.png",
-                title=f"{report['task']}: NAS picks ({report['trials']} trials, {report['sampler']})\n"
-                f"over {report['instances']} fresh instances each, train size {report['train_size']}",
-                losses={label: r["losses"] for label, r in labels.items()},
-                marks={label: r["trial_loss"] for label, r in labels.items() if r["trial_loss"] is not None},
+                title=f"{report.task}: NAS picks ({report.trials} trials, {report.sampler})\n"
+                f"over {report.instances} fresh instances each, train size {report.train_size}",
+                losses={label: r.losses for label, r in labels.items()},
+                marks={label: r.trial_loss for label, r in labels.items() if r.trial_loss is not None},
                 marks_label="the trial's single training",
-                loss_name=report["loss"]["name"],
+                loss_name=report.loss["name"],
             )
-            table = Path(tmp) / "nas.json"
-            table.write_text(json.dumps(report, indent=1, default=str, allow_nan=True))
-            client.log_artifact(run_id, str(png))
-            client.log_artifact(run_id, str(table))
-        report["figure"] = "nas.png"
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        best = report["top"][0]
-        metrics = {"trials": report["trials"], "best_trial_loss": best["trial_loss"], "best_trial_mean": best["mean"]}
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, report["trials"]) for k, v in metrics.items() if v is not None and math.isfinite(v)],
-            tags=[RunTag("robust.state", "finished"), RunTag("robust.verdict", report["verdict"][:5000])],
-        )
-        client.set_terminated(run_id, "FINISHED")
+            figure = Path(png).read_bytes()
+        table = json.dumps(report.as_dict(), indent=1, default=str, allow_nan=True).encode()
+        report.figure = "nas.png"
+        best = report.top[0]
+        metrics = {"trials": report.trials, "best_trial_loss": best.trial_loss, "best_trial_mean": best.mean}
+        self.runs.finish(table, figure, metrics, step=report.trials, verdict=report.verdict)
 
 
-def _verdict(top: list[dict[str, Any]], against: dict[str, Any] | None, lower_is_better: bool) -> str:
+def _verdict(top: list[NasRow], against: NasRow | None, lower_is_better: bool) -> str:
     """One sentence: how the best single run fares over fresh instances, and against the reference."""
     best = top[0]
 
     def fmt(x: Any) -> str:
         return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else "-"
 
-    text = (f"best single run: trial {best['trial']} ({best['name']}), loss {fmt(best['trial_loss'])}; over "
-            f"{best['instances']} fresh instances its mean is {fmt(best['mean'])} (std {fmt(best['std'])})")  # fmt: skip
+    text = (f"best single run: trial {best.trial} ({best.name}), loss {fmt(best.trial_loss)}; over "
+            f"{best.instances} fresh instances its mean is {fmt(best.mean)} (std {fmt(best.std)})")  # fmt: skip
     if against is not None and against is not best:
-        better = (against["mean"] < best["mean"]) == lower_is_better
-        steadier = against["std"] < best["std"]
-        text += (f"; {against['name']}: mean {fmt(against['mean'])} (std {fmt(against['std'])}), "
+        better = (against.mean < best.mean) == lower_is_better
+        steadier = against.std < best.std
+        text += (f"; {against.name}: mean {fmt(against.mean)} (std {fmt(against.std)}), "
                  f"{'better' if better else 'worse'} on the mean and {'more' if steadier else 'less'} robust (std)")  # fmt: skip
     return text
-
-
-def logged_searches(store: Any, exp_id: str) -> list[dict[str, Any]]:
-    """The finished searches of an experiment as ``robust report`` draws them: each one's report
-    (``nas.json``) and figure (``nas.png``, as bytes under ``png``), read back from MLflow."""
-    out = []
-    runs = store.search(exp_id, f"tags.`robust.kind` = '{NAS_KIND}' and tags.`robust.state` = 'finished'")
-    for run in runs:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                folder = Path(store.client.download_artifacts(run.info.run_id, "", tmp))
-                report = json.loads((folder / "nas.json").read_text())
-                report["png"] = (folder / "nas.png").read_bytes()
-            except (OSError, ValueError):  # a search whose artifacts are gone: nothing to draw
-                continue
-        out.append(report)
-    return out

@@ -14,6 +14,10 @@ Layout (what ``mlflow ui`` shows; the experiment opens in MLflow 3's training-ru
   training), final ``test_loss``, ``epochs``, ``seconds``; tags: stop reason, status, provenance
   and the user and source tags MLflow's own fluent API sets; its true start and end times.
 
+Beside them: a run per baseline fit, per study (analysis), per selection and per NAS search and
+trial; their tags are named in :mod:`robustcli.tracking.tags` and every layer finds them through
+:meth:`MlflowStore.find_runs`.
+
 Only MLflow's public client reads and writes. Finished runs are written by a background thread,
 each journaled first so that a crash loses nothing (:mod:`robustcli.tracking.writer`); every read
 through this store waits for those writes, and opening the store writes what a dead process left.
@@ -37,12 +41,24 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import StoreError, first_line
 from robustcli.tracking.local_store import LOCKS_DIR, check_sqlite_uri, ensure_store, sqlite_path
+from robustcli.tracking import tags as T
 from robustcli.tracking.locks import LockFile, lock_file
-from robustcli.tracking.writer import FINAL, JOURNAL_DIR, BackgroundWriter, ClientRunWriter, replay_journals, run_record
+from robustcli.tracking.writer import (
+    FINAL,
+    JOURNAL_DIR,
+    BackgroundWriter,
+    ClientRunWriter,
+    discard,
+    replay_journals,
+    run_record,
+)
+
+if TYPE_CHECKING:
+    from robustcli.training.instance import InstanceStatus  # torch: for annotations only
 
 __all__ = ["DEFAULT_TRACKING_URI", "STAT_METRICS", "InstanceRecord", "MlflowStore", "resolve_tracking_uri"]
 
@@ -98,7 +114,7 @@ class InstanceRecord:
     candidate_id: str
     index: int
     loss: float  # NaN for a failed instance
-    status: str
+    status: InstanceStatus
     stop_reason: str
     epochs: int
     seconds: float
@@ -113,17 +129,17 @@ class InstanceRecord:
     def from_run(cls, run: Any) -> InstanceRecord:
         """The record of an instance run read from MLflow."""
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        failed = tags.get("robust.status") == "failed"
+        failed = tags.get(T.STATUS) == "failed"
         return cls(
             run_id=run.info.run_id,
-            candidate_id=tags["robust.candidate_id"],
-            index=int(tags["robust.instance_index"]),
+            candidate_id=tags[T.CANDIDATE_ID],
+            index=int(tags[T.INSTANCE_INDEX]),
             loss=math.nan if failed else float(metrics.get("test_loss", math.nan)),
-            status=tags.get("robust.status", "finished"),
-            stop_reason=tags.get("robust.stop_reason", ""),
+            status=tags.get(T.STATUS, "finished"),
+            stop_reason=tags.get(T.STOP_REASON, ""),
             epochs=int(metrics.get("epochs", 0)),
             seconds=float(metrics.get("seconds", 0.0)),
-            spiked=tags.get("robust.spiked") == "true",
+            spiked=tags.get(T.SPIKED) == "true",
             init_seed=int(params.get("init_seed", -1)),
             data_seed=int(params.get("data_seed", -1)),
             end_time=int(run.info.end_time or 0),
@@ -180,6 +196,8 @@ class MlflowStore:
         self._stats: dict[str, float] = {}  # what the last background writer did
         #: runs found in dead processes' journals when this store was opened (written unless already there)
         self.replayed = 0
+        #: while replaying: the candidate runs its instances went to ((experiment, fingerprint, candidate) -> run)
+        self._replayed_parents: dict[tuple[str, str, str], str] | None = None
 
     # -- connection -----------------------------------------------------------------------
     @property
@@ -274,8 +292,27 @@ class MlflowStore:
         except Exception as exc:  # MLflow raises many types for an unreachable or bad store
             raise StoreError(f"cannot reach tracking URI {self.uri!r}: {first_line(exc)}") from None
         self._client = client  # the replay below finds candidate runs through this store
-        self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
+        self._replayed_parents = {}
+        try:
+            self.replayed = replay_journals(self._journal_dir(), client, self._parent_of)
+        finally:
+            touched, self._replayed_parents = self._replayed_parents, None
+        self._restate_candidates(touched)
         return client
+
+    def _restate_candidates(self, touched: Mapping[tuple[str, str, str], str]) -> None:
+        """The statistics of the candidates whose instances a replay wrote (their process died
+        before it could state them), as the training process does after its instances."""
+        import logging
+
+        for (exp_id, fingerprint, cid), run_id in sorted(touched.items()):
+            try:
+                records = self.instances(exp_id, fingerprint, [cid]).get(cid)
+                if records:
+                    self.log_candidate_statistics(run_id, records.values())
+            except Exception as exc:  # noqa: BLE001 - the next training of the candidate states them
+                logging.getLogger(__name__).warning("could not update candidate %s's statistics after the replay: %s",
+                                                    cid, first_line(exc))
 
     def _artifact_location(self, name: str) -> str | None:
         if self._db is None:
@@ -331,12 +368,24 @@ class MlflowStore:
     def logged_candidates(self, exp_id: str, candidate_id: str | None = None) -> dict[str, Any]:
         """id -> Candidate from the study's candidate runs, as logged (one id only if given): the
         candidates a study trained, grid or not (a NAS trial's included)."""
-        query = "tags.`robust.kind` = 'candidate'"
-        if candidate_id is not None:
-            if not candidate_id.isalnum():  # ids are hex hashes: nothing to quote in a filter
-                return {}
-            query += f" and tags.`robust.candidate_id` = '{candidate_id}'"
-        return candidates_of_runs(self.search(exp_id, query))
+        if candidate_id is not None and not candidate_id.isalnum():  # ids are hex hashes: nothing to quote
+            return {}
+        wanted = {T.CANDIDATE_ID: candidate_id} if candidate_id is not None else None
+        return candidates_of_runs(self.find_runs(exp_id, T.CANDIDATE, wanted))
+
+    def find_runs(
+        self, exp_id: str, kind: str | None, tags: Mapping[str, str] | None = None, *, wait: bool = True
+    ) -> list[Any]:
+        """The runs of ``kind`` (a :mod:`~robustcli.tracking.tags` kind; None: every kind) whose
+        ``tags`` have these values, oldest first: how every layer finds a run robust wrote."""
+        return self.search(exp_id, T.run_filter(kind, tags), wait=wait)
+
+    def find_run(self, exp_id: str | None, kind: str, tags: Mapping[str, str]) -> Any | None:
+        """The first logged run of ``kind`` with these tags (a run's key), or None (also for no experiment)."""
+        if exp_id is None:
+            return None
+        runs = self.find_runs(exp_id, kind, tags)
+        return runs[0] if runs else None
 
     def search(self, exp_id: str, filter_string: str, *, wait: bool = True) -> list[Any]:
         """Runs matching ``filter_string``, oldest first (after the queued writes unless ``wait=False``)."""
@@ -368,15 +417,15 @@ class MlflowStore:
     ) -> dict[str, Any]:
         """What a candidate's run is made of (plain data: it travels in the journal with its instances)."""
         tags = {
-            "robust.kind": "candidate",
-            "robust.task": task,
-            "robust.candidate_id": candidate.id,
-            "robust.candidate_json": candidate.to_json(),
-            "robust.fingerprint": fingerprint,
-            "robust.description": name,
+            T.KIND: T.CANDIDATE,
+            T.TASK: task,
+            T.CANDIDATE_ID: candidate.id,
+            T.CANDIDATE_JSON: candidate.to_json(),
+            T.FINGERPRINT: fingerprint,
+            T.DESCRIPTION: name,
         }
         if candidate.name:
-            tags["robust.candidate_name"] = candidate.name
+            tags[T.CANDIDATE_NAME] = candidate.name
         params = {k: str(v)[:6000] for k, v in sorted(candidate.params.items())}
         params.update({k: str(v) for k, v in settings_params.items() if k not in params})
         return {"candidate_id": candidate.id, "fingerprint": fingerprint, "name": name, "tags": tags,
@@ -385,37 +434,58 @@ class MlflowStore:
     def candidate_run(self, exp_id: str, spec: Mapping[str, Any]) -> str:
         """The run of the candidate of ``spec`` (:meth:`candidate_spec`) under its settings, created on
         first use. Two processes creating it at once: a record lock makes the second find the first's;
-        the writer thread and this thread: a mutex."""
+        the writer thread and this thread: a mutex. A run still RUNNING is being written by another
+        process (waited for by the lock) or was left so by a process killed while it wrote it:
+        completed from ``spec`` then, as its instances may already point at it."""
         fingerprint, cid = spec["fingerprint"], spec["candidate_id"]
         with self._parent_mutex:
             parents = self._parents.get((exp_id, fingerprint))
             if parents is None:
-                parents = self._parents[(exp_id, fingerprint)] = self._find_parents(exp_id, fingerprint)
+                whole = self._find_parents(exp_id, fingerprint).items()
+                parents = self._parents[(exp_id, fingerprint)] = {c: r.info.run_id for c, r in whole
+                                                                  if r.info.status != "RUNNING"}  # fmt: skip
             if cid in parents:
                 return parents[cid]
             key = f"parent:{exp_id}:{fingerprint}:{cid}"
             self.locks.lock(key)
             try:
-                found = self._find_parents(exp_id, fingerprint, cid)
-                if cid not in found:
-                    found[cid] = self.write_run(exp_id, spec["name"], {**spec["tags"], **self.context_tags},
-                                                spec["params"], start=spec["start_time"])
-                parents[cid] = found[cid]
-                return found[cid]
+                found = self._find_parents(exp_id, fingerprint, cid).get(cid)
+                if found is None:
+                    run_id = self.write_run(exp_id, spec["name"], {**spec["tags"], **self.context_tags},
+                                            spec["params"], start=spec["start_time"])
+                elif found.info.status == "RUNNING":
+                    run_id = self._complete_candidate_run(found, spec)
+                else:
+                    run_id = found.info.run_id
+                parents[cid] = run_id
+                return run_id
             finally:
                 self.locks.unlock(key)
 
+    def _complete_candidate_run(self, run: Any, spec: Mapping[str, Any]) -> str:
+        """A candidate's run half-written by a killed process: its missing params, then FINISHED."""
+        from mlflow.entities import Param
+
+        missing = [Param(k, str(v)) for k, v in spec["params"].items() if k not in run.data.params]
+        for i in range(0, len(missing), 100):  # MLflow's limit of params per log_batch
+            self._raw.log_batch(run.info.run_id, params=missing[i : i + 100])
+        self._raw.set_terminated(run.info.run_id, "FINISHED", end_time=spec["start_time"])
+        return run.info.run_id
+
     def _parent_of(self, run: Mapping[str, Any]) -> str:
         """The writer's hook: the id of the candidate run a journaled instance belongs to."""
-        return self.candidate_run(run["experiment_id"], run["parent"])
+        run_id = self.candidate_run(run["experiment_id"], run["parent"])
+        if self._replayed_parents is not None:
+            spec = run["parent"]
+            self._replayed_parents[(str(run["experiment_id"]), spec["fingerprint"], spec["candidate_id"])] = run_id
+        return run_id
 
-    def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, str]:
-        filt = f"tags.`robust.kind` = 'candidate' and tags.`robust.fingerprint` = '{fingerprint}'"
-        if candidate_id is not None:
-            filt += f" and tags.`robust.candidate_id` = '{candidate_id}'"
-        out: dict[str, str] = {}
-        for run in self.search(exp_id, filt, wait=False):  # a candidate run is written at once, never queued
-            out.setdefault(run.data.tags["robust.candidate_id"], run.info.run_id)
+    def _find_parents(self, exp_id: str, fingerprint: str, candidate_id: str | None = None) -> dict[str, Any]:
+        """candidate id -> its run under ``fingerprint`` (the first logged)."""
+        wanted = {T.FINGERPRINT: fingerprint, **({T.CANDIDATE_ID: candidate_id} if candidate_id is not None else {})}
+        out: dict[str, Any] = {}
+        for run in self.find_runs(exp_id, T.CANDIDATE, wanted, wait=False):  # written at once, never queued
+            out.setdefault(run.data.tags[T.CANDIDATE_ID], run)
         return out
 
     def write_run(
@@ -486,25 +556,25 @@ class MlflowStore:
         """
         spec = result.spec
         tags = {
-            "robust.kind": "instance",
-            "robust.candidate_id": candidate.id,
-            "robust.instance_index": str(spec.index),
-            "robust.fingerprint": fingerprint,
-            "robust.status": result.status,
-            "robust.stop_reason": result.stop_reason,
-            "robust.spiked": str(bool(result.spiked)).lower(),
-            "robust.engine": result.engine,
-            "robust.stack": ",".join(map(str, result.stack)),
-            "robust.settings_json": settings_json,
-            "robust.candidate_json": candidate.to_json(),
+            T.KIND: T.INSTANCE,
+            T.CANDIDATE_ID: candidate.id,
+            T.INSTANCE_INDEX: str(spec.index),
+            T.FINGERPRINT: fingerprint,
+            T.STATUS: result.status,
+            T.STOP_REASON: result.stop_reason,
+            T.SPIKED: str(bool(result.spiked)).lower(),
+            T.ENGINE: result.engine,
+            T.STACK: ",".join(map(str, result.stack)),
+            T.SETTINGS_JSON: settings_json,
+            T.CANDIDATE_JSON: candidate.to_json(),
             **self.context_tags,
             **provenance,
             **(extra_tags or {}),
         }
         if result.failure:
-            tags["robust.failure"] = result.failure[:5000]
+            tags[T.FAILURE] = result.failure[:5000]
         if getattr(result, "plain_reason", None):
-            tags["robust.plain_reason"] = result.plain_reason[:5000]
+            tags[T.PLAIN_REASON] = result.plain_reason[:5000]
         params = {
             "init_seed": str(spec.init_seed),
             "data_seed": str(spec.data_seed),
@@ -522,22 +592,105 @@ class MlflowStore:
         run = run_record(experiment_id=exp_id, name=name, status="FAILED" if result.failed else "FINISHED", tags=tags,
                          params=params, metrics=metrics, start_time=start_time, end_time=end_time,
                          parent={**parent, "start_time": start_time})
+        self._submit(run)
+        return run["write_key"]
+
+    def _submit(self, run: dict[str, Any]) -> None:
+        """Journal ``run`` and hand it to the background writer."""
         self.connect()  # and replay dead journals before this process journals its own
         if self._writer is None:
             self._writer = BackgroundWriter(self._raw, self._journal_dir(), self._run_ids, self._parent_of)
         self._writer.submit(run)
-        return run["write_key"]
+
+    def write_journaled(
+        self,
+        exp_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        metrics: Iterable[tuple[str, float, int, int]] = (),
+        artifacts: Mapping[str, bytes] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        status: str = "FINISHED",
+        run_id: str | None = None,
+    ) -> str:
+        """Write a finished run whole through the journal, as instances are (or, with ``run_id``,
+        complete that run: its tags, metrics and artifacts added, then ended with ``status``): a
+        kill at any point leaves it to the next command on this store to write, never half-written.
+        Returns once it is written: the run's id. ``metrics``: (key, value, timestamp ms, step);
+        ``artifacts``: file name -> content (small files)."""
+        end = end or _now_ms()
+        start = start or end
+        rows = list(metrics)
+        if run_id is None:
+            tags = {**self.context_tags, **tags}
+        run = run_record(experiment_id=exp_id, name=name, status=status, tags=tags,
+                         params={k: str(v) for k, v in (params or {}).items()}, metrics=rows, start_time=start,
+                         end_time=end, artifacts=artifacts, run_id=run_id)
+        self._submit(run)
+        return self.run_id(run["write_key"])
+
+    def start_run(self, exp_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """Create a run left RUNNING (a search's, ended later): created with its tags, then its
+        params; deleted again if the params cannot be written."""
+        created = self._raw.create_run(exp_id, run_name=name, tags={**tags, **self.context_tags})
+        run_id = created.info.run_id
+        if params:
+            from mlflow.entities import Param
+
+            try:
+                self._raw.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            except BaseException:
+                try:
+                    discard(self._raw, run_id)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                raise
+        return run_id
+
+    def resume_run(self, run: Any, params: Mapping[str, Any] | None = None) -> None:
+        """A run ended before (a search resumed) is RUNNING again, with the ``params`` it lacks (a
+        process killed between its creation and its params left it without them)."""
+        from mlflow.entities import Param
+
+        missing = [Param(k, str(v)) for k, v in (params or {}).items() if k not in run.data.params]
+        if missing:
+            self.client.log_batch(run.info.run_id, params=missing)
+        self.client.update_run(run.info.run_id, status="RUNNING")
+
+    def end_run(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status, end_time=end_time)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Metrics of a RUNNING run (a selection's steps), at this time and ``step``."""
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
+        """The run's artifact ``path`` ("" for all of them) copied under ``dst``: where it is."""
+        return Path(self.client.download_artifacts(run_id, path, str(dst)))
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        """Every logged value of the run's metric ``key`` (MLflow ``Metric`` objects)."""
+        return list(self.client.get_metric_history(run_id, key))
 
     def instances(
         self, exp_id: str, fingerprint: str, candidate_ids: Iterable[str] | None = None
     ) -> dict[str, dict[int, InstanceRecord]]:
         """Finished and failed instances with this fingerprint, by candidate then index."""
-        filt = f"tags.`robust.kind` = 'instance' and tags.`robust.fingerprint` = '{fingerprint}'"
         wanted = set(candidate_ids) if candidate_ids is not None else None
+        filt = {T.FINGERPRINT: fingerprint}
         if wanted is not None and len(wanted) == 1:
-            filt += f" and tags.`robust.candidate_id` = '{next(iter(wanted))}'"
+            filt[T.CANDIDATE_ID] = next(iter(wanted))
         out: dict[str, dict[int, InstanceRecord]] = {}
-        for run in self.search(exp_id, filt):
+        for run in self.find_runs(exp_id, T.INSTANCE, filt):
             if run.info.status not in FINAL:
                 continue  # interrupted mid-write: as if never trained
             rec = InstanceRecord.from_run(run)
@@ -572,7 +725,7 @@ def candidates_of_runs(runs: Any) -> dict[str, Any]:
     out = {}
     for run in runs:
         tags = run.data.tags
-        if tags.get("robust.kind") == "candidate" and "robust.candidate_id" in tags:
-            params = json.loads(tags.get("robust.candidate_json", "{}"))
-            out[tags["robust.candidate_id"]] = Candidate(tags["robust.candidate_id"], params, tags.get("robust.candidate_name"))
+        if tags.get(T.KIND) == T.CANDIDATE and T.CANDIDATE_ID in tags:
+            params = json.loads(tags.get(T.CANDIDATE_JSON, "{}"))
+            out[tags[T.CANDIDATE_ID]] = Candidate(tags[T.CANDIDATE_ID], params, tags.get(T.CANDIDATE_NAME))
     return out

@@ -9,6 +9,8 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from robustcli.tracking import tags as T
+
 
 def _version(dist: str) -> str:
     try:
@@ -42,28 +44,28 @@ def provenance_tags(
     from robustcli.execution.cores import wait_policy as this_wait_policy
 
     return {
-        "robust.version.robustcli": _version("robustcli"),
-        "robust.version.plugin": f"{plugin_distribution} {_version(plugin_distribution)}",
-        "robust.version.torch": torch.__version__,
-        "robust.version.mlflow": _version("mlflow"),
-        "robust.version.python": platform.python_version(),
-        "robust.git_commit": git_commit(),
-        "robust.device": device,
-        "robust.host": socket.gethostname(),
-        "robust.torch_threads": str(threads if threads is not None else torch.get_num_threads()),
+        f"{T.VERSION_PREFIX}robustcli": _version("robustcli"),
+        f"{T.VERSION_PREFIX}plugin": f"{plugin_distribution} {_version(plugin_distribution)}",
+        f"{T.VERSION_PREFIX}torch": torch.__version__,
+        f"{T.VERSION_PREFIX}mlflow": _version("mlflow"),
+        f"{T.VERSION_PREFIX}python": platform.python_version(),
+        T.GIT_COMMIT: git_commit(),
+        T.DEVICE: device,
+        T.HOST: socket.gethostname(),
+        T.TORCH_THREADS: str(threads if threads is not None else torch.get_num_threads()),
         # OMP_WAIT_POLICY: when idle threads sleep (PASSIVE) or spin; speed only, never the numbers
-        "robust.omp_wait_policy": wait_policy or this_wait_policy(),
-        "robust.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        T.OMP_WAIT_POLICY: wait_policy or this_wait_policy(),
+        T.DETERMINISTIC_ALGORITHMS: str(torch.are_deterministic_algorithms_enabled()).lower(),
     }
 
 
 #: provenance tags whose difference can explain a reproduction that is not bit for bit
 COMPARED_TAGS = (
-    "robust.version.robustcli",
-    "robust.version.plugin",
-    "robust.version.torch",
-    "robust.version.python",
-    "robust.device",
-    "robust.torch_threads",
-    "robust.deterministic_algorithms",
+    f"{T.VERSION_PREFIX}robustcli",
+    f"{T.VERSION_PREFIX}plugin",
+    f"{T.VERSION_PREFIX}torch",
+    f"{T.VERSION_PREFIX}python",
+    T.DEVICE,
+    T.TORCH_THREADS,
+    T.DETERMINISTIC_ALGORITHMS,
 )

@@ -28,17 +28,26 @@ from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError
 from robustcli.selection import StepRecord, Store
+from robustcli.tracking import tags as T
 from robustcli.tracking.processes import owner_alive, parse_owner, process_start, started_in_words, this_owner
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["MlflowSelectionStore", "selection_key"]
+__all__ = ["MlflowSelectionStore", "last_selected", "selection_key"]
 
 
 def selection_key(fingerprint: str, selection: Mapping[str, Any], candidates: list[str]) -> str:
     text = json.dumps({"fp": fingerprint, "sel": selection, "cands": sorted(candidates)}, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def last_selected(store: Any, exp_id: str | None, fingerprint: str) -> str | None:
+    """The candidate the last finished selection under ``fingerprint`` picked; None if none finished."""
+    if exp_id is None:
+        return None
+    runs = store.find_runs(exp_id, T.SELECTION, {T.FINGERPRINT: fingerprint, T.STATE: "finished"})
+    return runs[-1].data.tags[T.SELECTED] if runs else None
 
 
 def _read_owner(path: Path) -> str:
@@ -83,8 +92,6 @@ class MlflowSelectionStore(Store):
         self._known.setdefault(candidate_id, {})[index] = loss
 
     def record_step(self, record: StepRecord) -> None:
-        from mlflow.entities import Metric
-
         self._history[record.step] = record
         run_id = self.open_run()
         values = [v[0] for cid, v in record.values.items() if cid in record.survivors and v and math.isfinite(v[0])]
@@ -95,9 +102,7 @@ class MlflowSelectionStore(Store):
         }
         if values:
             metrics["best_criterion"] = min(values)
-        client = self.session.store.client
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.step) for k, v in metrics.items()])
+        self.session.store.log_metrics(run_id, metrics, step=record.step)
         self._write_history()
 
     def baseline_loss(self) -> float | None:
@@ -105,23 +110,13 @@ class MlflowSelectionStore(Store):
         exp_id = self.session.existing_experiment()
         if exp_id is None:
             return None
-        runs = self.session.store.search(
-            exp_id,
-            f"tags.`robust.kind` = 'baseline' and "
-            f"tags.`robust.data_fingerprint` = '{self.session.settings.data_fingerprint()}'",
-        )
+        runs = self.session.store.find_runs(exp_id, T.BASELINE, {T.DATA_FINGERPRINT: self.session.settings.data_fingerprint()})
         means = [r.data.metrics["loss_mean"] for r in runs if "loss_mean" in r.data.metrics]
         return min(means) if means else None
 
     # -- the study run and its lock ----------------------------------------------------------
     def find_run(self) -> Any | None:
-        exp_id = self.session.existing_experiment()
-        if exp_id is None:
-            return None
-        runs = self.session.store.search(
-            exp_id, f"tags.`robust.kind` = 'selection' and tags.`robust.selection_key` = '{self.key}'"
-        )
-        return runs[0] if runs else None
+        return self.session.store.find_run(self.session.existing_experiment(), T.SELECTION, {T.SELECTION_KEY: self.key})
 
     def refuse_if_held(self) -> None:
         """Refuse at once, before the data load, when another process holds the selection's lock
@@ -164,8 +159,8 @@ class MlflowSelectionStore(Store):
         run = self.find_run()
         if run is None or run.info.status != "RUNNING":
             return
-        owner = run.data.tags.get("robust.owner", "")
-        start = run.data.tags.get("robust.owner_start") or None
+        owner = run.data.tags.get(T.OWNER, "")
+        start = run.data.tags.get(T.OWNER_START) or None
         host = parse_owner(owner)[0] if owner else ""
         if owner and host != socket.gethostname() and _alive(owner, start):
             self.release()
@@ -187,18 +182,18 @@ class MlflowSelectionStore(Store):
             return self._run_id
         client = self.session.store.client
         run = self.find_run()
-        tags = {"robust.owner": this_owner(), "robust.owner_start": process_start(os.getpid()) or "", "robust.state": "running"}
+        tags = {T.OWNER: this_owner(), T.OWNER_START: process_start(os.getpid()) or "", T.STATE: "running"}
         if run is None:
             exp_id = self.session.experiment()
             run = client.create_run(
                 exp_id,
                 run_name=f"selection-{self.key}",
                 tags={
-                    "robust.kind": "selection",
-                    "robust.selection_key": self.key,
-                    "robust.task": str(self.session.settings.task),
-                    "robust.fingerprint": self.session.fingerprint,
-                    "robust.selection_json": json.dumps(self.description, sort_keys=True, default=str)[:7900],
+                    T.KIND: T.SELECTION,
+                    T.SELECTION_KEY: self.key,
+                    T.TASK: str(self.session.settings.task),
+                    T.FINGERPRINT: self.session.fingerprint,
+                    T.SELECTION_JSON: json.dumps(self.description, sort_keys=True, default=str)[:7900],
                     **tags,
                 },
             )
@@ -214,10 +209,10 @@ class MlflowSelectionStore(Store):
         self.session.store.set_tags(
             run_id,
             {
-                "robust.state": "finished" if done else f"stopped ({result.reason})",
-                "robust.selected": result.selected,
-                "robust.trainings": result.trainings,
-                "robust.exhaustive_trainings": result.exhaustive_trainings,
+                T.STATE: "finished" if done else f"stopped ({result.reason})",
+                T.SELECTED: result.selected,
+                T.TRAININGS: result.trainings,
+                T.EXHAUSTIVE_TRAININGS: result.exhaustive_trainings,
                 **self._confidence_tags(result),
             },
         )
@@ -247,7 +242,7 @@ class MlflowSelectionStore(Store):
             "p_best": dict(cls._top_p_best(result)),
             "more_instances": dict(list(sure.more_instances.items())[:20]),
         }
-        return {"robust.confidence": json.dumps(payload, sort_keys=True)[:7900]}
+        return {T.CONFIDENCE: json.dumps(payload, sort_keys=True)[:7900]}
 
     def _log_confidence(self, run_id: str, result: Any) -> None:
         """What `mlflow ui` charts: the pick's P(best), the size of the indistinguishable set, and
@@ -271,7 +266,7 @@ class MlflowSelectionStore(Store):
         """An interrupted selection: leave the run resumable, not running."""
         try:
             if self._run_id is not None:
-                self.session.store.set_tags(self._run_id, {"robust.state": "interrupted"})
+                self.session.store.set_tags(self._run_id, {T.STATE: "interrupted"})
                 self.session.store.client.set_terminated(self._run_id, "KILLED")
         except Exception:  # noqa: BLE001 - the store is gone: the next select takes the run over
             pass

@@ -19,11 +19,17 @@ Replays are idempotent: every run carries the tags ``robust.journal`` (its journ
 those tags: a run already ``FINISHED``/``FAILED`` is left alone, one left ``RUNNING`` half-written
 (the writer died between its calls) is deleted and written again whole. Readers ignore runs
 that are not FINISHED/FAILED, so a half-written run never counts in the meantime.
+
+A record may carry artifacts (small files: a study's table and figure, inline in the journal)
+and may *complete* a run that exists (``run_id``: a NAS search's run, a study run written
+again): the run is set RUNNING and tagged with the record's keys first, so a replay finds it
+half-done and completes it again (metrics and artifacts written twice are the same).
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import logging
 import math
@@ -40,6 +46,7 @@ from typing import Any
 from robustcli.errors import StoreError, StoreWriteError, first_line
 from robustcli.tracking.locks import try_lock_whole
 from robustcli.tracking.processes import process_start
+from robustcli.tracking.tags import JOURNAL, PARENT_RUN_ID, WRITE_KEY
 
 __all__ = ["BackgroundWriter", "ClientRunWriter", "JOURNAL_DIR", "replay_journals", "run_record"]
 
@@ -65,11 +72,15 @@ def run_record(
     start_time: int,
     end_time: int,
     parent: Mapping[str, Any] | None = None,
+    artifacts: Mapping[str, bytes] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """A finished run as plain JSON-able data, its write key chosen now.
 
     ``parent`` describes the run it nests under (a candidate's run), found or created by the
     writer's ``parent_of`` hook when the run is written: off the training thread, and again on a replay.
+    ``artifacts``: file name -> content, logged at the run's root. ``run_id``: the record completes
+    that run (it exists) instead of creating one.
 
     ``metrics`` are (key, value, timestamp_ms, step); exact duplicates are dropped (MLflow keeps
     one of them anyway); NaN and infinities are kept as strings so the journal stays strict JSON.
@@ -92,6 +103,9 @@ def run_record(
         "params": sorted((k, str(v)) for k, v in params.items()),
         "metrics": rows,
         **({"parent": dict(parent)} if parent is not None else {}),
+        **({"artifacts": sorted((k, base64.b64encode(v).decode("ascii")) for k, v in artifacts.items())}
+           if artifacts else {}),
+        **({"run_id": run_id} if run_id else {}),
     }
 
 
@@ -113,26 +127,20 @@ class ClientRunWriter:
 
     def write(self, run: Mapping[str, Any]) -> str:
         """Write ``run`` whole; its MLflow run id. A run that fails half-way is deleted again."""
-        from mlflow.entities import Metric, Param
-
+        if run.get("run_id"):
+            return self._complete(run)
         tags = dict(run["tags"])
         if "parent" in run and self.parent_of is not None:
-            tags["mlflow.parentRunId"] = self.parent_of(run)
+            tags[PARENT_RUN_ID] = self.parent_of(run)
         if self.journal_id:  # a run written at once (a candidate's) has no journal
-            tags["robust.journal"] = self.journal_id
-            tags["robust.write_key"] = run["write_key"]
+            tags[JOURNAL] = self.journal_id
+            tags[WRITE_KEY] = run["write_key"]
         created = self.client.create_run(
             run["experiment_id"], start_time=run["start_time"], tags=tags, run_name=run["name"]
         )
         run_id = created.info.run_id
         try:
-            params = [Param(k, v) for k, v in run["params"]]
-            # float() reads back the 'nan' / 'inf' the journal holds for non-finite values
-            metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in run["metrics"]]
-            while params or metrics:  # in chunks within MLflow's limits per log_batch
-                ps, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
-                ms, metrics = metrics[: _MAX_METRICS - len(ps)], metrics[_MAX_METRICS - len(ps) :]
-                self.client.log_batch(run_id, metrics=ms, params=ps)
+            self._log_data(run_id, run)
             self.client.set_terminated(run_id, run["status"], end_time=run["end_time"])
         except BaseException:
             try:  # never leave a half-written run behind where it can be helped
@@ -141,6 +149,52 @@ class ClientRunWriter:
                 pass
             raise
         return run_id
+
+    def _complete(self, run: Mapping[str, Any]) -> str:
+        """Complete the run that exists: RUNNING and tagged with this record first (a replay then
+        finds it half-done), its data, then ended. Left as it is on an error: the journal retries."""
+        from mlflow.entities import RunTag
+        from mlflow.exceptions import MlflowException
+
+        run_id = run["run_id"]
+        try:
+            there = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return run_id  # removed for good meanwhile: nothing to complete
+            raise
+        if there.info.lifecycle_stage != "active":
+            return run_id  # deleted meanwhile (from the UI): left so
+        tags = dict(run["tags"])
+        if self.journal_id:
+            tags[JOURNAL] = self.journal_id
+            tags[WRITE_KEY] = run["write_key"]
+        self.client.update_run(run_id, status="RUNNING")
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._log_data(run_id, {**run, "tags": []})
+        self.client.set_terminated(run_id, run["status"], end_time=run["end_time"])
+        return run_id
+
+    def _log_data(self, run_id: str, run: Mapping[str, Any]) -> None:
+        """Params and metrics in chunks within MLflow's limits per ``log_batch``, then the artifacts."""
+        from mlflow.entities import Metric, Param
+
+        params = [Param(k, v) for k, v in run["params"]]
+        # float() reads back the 'nan' / 'inf' the journal holds for non-finite values
+        metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in run["metrics"]]
+        while params or metrics:
+            ps, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
+            ms, metrics = metrics[: _MAX_METRICS - len(ps)], metrics[_MAX_METRICS - len(ps) :]
+            self.client.log_batch(run_id, metrics=ms, params=ps)
+        if run.get("artifacts"):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="robust-artifacts-") as tmp:
+                for name, data in run["artifacts"]:
+                    path = Path(tmp) / name
+                    path.write_bytes(base64.b64decode(data))
+                    self.client.log_artifact(run_id, str(path))
 
 
 def discard(client: Any, run_id: str) -> None:
@@ -220,8 +274,8 @@ def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any, parent_of:
     live = [e for e in experiments if _experiment_active(client, e)]
     found: dict[str, Any] = {}
     if live:
-        for run in _search_all(client, live, f"tags.`robust.journal` = '{journal_id}'", ViewType.ACTIVE_ONLY):
-            found[run.data.tags.get("robust.write_key", "")] = run
+        for run in _search_all(client, live, f"tags.`{JOURNAL}` = '{journal_id}'", ViewType.ACTIVE_ONLY):
+            found[run.data.tags.get(WRITE_KEY, "")] = run
     writer = ClientRunWriter(client, journal_id, parent_of)
     written = waiting = 0
     for run in runs:
@@ -231,8 +285,8 @@ def _replay(journal_id: str, runs: list[dict[str, Any]], client: Any, parent_of:
         there = found.get(run["write_key"])
         if there is not None and there.info.status in FINAL:
             continue
-        if there is not None:
-            discard(client, there.info.run_id)  # half-written by the dead process
+        if there is not None and not run.get("run_id"):
+            discard(client, there.info.run_id)  # half-written by the dead process (one completed: done again)
         writer.write(run)
         written += 1
     if waiting:
