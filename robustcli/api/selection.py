@@ -63,9 +63,9 @@ def resolve_candidates(session: StudySession, settings: StudySettings) -> list[s
         kept = {c.id for c in filter_candidates([by_id[i] for i in ids], wanted, f"--where {' '.join(sel.where)}")}
         ids = [i for i in ids if i in kept]
     if sel.sample is not None:
-        from robustcli.selection import sample_candidates
+        from robustcli.selection import draw_candidate_ids
 
-        ids = sample_candidates(ids, sel.sample, settings.seed)
+        ids = draw_candidate_ids(ids, sel.sample, settings.seed)
     if len(ids) < 2:
         raise InputError(f"a selection needs at least 2 candidates, got {len(ids)}")
     return ids
@@ -264,9 +264,9 @@ def replay_selection(
             raise UnknownNameError("candidate", unknown[0], losses.candidates, f"from --candidates, not in {path}")
         losses = losses.subset(sel.candidates)
     if sel.sample is not None:
-        from robustcli.selection import sample_candidates
+        from robustcli.selection import draw_candidate_ids
 
-        losses = losses.subset(sample_candidates(losses.candidates, sel.sample, settings.seed, f"in {path}"))
+        losses = losses.subset(draw_candidate_ids(losses.candidates, sel.sample, settings.seed, f"in {path}"))
     if losses.instances <= sel.warmup and len(losses.candidates) > 1:
         raise InputError(
             f"{path}: {losses.instances} instance(s) per candidate, but a selection ranks only after its "

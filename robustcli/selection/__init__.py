@@ -46,7 +46,3 @@ __all__ = [
     "select",
     "write_loss_table",
 ]
-
-# The old name of draw_candidate_ids (issue 22), kept only for robustcli/api/selection.py (lines 60
-# and 257, a file another branch is typing): delete once those imports name draw_candidate_ids.
-sample_candidates = draw_candidate_ids
