@@ -87,14 +87,14 @@ second_b() {
       "$OUTDIR/grid-select-$rule.json" 2>/dev/null) || continue
     step "grid-fresh-$rule" assess $F --candidate "$pick"
   done
-  # Figure 6 on noiseless cells again, Model 2 at the paper's early stopping (the baselines have none)
-  step sample-size-A-large-noiseless-paper study sample-size $A2 --study repro2-A -C model2 --sizes 8000,16000 -n 6
   # Figure 18 at the paper's early stopping: its NAS 1, NAS 2 and Model 2, 6 instances each
   for size in 4000 16000; do
     for c in model2 nas1 nas2; do
       step "nas-B-$size-$c-paper" assess $B2 --study repro2-B --train-size $size -n 6 --candidate $c
     done
   done
+  # Figure 6 on noiseless cells again, Model 2 at the paper's early stopping (the baselines have none)
+  step sample-size-A-large-noiseless-paper study sample-size $A2 --study repro2-A -C model2 --sizes 8000,16000 -n 6
 }
 
 mkdir -p "$LOGDIR"
