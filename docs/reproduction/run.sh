@@ -72,14 +72,15 @@ second_b() {
     --sizes 2675,8000,16000 -n 6
   # the selection on a slice of the grid: 64 of the 6,912 drawn at random (seed 1), samples of
   # 1,000, the reduced early stopping; the baselines for the paper's cut, then the paper's rule and
-  # the race on the same instances; each pick and Model 2 then over 10 fresh instances (study seed 1)
+  # the race on the same instances; each pick and Model 2 then over 10 fresh instances (study seed 2:
+  # seeds derive from the study seed and the instance index, so seed 1's would repeat the selection's)
   local G="$A2 --study repro2-grid $STOP --train-size 1000"
   # (the baselines on the selection's samples: the same study seed)
   step grid-baseline baseline --task calo-energy -o dataset=A -o events=100000 -o noise=0 --study repro2-grid \
     --train-size 1000 --instances 5 --seed 1
   step grid-select-paper select $G --sample 64 --seed 1 --rule paper --final-instances 5
   step grid-select-race select $G --sample 64 --seed 1 --rule race --final-instances 5
-  local F="$A2 --study repro2-grid-fresh $STOP --train-size 1000 --seed 1 -n 10"
+  local F="$A2 --study repro2-grid-fresh $STOP --train-size 1000 --seed 2 -n 10"
   step grid-fresh-model2 assess $F --candidate model2
   for rule in paper race; do
     local pick

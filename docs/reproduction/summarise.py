@@ -128,7 +128,7 @@ def selection(name: str = "select-demo", baseline: str = "select-baseline", mode
     out = [
         f"`{name}.json`: {n} candidates, rule {d['rule']} ({', '.join(d['criterion'])}); selected "
         f"**{d['selected_description']}** ({d['selected']}) after {d['steps']} steps ({d['reason']}); {d['baseline_cut']}; "
-        f"survivors per step {d['survivors_per_step']}; {d['trained']} trainings (exhaustive: {d['exhaustive_trainings']}).",
+        f"survivors per step {d['survivors_per_step']}; {d['trainings']} trainings (exhaustive: {d['exhaustive_trainings']}).",
         "",
     ]
     if d.get("confidence_level"):
@@ -226,7 +226,7 @@ def main() -> None:
         *assessed([f"nas-B-{size}-{c}-paper" for size in (4000, 16000) for c in ("nas1", "nas2", "model2")]), "",
         "### The selection on a slice of the grid (dataset A, noiseless cells, 64 candidates drawn with seed 1)", "",
         *selection("grid-select-paper", "grid-baseline", None), "", *selection("grid-select-race", "grid-baseline", None), "",
-        "Each pick and Model 2 over 10 fresh instances (study seed 1):", "",
+        "Each pick and Model 2 over 10 fresh instances (study seed 2; the selection's was 1):", "",
         *assessed(["grid-fresh-paper", "grid-fresh-race", "grid-fresh-model2"]), "",
         "### Wall time", "", *timings(),
     ]
