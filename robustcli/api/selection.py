@@ -108,7 +108,8 @@ def run_selection(
     _note_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session), progress)
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
-    view = _StepView(progress, baseline_cut(rule, baseline), label=lambda cid: candidate_label(session.task, session.candidate(cid)))
+    label = lambda cid: candidate_label(session.task, session.candidate(cid))  # noqa: E731
+    view = _StepView(progress, baseline_cut(rule, baseline), label=label)
     source = SessionLosses(session, store, executor=executor, on_start=view.start_batch, on_done=view.done_one)
     with progress:
         try:
@@ -120,6 +121,7 @@ def run_selection(
         store.finish(result)
         if sel.final_instances:
             _train_final(session, result.survivors, sel.final_instances, progress, executor=executor)
+    selected = session.candidate(result.selected)
     return SelectionOutcome(
         result=result,
         trained=source.trained_here,
@@ -127,8 +129,8 @@ def run_selection(
         study=settings.study_name,
         tracking_uri=session.store.uri,
         mlflow_ui=session.ui_path(),
-        selected_name=session.space.name_of(session.candidate(result.selected)),
-        selected_description=candidate_label(session.task, session.candidate(result.selected), with_id=False, use_name=False),
+        selected_name=session.space.name_of(selected),
+        selected_description=candidate_label(session.task, selected, with_id=False, use_name=False),
         baseline_loss=baseline,
         baseline_cut=baseline_cut(rule, baseline),
         summary=summarize_candidates(session, list(result.survivors)),
@@ -170,7 +172,8 @@ def summarize_candidates(session: StudySession, candidate_ids: list[str]) -> lis
     for cid in candidate_ids:
         losses = [r.loss for _, r in sorted(known.get(cid, {}).items())]
         cand = session.candidate(cid)
-        out.append(CandidateSummary(cid, session.space.name_of(cand), candidate_label(session.task, cand, with_id=False, use_name=False),
+        description = candidate_label(session.task, cand, with_id=False, use_name=False)
+        out.append(CandidateSummary(cid, session.space.name_of(cand), description,
                                     summarize_instances(losses, seed=session.settings.seed),
                                     losses, session.task.loss.name))  # fmt: skip
     return out

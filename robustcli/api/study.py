@@ -202,7 +202,8 @@ class Study(StudyHandle):
         from robustcli.task import candidate_label
 
         cand = self.session.candidate(text("candidate", candidate, none=False))
-        return CandidateInfo(cand.id, cand.name, candidate_label(self.task, cand, with_id=False, use_name=False), dict(cand.params))
+        description = candidate_label(self.task, cand, with_id=False, use_name=False)
+        return CandidateInfo(cand.id, cand.name, description, dict(cand.params))
 
     # -- training ------------------------------------------------------------------------------
     @checked
@@ -496,7 +497,8 @@ def _candidate_infos(task: Task, where: Mapping[str, Any] | Sequence[str] | None
         wanted = dict(where) if isinstance(where, Mapping) else (parse_pairs(list(where), "--where") or {})
         shown = " ".join(f"{k}={v}" for k, v in wanted.items())
         cands = filter_candidates(list(cands), wanted, f"--where {shown}")
-    return [CandidateInfo(c.id, c.name, candidate_label(task, c, with_id=False, use_name=False), dict(c.params)) for c in cands]
+    describe = lambda c: candidate_label(task, c, with_id=False, use_name=False)  # noqa: E731
+    return [CandidateInfo(c.id, c.name, describe(c), dict(c.params)) for c in cands]
 
 
 @checked

@@ -223,7 +223,8 @@ class NasSearch:
         params["sampler_seed"] = str(trial_seed(self.settings.seed, trial.number))
         self.runs.log_trial(
             number=trial.number, answers=trial.answers, candidate=trial.candidate, loss=trial.loss,
-            instance_run=trial.instance_run, name=f"trial-{trial.number}: {self.session.candidate_label(trial.candidate)}"[:250],
+            instance_run=trial.instance_run,
+            name=f"trial-{trial.number}: {self.session.candidate_label(trial.candidate)}"[:250],
             params=params, run_params=self._run_params(),
         )  # fmt: skip
 
