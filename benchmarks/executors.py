@@ -98,21 +98,21 @@ def bench(
     print(f"\n{name} (load {os.getloadavg()[0]:.1f}): candidate {key} (batch {batch}), train {train_size}, {count} instances x {epochs} epochs")
     print(f"  {'executor':<34} {'inst-epochs/s':>13} {'ratio vs the first [min..max]':>36} {'seconds':>8}")
 
-    def pool(inner: str) -> Any:
-        executor = LocalPoolExecutor(args.workers, inner)
+    def pool(engine: str) -> Any:
+        executor = LocalPoolExecutor(args.workers, engine)
         start = time.perf_counter()
         list(executor.run(task, data, jobs[: args.workers], settings))  # start and warm the workers
-        print(f"  (local pool {inner}: workers up and warm in {time.perf_counter() - start:.1f} s, not counted)")
+        print(f"  (local pool {engine}: workers up and warm in {time.perf_counter() - start:.1f} s, not counted)")
         return executor
 
-    def ray(inner: str) -> Any:
+    def ray(engine: str) -> Any:
         import ray as ray_module
 
         from robustcli.execution.ray_executor import RayExecutor
 
         if not ray_module.is_initialized():
             ray_module.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-        executor = RayExecutor(inner=inner)
+        executor = RayExecutor(engine=engine)
         list(executor.run(task, data, jobs[: args.workers], settings))  # warm the workers
         return executor
 
@@ -122,11 +122,11 @@ def bench(
         rows.append((f"inprocess plain   1 proc x {threads} thr", InProcessExecutor, threads))
     for threads in sorted({1, args.threads}):
         rows.append((f"inprocess stacked 1 proc x {threads} thr", StackedExecutor, threads))
-    for inner in ("plain", "stacked"):
-        rows.append((f"local {inner:<7} {args.workers} proc x 1 thr", lambda inner=inner: pool(inner), 1))
+    for engine in ("plain", "stacked"):
+        rows.append((f"local {engine:<7} {args.workers} proc x 1 thr", lambda engine=engine: pool(engine), 1))
     if args.ray:
-        for inner in ("plain", "stacked"):
-            rows.append((f"ray   {inner:<7} {args.workers} task x 1 thr", lambda inner=inner: ray(inner), 1))
+        for engine in ("plain", "stacked"):
+            rows.append((f"ray   {engine:<7} {args.workers} task x 1 thr", lambda engine=engine: ray(engine), 1))
 
     # all executors made (pools started and warm) first, then timed interleaved: the in-process
     # plain loop with one thread, then every other row, per round, and the plain loop once more

@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 from robustcli.errors import RobustError  # noqa: E402
 from robustcli.robustness.criteria import Objective, make_objective  # noqa: E402
-from robustcli.selection import LossTable, MemoryStore, TableLosses, make_rule, read_loss_table, select  # noqa: E402
+from robustcli.selection import LossTable, MemorySelectionStore, TableLosses, make_rule, read_loss_table, select  # noqa: E402
 
 OUR_RULES = ("paper", "halving", "quantile", "race", "race-strict")
 PEERS = ("optuna-wilcoxon", "optuna-halving", "optuna-median")
@@ -323,7 +323,7 @@ def run_ours(rule_name: str, trial: Trial, objective: Objective, baseline: float
              overrides: dict[str, Any], warmup: int) -> Outcome:
     n, m = trial.visible.shape
     table = {cid: trial.visible[i] for i, cid in enumerate(trial.ids)}
-    store = MemoryStore(baseline=baseline)
+    store = MemorySelectionStore(baseline=baseline)
     race = rule_name in RACES
     try:
         rule = make_rule(rule_name, **(overrides if race else {}))

@@ -55,9 +55,9 @@ __all__ = [
     "TaskTags",
     "TRAINING_KEYS",
     "candidate_id",
+    "candidate_label",
     "describe_params",
     "filter_candidates",
-    "readable_name",
 ]
 
 #: Candidate parameters the core reads to build the optimiser and batches. Everything else in a
@@ -84,7 +84,8 @@ def _short(value: Any) -> str:
 def describe_params(params: Mapping[str, Any]) -> str:
     """A short readable description of a candidate's parameters, e.g. ``adamw-lr1e-3-bs32-wd1e-1-depth=2``:
     the training keys first (optimizer, lr, batch size, weight decay), then the task's own in
-    sorted order. What MLflow shows as a run name and the CLI beside an id."""
+    sorted order. The default of :meth:`Task.describe_candidate`, and what :func:`candidate_label`
+    shows when no task is at hand; a plugin's description may build on it."""
     parts = [f"{_SHORT_KEYS[k]}{_short(params[k])}" for k in TRAINING_KEYS if k in params]
     parts += [f"{k}={_short(v)}" for k, v in sorted(params.items()) if k not in TRAINING_KEYS]
     return "-".join(parts)
@@ -144,6 +145,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        """The id-level label, ``model2 (c1a2b3c4d5)`` or ``c1a2b3c4d5``, for messages written where no
+        task is at hand (a task's own errors, the checks); output shows :func:`candidate_label`."""
         return f"{self.name} ({self.id})" if self.name else self.id
 
     def to_json(self) -> str:
@@ -254,6 +257,11 @@ class SearchSpace:
     @property
     def named(self) -> Mapping[str, Candidate]:
         return dict(self._named)
+
+    def name_of(self, candidate: Candidate) -> str | None:
+        """The candidate's name, also for a nameless copy of a named candidate (a grid point, a
+        logged run); None if it has none."""
+        return candidate.name or next((n for n, c in self._named.items() if c.id == candidate.id), None)
 
     def get(self, key: str, where: str = "--candidate") -> Candidate:
         """A candidate by id or by name; an unknown key raises with the closest valid ones."""
@@ -446,25 +454,23 @@ class Task(ABC):
         return {}
 
     def describe_candidate(self, candidate: Candidate) -> str:
-        """A short readable description of a candidate, shown as its MLflow run name and beside its
-        id (a named candidate shows its name instead). Override it for a more telling one, e.g.
-        ``conv32x64-fc9-adamw-lr1e-3-bs32``; the default lists the parameters (:func:`describe_params`)."""
+        """A plugin's hook: a short readable description of a candidate's parameters, which
+        :func:`candidate_label` shows as its MLflow run name and beside its id (a named candidate
+        shows its name instead). Override it for a more telling one, e.g.
+        ``conv32x64-fc9-adamw-lr1e-3-bs32``; the default is :func:`describe_params`."""
         return describe_params(candidate.params)
 
 
+def candidate_label(task: Task | None, candidate: Candidate, *, with_id: bool = True, use_name: bool = True) -> str:
+    """A candidate as output shows it: ``model2 (c1a2b3c4d5)``, or the task's description and id,
+    ``adam-lr1e-2-bs32-hidden=16 (c1a2b3c4d5)``. The text is its name if it has one (and
+    ``use_name``), else :meth:`Task.describe_candidate`, else :func:`describe_params` (no task at
+    hand, or its description failed); ``with_id=False`` leaves out the id (where it is shown apart)."""
+    text = candidate.name if candidate.name and use_name else _description(task, candidate)
+    return f"{text} ({candidate.id})" if with_id else text
 
-def labelled(task: Task | None, candidate: Candidate) -> str:
-    """A candidate as every output shows it: ``model2 (c1a2b3c4d5)``, or its readable description
-    and id, ``adam-lr1e-2-bs32-hidden=16 (c1a2b3c4d5)``."""
-    return f"{readable_name(task, candidate)} ({candidate.id})"
 
-
-def readable_name(task: Task | None, candidate: Candidate, *, use_name: bool = True) -> str:
-    """How output names a candidate beside its id: its name if it has one (and ``use_name``), else
-    the task's description of it (:meth:`Task.describe_candidate`), else :func:`describe_params`
-    (no task at hand, or its description failed)."""
-    if candidate.name and use_name:
-        return candidate.name
+def _description(task: Task | None, candidate: Candidate) -> str:
     if task is not None:
         try:
             return str(task.describe_candidate(candidate))

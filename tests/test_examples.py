@@ -39,7 +39,7 @@ def _docstring_examples(doc: str | None) -> list[str]:
 #: export_losses needs one study under one setting, so it runs before the studies add others)
 ORDER = [
     "robustcli.api", "Study", "Study.assess", "Study.select", "Study.fit_baselines", "Study.candidates",
-    "Study.describe", "Study.runs", "Study.report", "build_report", "export_losses", "replay_selection",
+    "Study.candidate_info", "Study.runs", "Study.report", "build_report", "export_losses", "replay_selection",
     "list_studies", "list_candidates", "list_tasks", "reproduce_run", "Study.sample_size", "Study.variance", "Study.nas",
 ]  # fmt: skip
 

@@ -65,13 +65,13 @@ def assert_same(got, ref):
 
 @pytest.fixture(scope="module")
 def plain_pool():
-    with LocalPoolExecutor(workers=2, inner="plain") as pool:
+    with LocalPoolExecutor(workers=2, engine="plain") as pool:
         yield pool
 
 
 @pytest.fixture(scope="module")
 def stacked_pool():
-    with LocalPoolExecutor(workers=2, inner="stacked") as pool:
+    with LocalPoolExecutor(workers=2, engine="stacked") as pool:
         yield pool
 
 
@@ -116,9 +116,9 @@ def test_local_pool_splits_a_single_stack_over_the_workers(study, stacked_pool):
 def test_plan_units_keeps_every_job_once(study):
     task, data, space = study
     jobs = make_jobs(space, count=7)
-    for inner in ("stacked", "plain"):
+    for engine in ("stacked", "plain"):
         for workers in (1, 2, 16):
-            units = plan_units(task, data, jobs, SETTINGS, inner=inner, workers=workers, max_stack=4)
+            units = plan_units(task, data, jobs, SETTINGS, engine=engine, workers=workers, max_stack=4)
             flat = [(c.id, s.index) for _, _, unit, _ in units for c, s in unit]
             assert sorted(flat) == sorted((c.id, s.index) for c, s in jobs)
             # a unit is one candidate's instances (these three differ in more than optimiser settings)
@@ -178,7 +178,7 @@ def test_make_executor_choices():
     assert isinstance(make_executor(TrainingSettings(executor="inprocess")), StackedExecutor)
     assert isinstance(make_executor(TrainingSettings(executor="inprocess", engine="plain")), InProcessExecutor)
     pool = make_executor(TrainingSettings(executor="local", workers=3, engine="plain"))
-    assert isinstance(pool, LocalPoolExecutor) and (pool.workers, pool.inner) == (3, "plain")
+    assert isinstance(pool, LocalPoolExecutor) and (pool.workers, pool.engine) == (3, "plain")
 
 
 def test_ray_missing_is_a_clear_input_error(monkeypatch):
@@ -210,7 +210,7 @@ def test_ray_executor_on_a_local_ray_equals_in_process(study, local_ray):
     assert_same(got, ref)
     assert all(r.failed for (cid, _), r in got.items() if cid == space.get("unstable").id)
     # plain inside the Ray workers: the plain loop's numbers
-    got = by_key(RayExecutor(inner="plain").run(task, data, jobs[:4], SETTINGS))
+    got = by_key(RayExecutor(engine="plain").run(task, data, jobs[:4], SETTINGS))
     assert_same(got, by_key(InProcessExecutor().run(task, data, jobs[:4], SETTINGS)))
 
 

@@ -12,7 +12,7 @@ from robustcli.robustness.statistics import t_quantile
 from robustcli.selection import (
     HalvingRule,
     LossView,
-    MemoryStore,
+    MemorySelectionStore,
     PaperRule,
     QuantileRule,
     RaceRule,
@@ -116,7 +116,7 @@ def race_table(seed: int = 0, n_bad: int = 12, n_inst: int = 40):
 
 
 def run_table(rows, rule, **kw):
-    store = MemoryStore(baseline=kw.pop("baseline", None))
+    store = MemorySelectionStore(baseline=kw.pop("baseline", None))
     return select(rows, store, TableLosses(rows, store), rule, "mean", **kw)
 
 
@@ -238,7 +238,7 @@ def spread_table(n_inst: int = 30):
 @pytest.mark.parametrize("criterion", ["std", "iqr", "q90_q10"])
 def test_race_on_a_spread_criterion_tells_two_equal_means_apart(criterion: str) -> None:
     rows = spread_table()
-    store = MemoryStore()
+    store = MemorySelectionStore()
     result = select(rows, store, TableLosses(rows, store), RaceRule(), criterion, max_steps=30)
     assert result.selected == "narrow"
     assert "wide" not in result.survivors
@@ -247,7 +247,7 @@ def test_race_on_a_spread_criterion_tells_two_equal_means_apart(criterion: str) 
 def test_race_mean_then_std_is_the_papers_robustness_question() -> None:
     # the means tie (within the zone); the narrow one wins on its spread; the far one goes on the mean
     rows = spread_table()
-    store = MemoryStore()
+    store = MemorySelectionStore()
     result = select(rows, store, TableLosses(rows, store), RaceRule(delta="2%"), ["mean", "std"], max_steps=30)
     assert result.selected == "narrow"
     dropped_far = next(r.step for r in result.history if "far" not in r.survivors)
@@ -303,7 +303,7 @@ def test_t_quantile(p: float, df: float, expected: float) -> None:
 
 def test_race_refuses_pareto_before_training() -> None:
     rows = race_table()
-    store = MemoryStore()
+    store = MemorySelectionStore()
     executor = TableLosses(rows, store)
     with pytest.raises(InputError, match="cannot race a Pareto front"):
         select(rows, store, executor, RaceRule(), ["std", "mean"], combine="pareto") if False else \

@@ -12,7 +12,7 @@ import pytest
 from robustcli.errors import InputError, RobustError
 from robustcli.selection import (
     LossSource,
-    MemoryStore,
+    MemorySelectionStore,
     PaperRule,
     RaceRule,
     SelectionResult,
@@ -48,8 +48,8 @@ class CountingExecutor(TableLosses):
                 raise RobustError("worker lost")
 
 
-def run(rows, rule=None, store=None, executor=None, **kw) -> tuple[SelectionResult, MemoryStore, TableLosses]:
-    store = store if store is not None else MemoryStore()
+def run(rows, rule=None, store=None, executor=None, **kw) -> tuple[SelectionResult, MemorySelectionStore, TableLosses]:
+    store = store if store is not None else MemorySelectionStore()
     executor = executor if executor is not None else CountingExecutor(rows, store)
     result = select(list(rows), store, executor, rule or PaperRule(), "mean", **kw)
     return result, store, executor
@@ -88,7 +88,7 @@ def test_step_s_trains_instance_s_minus_one_of_survivors_only() -> None:
 def test_resume_after_budget_trains_nothing_twice_and_ends_the_same() -> None:
     rows = table(n=24, m=12, seed=4)
     whole, _, _ = run(rows, RaceRule())
-    store = MemoryStore()
+    store = MemorySelectionStore()
     first, _, ex1 = run(rows, RaceRule(), store=store, budget=whole.trainings // 2)
     assert first.reason == "budget" and first.trainings <= whole.trainings // 2
     ex2 = CountingExecutor(rows, store)
@@ -103,7 +103,7 @@ def test_resume_after_budget_trains_nothing_twice_and_ends_the_same() -> None:
 def test_resume_after_a_crash_mid_step() -> None:
     rows = table()
     whole, _, _ = run(rows)
-    store = MemoryStore()
+    store = MemorySelectionStore()
     with pytest.raises(RobustError, match="worker lost"):
         run(rows, store=store, executor=CountingExecutor(rows, store, fail_after=20))
     assert len(store) == 20  # everything yielded before the crash is kept
@@ -125,7 +125,7 @@ def test_rerun_of_a_finished_selection_trains_nothing() -> None:
 def test_extra_known_losses_do_not_change_decisions() -> None:
     rows = table()
     whole, _, _ = run(rows)
-    store = MemoryStore({cid: dict(enumerate(v)) for cid, v in rows.items()})  # everything known
+    store = MemorySelectionStore({cid: dict(enumerate(v)) for cid, v in rows.items()})  # everything known
     result, _, ex = run(rows, store=store)
     assert ex.trained == 0 and summary(result) == summary(whole)
 
@@ -165,7 +165,7 @@ def test_failed_instances_count_and_rank_last() -> None:
 
 def test_failed_instance_in_store_counts_as_known() -> None:
     rows = table()
-    store = MemoryStore({"c00": {0: float("inf")}})
+    store = MemorySelectionStore({"c00": {0: float("inf")}})
     result, _, ex = run(rows, store=store)
     assert ("c00", 0) not in ex.requests
     assert result.trainings == ex.trained + 1
@@ -192,11 +192,11 @@ class BadLossSource(LossSource):
 @pytest.mark.parametrize("mode, message", [("extra", "was not requested"), ("short", "finished without 1")])
 def test_executor_contract_violations(mode: str, message: str) -> None:
     with pytest.raises(RobustError, match=message):
-        select(["a", "b"], MemoryStore(), BadLossSource(mode), PaperRule())
+        select(["a", "b"], MemorySelectionStore(), BadLossSource(mode), PaperRule())
 
 
 def test_memory_store_refuses_a_changed_loss() -> None:
-    store = MemoryStore()
+    store = MemorySelectionStore()
     store.add("a", 0, 0.1)
     store.add("a", 0, 0.1)
     with pytest.raises(InputError, match="already known"):

@@ -218,12 +218,13 @@ def _labeller(store: Any, exp_id: str, task: str, main_run: Any, params: bool = 
     parameters; the id where the store holds no parent run for it; ``params``: never the name);
     and the logged candidates."""
     from robustcli.plugins import task_or_none
-    from robustcli.task import readable_name
+    from robustcli.task import candidate_label
 
     cands = store.logged_candidates(exp_id)
     options = json.loads(main_run.data.tags.get(T.SETTINGS_JSON, "{}")).get("task_options") or {}
     described = task_or_none(task, options) if cands else None
-    return (lambda cid: readable_name(described, cands[cid], use_name=not params) if cid in cands else cid), cands
+    label = lambda cid: candidate_label(described, cands[cid], with_id=False, use_name=not params) if cid in cands else cid  # noqa: E731
+    return label, cands
 
 
 def _vary(run: Any) -> str:

@@ -54,7 +54,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
     from robustcli.config import StudySettings
     from robustcli.errors import InputError
     from robustcli.plugins import build_task, load_task_class, load_task_data
-    from robustcli.task import Candidate, readable_name
+    from robustcli.task import Candidate, candidate_label
     from robustcli.tracking import tags as T
     from robustcli.tracking.mlflow_store import MlflowStore, resolve_tracking_uri
     from robustcli.tracking.provenance import COMPARED_TAGS, provenance_tags
@@ -124,7 +124,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None, device: str |
         "run_id": run_id,
         "task": str(settings.task),
         "candidate": candidate.id,
-        "candidate_description": readable_name(task, candidate),
+        "candidate_description": candidate_label(task, candidate, with_id=False),
         "instance_index": spec.index,
         "logged_test_loss": None if math.isnan(logged) else logged,
         "reproduced_test_loss": None if math.isnan(result.test_loss) else result.test_loss,

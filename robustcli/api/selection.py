@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # torch and MLflow load when a selection runs
     from robustcli.execution.protocol import TrainingExecutor
     from robustcli.selection import Rule, StepRecord
     from robustcli.session import StudySession
-    from robustcli.task import Candidate
 
 __all__ = ["baseline_cut", "replay_selection", "resolve_candidates", "run_selection", "summarize_candidates"]
 
@@ -72,14 +71,14 @@ def resolve_candidates(session: StudySession, settings: StudySettings) -> list[s
 
 
 def run_selection(
-    session: StudySession, progress: Progress | None = None, engine: TrainingExecutor | None = None
+    session: StudySession, progress: Progress | None = None, executor: TrainingExecutor | None = None
 ) -> SelectionOutcome:
     """Algorithm 1 on ``session`` under its settings' ``selection``: resumes from what MLflow holds,
     logs a selection run, then trains each survivor up to ``final_instances`` and summarises them."""
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
     from robustcli.session import SessionLosses
-    from robustcli.task import labelled, readable_name
+    from robustcli.task import candidate_label
     from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
 
     progress = progress or Silent()
@@ -109,8 +108,9 @@ def run_selection(
     _note_if_the_paper_cut_is_skipped(rule, baseline, _how_to_log_baselines(session), progress)
     store.open_run()  # take the lock before the first (most expensive) step, not after it
 
-    view = _StepView(progress, baseline_cut(rule, baseline), label=lambda cid: labelled(session.task, session.candidate(cid)))
-    source = SessionLosses(session, store, engine=engine, on_start=view.start_batch, on_done=view.done_one)
+    label = lambda cid: candidate_label(session.task, session.candidate(cid))  # noqa: E731
+    view = _StepView(progress, baseline_cut(rule, baseline), label=label)
+    source = SessionLosses(session, store, executor=executor, on_start=view.start_batch, on_done=view.done_one)
     with progress:
         try:
             result = select(candidates, store, source, rule, objective, warmup=sel.warmup, budget=sel.budget,
@@ -120,7 +120,8 @@ def run_selection(
             raise
         store.finish(result)
         if sel.final_instances:
-            _train_final(session, result.survivors, sel.final_instances, progress, executor=engine)
+            _train_final(session, result.survivors, sel.final_instances, progress, executor=executor)
+    selected = session.candidate(result.selected)
     return SelectionOutcome(
         result=result,
         trained=source.trained_here,
@@ -128,18 +129,13 @@ def run_selection(
         study=settings.study_name,
         tracking_uri=session.store.uri,
         mlflow_ui=session.ui_path(),
-        selected_name=_name_of(session, session.candidate(result.selected)),
-        selected_description=readable_name(session.task, session.candidate(result.selected), use_name=False),
+        selected_name=session.space.name_of(selected),
+        selected_description=candidate_label(session.task, selected, with_id=False, use_name=False),
         baseline_loss=baseline,
         baseline_cut=baseline_cut(rule, baseline),
         summary=summarize_candidates(session, list(result.survivors)),
-        contender_labels={cid: readable_name(session.task, session.candidate(cid)) for cid in result.p_best},
+        contender_labels={cid: candidate_label(session.task, session.candidate(cid), with_id=False) for cid in result.p_best},
     )
-
-
-def _name_of(session: StudySession, cand: Candidate) -> str | None:
-    """The candidate's name (also for the grid's copy of a named candidate); None if it has none."""
-    return cand.name or next((n for n, c in session.space.named.items() if c.id == cand.id), None)
 
 
 def _how_to_log_baselines(session: StudySession) -> str:
@@ -169,14 +165,15 @@ def summarize_candidates(session: StudySession, candidate_ids: list[str]) -> lis
     """Per candidate: the spread of its instance losses under the session's settings, as a
     systematic uncertainty (intervals drawn with the study's seed, as every command draws them)."""
     from robustcli.robustness import summarize_instances
-    from robustcli.task import readable_name
+    from robustcli.task import candidate_label
 
     known = session.known(candidate_ids)
     out = []
     for cid in candidate_ids:
         losses = [r.loss for _, r in sorted(known.get(cid, {}).items())]
         cand = session.candidate(cid)
-        out.append(CandidateSummary(cid, _name_of(session, cand), readable_name(session.task, cand, use_name=False),
+        description = candidate_label(session.task, cand, with_id=False, use_name=False)
+        out.append(CandidateSummary(cid, session.space.name_of(cand), description,
                                     summarize_instances(losses, seed=session.settings.seed),
                                     losses, session.task.loss.name))  # fmt: skip
     return out
@@ -249,7 +246,7 @@ def replay_selection(
     elif not isinstance(settings, StudySettings):
         raise InputError(f"settings={settings!r}: expected robustcli.config.StudySettings (or pass the keywords)")
     from robustcli.robustness.criteria import make_objective
-    from robustcli.selection import MemoryStore, TableLosses, make_rule, read_loss_table, select
+    from robustcli.selection import MemorySelectionStore, TableLosses, make_rule, read_loss_table, select
     from robustcli.selection.replay import check_baseline_loss
 
     check_baseline_loss(baseline_loss)
@@ -278,7 +275,7 @@ def replay_selection(
     if sel.budget is not None and count > 1 and sel.budget < count:  # refused before any note is printed
         raise InputError(f"--budget {sel.budget} is below the {count} trainings the first step needs "
                          f"({count} candidates in {path})")
-    store = MemoryStore(baseline=baseline_loss)
+    store = MemorySelectionStore(baseline=baseline_loss)
     _note_if_the_paper_cut_is_skipped(by_rule, baseline_loss, "pass --baseline-loss X (the best baseline's mean loss)", progress)
     result = select(
         losses.candidates, store, TableLosses(losses, store), by_rule, objective,

@@ -32,7 +32,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
     import json
 
     from robustcli.plugins import task_or_none
-    from robustcli.task import labelled
+    from robustcli.task import candidate_label
     from robustcli.tracking.mlflow_store import MlflowStore, candidates_of_runs, resolve_tracking_uri
 
     store = MlflowStore(resolve_tracking_uri(text("tracking_uri", tracking_uri)))
@@ -48,7 +48,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyInfo]:
             cands = candidates_of_runs(runs)
             settings = next((r.data.tags[T.SETTINGS_JSON] for r in runs if T.SETTINGS_JSON in r.data.tags), "{}")
             described = task_or_none(exp.tags[T.TASK], json.loads(settings).get("task_options") or {})
-            label = lambda cid: labelled(described, cands[cid]) if cid in cands else cid  # noqa: E731
+            label = lambda cid: candidate_label(described, cands[cid]) if cid in cands else cid  # noqa: E731
         states = [
             r.data.tags.get(T.STATE, r.info.status.lower())
             + (f" -> {label(r.data.tags[T.SELECTED])}" if T.SELECTED in r.data.tags else "")

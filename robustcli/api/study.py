@@ -195,12 +195,15 @@ class Study(StudyHandle):
         return _candidate_infos(self.task, where)
 
     @checked
-    def describe(self, candidate: str) -> CandidateInfo:
-        """One candidate by id or name: its parameters and readable description."""
-        from robustcli.task import readable_name
+    def candidate_info(self, candidate: str) -> CandidateInfo:
+        """One candidate by id or name: its parameters and readable description.
+
+        Example: ``study.candidate_info("small").params``"""
+        from robustcli.task import candidate_label
 
         cand = self.session.candidate(text("candidate", candidate, none=False))
-        return CandidateInfo(cand.id, cand.name, readable_name(self.task, cand, use_name=False), dict(cand.params))
+        description = candidate_label(self.task, cand, with_id=False, use_name=False)
+        return CandidateInfo(cand.id, cand.name, description, dict(cand.params))
 
     # -- training ------------------------------------------------------------------------------
     @checked
@@ -212,9 +215,8 @@ class Study(StudyHandle):
         initialisation, ``"data"`` only the training sample (see :meth:`variance`).
 
         Example: ``study.assess("small", instances=3).statistics["mean"]``"""
-        from robustcli.api.selection import _name_of
         from robustcli.robustness import summarize_instances
-        from robustcli.task import readable_name
+        from robustcli.task import candidate_label
 
         s = self.settings
         key = text("candidate", candidate) or s.candidate
@@ -233,7 +235,7 @@ class Study(StudyHandle):
         if missing:
             session.prepare_executor()  # a device or cluster that cannot train: refused before any write
             with self.progress:
-                self.progress.start("assess", f"training {session.describe(cand)}", len(missing))
+                self.progress.start("assess", f"training {session.candidate_label(cand)}", len(missing))
                 for _, rec in session.train([(cand, i) for i in missing]):
                     records[rec.index] = rec
                     self.progress.update("assess", advance=1, message=_instance_message(rec))
@@ -243,8 +245,8 @@ class Study(StudyHandle):
             task=str(session.settings.task),
             study=session.settings.study_name,
             candidate=cand.id,
-            candidate_name=_name_of(session, cand),
-            candidate_description=readable_name(session.task, cand, use_name=False),
+            candidate_name=session.space.name_of(cand),
+            candidate_description=candidate_label(session.task, cand, with_id=False, use_name=False),
             loss={"name": session.task.loss.name, "formula": session.task.loss.formula},
             instances=n,
             # what this process trained: an instance another process trained meanwhile was waited for and read
@@ -304,7 +306,7 @@ class Study(StudyHandle):
         candidates: Sequence[str] | None = None,
         where: Mapping[str, Any] | Sequence[str] | None = None,
         sample: int | None = None,
-        engine: TrainingExecutor | None = None,
+        executor: TrainingExecutor | None = None,
     ) -> SelectionOutcome:
         """Algorithm 1: train one more instance of every surviving candidate per step, rank by the
         criteria, prune by the rule, repeat; resumes from what MLflow holds. The keywords are
@@ -313,7 +315,8 @@ class Study(StudyHandle):
         (lexicographic, pareto), ``warmup``, ``fraction``, ``confidence``, ``delta`` (``"1%"`` or
         a loss difference), ``budget``, ``max_steps``, ``final_instances``, ``candidates`` (ids or
         names), ``where`` (``{"optimizer": "adam"}``), ``sample`` (draw K candidates). Unset: the
-        study file's, else the defaults.
+        study file's, else the defaults. ``executor``: a training executor object to use instead
+        of the one the settings make.
 
         Example: ``study.select(rule="race", criterion="mean", candidates=["small", "wide"], max_steps=4).selected``"""
         from robustcli.api.selection import run_selection
@@ -333,7 +336,7 @@ class Study(StudyHandle):
                      max_steps=max_steps, final_instances=final_instances, candidates=candidates, where=where,
                      sample=sample)  # fmt: skip
         session = self._with(selection={k: v for k, v in given.items() if v is not None})
-        return run_selection(session, self.progress, engine=engine)
+        return run_selection(session, self.progress, executor=executor)
 
     # -- the paper's studies -------------------------------------------------------------------
     @checked
@@ -484,7 +487,7 @@ def _instance_message(rec: InstanceRecord) -> str:
 
 def _candidate_infos(task: Task, where: Mapping[str, Any] | Sequence[str] | None) -> list[CandidateInfo]:
     from robustcli.config import parse_pairs
-    from robustcli.task import filter_candidates, readable_name
+    from robustcli.task import candidate_label, filter_candidates
 
     space = task.search_space()
     named = list(space.named.values())
@@ -494,7 +497,8 @@ def _candidate_infos(task: Task, where: Mapping[str, Any] | Sequence[str] | None
         wanted = dict(where) if isinstance(where, Mapping) else (parse_pairs(list(where), "--where") or {})
         shown = " ".join(f"{k}={v}" for k, v in wanted.items())
         cands = filter_candidates(list(cands), wanted, f"--where {shown}")
-    return [CandidateInfo(c.id, c.name, readable_name(task, c, use_name=False), dict(c.params)) for c in cands]
+    describe = lambda c: candidate_label(task, c, with_id=False, use_name=False)  # noqa: E731
+    return [CandidateInfo(c.id, c.name, describe(c), dict(c.params)) for c in cands]
 
 
 @checked

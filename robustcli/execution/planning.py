@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
-from robustcli.config import TrainingSettings
+from robustcli.config import EngineName, TrainingSettings
 from robustcli.execution.protocol import Job
 from robustcli.task import Candidate, Task, TaskData
 from robustcli.training import PER_INSTANCE_KEYS
@@ -27,8 +27,6 @@ __all__ = [
     "CPU_CACHE_BYTES", "CPU_LONE_CONV_BATCH", "CPU_MIN_STACK", "CPU_STACK_EXAMPLES", "StackPlanner", "Unit",
     "balanced_chunks", "group_jobs", "plan_units", "stack_signature", "unstackable_reason",
 ]
-
-Inner = Literal["stacked", "plain"]
 
 #: the CPU working-set target of one stacked step (activations of all its instances and examples)
 CPU_CACHE_BYTES = 8 << 20
@@ -215,7 +213,7 @@ def plan_units(
     jobs: Sequence[Job],
     settings: TrainingSettings,
     *,
-    inner: Inner = "stacked",
+    engine: EngineName = "stacked",
     workers: int = 1,
     max_stack: int | None = None,
     split: bool = True,
@@ -223,14 +221,14 @@ def plan_units(
 ) -> list[Unit]:
     """Cut ``jobs`` into units.
 
-    ``inner="plain"``: one instance per unit. ``inner="stacked"``: jobs grouped by stack signature,
+    ``engine="plain"``: one instance per unit. ``engine="stacked"``: jobs grouped by stack signature,
     each group planned by ``planner`` (a :class:`StackPlanner`, which keeps its probes and records its
     decisions; a new one when None) and cut into near-equal stacks. With ``workers > 1`` and
     ``split``, fewer stacks than workers cap the stack size so that every worker gets one, and the
     units come biggest first (the last worker is then not left with the longest)."""
-    if inner not in ("stacked", "plain"):
-        raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
-    if inner == "plain":
+    if engine not in ("stacked", "plain"):
+        raise ValueError(f"engine must be 'stacked' or 'plain', got {engine!r}")
+    if engine == "plain":
         return [Unit("plain", 1, [job], None) for job in jobs]
     planner = planner or StackPlanner(max_stack=max_stack or settings.max_stack)
     groups = group_jobs(jobs)
@@ -240,10 +238,10 @@ def plan_units(
     if split and workers > 1:
         plans = _cap_for_workers(groups, plans, workers)
     out: list[Unit] = []
-    for group, (engine, most) in zip(groups, plans):
+    for group, (group_engine, most) in zip(groups, plans):
         first = group[0][0]
-        planner.decisions.append((first.id, engine, len(group), most))
-        if engine == "plain":
+        planner.decisions.append((first.id, group_engine, len(group), most))
+        if group_engine == "plain":
             why = planner.plain_reason(first)
             out.extend(Unit("plain", 1, [job], why) for job in group)
             continue

@@ -4,12 +4,12 @@ Same interface as :class:`~robustcli.execution.inprocess.InProcessExecutor`. The
 into *units* in this (coordinating) process by :func:`~robustcli.execution.planning.plan_units`,
 the planner the in-process stacked engine uses too:
 
-* ``inner="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
+* ``engine="stacked"``: the very stacks the in-process :class:`StackedExecutor` would train
   (instances grouped by stack signature and cut the same way), so a unit's results are bitwise those
   of the in-process stacked engine run with the workers' thread count (a kernel may sum in
   another order with another count; each run records its count and `robust reproduce` uses it); when there are fewer stacks than workers the stack size is
   capped so that every worker gets one (``split=True``, default), which changes the stacks;
-* ``inner="plain"`` (or a candidate the stacked engine trains plainly): one instance per unit.
+* ``engine="plain"`` (or a candidate the stacked engine trains plainly): one instance per unit.
 
 Each unit runs in a worker process (``forkserver`` on Linux, ``spawn`` elsewhere: torch and
 ``fork`` do not mix) with ``torch.set_num_threads(threads)`` (1 by default). The task and its
@@ -148,18 +148,18 @@ class LocalPoolExecutor:
     def __init__(
         self,
         workers: int | None = None,
-        inner: EngineName = "stacked",
+        engine: EngineName = "stacked",
         *,
         threads: int = 1,
         max_stack: int | None = None,
         split: bool = True,
     ) -> None:
-        if inner not in ("stacked", "plain"):
-            raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
+        if engine not in ("stacked", "plain"):
+            raise ValueError(f"engine must be 'stacked' or 'plain', got {engine!r}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = int(workers or default_workers())
-        self.inner = inner
+        self.engine = engine
         self.threads = int(threads)
         self.max_stack = max_stack
         self.split = split
@@ -196,7 +196,7 @@ class LocalPoolExecutor:
 
             self._planner = StackPlanner(max_stack=self.max_stack or settings.max_stack)
         units = plan_units(
-            task, data, jobs, settings, inner=self.inner, workers=self.workers, max_stack=self.max_stack, split=self.split,
+            task, data, jobs, settings, engine=self.engine, workers=self.workers, max_stack=self.max_stack, split=self.split,
             planner=self._planner,
         )
         self.units = units

@@ -29,7 +29,8 @@ class TrainingExecutor(Protocol):
     ``(candidate, InstanceResult)`` as it finishes, in any order. Stacks are cut by
     :func:`robustcli.execution.planning.plan_units`, whichever executor runs them."""
 
-    #: inprocess, stacked, local or ray: recorded with the runs
+    #: inprocess, stacked (in process, the stacked engine), local, ray or auto: for people; no run
+    #: records it (an instance's run records its engine, ``robust.engine``)
     name: str
 
     def prepare(self) -> None:

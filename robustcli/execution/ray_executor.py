@@ -89,18 +89,18 @@ class RayExecutor:
         address: str | None = None,
         num_cpus_per_task: float = 1,
         num_gpus_per_task: float = 0,
-        inner: EngineName = "stacked",
+        engine: EngineName = "stacked",
         *,
         max_stack: int | None = None,
         split: bool = True,
         init_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if inner not in ("stacked", "plain"):
-            raise ValueError(f"inner must be 'stacked' or 'plain', got {inner!r}")
+        if engine not in ("stacked", "plain"):
+            raise ValueError(f"engine must be 'stacked' or 'plain', got {engine!r}")
         self.address = address
         self.num_cpus_per_task = float(num_cpus_per_task)
         self.num_gpus_per_task = float(num_gpus_per_task)
-        self.inner = inner
+        self.engine = engine
         self.max_stack = max_stack
         self.split = split
         self.init_kwargs = dict(init_kwargs or {})
@@ -171,7 +171,7 @@ class RayExecutor:
             data,
             jobs,
             settings,
-            inner=self.inner,
+            engine=self.engine,
             workers=self._workers(ray),
             max_stack=self.max_stack,
             split=self.split,

@@ -1,19 +1,19 @@
-"""Algorithm 1 (robust model selection) as a pure loop over a store and a loss source.
+"""Algorithm 1 (robust model selection) as a pure loop over a selection store and a loss source.
 
-The loop knows nothing of MLflow or torch: it asks a :class:`Store` what is known, an
+The loop knows nothing of MLflow or torch: it asks a :class:`SelectionStore` what is known, an
 :class:`LossSource` for the missing instances and a :class:`Rule` who survives. The in-memory
-store and the table loss source run it on a table of losses in milliseconds::
+selection store and the table loss source run it on a table of losses in milliseconds::
 
-    from robustcli.selection import MemoryStore, TableLosses, make_rule, select
+    from robustcli.selection import MemorySelectionStore, TableLosses, make_rule, select
 
-    store = MemoryStore()
+    store = MemorySelectionStore()
     result = select(table.candidates, store, TableLosses(table, store), make_rule("paper"), "mean")
     print(result.selected, result.trainings, result.survivors_per_step)
 """
 
-from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
+from robustcli.selection._base import LossSource, LossView, Rule, SelectionStore, StepRecord
 from robustcli.selection.loop import SelectionResult, draw_candidate_ids, select
-from robustcli.selection.memory import MemoryStore, TableLosses
+from robustcli.selection.memory import MemorySelectionStore, TableLosses
 from robustcli.selection.replay import (
     REQUIRED_COLUMNS,
     LossTable,
@@ -30,14 +30,14 @@ __all__ = [
     "HalvingRule",
     "LossTable",
     "LossView",
-    "MemoryStore",
+    "MemorySelectionStore",
     "PaperRule",
     "QuantileRule",
     "RaceRule",
     "Rule",
     "SelectionResult",
+    "SelectionStore",
     "StepRecord",
-    "Store",
     "TableLosses",
     "draw_candidate_ids",
     "loss_table_from_array",

@@ -1,8 +1,9 @@
-"""The three small contracts Algorithm 1 is written against: :class:`Store`, :class:`LossSource`,
-:class:`Rule`, and the frozen records they exchange (:class:`LossView`, :class:`StepRecord`).
+"""The three small contracts Algorithm 1 is written against: :class:`SelectionStore`,
+:class:`LossSource`, :class:`Rule`, and the frozen records they exchange (:class:`LossView`,
+:class:`StepRecord`).
 
 The loop (:func:`robustcli.selection.select`) imports neither torch nor MLflow: it asks a
-store what is known, a loss source for what is missing, and a rule who survives.
+selection store what is known, a loss source for what is missing, and a rule who survives.
 
 Words. A *candidate* is named by its id (a string). *Instance index* ``j`` (0-based) means the
 same training sample and seeds for every candidate (common random numbers), so losses of two
@@ -22,7 +23,7 @@ import numpy as np
 
 from robustcli.robustness.criteria import Objective
 
-__all__ = ["LossSource", "LossView", "Rule", "StepRecord", "Store"]
+__all__ = ["LossSource", "LossView", "Rule", "SelectionStore", "StepRecord"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,10 @@ class LossView:
         return out
 
 
-class Store(ABC):
-    """What is known about a selection: the losses of finished instances and the history.
+class SelectionStore(ABC):
+    """What is known about a selection: the losses of finished instances and the history. (Not the
+    MLflow store: :class:`~robustcli.tracking.selection_store.MlflowSelectionStore` implements this
+    contract over it.)
 
     Contract:
 

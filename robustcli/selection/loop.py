@@ -1,4 +1,4 @@
-"""Algorithm 1 of the paper as a pure loop over a :class:`Store` and an :class:`LossSource`.
+"""Algorithm 1 of the paper as a pure loop over a :class:`SelectionStore` and a :class:`LossSource`.
 
 Step ``s`` (1-based) needs instance index ``s - 1`` of every surviving candidate. The loop asks
 the store what is known, asks the loss source for the missing pairs only, then lets the rule cut.
@@ -22,7 +22,7 @@ import numpy as np
 from robustcli.errors import InputError, RobustError
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
 from robustcli.robustness.racing import CAP_SAFE, PickConfidence, pick_confidence
-from robustcli.selection._base import LossSource, LossView, Rule, StepRecord, Store
+from robustcli.selection._base import LossSource, LossView, Rule, SelectionStore, StepRecord
 
 __all__ = ["SelectionResult", "draw_candidate_ids", "select"]
 
@@ -148,7 +148,7 @@ def _loss(known: Mapping[str, Mapping[int, float]], overlay: Mapping[tuple[str, 
 
 def select(
     candidates: Iterable[str],
-    store: Store,
+    store: SelectionStore,
     source: LossSource,
     rule: Rule,
     criterion: Objective | Criterion | str | Sequence[str | Criterion] | None = None,

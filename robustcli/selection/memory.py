@@ -1,4 +1,4 @@
-"""An in-memory :class:`Store` and an :class:`LossSource` that replays a table of losses.
+"""An in-memory :class:`SelectionStore` and an :class:`LossSource` that replays a table of losses.
 
 Together they run Algorithm 1 on a table in milliseconds: the tests, ``robust select --replay``
 and the selection-efficiency benchmark use them. The MLflow store and the training executor
@@ -13,12 +13,12 @@ from types import MappingProxyType
 import numpy as np
 
 from robustcli.errors import InputError
-from robustcli.selection._base import LossSource, StepRecord, Store
+from robustcli.selection._base import LossSource, SelectionStore, StepRecord
 
-__all__ = ["MemoryStore", "TableLosses"]
+__all__ = ["MemorySelectionStore", "TableLosses"]
 
 
-class MemoryStore(Store):
+class MemorySelectionStore(SelectionStore):
     """Losses and history in dictionaries. ``losses`` seeds it (e.g. a resumed study)."""
 
     def __init__(
@@ -73,7 +73,7 @@ class TableLosses(LossSource):
     ``requests`` keeps every pair asked for, so tests can check what a run would have trained.
     """
 
-    def __init__(self, table: object, store: MemoryStore) -> None:
+    def __init__(self, table: object, store: MemorySelectionStore) -> None:
         if hasattr(table, "as_mapping"):
             table = table.as_mapping()  # type: ignore[attr-defined]
         self._table: Mapping[str, object] = table  # type: ignore[assignment]

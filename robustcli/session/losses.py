@@ -1,7 +1,7 @@
 """The selection loop's :class:`~robustcli.selection.LossSource` over a study session.
 
-It trains the (candidate id, index) pairs the loop asks for with the session's training engine,
-and tells the store each loss the moment its run is logged, so an interrupted selection loses
+It trains the (candidate id, index) pairs the loop asks for with the session's executor (or the one given),
+and tells the selection store each loss the moment its run is logged, so an interrupted selection loses
 nothing it was told about.
 """
 
@@ -26,13 +26,13 @@ class SessionLosses(LossSource):
         session: StudySession,
         store: MlflowSelectionStore,
         *,
-        engine: TrainingExecutor | None = None,
+        executor: TrainingExecutor | None = None,
         on_start: Callable[[int], None] | None = None,
         on_done: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self.session = session
         self.store = store
-        self.engine = engine
+        self.executor = executor
         self.on_start = on_start
         self.on_done = on_done
         #: instances this process trained (not those another process trained meanwhile, waited for and read)
@@ -42,7 +42,7 @@ class SessionLosses(LossSource):
         if self.on_start is not None:
             self.on_start(len(requests))
         jobs = [(self.session.candidate(cid), index) for cid, index in requests]
-        for candidate, record in self.session.train(jobs, executor=self.engine):
+        for candidate, record in self.session.train(jobs, executor=self.executor):
             self.trained_here += record.fresh
             self.store.add(candidate.id, record.index, record.loss)
             if self.on_done is not None:

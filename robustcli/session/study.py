@@ -217,20 +217,20 @@ class StudySession:
             return {}
         return self.store.instances(exp_id, self.fingerprint, candidate_ids)
 
-    def describe(self, candidate: Candidate) -> str:
-        """What people read for a candidate: its name (also for the grid's copy of a named
-        candidate), else the task's description of its parameters."""
-        from robustcli.task import readable_name
+    def candidate_label(self, candidate: Candidate) -> str:
+        """:func:`~robustcli.task.candidate_label` as this study's run names and progress lines show
+        it: without the id (the runs tag it), its name also for a nameless copy of a named candidate,
+        a description capped at 200 characters (run names are short), the id if that is empty."""
+        from robustcli.task import candidate_label
 
-        named = candidate.name or next((n for n, c in self.space.named.items() if c.id == candidate.id), None)
-        return named or readable_name(self.task, candidate)[:200] or candidate.id
+        return self.space.name_of(candidate) or candidate_label(self.task, candidate, with_id=False)[:200] or candidate.id
 
     def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
         """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
         # the settings beside the name: one candidate has a run per setting (a sample-size study's
         # sizes, --vary), and `mlflow ui` lists them side by side
-        name = f"{self.describe(candidate)} {self.settings_label()}"
+        name = f"{self.candidate_label(candidate)} {self.settings_label()}"
         return self.store.candidate_spec(
             task=str(s.task),
             candidate=candidate,
@@ -376,7 +376,7 @@ class StudySession:
                     self.experiment(),
                     self._candidate_spec(candidate),
                     candidate=candidate,
-                    name=f"{self.describe(candidate)}/{result.spec.index}",
+                    name=f"{self.candidate_label(candidate)}/{result.spec.index}",
                     result=result,
                     end_time=end,
                     fingerprint=self.fingerprint,

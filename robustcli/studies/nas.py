@@ -74,11 +74,11 @@ class NasTrial:
     instance_run: str = ""
     trained_now: bool = False
 
-    def as_dict(self, describe: Callable[[Candidate], str]) -> dict[str, Any]:
+    def as_dict(self, label: Callable[[Candidate], str]) -> dict[str, Any]:
         return {
             "number": self.number,
             "candidate": self.candidate.id,
-            "name": describe(self.candidate),
+            "name": label(self.candidate),
             "params": dict(self.candidate.params),
             "answers": self.answers,
             "loss": self.loss,
@@ -223,7 +223,8 @@ class NasSearch:
         params["sampler_seed"] = str(trial_seed(self.settings.seed, trial.number))
         self.runs.log_trial(
             number=trial.number, answers=trial.answers, candidate=trial.candidate, loss=trial.loss,
-            instance_run=trial.instance_run, name=f"trial-{trial.number}: {self.session.describe(trial.candidate)}"[:250],
+            instance_run=trial.instance_run,
+            name=f"trial-{trial.number}: {self.session.candidate_label(trial.candidate)}"[:250],
             params=params, run_params=self._run_params(),
         )  # fmt: skip
 
@@ -290,7 +291,7 @@ class NasSearch:
             trials.append(trial)
             if progress is not None:
                 shown = f"{trial.loss:.5g}" if math.isfinite(trial.loss) else "failed"
-                progress("trial", number + 1, self.nas.trials, f"#{number}: {shown} ({self.session.describe(cand)})")
+                progress("trial", number + 1, self.nas.trials, f"#{number}: {shown} ({self.session.candidate_label(cand)})")
         return trials
 
     def best(self, trials: list[NasTrial]) -> list[NasTrial]:
@@ -320,7 +321,7 @@ class NasSearch:
                 known.setdefault(cand.id, {})[rec.index] = rec
                 done += 1
                 if progress is not None:
-                    progress("instance", done, len(jobs), f"{self.session.describe(cand)} #{rec.index}")
+                    progress("instance", done, len(jobs), f"{self.session.candidate_label(cand)} #{rec.index}")
         for r in rows:
             r.losses = [known[r.candidate.id][i].loss for i in indices]
         return rows, len(jobs)
@@ -344,7 +345,7 @@ class NasSearch:
     def _report(self, trials: list[NasTrial], rows: list[_Assessment], trained_instances: int) -> NasReport:
         from robustcli.robustness import summarize
 
-        describe = self.session.describe
+        label = self.session.candidate_label
         out_rows = []
         for r in rows:
             finite = [x for x in r.losses if math.isfinite(x)]
@@ -352,7 +353,7 @@ class NasSearch:
             out_rows.append(NasRow(
                 role=r.role,
                 candidate=r.candidate.id,
-                name=describe(r.candidate),
+                name=label(r.candidate),
                 params=dict(r.candidate.params),
                 trial=r.trial.number if r.trial else None,
                 trial_loss=r.trial.loss if r.trial else None,
@@ -379,7 +380,7 @@ class NasSearch:
             trained_trials=sum(t.trained_now for t in trials),
             failed_trials=sum(not math.isfinite(t.loss) for t in trials),
             distinct_candidates=len({t.candidate.id for t in trials}),
-            trial_table=[t.as_dict(describe) for t in trials],
+            trial_table=[t.as_dict(label) for t in trials],
             instances=self.settings.instances,
             instance_indices=[1, self.settings.instances],
             trained_instances=trained_instances,

@@ -204,7 +204,7 @@ class SampleSizeStudy:
         rows: list[SizeRow] = []
         fitted = 0
         seed = self.session.settings.seed
-        labels = {c.id: self.session.describe(c) for c in self.candidates}
+        labels = {c.id: self.session.candidate_label(c) for c in self.candidates}
         for size, part in zip(self.sizes, self.parts):
             for cand in self.candidates:
                 rows.append(_row(size, labels[cand.id], "candidate", cand.id, part.losses(cand.id), seed))

@@ -133,7 +133,7 @@ class VarianceStudy:
             task=str(s.settings.task),
             study=s.settings.study_name,
             candidate=cid,
-            candidate_name=s.describe(self.candidate),
+            candidate_name=s.candidate_label(self.candidate),
             loss_name=s.task.loss.name,
             train_size=s.train_size,
             instances=self.instances,

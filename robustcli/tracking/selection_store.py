@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustcli.errors import InputError
-from robustcli.selection import StepRecord, Store
+from robustcli.selection import SelectionStore, StepRecord
 from robustcli.tracking import tags as T
 from robustcli.tracking.processes import owner_alive, parse_owner, process_start, started_in_words, this_owner
 
@@ -70,8 +70,8 @@ def _alive(owner: str, start: str | None) -> bool:
     return owner_alive(host, pid, start or in_owner)
 
 
-class MlflowSelectionStore(Store):
-    """A :class:`Store` over a study session; the executor adds losses as it logs them."""
+class MlflowSelectionStore(SelectionStore):
+    """A :class:`SelectionStore` over a study session; the executor adds losses as it logs them."""
 
     def __init__(self, session: StudySession, key: str, description: Mapping[str, Any]) -> None:
         self.session = session
@@ -84,7 +84,7 @@ class MlflowSelectionStore(Store):
         self._run_id: str | None = None
         self._lock: tuple[str, Path] | None = None
 
-    # -- Store ------------------------------------------------------------------------------
+    # -- SelectionStore -----------------------------------------------------------------------
     def known_losses(self) -> Mapping[str, Mapping[int, float]]:
         return self._known
 
