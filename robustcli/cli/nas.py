@@ -1,5 +1,5 @@
 """`robust nas`: an Optuna search (one training per trial), then its best trials assessed over
-fresh instances and set beside a candidate of yours. The work is in :mod:`robustcli.studies.nas`."""
+fresh instances and set beside a candidate of yours. The work is in :mod:`robustcli.analyses.nas`."""
 
 from __future__ import annotations
 

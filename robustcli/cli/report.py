@@ -39,7 +39,7 @@ def report(
         print_json(result)
         return
     summary = result.as_dict()["summary"]
-    decomposition, studies, out = result.decomposition, result.studies, result.out
+    decomposition, analyses, out = result.decomposition, result.analyses, result.out
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
@@ -61,8 +61,8 @@ def report(
         for row in decomposition:
             table.add_row(f"{row.description} ({row.candidate})", *map(_std_cell, row.by_source()))
         console.print(table)
-    for st in studies:
-        console.print("\n".join(st.lines), highlight=False)
+    for section in analyses:
+        console.print("\n".join(section.lines), highlight=False)
     console.print(f"wrote {out}")
 
 
