@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from robustcli.cli._common import JsonFlag, TrackingUri, console, handle_errors, print_json
+from robustcli.cli._common import JsonOption, TrackingUriOption, console, handle_errors, print_json
 
 if TYPE_CHECKING:
     from robustcli.api.results import Spread
@@ -23,8 +23,8 @@ def report(
                      "FILE.png (the figure alone). Default: STUDY.html.", show_default=False),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Candidates shown, best mean first.")] = 12,
-    tracking_uri: TrackingUri = None,
-    json_output: JsonFlag = False,
+    tracking_uri: TrackingUriOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Report a study: loss box plots of its best candidates, the selection's path, the
     loss-versus-epoch curves of the best candidate's instances, and each top candidate's

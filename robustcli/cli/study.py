@@ -13,7 +13,7 @@ import typer
 from robustcli.errors import InputError
 
 from robustcli.cli._common import (
-    TaskName,
+    TaskNameOption,
     console,
     err_console,
     cli_progress,
@@ -64,7 +64,7 @@ def _cell(est: Any) -> str:
 @handle_errors
 @with_training_options
 def sample_size(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     candidate: Annotated[
         list[str] | None,
         typer.Option("--candidate", "-C", help="Candidate id or name (repeatable; see `robust tasks show TASK`).", show_default=False),
@@ -133,7 +133,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 @handle_errors
 @with_training_options
 def variance(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     candidate: Annotated[
         list[str] | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,
