@@ -62,7 +62,7 @@ app.command("reproduce", short_help="Retrain a logged instance; does its loss ma
 app.command("studies", short_help="List the studies in the store and their selections.")(studies.studies)
 app.command("export", short_help="Write a study's losses as a table for select --replay.")(studies.export)
 app.command("report", short_help="A study's report: box plots, selection path, curves (HTML).")(report.report)
-app.add_typer(study.app, name="study", short_help="Run one of the paper's analyses: sample size, sources of the spread.")
+app.add_typer(study.app, name="study", short_help="The paper's analyses: sample size, sources of the spread.")
 
 #: command names a plugin cannot take (a built-in holds them): name -> why its plugin is ignored
 _TAKEN: dict[str, str] = {}
