@@ -228,7 +228,7 @@ class StudySession:
     def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
         """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
-        # the settings beside the name: one candidate has a run per setting (a sample-size study's
+        # the settings beside the name: one candidate has a run per setting (a sample-size analysis's
         # sizes, --vary), and `mlflow ui` lists them side by side
         name = f"{self.describe(candidate)} {self.settings_label()}"
         return self.store.candidate_spec(
