@@ -4,15 +4,15 @@ training-sample size (:mod:`~robustcli.analyses.sample_size`), where the spread 
 the robustness of its picks (:mod:`~robustcli.analyses.nas`). Each is validated when made (nothing
 trained or written), trains only what MLflow lacks, and logs itself to MLflow."""
 
-from robustcli.analyses.sample_size import SampleSizeResult, SampleSizeAnalysis, SizeRow, parse_sizes, saturation_size
-from robustcli.analyses.variance import VarianceResult, VarianceAnalysis
+from robustcli.analyses.sample_size import SampleSizeAnalysis, SampleSizeResult, SizeRow, parse_sizes, saturation_size
+from robustcli.analyses.variance import VarianceAnalysis, VarianceResult
 
 __all__ = [
-    "SampleSizeResult",
     "SampleSizeAnalysis",
+    "SampleSizeResult",
     "SizeRow",
-    "VarianceResult",
     "VarianceAnalysis",
+    "VarianceResult",
     "parse_sizes",
     "saturation_size",
 ]

@@ -26,7 +26,7 @@ from robustcli.analyses._common import ANALYSIS_STATISTICS, OnInstance, Part, lo
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["SampleSizeResult", "SampleSizeAnalysis", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
+__all__ = ["SampleSizeAnalysis", "SampleSizeResult", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
 
 def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     """The smallest size beyond which the median no longer improves beyond its interval: no larger

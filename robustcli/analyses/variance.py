@@ -23,7 +23,7 @@ from robustcli.analyses._common import OnInstance, Part, log_analysis_run, loss_
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["VarianceResult", "VarianceAnalysis"]
+__all__ = ["VarianceAnalysis", "VarianceResult"]
 
 #: what each set holds fixed, in words
 HELD = {
