@@ -64,9 +64,9 @@ def test_export_and_report_to_unwritable_paths_are_one_line(app, runner, workdir
              f"--out '{NO_PLACE}.html': cannot write there")  # fmt: skip
 
 
-def test_a_study_run_whose_writing_fails_anyway_ends_failed(app, runner, workdir, monkeypatch):
+def test_an_analysis_run_whose_writing_fails_anyway_ends_failed(app, runner, workdir, monkeypatch):
     from robustcli.outputs import write_failed
-    from robustcli.studies import _common
+    from robustcli.analyses import _common
 
     def full_disk(png: Path, out: Path) -> None:
         raise write_failed(out, OSError(28, "No space left on device"))
@@ -76,13 +76,13 @@ def test_a_study_run_whose_writing_fails_anyway_ends_failed(app, runner, workdir
     result = runner.invoke(app, ["study", "sample-size", "--task", "synthetic", "-C", "small", "-n", "2", "--sizes", "50",
                                  "--no-baselines", "--out", "fig.png", *Q])  # fmt: skip
     one_line(result, 1, "--out 'fig.png': cannot write there (No space left on device)")
-    assert runs_by_status("synthetic") == {"FINISHED": 3, "FAILED": 1}  # the candidate, 2 instances; the study run
+    assert runs_by_status("synthetic") == {"FINISHED": 3, "FAILED": 1}  # the candidate, 2 instances; the analysis run
     monkeypatch.setattr(_common, "_copy", copy)
     again = runner.invoke(app, ["study", "sample-size", "--task", "synthetic", "-C", "small", "-n", "2", "--sizes", "50",
                                 "--no-baselines", "--out", "fig.png", "--json", *Q])  # fmt: skip
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["trained_now"] == 0 and Path("fig.png").stat().st_size > 0
-    assert runs_by_status("synthetic") == {"FINISHED": 4}  # the same study run, now complete
+    assert runs_by_status("synthetic") == {"FINISHED": 4}  # the same analysis run, now complete
 
 
 # -- a broken task ---------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_replay_budget_too_small_is_refused_before_any_note(app, runner, workdir
 
 def test_trained_now_counts_only_what_this_process_trained():
     """A second `study sample-size` at once waited for the first's instances and read them: 0 trained, not 18."""
-    from robustcli.studies._common import Part, train_parts
+    from robustcli.analyses._common import Part, train_parts
 
     class Rec:
         def __init__(self, index: int, fresh: bool) -> None:

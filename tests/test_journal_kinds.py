@@ -1,5 +1,5 @@
 """Every run kind a kill could half-write goes through the journal, as instances do
-(robustcli/tracking/writer.py): a process killed while it writes a baseline's, a study's or a NAS
+(robustcli/tracking/writer.py): a process killed while it writes a baseline's, an analysis's or a NAS
 trial's run leaves the run to the next command on the store, which writes it whole; resuming then
 gives the store an uninterrupted run would have (one run each, FINISHED, the same numbers). A
 candidate's run, written at once beside its first instance, is completed by the next command.
@@ -112,9 +112,9 @@ def test_a_baseline_killed_while_written_is_written_by_the_next_command_and_not_
 
 
 @pytest.mark.parametrize("point", ["ended"])
-def test_a_study_run_killed_while_written_is_written_by_the_next_command_and_resumes_to_one_run(app, runner, workdir, point):
+def test_an_analysis_run_killed_while_written_is_written_by_the_next_command_and_resumes_to_one_run(app, runner, workdir, point):
     args = ["study", "variance", "--task", "synthetic", "--candidate", "small", "--instances", "2", *TINY]
-    killed(point, T.STUDY, [*args, "--study", "crash"])
+    killed(point, T.ANALYSIS, [*args, "--study", "crash"])
     (dead,) = journals()
     resumed = invoke(app, runner, [*args, "--study", "crash"])
     assert not dead.exists()  # replayed, then removed
@@ -122,9 +122,9 @@ def test_a_study_run_killed_while_written_is_written_by_the_next_command_and_res
     reference = invoke(app, runner, [*args, "--study", "whole"])
     assert {k: v for k, v in resumed.items() if k not in ("run_id", "tracking_uri", "study", "trained_now")} == \
         {k: v for k, v in reference.items() if k not in ("run_id", "tracking_uri", "study", "trained_now")}  # fmt: skip
-    live = [r for r in runs_of(T.STUDY, "crash") if r.info.lifecycle_stage == "active"]
+    live = [r for r in runs_of(T.ANALYSIS, "crash") if r.info.lifecycle_stage == "active"]
     assert [r.info.run_id for r in live] == [resumed["run_id"]] and live[0].info.status == "FINISHED"
-    assert live[0].data.metrics == next(iter(runs_of(T.STUDY, "whole"))).data.metrics
+    assert live[0].data.metrics == next(iter(runs_of(T.ANALYSIS, "whole"))).data.metrics
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(resumed["tracking_uri"])

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "robustcli"
 
 #: what robustcli.cli may not import: everything below robustcli.api (issue 22)
-BELOW_API = ("tracking", "studies", "execution", "training", "selection", "robustness", "testing")
+BELOW_API = ("tracking", "analyses", "execution", "training", "selection", "robustness", "testing")
 
 
 def _modules(root: Path) -> dict[str, Path]:

@@ -310,7 +310,7 @@ def test_an_instance_finished_before_a_crash_is_not_lost_and_resume_trains_only_
     assert list(known) == [int(index)]
     assert known[int(index)].loss == pytest.approx(float(loss)) and known[int(index)].status == "finished"
     assert s.store.replayed == 1 and journals() == []
-    assert s.store.get_run(known[int(index)].run_id).data.tags["mlflow.parentRunId"] == s.parent_run(small)
+    assert s.store.get_run(known[int(index)].run_id).data.tags["mlflow.parentRunId"] == s.candidate_run(small)
     # resume: only the missing instances are trained, and all are there afterwards
     missing = [i for i in range(3) if i not in known]
     trained = [rec.index for _, rec in s.train([(small, i) for i in missing])]
@@ -358,7 +358,7 @@ def test_a_candidates_statistics_are_metrics_that_settle_as_instances_accrue(wor
     list(s.train([(small, 2)]))
     client = MlflowClient(uri())
     exp = client.get_experiment_by_name("stats").experiment_id
-    parent = s.parent_run(small)
+    parent = s.candidate_run(small)
     steps = [(m.step, m.value) for m in client.get_metric_history(parent, "instances")]
     assert steps == [(2, 2.0), (3, 3.0)]
     losses = [r.loss for r in s.known([small.id])[small.id].values()]

@@ -24,7 +24,7 @@ def test_no_code_outside_tracking_writes_mlflow():
 
 
 def test_run_filters_name_the_kind_and_the_tags():
-    assert T.run_filter(T.STUDY, {T.STUDY_KEY: "abc"}) == "tags.`robust.kind` = 'study' and tags.`robust.study_key` = 'abc'"
+    assert T.run_filter(T.ANALYSIS, {T.ANALYSIS_KEY: "abc"}) == "tags.`robust.kind` = 'study' and tags.`robust.study_key` = 'abc'"
     assert T.run_filter(None) == "tags.`robust.kind` != ''"
     with pytest.raises(ValueError, match="quote"):
         T.run_filter(T.BASELINE, {T.BASELINE_NAME: "it's"})

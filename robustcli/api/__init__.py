@@ -21,6 +21,8 @@ Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``rec
 one line the CLI prints. Nothing draws progress unless ``progress=True`` (or a :class:`Progress`).
 """
 
+from robustcli.analyses.sample_size import SampleSizeResult
+from robustcli.analyses.variance import VarianceResult
 from robustcli.api.progress import Progress, Silent
 from robustcli.api.report import build_report
 from robustcli.api.reproduce import Reproduction, reproduce_run
@@ -41,8 +43,6 @@ from robustcli.api.selection import replay_selection
 from robustcli.api.store import export_losses, list_studies
 from robustcli.api.study import Study, list_candidates, list_tasks
 from robustcli.errors import InputError, RobustError
-from robustcli.studies.sample_size import SampleSizeResult
-from robustcli.studies.variance import VarianceResult
 from robustcli.task import Baseline, Candidate, Loss, SearchSpace, Task, TaskData
 
 __all__ = [

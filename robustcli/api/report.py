@@ -1,5 +1,5 @@
 """A study read back from MLflow: its best candidates' losses and summaries, the selection's path,
-where the spread comes from, the studies' sections; drawn as an offline HTML page (or a PNG)."""
+where the spread comes from, the analyses' sections; drawn as an offline HTML page (or a PNG)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
     store, exp_id = open_study_experiment(study, tracking_uri)
     runs = finished_instance_runs(store, exp_id, study)
     # one figure compares like with like: the settings (fingerprint) with the most instances,
-    # among the studies where both seeds vary (the --vary init/data ones feed the decomposition)
+    # among the settings where both seeds vary (the --vary init/data ones feed the decomposition)
     varied = [r for r in runs if _vary(r) == "both"] or runs
     fingerprint, _ = Counter(r.data.tags[T.FINGERPRINT] for r in varied).most_common(1)[0]
     by_cand: dict[str, list[Any]] = defaultdict(list)
@@ -155,10 +155,10 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
     describe = _labeller(store, exp_id, task, main_run, params=True)[0] if any(c.name for c in logged.values()) else label
     summary = [_summary(c, logged[c].name if c in logged else None, describe(c), losses[c], loss_name, seed) for c in ranked[:5]]
     decomposition = [replace(row, description=label(row.candidate)) for row in _decomposition(ranked[:5], losses, runs, main_run)]
-    from robustcli.reporting.studies import add_study_sections, study_sections
+    from robustcli.reporting.analyses import add_analysis_sections, analysis_sections
     from robustcli.tracking.nas_runs import logged_searches
 
-    studies = study_sections(store, exp_id)  # robust study sample-size / variance: a section each
+    analyses = analysis_sections(store, exp_id)  # robust study sample-size / variance: a section each
     searches = logged_searches(store, exp_id)
     if out.suffix.lower() == ".html":
         from robustcli.reporting.html import study_page
@@ -179,14 +179,14 @@ def _build_report(study: str, out: Path, top: int, tracking_uri: str | None) -> 
             label=label,
         )
         try:
-            out.write_text(add_study_sections(page, studies))
+            out.write_text(add_analysis_sections(page, analyses))
         except OSError as exc:
             raise write_failed(out, exc) from None
         finally:
             png.unlink(missing_ok=True)
         if selections:  # the page belongs with the study's own run
             store.log_artifact(selections[0].info.run_id, out)
-    return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, studies, searches,
+    return StudyReport(study, task, str(out), ranked, fingerprint, summary, decomposition, analyses, searches,
                        selection_confidence=confidence)
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from robustcli.reporting.studies import StudySection
+from robustcli.reporting.analyses import AnalysisSection
 from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.decomposition import Spread, SpreadBySource
 from robustcli.robustness.statistics import LossSummary
@@ -15,9 +15,10 @@ from robustcli.selection.loop import SelectionResult
 
 if TYPE_CHECKING:
     from robustcli.execution.baselines import BaselineFit
-    from robustcli.studies.nas import NasReport, NasRow
+    from robustcli.analyses.nas import NasReport, NasRow
 
 __all__ = [
+    "AnalysisSection",
     "Assessment",
     "BaselineFits",
     "CandidateInfo",
@@ -30,7 +31,6 @@ __all__ = [
     "StudyInfo",
     "StudyReport",
     "StudyRuns",
-    "StudySection",
     "TaskInfo",
 ]
 
@@ -314,7 +314,8 @@ class StudyReport(TableResult):
     fingerprint: str
     summary: list[CandidateSummary]
     decomposition: list[SpreadBySource]
-    studies: list[StudySection]
+    #: the analyses' sections (``robust study``); the JSON key stays "studies", which scripts read
+    analyses: list[AnalysisSection]
     nas: list[dict[str, Any]]
     #: the study's last selection: its pick's confidence (level, indistinguishable, p_best, more_instances)
     selection_confidence: dict[str, Any] | None = None
@@ -325,7 +326,7 @@ class StudyReport(TableResult):
 
         summary = [{**s.as_dict(), **s.headline()} for s in self.summary]
         return {"study": self.study, "out": self.out, "candidates": self.candidates, "fingerprint": self.fingerprint,
-                "summary": summary, "decomposition": plain(self.decomposition), "studies": plain(self.studies),
+                "summary": summary, "decomposition": plain(self.decomposition), "studies": plain(self.analyses),
                 "nas": no_png(self.nas), "selection_confidence": self.selection_confidence}  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:

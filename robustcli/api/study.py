@@ -29,10 +29,10 @@ from robustcli.errors import InputError
 from robustcli.execution.protocol import TrainingExecutor  # a Protocol (no torch): Study.select's hints resolve
 from robustcli.wording import is_cli, opt
 
-if TYPE_CHECKING:  # torch and the studies load when a method needs them
+if TYPE_CHECKING:  # torch and the analyses load when a method needs them
+    from robustcli.analyses.sample_size import SampleSizeResult
+    from robustcli.analyses.variance import VarianceResult
     from robustcli.session import StudySession
-    from robustcli.studies.sample_size import SampleSizeResult
-    from robustcli.studies.variance import VarianceResult
     from robustcli.task import Candidate, Task
     from robustcli.tracking.mlflow_store import InstanceRecord
 
@@ -42,7 +42,7 @@ _Result = TypeVar("_Result", covariant=True)
 
 
 class _Plan(Protocol[_Result]):
-    """A study validated and ready to train (:class:`SampleSizeStudy`, :class:`VarianceStudy`)."""
+    """An analysis validated and ready to train (:class:`SampleSizeAnalysis`, :class:`VarianceAnalysis`)."""
 
     @property
     def missing(self) -> int: ...
@@ -54,7 +54,7 @@ _VARY = ("both", "init", "data")
 
 
 class Study(StudyHandle):
-    """A study of one task: the candidates, their instances in MLflow, and the studies over them.
+    """A study of one task: the candidates, their instances in MLflow, and the analyses over them.
 
     ``task`` is an installed task's name (``"synthetic"``, see :func:`list_tasks`) or a task given
     as code: a :class:`robustcli.task.Task` subclass or an instance of one, defined in the notebook
@@ -338,7 +338,7 @@ class Study(StudyHandle):
         session = self._with(selection={k: v for k, v in given.items() if v is not None})
         return run_selection(session, self.progress, executor=executor)
 
-    # -- the paper's studies -------------------------------------------------------------------
+    # -- the paper's analyses ------------------------------------------------------------------
     @checked
     def sample_size(
         self,
@@ -352,11 +352,11 @@ class Study(StudyHandle):
         """Loss against training-sample size (the paper's Figures 4-6): ``candidates`` and the task's
         baselines at each size (a list ``[50, 100, 200]``, or ``"100:32000:45"``: 45 log-spaced
         sizes; default: the study file's ``sizes``), N instances each. The test sample is the
-        study's ``test_size`` (``"train"`` for the paper's). Logged as a study run with its table
+        study's ``test_size`` (``"train"`` for the paper's). Logged as an analysis run with its table
         and figure (``out``: the figure also written there).
 
         Example: ``study.sample_size(["small"], [64, 128], instances=2).to_frame()``"""
-        from robustcli.studies.sample_size import SampleSizeStudy
+        from robustcli.analyses.sample_size import SampleSizeAnalysis
 
         wanted_names = names("candidates", candidates, none=False)
         if sizes is None:
@@ -370,7 +370,7 @@ class Study(StudyHandle):
             raise InputError(f"{opt('baselines', baselines)}: expected True or False")
         target = _checked_out(out_path("out", out))
         with loading_data(self.session, self.progress):
-            plan = SampleSizeStudy(self.session, wanted_names, wanted, n, baselines=baselines)
+            plan = SampleSizeAnalysis(self.session, wanted_names, wanted, n, baselines=baselines)
         return plan.log(self._run_plan(plan), target)
 
     @checked
@@ -380,13 +380,13 @@ class Study(StudyHandle):
         and shares.
 
         Example: ``study.variance("small", instances=3).as_dict()["std_both"]``"""
-        from robustcli.studies.variance import VarianceStudy
+        from robustcli.analyses.variance import VarianceAnalysis
 
         key = text("candidate", candidate) or self.settings.candidate
         n = self._instances(instances, least=2)
         target = _checked_out(out_path("out", out))
         with loading_data(self.session, self.progress):
-            plan = VarianceStudy(self.session, key, n)
+            plan = VarianceAnalysis(self.session, key, n)
         return plan.log(self._run_plan(plan), target)
 
     @checked
@@ -397,7 +397,7 @@ class Study(StudyHandle):
         ``"selected"``): is the best single run the robust choice? (the paper's Figure 18).
 
         Example: ``study.nas(trials=4, top=1, against="small", instances=2).verdict``"""
-        from robustcli.studies.nas import NasSearch
+        from robustcli.analyses.nas import NasSearch
 
         count("trials", trials)
         count("top", top)
@@ -433,7 +433,7 @@ class Study(StudyHandle):
     @checked
     def report(self, out: str | Path | None = None, *, top: int = 12) -> StudyReport:
         """The study read back from MLflow: box plots, the selection's path, summaries, the
-        studies' sections, as an offline HTML page (or a PNG); see :func:`robustcli.api.build_report`.
+        analyses' sections, as an offline HTML page (or a PNG); see :func:`robustcli.api.build_report`.
 
         Example: ``study.report("synthetic.html").out``"""
         from robustcli.api.report import build_report
@@ -462,18 +462,18 @@ class Study(StudyHandle):
         return self.session.with_settings(settings)
 
     def _run_plan(self, plan: _Plan[_Result]) -> _Result:
-        """Train what a study plan misses under the progress bar, then its result."""
+        """Train what an analysis plan misses under the progress bar, then its result."""
         with self.progress:
-            self.progress.start("study", "training", plan.missing)
+            self.progress.start("analysis", "training", plan.missing)
 
             def done(label: str, rec: InstanceRecord) -> None:
-                self.progress.update("study", advance=1, description=f"training ({label})", message=_instance_message(rec))
+                self.progress.update("analysis", advance=1, description=f"training ({label})", message=_instance_message(rec))
 
             return plan.run(done)
 
 
 def _checked_out(out: str | Path | None) -> Path | None:
-    """A study's ``out`` figure, refused before anything trains if it cannot be written."""
+    """An analysis's ``out`` figure, refused before anything trains if it cannot be written."""
     from robustcli.outputs import check_output_file
 
     return check_output_file(out) if out is not None else None

@@ -88,7 +88,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {value!r}")
 
 
-TrackingUri = Annotated[
+# The options' types, each NAMEOption: the option, not the concept it sets (``EngineOption`` is
+# ``--engine``; the engine itself is a setting of robustcli.config).
+TrackingUriOption = Annotated[
     str | None,
     typer.Option(
         "--tracking-uri",
@@ -96,23 +98,23 @@ TrackingUri = Annotated[
         show_default=False,
     ),
 ]
-ConfigFile = Annotated[
+ConfigFileOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Study file (TOML). Command-line options override it.", show_default=False),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
 # -- options shared by the commands that train -------------------------------------------------
-TaskName = Annotated[str | None, typer.Option("--task", "-t", help="Task name (see `robust tasks`).", show_default=False)]
-StudyName = Annotated[
+TaskNameOption = Annotated[str | None, typer.Option("--task", "-t", help="Task name (see `robust tasks`).", show_default=False)]
+StudyNameOption = Annotated[
     str | None, typer.Option("--study", help="Study (= MLflow experiment) name. Default: the task name.", show_default=False)
 ]
-Seed = Annotated[int | None, typer.Option("--seed", help="Study seed; instance seeds derive from it. Default 0.", show_default=False)]
-TrainSize = Annotated[
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Study seed; instance seeds derive from it. Default 0.", show_default=False)]
+TrainSizeOption = Annotated[
     int | None, typer.Option("--train-size", help="Training-sample size per instance. Default: the task's.", show_default=False)
 ]
-TestSize = Annotated[
+TestSizeOption = Annotated[
     str | None,
     typer.Option(
         "--test-size",
@@ -121,23 +123,23 @@ TestSize = Annotated[
         show_default=False,
     ),
 ]
-Sampling = Annotated[
+SamplingOption = Annotated[
     str | None, typer.Option("--sampling", help="bootstrap (default) or without-replacement.", show_default=False)
 ]
-Device = Annotated[str | None, typer.Option("--device", help="cpu (default), cuda or auto.", show_default=False)]
-MinEpochs = Annotated[int | None, typer.Option("--min-epochs", help="Early stopping: train at least this many epochs (100).", show_default=False)]
-Window = Annotated[int | None, typer.Option("--window", help="Early stopping: window in epochs (30).", show_default=False)]
-Threshold = Annotated[float | None, typer.Option("--threshold", help="Early stopping: relative threshold (0.10).", show_default=False)]
-StopMode = Annotated[
+DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu (default), cuda or auto.", show_default=False)]
+MinEpochsOption = Annotated[int | None, typer.Option("--min-epochs", help="Early stopping: train at least this many epochs (100).", show_default=False)]
+WindowOption = Annotated[int | None, typer.Option("--window", help="Early stopping: window in epochs (30).", show_default=False)]
+ThresholdOption = Annotated[float | None, typer.Option("--threshold", help="Early stopping: relative threshold (0.10).", show_default=False)]
+StopModeOption = Annotated[
     str | None, typer.Option("--stop-mode", help="Early stopping reading: flatten (default) or spike.", show_default=False)
 ]
-MaxEpochs = Annotated[int | None, typer.Option("--max-epochs", help="Epoch cap (500).", show_default=False)]
-Engine = Annotated[
+MaxEpochsOption = Annotated[int | None, typer.Option("--max-epochs", help="Epoch cap (500).", show_default=False)]
+EngineOption = Annotated[
     str | None,
     typer.Option("--engine", help="stacked (default: a candidate's instances train together) or plain (one at a time).", show_default=False),
 ]
-MaxStack = Annotated[int | None, typer.Option("--max-stack", help="Most instances in one stack (64).", show_default=False)]
-Threads = Annotated[
+MaxStackOption = Annotated[int | None, typer.Option("--max-stack", help="Most instances in one stack (64).", show_default=False)]
+ThreadsOption = Annotated[
     int | None,
     typer.Option(
         "--threads",
@@ -146,7 +148,7 @@ Threads = Annotated[
         show_default=False,
     ),
 ]
-Executor = Annotated[
+ExecutorOption = Annotated[
     str | None,
     typer.Option(
         "--executor",
@@ -155,15 +157,15 @@ Executor = Annotated[
         show_default=False,
     ),
 ]
-Workers = Annotated[
+WorkersOption = Annotated[
     int | None,
     typer.Option("--workers", help="Processes of --executor local or auto (default: the cores this process may use).", show_default=False),
 ]
-RayAddress = Annotated[
+RayAddressOption = Annotated[
     str | None,
     typer.Option("--address", help="Ray cluster for --executor ray (e.g. auto, ray://head:10001). Default: a local Ray.", show_default=False),
 ]
-TaskOptions = Annotated[
+TaskOptionsOption = Annotated[
     list[str] | None,
     typer.Option("--task-option", "-o", help="Task option KEY=VALUE (repeatable), e.g. -o dataset=B.", show_default=False),
 ]
@@ -233,13 +235,13 @@ def training_overrides(
 #: the training options every command that trains takes (`robust assess`, `select`, `baseline`, `study ...`, `nas`),
 #: in the order --help lists them: name -> (annotation, default)
 _TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "train_size": (TrainSize, None), "test_size": (TestSize, None), "sampling": (Sampling, None), "seed": (Seed, None),
-    "study": (StudyName, None), "config": (ConfigFile, None), "tracking_uri": (TrackingUri, None),
-    "device": (Device, None), "min_epochs": (MinEpochs, None), "window": (Window, None),
-    "threshold": (Threshold, None), "stop_mode": (StopMode, None), "max_epochs": (MaxEpochs, None),
-    "task_option": (TaskOptions, None), "engine": (Engine, None), "max_stack": (MaxStack, None),
-    "threads": (Threads, None), "executor": (Executor, None), "workers": (Workers, None),
-    "address": (RayAddress, None), "json_output": (JsonFlag, False),
+    "train_size": (TrainSizeOption, None), "test_size": (TestSizeOption, None), "sampling": (SamplingOption, None),
+    "seed": (SeedOption, None), "study": (StudyNameOption, None), "config": (ConfigFileOption, None),
+    "tracking_uri": (TrackingUriOption, None), "device": (DeviceOption, None), "min_epochs": (MinEpochsOption, None),
+    "window": (WindowOption, None), "threshold": (ThresholdOption, None), "stop_mode": (StopModeOption, None),
+    "max_epochs": (MaxEpochsOption, None), "task_option": (TaskOptionsOption, None), "engine": (EngineOption, None),
+    "max_stack": (MaxStackOption, None), "threads": (ThreadsOption, None), "executor": (ExecutorOption, None),
+    "workers": (WorkersOption, None), "address": (RayAddressOption, None), "json_output": (JsonOption, False),
 }
 
 

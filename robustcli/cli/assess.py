@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from robustcli.cli._common import (
-    TaskName,
+    TaskNameOption,
     cli_progress,
     console,
     handle_errors,
@@ -21,7 +21,7 @@ from robustcli.cli._common import (
 @handle_errors
 @with_training_options
 def assess(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     candidate: Annotated[
         str | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,

@@ -8,7 +8,7 @@ import typer
 
 from robustcli.cli._common import (
     DATA_OPTIONS,
-    TaskName,
+    TaskNameOption,
     cli_progress,
     console,
     handle_errors,
@@ -21,7 +21,7 @@ from robustcli.cli._common import (
 @handle_errors
 @with_training_options(only=DATA_OPTIONS)
 def baseline(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     instances: Annotated[int, typer.Option("--instances", "-n", help="Training samples to fit each baseline on.")] = 5,
     options: Any = None,  # the data's options (with_training_options)
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli._common import JsonFlag, TaskOptions, console, handle_errors, parse_task_options, print_json
+from robustcli.cli._common import JsonOption, TaskOptionsOption, console, handle_errors, parse_task_options, print_json
 
 
 @handle_errors
@@ -17,8 +17,8 @@ def candidates(
         typer.Option("--where", metavar="KEY=VALUE", help="Only candidates whose parameter KEY equals VALUE "
                      "(repeatable), as `robust select --where` takes it.", show_default=False),
     ] = None,
-    task_option: TaskOptions = None,
-    json_output: JsonFlag = False,
+    task_option: TaskOptionsOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """List a task's candidates: id, name, readable description and parameters.
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from robustcli.cli._common import JsonFlag, TaskOptions, console, err_console, handle_errors, parse_task_options, print_json
+from robustcli.cli._common import JsonOption, TaskOptionsOption, console, err_console, handle_errors, parse_task_options, print_json
 
 #: how each status shows in the table
 _STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow", "xfail": "yellow", "xpass": "yellow"}
@@ -20,8 +20,8 @@ def check(
         int, typer.Option("--sample", min=0, max=1000, help="Grid candidates the model checks draw, besides the named ones.")
     ] = 3,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of that draw and of the training checks.")] = 0,
-    task_option: TaskOptions = None,
-    json_output: JsonFlag = False,
+    task_option: TaskOptionsOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Run the conformance kit on an installed task and show each check: passed, failed or skipped, and why.
 

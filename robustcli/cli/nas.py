@@ -1,5 +1,5 @@
 """`robust nas`: an Optuna search (one training per trial), then its best trials assessed over
-fresh instances and set beside a candidate of yours. The work is in :mod:`robustcli.studies.nas`."""
+fresh instances and set beside a candidate of yours. The work is in :mod:`robustcli.analyses.nas`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from robustcli.cli._common import (
-    TaskName,
+    TaskNameOption,
     cli_progress,
     console,
     handle_errors,
@@ -22,7 +22,7 @@ from robustcli.cli._common import (
 @handle_errors
 @with_training_options
 def nas(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Trials of the search, one training each (default 20).", show_default=False)] = None,
     top: Annotated[int | None, typer.Option("--top", help="Best distinct trials to assess (default 3).", show_default=False)] = None,
     instances: Annotated[

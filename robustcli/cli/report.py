@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from robustcli.cli._common import JsonFlag, TrackingUri, console, handle_errors, print_json
+from robustcli.cli._common import JsonOption, TrackingUriOption, console, handle_errors, print_json
 
 if TYPE_CHECKING:
     from robustcli.api.results import Spread
@@ -23,8 +23,8 @@ def report(
                      "FILE.png (the figure alone). Default: STUDY.html.", show_default=False),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Candidates shown, best mean first.")] = 12,
-    tracking_uri: TrackingUri = None,
-    json_output: JsonFlag = False,
+    tracking_uri: TrackingUriOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Report a study: loss box plots of its best candidates, the selection's path, the
     loss-versus-epoch curves of the best candidate's instances, and each top candidate's
@@ -39,7 +39,7 @@ def report(
         print_json(result)
         return
     summary = result.as_dict()["summary"]
-    decomposition, studies, out = result.decomposition, result.studies, result.out
+    decomposition, analyses, out = result.decomposition, result.analyses, result.out
     from rich.table import Table
 
     table = Table(title=f"{study}: best candidates, spread over instances (systematic uncertainty)")
@@ -61,8 +61,8 @@ def report(
         for row in decomposition:
             table.add_row(f"{row.description} ({row.candidate})", *map(_std_cell, row.by_source()))
         console.print(table)
-    for st in studies:
-        console.print("\n".join(st.lines), highlight=False)
+    for section in analyses:
+        console.print("\n".join(section.lines), highlight=False)
     console.print(f"wrote {out}")
 
 

@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli._common import Device, JsonFlag, TrackingUri, console, handle_errors, print_json
+from robustcli.cli._common import DeviceOption, JsonOption, TrackingUriOption, console, handle_errors, print_json
 
 
 @handle_errors
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="The MLflow run id of an instance (a child run).")],
-    tracking_uri: TrackingUri = None,
-    device: Device = None,
-    json_output: JsonFlag = False,
+    tracking_uri: TrackingUriOption = None,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Retrain one logged instance from what its MLflow run holds (task, candidate, seeds,
     settings) and say whether the test loss matches bit for bit; if not, which recorded version or

@@ -13,8 +13,8 @@ import typer
 from rich.table import Table
 
 from robustcli.cli._common import (
-    ConfigFile,
-    TrackingUri,
+    ConfigFileOption,
+    TrackingUriOption,
     cli_progress,
     console,
     handle_errors,
@@ -50,7 +50,7 @@ def _fmt_all(values: Any) -> list[str]:
 @with_training_options
 def select(
     task: Annotated[str | None, typer.Option("--task", help="Task name (training mode).", show_default=False)] = None,
-    config: ConfigFile = None,
+    config: ConfigFileOption = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name (default: the task's).", show_default=False)] = None,
     criterion: Annotated[
         list[str] | None,
@@ -101,7 +101,7 @@ def select(
     ] = None,
     sample: Annotated[int | None, typer.Option("--sample", metavar="K", help="Only K candidates drawn at random "
                                                "with --seed.", show_default=False)] = None,
-    tracking_uri: TrackingUri = None,
+    tracking_uri: TrackingUriOption = None,
     replay: Annotated[
         Path | None,
         typer.Option("--replay", metavar="FILE.csv", help="Replay the selection on a loss table "

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from robustcli.cli._common import JsonFlag, TrackingUri, console, handle_errors, print_json
+from robustcli.cli._common import JsonOption, TrackingUriOption, console, handle_errors, print_json
 
 
 @handle_errors
-def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> None:
+def studies(tracking_uri: TrackingUriOption = None, json_output: JsonOption = False) -> None:
     """List the studies in the store: task, candidates, instances, selections and their state.
 
     Example: robust studies --tracking-uri sqlite:///mlruns/mlflow.db
@@ -43,7 +43,7 @@ def studies(tracking_uri: TrackingUri = None, json_output: JsonFlag = False) -> 
 def export(
     out: Annotated[Path, typer.Argument(help="CSV file to write (candidate,instance,loss + details).")],
     study: Annotated[str, typer.Option("--study", help="Study (experiment) name.")],
-    tracking_uri: TrackingUri = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Write every instance loss of a study as a table that `robust select --replay` reads.
 

@@ -1,5 +1,5 @@
-"""`robust study`: the paper's analyses of one or a few candidates (training-sample size, where the
-spread comes from). The logic is in :mod:`robustcli.studies`, reached through :mod:`robustcli.api`;
+"""`robust study`: runs one of the paper's analyses of one or a few candidates (training-sample
+size, where the spread comes from); the command keeps the paper's word, "study". The logic is in :mod:`robustcli.analyses`, reached through :mod:`robustcli.api`;
 this module parses and renders."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from robustcli.errors import InputError
 
 from robustcli.cli._common import (
-    TaskName,
+    TaskNameOption,
     console,
     err_console,
     cli_progress,
@@ -24,9 +24,9 @@ from robustcli.cli._common import (
 )
 
 app = typer.Typer(
-    help="The paper's analyses: loss against training-sample size (Figures 4-6) and where the spread "
-    "comes from (initialisation or training sample, Figure 7). Resumable: instances already in MLflow "
-    "are reused.\n\nExample: robust study sample-size --task synthetic --candidate small --sizes 50,100,200 -n 5",
+    help="Runs one of the paper's analyses on a study's candidates: loss against training-sample size "
+    "(Figures 4-6) or where the spread comes from (initialisation or training sample, Figure 7). "
+    "Resumable: instances already in MLflow are reused.\n\nExample: robust study sample-size --task synthetic --candidate small --sizes 50,100,200 -n 5",
     no_args_is_help=True,
 )
 
@@ -45,7 +45,7 @@ def _study(options: dict[str, Any], instances: int | None, **given: Any) -> Any:
 
 
 def _show(result: Any, options: dict[str, Any], out: Path | None, render: Any) -> None:
-    """Print the study's JSON or ``render`` it."""
+    """Print the analysis's JSON or ``render`` it."""
     if options["json_output"]:
         print_json(result)
     else:
@@ -64,7 +64,7 @@ def _cell(est: Any) -> str:
 @handle_errors
 @with_training_options
 def sample_size(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     candidate: Annotated[
         list[str] | None,
         typer.Option("--candidate", "-C", help="Candidate id or name (repeatable; see `robust tasks show TASK`).", show_default=False),
@@ -106,7 +106,7 @@ def sample_size(
 def _render_sample_size(result: Any, out: Path | None) -> None:
     from rich.table import Table
 
-    from robustcli.api.conventions import STUDY_STATISTICS
+    from robustcli.api.conventions import ANALYSIS_STATISTICS
 
     from rich import box
 
@@ -115,12 +115,12 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
         table = Table(title=f"training sample of {size:,}: {result.loss_name} over {result.instances} instances "
                       f"[95% bootstrap interval]", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("model", min_width=14, overflow="fold")
-        for key in STUDY_STATISTICS:
+        for key in ANALYSIS_STATISTICS:
             table.add_column(heads[key], justify="right")
         for row in (r for r in result.rows if r.size == size):
             label = row.model + (" (baseline)" if row.kind == "baseline" else "")
             label += f" ({row.failed} of {row.n} failed)" if row.failed else ""
-            table.add_row(label, *(_cell(row.statistics[k]) for k in STUDY_STATISTICS))
+            table.add_row(label, *(_cell(row.statistics[k]) for k in ANALYSIS_STATISTICS))
         console.print(table)
     console.print(f"test sample: {result.test_sample}")
     for line in result.saturation_lines():
@@ -133,7 +133,7 @@ def _render_sample_size(result: Any, out: Path | None) -> None:
 @handle_errors
 @with_training_options
 def variance(
-    task: TaskName = None,
+    task: TaskNameOption = None,
     candidate: Annotated[
         list[str] | None, typer.Option("--candidate", "-C", help="Candidate id or name (see `robust tasks show TASK`).", show_default=False)
     ] = None,

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from robustcli.cli._common import JsonFlag, console, handle_errors, print_json
+from robustcli.cli._common import JsonOption, console, handle_errors, print_json
 
 app = typer.Typer(
     help="List installed tasks, or show one.\n\nExample: robust tasks; robust tasks show synthetic", no_args_is_help=False
@@ -17,7 +17,7 @@ app = typer.Typer(
 
 @app.callback(invoke_without_command=True)
 @handle_errors
-def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+def list_tasks(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List installed tasks with their distribution, version and search-space size.
 
     Example: robust tasks
@@ -49,7 +49,7 @@ def list_tasks(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Task name, as `robust tasks` lists it.")],
-    json_output: JsonFlag = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Show one task: its loss, search space, named candidates and baselines.
 

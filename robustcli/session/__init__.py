@@ -3,7 +3,7 @@ instances are trained and logged (:class:`StudySession`), with the selection loo
 over it (:class:`SessionLosses`).
 
 It sits above ``execution/`` (which it drives) and ``tracking/`` (which it writes through), and
-below the layers that hold a session: ``api/``, ``studies/`` and the selection's store. Those
+below the layers that hold a session: ``api/``, ``analyses/`` and the selection's store. Those
 name it in their signatures; none below it imports it at run time.
 """
 

@@ -56,7 +56,7 @@ class StudySession:
         self._data: TaskData | None = None
         self._exp_id: str | None = None
         self._experiment_ready = False
-        self._parents: dict[str, str] = {}
+        self._candidate_runs: dict[str, str] = {}
         self._space: SearchSpace | None = None
         self._executor: TrainingExecutor | None = None
 
@@ -88,7 +88,7 @@ class StudySession:
         other.given = given
         other.settings = self._settled(given)
         other.fingerprint = other.settings.fingerprint()
-        other._parents = {}
+        other._candidate_runs = {}
         if given.study_name != self.given.study_name:  # another experiment
             other._exp_id, other._experiment_ready = None, False
         return other
@@ -228,7 +228,7 @@ class StudySession:
     def _candidate_spec(self, candidate: Candidate) -> dict[str, Any]:
         """What the candidate's run under these settings is made of (its start: its first instance's)."""
         s, t = self.settings, self.settings.training
-        # the settings beside the name: one candidate has a run per setting (a sample-size study's
+        # the settings beside the name: one candidate has a run per setting (a sample-size analysis's
         # sizes, --vary), and `mlflow ui` lists them side by side
         name = f"{self.candidate_label(candidate)} {self.settings_label()}"
         return self.store.candidate_spec(
@@ -256,16 +256,16 @@ class StudySession:
             parts.append(f"{s.vary} varies")
         return f"[{', '.join(parts)}]"
 
-    def parent_run(self, candidate: Candidate) -> str:
+    def candidate_run(self, candidate: Candidate) -> str:
         """The candidate's run under these settings (its statistics summarise exactly its children)."""
-        if candidate.id not in self._parents:
-            self._parents[candidate.id] = self.store.candidate_run(self.experiment(), self._candidate_spec(candidate))
-        return self._parents[candidate.id]
+        if candidate.id not in self._candidate_runs:
+            self._candidate_runs[candidate.id] = self.store.candidate_run(self.experiment(), self._candidate_spec(candidate))
+        return self._candidate_runs[candidate.id]
 
     def _claim_key(self, candidate: Candidate, index: int) -> str:
         return f"instance:{self.settings.study_name}:{self.fingerprint}:{candidate.id}:{index}"
 
-    def _update_parents(self, candidates: Iterable[Candidate]) -> None:
+    def _update_candidate_runs(self, candidates: Iterable[Candidate]) -> None:
         """Each candidate run's statistics, of exactly its instances under these settings."""
         by_id = {c.id: c for c in candidates}
         if not by_id:
@@ -274,15 +274,15 @@ class StudySession:
         for cid, cand in by_id.items():
             records = list(known.get(cid, {}).values())
             if records:
-                self.store.log_candidate_statistics(self.parent_run(cand), records)
+                self.store.log_candidate_statistics(self.candidate_run(cand), records)
 
     # -- training ---------------------------------------------------------------------------
     def executor(self) -> TrainingExecutor:
         """The executor the settings ask for (where: in process, a local pool, Ray; how: engine)."""
-        from robustcli.execution.factory import make_executor, resolved_kind
+        from robustcli.execution.factory import make_executor, resolved_executor
 
         t = self.settings.training
-        if resolved_kind(t) == "inprocess":
+        if resolved_executor(t) == "inprocess":
             import torch
 
             from robustcli.execution.cores import default_threads
@@ -399,7 +399,7 @@ class StudySession:
                 pass
             raise
         self.store.flush()
-        self._update_parents(touched.values())
+        self._update_candidate_runs(touched.values())
 
 
 def _resolved(settings: StudySettings, cls: type[Task]) -> StudySettings:

@@ -1,6 +1,6 @@
 """A NAS search's record in MLflow: the search's run, its trials, its report, read back for resume.
 
-The search's run (``robust.kind = "nas"``) is found by its key (:func:`robustcli.studies.nas.search_key`)
+The search's run (``robust.kind = "nas"``) is found by its key (:func:`robustcli.analyses.nas.search_key`)
 and stays RUNNING while the search runs; each trial is a child run (``robust.kind = "nas-trial"``)
 with Optuna's answers as a tag and params and its loss as a metric, written whole through the
 store's journal; the report (``nas.json``, ``nas.png``) completes the search's run, also through

@@ -1,10 +1,10 @@
-"""The MLflow side of a selection: what is known (instances), the history (the study run), the lock.
+"""The MLflow side of a selection: what is known (instances), the history (the selection run), the lock.
 
-The study run (tag ``robust.kind=selection``) holds the selection's own history: per step the
+The selection run (tag ``robust.kind=selection``) holds the selection's own history: per step the
 number of survivors, trainings so far, the exhaustive cost and the leader's criterion value as
 metrics, and the whole history as the artifact ``history.json``. It is identified by a key made
 of the instance fingerprint and the selection settings, so re-running the same command finds it
-and resumes; another rule or criterion is another study run in the same experiment (and reuses
+and resumes; another rule or criterion is another selection run in the same experiment (and reuses
 the same instances).
 
 Only one process selects a study at a time: a record lock beside the store, which the kernel
@@ -114,7 +114,7 @@ class MlflowSelectionStore(SelectionStore):
         means = [r.data.metrics["loss_mean"] for r in runs if "loss_mean" in r.data.metrics]
         return min(means) if means else None
 
-    # -- the study run and its lock ----------------------------------------------------------
+    # -- the selection run and its lock ------------------------------------------------------
     def find_run(self) -> Any | None:
         return self.session.store.find_run(self.session.existing_experiment(), T.SELECTION, {T.SELECTION_KEY: self.key})
 

@@ -16,10 +16,10 @@ INSTANCE = "instance"  #: one training of a candidate (a child of its candidate'
 CANDIDATE = "candidate"  #: a candidate under one settings fingerprint: the parent of its instances
 BASELINE = "baseline"  #: a baseline fitted on the training samples of instances 0..N-1
 SELECTION = "selection"  #: a selection (Algorithm 1)'s history
-STUDY = "study"  #: an analysis's table and figure (sample size, variance)
+ANALYSIS = "study"  #: an analysis's table and figure (sample size, variance); "study": the value existing runs store
 NAS = "nas"  #: a NAS search (its trials are its children)
 NAS_TRIAL = "nas-trial"  #: one trial of a NAS search
-RUN_KINDS = (INSTANCE, CANDIDATE, BASELINE, SELECTION, STUDY, NAS, NAS_TRIAL)
+RUN_KINDS = (INSTANCE, CANDIDATE, BASELINE, SELECTION, ANALYSIS, NAS, NAS_TRIAL)
 
 # -- what every kind may carry ------------------------------------------------------------------
 TASK = "robust.task"
@@ -67,9 +67,9 @@ CONFIDENCE = "robust.confidence"
 OWNER = "robust.owner"
 OWNER_START = "robust.owner_start"
 
-# -- studies (analyses) ---------------------------------------------------------------------------
-STUDY_KIND = "robust.study_kind"
-STUDY_KEY = "robust.study_key"
+# -- analyses (the values say "study", as existing runs store them) -----------------------------
+ANALYSIS_KIND = "robust.study_kind"
+ANALYSIS_KEY = "robust.study_key"
 
 # -- NAS --------------------------------------------------------------------------------------------
 NAS_KEY = "robust.nas_key"

@@ -20,8 +20,8 @@ those tags: a run already ``FINISHED``/``FAILED`` is left alone, one left ``RUNN
 (the writer died between its calls) is deleted and written again whole. Readers ignore runs
 that are not FINISHED/FAILED, so a half-written run never counts in the meantime.
 
-A record may carry artifacts (small files: a study's table and figure, inline in the journal)
-and may *complete* a run that exists (``run_id``: a NAS search's run, a study run written
+A record may carry artifacts (small files: an analysis's table and figure, inline in the journal)
+and may *complete* a run that exists (``run_id``: a NAS search's run, an analysis run written
 again): the run is set RUNNING and tagged with the record's keys first, so a replay finds it
 half-done and completes it again (metrics and artifacts written twice are the same).
 """

@@ -45,8 +45,8 @@ def derive_seeds(study_seed: int, instance_index: int, candidate_id: str | None 
 def study_seeds(study_seed: int, instance_index: int, candidate_id: str | None = None, vary: str = "both") -> InstanceSeeds:
     """The seeds of instance ``instance_index`` of a study: :func:`derive_seeds`, with the seed that
     ``vary`` holds still taken from instance 0 (``vary="init"``: every instance trains on instance
-    0's sample; ``vary="data"``: every instance starts from instance 0's initialisation). Studies
-    with ``init`` and ``data`` split the spread over instances into its two sources."""
+    0's sample; ``vary="data"``: every instance starts from instance 0's initialisation). Sets
+    with ``init`` and ``data`` (the variance analysis) split the spread over instances into its two sources."""
     if vary not in VARY:
         raise ValueError(f"vary must be one of {', '.join(VARY)}, got {vary!r}")
     seeds = derive_seeds(study_seed, instance_index, candidate_id)

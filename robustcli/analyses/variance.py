@@ -18,12 +18,12 @@ from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics
 from robustcli.robustness.decomposition import SOURCES, Decomposition, decompose
 from robustcli.robustness.statistics import Estimate
-from robustcli.studies._common import OnInstance, Part, log_study_run, loss_statistics, train_parts
+from robustcli.analyses._common import OnInstance, Part, log_analysis_run, loss_statistics, train_parts
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["VarianceResult", "VarianceStudy"]
+__all__ = ["VarianceAnalysis", "VarianceResult"]
 
 #: what each set holds fixed, in words
 HELD = {
@@ -102,7 +102,7 @@ class VarianceResult(TableResult):
         ]  # fmt: skip
 
 
-class VarianceStudy:
+class VarianceAnalysis:
     """Validated on construction (nothing trained or written); :meth:`run` trains what is missing."""
 
     def __init__(self, session: StudySession, candidate: str | None, instances: int) -> None:
@@ -111,7 +111,7 @@ class VarianceStudy:
         if not candidate:
             raise InputError(f"no candidate given: pass {opt('candidate')} (an id or name; see `robust tasks show {session.settings.task}`)")
         if session.settings.vary != "both":
-            raise InputError(f"{opt('vary')} does not apply: the study trains all three sets (both, init, data)")
+            raise InputError(f"{opt('vary')} does not apply: the analysis trains all three sets (both, init, data)")
         self.session = session
         self.candidate = session.candidate(candidate)
         self.instances = instances
@@ -147,10 +147,10 @@ class VarianceStudy:
         )
 
     def log(self, result: VarianceResult, out: Path | None = None) -> VarianceResult:
-        """The study's run in MLflow (table, figure, the three stds as metrics); ``out``: the PNG here too."""
+        """The analysis's run in MLflow (table, figure, the three stds as metrics); ``out``: the PNG here too."""
         from dataclasses import replace
 
-        from robustcli.reporting.studies import variance_figure
+        from robustcli.reporting.analyses import variance_figure
 
         description = {
             "candidate": self.candidate.id,
@@ -162,5 +162,5 @@ class VarianceStudy:
         metrics = {k: table[k] for k in ("std_both", "std_init", "std_data")}
         metrics.update({f"share_{k}": v["value"] for k, v in table["shares"].items()})
         draw = lambda path: variance_figure(path, result)  # noqa: E731
-        run_id = log_study_run(self.session, "variance", description, table, draw, metrics, out)
+        run_id = log_analysis_run(self.session, "variance", description, table, draw, metrics, out)
         return replace(result, run_id=run_id)

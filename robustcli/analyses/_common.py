@@ -1,5 +1,5 @@
-"""What the studies share: parts of a study (one setting's missing instances), training them with
-one executor, the statistics of a set of losses, and the study's own MLflow run."""
+"""What the analyses share: parts of an analysis (one setting's missing instances), training them
+with one executor, the statistics of a set of losses, and the analysis's own MLflow run."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from robustcli.task import Candidate
     from robustcli.tracking.mlflow_store import InstanceRecord
 
-__all__ = ["STUDY_STATISTICS", "Part", "log_study_run", "loss_statistics", "train_parts"]
+__all__ = ["ANALYSIS_STATISTICS", "Part", "log_analysis_run", "loss_statistics", "train_parts"]
 
-#: the statistics a study's table shows per set of losses (each with its bootstrap interval)
-STUDY_STATISTICS = ("mean", "median", "std", "iqr", "q90_q10")
+#: the statistics an analysis's table shows per set of losses (each with its bootstrap interval)
+ANALYSIS_STATISTICS = ("mean", "median", "std", "iqr", "q90_q10")
 
 #: called after each instance trained: (the part's label, the record logged)
 OnInstance = Callable[[str, "InstanceRecord"], None]
@@ -31,7 +31,7 @@ OnInstance = Callable[[str, "InstanceRecord"], None]
 
 @dataclass
 class Part:
-    """One setting of a study (a training-sample size, a kind of variation): its session, the
+    """One setting of an analysis (a training-sample size, a kind of variation): its session, the
     candidates' instances logged so far (index < N) and the (candidate, index) pairs still missing."""
 
     label: str
@@ -76,15 +76,15 @@ def train_parts(base: StudySession, parts: Sequence[Part], on_instance: OnInstan
 def loss_statistics(losses: Sequence[float], seed: int) -> tuple[int, int, dict[str, Estimate]]:
     """(instances, failed, statistics of the finite losses with bootstrap intervals from ``seed``)."""
     finite = [x for x in losses if math.isfinite(x)]
-    return len(losses), len(losses) - len(finite), summarize(finite, names=STUDY_STATISTICS, seed=seed)
+    return len(losses), len(losses) - len(finite), summarize(finite, names=ANALYSIS_STATISTICS, seed=seed)
 
 
-def study_key(kind: str, description: Mapping[str, Any]) -> str:
+def analysis_key(kind: str, description: Mapping[str, Any]) -> str:
     text = json.dumps({"kind": kind, **description}, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def log_study_run(
+def log_analysis_run(
     session: StudySession,
     kind: str,
     description: Mapping[str, Any],
@@ -93,28 +93,28 @@ def log_study_run(
     metrics: Mapping[str, float] | None = None,
     out: Path | None = None,
 ) -> str:
-    """The study's run (tag ``robust.kind = "study"``, ``robust.study_kind = kind``) with
+    """The analysis's run (tag ``robust.kind = "study"``, ``robust.study_kind = kind``) with
     ``description`` as params, ``table`` as ``KIND.json`` and the figure drawn by ``figure(path)``
-    as ``KIND.png`` (and copied to ``out`` if given). The same study run again updates its run
-    rather than adding one. Written through the store's journal (:mod:`robustcli.tracking.study_runs`)."""
+    as ``KIND.png`` (and copied to ``out`` if given). The same analysis run again updates its run
+    rather than adding one. Written through the store's journal (:mod:`robustcli.tracking.analysis_runs`)."""
     import time
 
-    from robustcli.tracking.study_runs import write_study_run
+    from robustcli.tracking.analysis_runs import write_analysis_run
 
     started = int(time.time() * 1000)
     artifacts = {f"{kind}.json": (json.dumps(strict_json.finite(table), indent=2, default=str, allow_nan=False) + "\n").encode()}
-    with tempfile.TemporaryDirectory(prefix="robust-study-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="robust-analysis-") as tmp:
         png = Path(tmp) / f"{kind}.png"
         if figure is not None:
             figure(png)
             artifacts[png.name] = png.read_bytes()
         params = {k: _param(v) for k, v in sorted(description.items())}
         values = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
-        run_id = write_study_run(session, kind, study_key(kind, description), params, values, artifacts, started)
+        run_id = write_analysis_run(session, kind, analysis_key(kind, description), params, values, artifacts, started)
         if figure is not None and out is not None:
             try:
                 _copy(png, out)
-            except BaseException:  # the study is not done: its run says so, the next run completes it
+            except BaseException:  # the analysis is not done: its run says so, the next run completes it
                 session.store.end_run(run_id, "FAILED")
                 raise
     return run_id

@@ -1,6 +1,6 @@
-"""The studies' figures (the paper's Figures 4-7) and their sections in ``robust report``.
+"""The paper's analyses' figures (Figures 4-7) and their sections in ``robust report``.
 
-A study run (tag ``robust.kind = "study"``) holds its table as ``KIND.json`` and its figure as
+An analysis run (tag ``robust.kind = "study"``) holds its table as ``KIND.json`` and its figure as
 ``KIND.png``; the report reads both back from MLflow.
 """
 
@@ -21,16 +21,16 @@ from robustcli.tracking import tags as T
 if TYPE_CHECKING:  # matplotlib and MLflow load when a figure is drawn or a report read
     from matplotlib.figure import Figure
 
-    from robustcli.studies.sample_size import SampleSizeResult
-    from robustcli.studies.variance import VarianceResult
+    from robustcli.analyses.sample_size import SampleSizeResult
+    from robustcli.analyses.variance import VarianceResult
     from robustcli.tracking.mlflow_store import MlflowStore
 
-__all__ = ["StudySection", "add_study_sections", "sample_size_figure", "study_sections", "variance_figure"]
+__all__ = ["AnalysisSection", "add_analysis_sections", "analysis_sections", "sample_size_figure", "variance_figure"]
 
 
 @dataclass(frozen=True)
-class StudySection:
-    """A study run as the report shows it: its kind and run, the lines to print, its table (the
+class AnalysisSection:
+    """An analysis run as the report shows it: its kind and run, the lines to print, its table (the
     run's ``KIND.json``) and its figure (PNG bytes; None if absent, and never in ``as_dict``)."""
 
     kind: str
@@ -124,30 +124,30 @@ def variance_figure(out: Path, result: VarianceResult) -> Path:
 
 
 # -- robust report ---------------------------------------------------------------------------
-def study_sections(store: MlflowStore, exp_id: str) -> list[StudySection]:
-    """The study runs of an experiment, latest first per kind and settings: kind, run id, the
+def analysis_sections(store: MlflowStore, exp_id: str) -> list[AnalysisSection]:
+    """The analysis runs of an experiment, latest first per kind and settings: kind, run id, the
     lines to print, the table (its JSON) and the figure (PNG bytes, None if absent)."""
-    runs = store.find_runs(exp_id, T.STUDY)
+    runs = store.find_runs(exp_id, T.ANALYSIS)
     out = []
     for run in sorted(runs, key=lambda r: -(r.info.end_time or r.info.start_time or 0)):
-        kind = run.data.tags.get(T.STUDY_KIND, "")
+        kind = run.data.tags.get(T.ANALYSIS_KIND, "")
         with tempfile.TemporaryDirectory(prefix="robust-report-") as tmp:
             try:
                 table = json.loads(Path(store.download_artifacts(run.info.run_id, f"{kind}.json", tmp)).read_text())
-            except Exception:  # noqa: BLE001 - a study run without its table (interrupted): skipped
+            except Exception:  # noqa: BLE001 - an analysis run without its table (interrupted): skipped
                 continue
             try:
                 png: bytes | None = Path(store.download_artifacts(run.info.run_id, f"{kind}.png", tmp)).read_bytes()
             except Exception:  # noqa: BLE001
                 png = None
-        out.append(StudySection(kind, run.info.run_id, _lines(kind, table), table, png))
+        out.append(AnalysisSection(kind, run.info.run_id, _lines(kind, table), table, png))
     return out
 
 
 def _lines(kind: str, table: dict[str, Any]) -> list[str]:
     if kind == "sample-size":
         sat = table.get("saturation", {})
-        head = (f"sample-size study: {len(table.get('models', []))} models at {len(table.get('sizes', []))} sizes "
+        head = (f"sample-size analysis: {len(table.get('models', []))} models at {len(table.get('sizes', []))} sizes "
                 f"({_span(table.get('sizes', []))}), {table.get('instances')} instances each; test sample: "
                 f"{table.get('test_sample')}")
         tail = [f"  {m}: " + (f"saturates at {s:,}" if s else "no saturation within the sizes") for m, s in sat.items()]
@@ -155,10 +155,10 @@ def _lines(kind: str, table: dict[str, Any]) -> list[str]:
     if kind == "variance":
         std = "; ".join(f"{k} {_num(table.get(f'std_{k}'))}" for k in ("both", "init", "data"))
         shares = table.get("shares", {})
-        line = (f"variance study of {table.get('candidate_name')}: std {std} ({table.get('instances')} instances each); "
+        line = (f"variance analysis of {table.get('candidate_name')}: std {std} ({table.get('instances')} instances each); "
                 f"shares init {_pct(shares.get('init', {}).get('value'))}, data {_pct(shares.get('data', {}).get('value'))}")
         return [line] + ([f"  {table['note']}"] if table.get("note") else [])
-    return [f"{kind} study"]
+    return [f"{kind} analysis"]
 
 
 def _span(sizes: list[int]) -> str:
@@ -173,11 +173,11 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.0f}%" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def add_study_sections(page: str, sections: list[StudySection]) -> str:
-    """``page`` (a report's HTML) with a section per study: its lines and its figure, embedded."""
+def add_analysis_sections(page: str, sections: list[AnalysisSection]) -> str:
+    """``page`` (a report's HTML) with a section per analysis: its lines and its figure, embedded."""
     if not sections:
         return page
-    parts = ["<h2>Studies</h2>"]
+    parts = ["<h2>Analyses</h2>"]
     for s in sections:
         parts.append(f"<h3>{html.escape(s.kind)} <small><code>{html.escape(s.run_id)}</code></small></h3>")
         parts.append("<pre>" + html.escape("\n".join(s.lines)) + "</pre>")

@@ -1,4 +1,4 @@
-"""The paper's studies (`robust study sample-size`, `robust study variance`, `robust nas`) on the
+"""The paper's analyses (`robust study sample-size`, `robust study variance`, `robust nas`) on the
 plugins' tasks (the example plugin's digits, the calorimeter's energy), through the library the
 commands call: their results' shapes, and a second run trains nothing."""
 
@@ -12,7 +12,7 @@ FAST = {"min_epochs": 2, "window": 2, "max_epochs": 3}
 
 PLUGIN_TASKS = [
     pytest.param("digits", {}, "default", [100, 200], False, id="digits"),
-    # a small generated sample (docs/reproduction.md ran these studies at scale)
+    # a small generated sample (docs/reproduction.md ran these analyses at scale)
     pytest.param("calo-energy", {"events": 1200}, "model2", [100, 200], True, id="calo-energy"),
 ]
 

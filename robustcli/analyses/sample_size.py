@@ -1,4 +1,4 @@
-"""The training-sample-size study (the paper's Figures 4-6): candidates and the task's baselines
+"""The training-sample-size analysis (the paper's Figures 4-6): candidates and the task's baselines
 trained at each of several sizes, N instances each, and where each stops improving.
 
 Each size is its own setting (``train_size``, and with the paper's test sample ``test_size``):
@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from robustcli.errors import InputError
-from robustcli.parsing import MOST_SIZES, parse_sizes  # noqa: F401 - a study's sizes, read in the settings' leaf
+from robustcli.parsing import MOST_SIZES, parse_sizes  # noqa: F401 - an analysis's sizes, read in the settings' leaf
 from robustcli.wording import opt
 from robustcli.results import TableResult, flat_statistics, plain
 from robustcli.robustness.statistics import Estimate
-from robustcli.studies._common import STUDY_STATISTICS, OnInstance, Part, log_study_run, loss_statistics, train_parts
+from robustcli.analyses._common import ANALYSIS_STATISTICS, OnInstance, Part, log_analysis_run, loss_statistics, train_parts
 
 if TYPE_CHECKING:
     from robustcli.session import StudySession
 
-__all__ = ["SampleSizeResult", "SampleSizeStudy", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
+__all__ = ["SampleSizeAnalysis", "SampleSizeResult", "SizeModel", "SizeRow", "parse_sizes", "saturation_size"]
 
 def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     """The smallest size beyond which the median no longer improves beyond its interval: no larger
@@ -41,13 +41,13 @@ def saturation_size(medians: Sequence[tuple[int, Estimate]]) -> int | None:
     return None
 
 
-#: what a model of the study is: one of the candidates, or one of the task's baselines
+#: what a model of the analysis is: one of the candidates, or one of the task's baselines
 ModelKind = Literal["candidate", "baseline"]
 
 
 @dataclass(frozen=True)
 class SizeModel:
-    """A model of the study: its label (the candidate's name or description, the baseline's name),
+    """A model of the analysis: its label (the candidate's name or description, the baseline's name),
     what it is and its id (the candidate's id, the baseline's name)."""
 
     model: str
@@ -76,8 +76,8 @@ class SizeRow:
             "id": self.id,
             "n": self.n,
             "failed": self.failed,
-            **{k: self.statistics[k].value for k in STUDY_STATISTICS},
-            "intervals": {k: [self.statistics[k].low, self.statistics[k].high] for k in STUDY_STATISTICS},
+            **{k: self.statistics[k].value for k in ANALYSIS_STATISTICS},
+            "intervals": {k: [self.statistics[k].low, self.statistics[k].high] for k in ANALYSIS_STATISTICS},
             "losses": self.losses,
         }
 
@@ -123,7 +123,7 @@ class SampleSizeResult(TableResult):
         """One record per (size, model): its statistics and their 95% intervals."""
         return [
             {**{k: v for k, v in row.as_dict().items() if k not in ("intervals", "losses")},
-             **flat_statistics({k: row.statistics[k] for k in STUDY_STATISTICS})}
+             **flat_statistics({k: row.statistics[k] for k in ANALYSIS_STATISTICS})}
             for row in self.rows
         ]  # fmt: skip
 
@@ -145,7 +145,7 @@ class SampleSizeResult(TableResult):
         return out
 
 
-class SampleSizeStudy:
+class SampleSizeAnalysis:
     """Validated on construction (nothing trained or written); :meth:`run` trains what is missing.
 
     ``session`` is a :class:`~robustcli.session.StudySession` whose settings give
@@ -236,10 +236,10 @@ class SampleSizeStudy:
         )
 
     def log(self, result: SampleSizeResult, out: Path | None = None) -> SampleSizeResult:
-        """The study's run in MLflow (its table and figure as artifacts); ``out``: the figure's PNG here too."""
+        """The analysis's run in MLflow (its table and figure as artifacts); ``out``: the figure's PNG here too."""
         from dataclasses import replace
 
-        from robustcli.reporting.studies import sample_size_figure
+        from robustcli.reporting.analyses import sample_size_figure
 
         description = {
             "candidates": [c.id for c in self.candidates],
@@ -250,7 +250,7 @@ class SampleSizeStudy:
             "fingerprints": [p.session.fingerprint for p in self.parts],
         }
         draw = lambda path: sample_size_figure(path, result)  # noqa: E731
-        run_id = log_study_run(self.session, "sample-size", description, result.as_dict(), draw, out=out)
+        run_id = log_analysis_run(self.session, "sample-size", description, result.as_dict(), draw, out=out)
         return replace(result, run_id=run_id)
 
 

@@ -1,4 +1,4 @@
-"""`robust study sample-size` and `robust study variance`: JSON shapes, resume, bad input, report."""
+"""The paper's analyses, `robust study sample-size` and `robust study variance`: JSON shapes, resume, bad input, report."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def test_sample_size_json_resume_mlflow_and_report(app, runner, workdir):
 
     report = runner.invoke(app, ["report", "--study", "synthetic", "--json", "--out", "r.html"])
     assert report.exit_code == 0, report.output
-    studies = json.loads(report.stdout)["studies"]
-    assert [s["kind"] for s in studies] == ["sample-size"] and "saturat" in " ".join(studies[0]["lines"])
+    analyses = json.loads(report.stdout)["studies"]  # the JSON key scripts read
+    assert [s["kind"] for s in analyses] == ["sample-size"] and "saturat" in " ".join(analyses[0]["lines"])
     assert "data:image/png" in (workdir / "r.html").read_text()
 
 
@@ -119,7 +119,7 @@ def test_bad_input_is_refused_in_one_line_before_anything_trains(app, runner, wo
 
 def test_sizes_and_saturation():
     from robustcli.robustness.statistics import Estimate
-    from robustcli.studies import parse_sizes, saturation_size
+    from robustcli.analyses import parse_sizes, saturation_size
 
     paper = parse_sizes("100:32000:45")
     assert len(paper) == 45 and paper[0] == 100 and paper[-1] == 32000
@@ -146,10 +146,10 @@ def test_decomposition_verdicts():
     assert few.verdict == "too few instances to tell" and "too few" in few.note
 
 
-def test_a_study_at_another_size_keeps_the_tasks_implied_data_options(monkeypatch, workdir):
-    """A sample-size or variance study's settings fingerprint the same as `assess` at that size,
+def test_an_analysis_at_another_size_keeps_the_tasks_implied_data_options(monkeypatch, workdir):
+    """A sample-size or variance analysis's settings fingerprint the same as `assess` at that size,
     also for a task whose data is decided by a default it implies (the calorimeter's cell unit):
-    so the studies reuse what `assess` logged."""
+    so the analyses reuse what `assess` logged."""
     from robustcli.builtin.synthetic import SyntheticTask
     from robustcli.config import load_settings
     from robustcli.session import StudySession
