@@ -67,6 +67,11 @@ def test_variance_reuses_assess_vary_and_resumes(app, runner, workdir):
     assert first["sets"]["init"]["fingerprint"] == init["fingerprint"]
     assert first["sets"]["init"]["losses"] == init["losses"]
     assert first["instances"] == 2
+    # the early stopping the shares were measured at: each instance's epochs and why it stopped
+    for k in ("both", "init", "data"):
+        assert len(first["sets"][k]["epochs"]) == 2 and all(e >= 1 for e in first["sets"][k]["epochs"])
+        assert sum(first["sets"][k]["stop_reasons"].values()) == 2
+    assert init["mean_epochs"] == sum(first["sets"]["init"]["epochs"]) / 2
     for key in ("std_both", "std_init", "std_data"):
         assert isinstance(first[key], float) and first[key] >= 0
     assert set(first["shares"]) == {"init", "data"}

@@ -63,12 +63,19 @@ def variance(name: str) -> list[str]:
         return f"{100 * s['value']:.0f}% [{100 * s['low']:.0f}%, {100 * s['high']:.0f}%]" if math.isfinite(s["value"]) else "-"
 
     means = {k: d["sets"][k]["statistics"]["mean"]["value"] for k in ("both", "init", "data")}
+    epochs = [e for k in ("both", "init", "data") for e in d["sets"][k].get("epochs", [])]
+    stops: dict[str, int] = {}
+    for k in ("both", "init", "data"):
+        for reason, n in d["sets"][k].get("stop_reasons", {}).items():
+            stops[reason] = stops.get(reason, 0) + n
+    trained = (f"{sum(epochs) / len(epochs):.0f} ({min(epochs)}-{max(epochs)}); "
+               + ", ".join(f"{r} {n}" for r, n in sorted(stops.items())) if epochs else "-")
     return [
         f"| {d['candidate_name']} | {d['train_size']:,} | {d['instances']} | "
         + " | ".join(f"{_f(d[f'std_{k}'])} [{_f(d['intervals'][f'std_{k}'][0])}, {_f(d['intervals'][f'std_{k}'][1])}]"
                      for k in ("both", "init", "data"))
         + f" | {share('init')} | {share('data')} | {d['verdict']} | "
-        + " / ".join(_f(means[k]) for k in ("both", "init", "data")) + " |"
+        + " / ".join(_f(means[k]) for k in ("both", "init", "data")) + f" | {trained} |"
     ]
 
 
@@ -200,8 +207,8 @@ def main() -> None:
         "### Figure 6: Model 2 against the baselines at the larger sizes (dataset A)", "", *sample_size("sample-size-A-large"), "",
         "### Figure 7: initialisation or training sample (dataset B)", "",
         "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
-        "share data | verdict | mean both / init / data |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |",
+        "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
         *variance("variance-B-model1"), *variance("variance-B-model2"), "",
         "### Figure 18: the NAS picks against Model 2 (dataset B)", "", *nas("nas-B"), "",
         "The paper's NAS 1 and NAS 2 (its Table 3) and Model 2 on samples of 4,000 (`robust assess`, instances 0-5):", "",
@@ -210,13 +217,13 @@ def main() -> None:
         "## The second pass: the paper's early stopping, the paper's noiseless cells", "",
         "### Figure 7 at the paper's early stopping (min 100 epochs, window 30, 10 %, max 500)", "",
         "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
-        "share data | verdict | mean both / init / data |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |",
+        "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
         *variance("variance-B-model2-paper"), *variance("variance-B-model1-paper"), "",
         "Dataset A:", "",
         "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
-        "share data | verdict | mean both / init / data |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |",
+        "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
         *variance("variance-A-model2-paper"), "",
         "### Figure 6 on noiseless cells (dataset A, the first pass's reduced early stopping)", "",
         *sample_size("sample-size-A-large-noiseless"), "",

@@ -9,7 +9,8 @@ either command logged are reused, and a second run trains nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ class VarianceResult(TableResult):
     tracking_uri: str
     fingerprints: dict[str, str]
     run_id: str = ""
+    #: by set: each instance's epochs and why it stopped (the early stopping the shares were measured at)
+    epochs: dict[str, list[int]] = field(default_factory=dict)
+    stop_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.decomposition
@@ -76,6 +80,8 @@ class VarianceResult(TableResult):
                     "failed": self.failed[k],
                     "statistics": {name: est.as_dict() for name, est in self.statistics[k].items()},
                     "losses": self.losses[k],
+                    "epochs": self.epochs.get(k, []),
+                    "stop_reasons": self.stop_reasons.get(k, {}),
                     "fingerprint": self.fingerprints[k],
                 }
                 for k in SOURCES
@@ -144,6 +150,8 @@ class VarianceAnalysis:
             trained_now=trained,
             tracking_uri=s.store.uri,
             fingerprints={p.label: p.session.fingerprint for p in self.parts},
+            epochs={p.label: [r.epochs for _, r in sorted(p.records[cid].items())] for p in self.parts},
+            stop_reasons={p.label: dict(Counter(r.stop_reason for r in p.records[cid].values())) for p in self.parts},
         )
 
     def log(self, result: VarianceResult, out: Path | None = None) -> VarianceResult:
