@@ -203,19 +203,20 @@ def timings() -> list[str]:
 
 def main() -> None:
     parts = [
-        "### Figures 4-5: loss against training-sample size (dataset A)", "", *sample_size("sample-size-A"), "",
-        "### Figure 6: Model 2 against the baselines at the larger sizes (dataset A)", "", *sample_size("sample-size-A-large"), "",
-        "### Figure 7: initialisation or training sample (dataset B)", "",
+        "### The first pass: reduced early stopping (15-30 epochs), LHCb's noisy cells", "",
+        "#### Figures 4-5: loss against training-sample size (dataset A)", "", *sample_size("sample-size-A"), "",
+        "#### Figure 6: Model 2 against the baselines at the larger sizes (dataset A)", "", *sample_size("sample-size-A-large"), "",
+        "#### Figure 7: initialisation or training sample (dataset B)", "",
         "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
         "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
         "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
         *variance("variance-B-model1"), *variance("variance-B-model2"), "",
-        "### Figure 18: the NAS picks against Model 2 (dataset B)", "", *nas("nas-B"), "",
+        "#### Figure 18: the NAS picks against Model 2 (dataset B)", "", *nas("nas-B"), "",
         "The paper's NAS 1 and NAS 2 (its Table 3) and Model 2 on samples of 4,000 (`robust assess`, instances 0-5):", "",
         *assessed(["nas-B-4000-nas1", "nas-B-4000-nas2", "nas-B-4000-model2"]), "",
-        "### The selection (Algorithm 1) at the demo's scale (dataset A)", "", *selection(), "",
-        "## The second pass: the paper's early stopping, the paper's noiseless cells", "",
-        "### Figure 7 at the paper's early stopping (min 100 epochs, window 30, 10 %, max 500)", "",
+        "#### The selection (Algorithm 1) at the demo's scale (dataset A)", "", *selection(), "",
+        "### The second pass: the paper's early stopping, the paper's noiseless cells", "",
+        "#### Figure 7 at the paper's early stopping (min 100 epochs, window 30, 10 %, max 500)", "",
         "| model | train size | instances per set | std both [95% CI] | std init only | std data only | share init | "
         "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
         "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -225,17 +226,17 @@ def main() -> None:
         "share data | verdict | mean both / init / data | epochs: mean (range); stops |",
         "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
         *variance("variance-A-model2-paper"), "",
-        "### Figure 6 on noiseless cells (dataset A, the first pass's reduced early stopping)", "",
+        "#### Figure 6 on noiseless cells (dataset A, the first pass's reduced early stopping)", "",
         *sample_size("sample-size-A-large-noiseless"), "",
         "Model 2 at the paper's early stopping (the baselines are fitted, not trained: the same as above):", "",
         *sample_size("sample-size-A-large-noiseless-paper"), "",
-        "### Figure 18 at the paper's early stopping (dataset B, noiseless cells)", "",
+        "#### Figure 18 at the paper's early stopping (dataset B, noiseless cells)", "",
         *assessed([f"nas-B-{size}-{c}-paper" for size in (4000, 16000) for c in ("nas1", "nas2", "model2")]), "",
-        "### The selection on a slice of the grid (dataset A, noiseless cells, 64 candidates drawn with seed 1)", "",
+        "#### The selection on a slice of the grid (dataset A, noiseless cells, 64 candidates drawn with seed 1)", "",
         *selection("grid-select-paper", "grid-baseline", None), "", *selection("grid-select-race", "grid-baseline", None), "",
         "Each pick and Model 2 over 10 fresh instances (study seed 2; the selection's was 1):", "",
         *assessed(["grid-fresh-paper", "grid-fresh-race", "grid-fresh-model2"]), "",
-        "### Wall time", "", *timings(),
+        "### Wall time of every step", "", *timings(),
     ]
     sys.stdout.write("\n".join(parts) + "\n")
 
