@@ -16,7 +16,11 @@ better), and "contradictions": the share of repetitions in which the pick gets P
 while another contender is indistinguishable from it at 95 %. Noise is normal or Student-t with 3
 degrees of freedom (``--heavy``): symmetric, so the mean and median share their truth.
 
-    .venv/bin/python benchmarks/pick_confidence_calibration.py [--reps 300] [--heavy]
+    .venv/bin/python benchmarks/pick_confidence_calibration.py [--reps 400] [--heavy] [--quick]
+
+It ends with the mean calibration gap |P(pick) - truth| and Brier score per method, and
+``ratio=`` the old bootstrap's Brier score over the chosen method's (posterior for the mean,
+smoothed otherwise), all rows together: above 1, the new P(best) is the better forecast.
 """
 
 from __future__ import annotations
@@ -47,10 +51,15 @@ def old_bootstrap(x: np.ndarray, values, seed: int, n_boot: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=400)
+    ap.add_argument("--quick", action="store_true", help="40 repetitions per row (a smoke run)")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--heavy", action="store_true", help="Student-t(3) noise instead of normal")
     args = ap.parse_args()
+    if args.quick:
+        args.reps = 40
+    summary: dict[str, list[tuple[float, float]]] = {}
+    old_new: list[tuple[float, float]] = []
     rng = np.random.default_rng(19)
     print(f"{'crit':6} {'s':>3} {'k':>2} {'tau':>4} | {'method':9} {'P(pick)':>8} {'truth':>6} "
           f"{'brier':>6} {'contra':>6}")
@@ -71,7 +80,7 @@ def main() -> None:
                         truth_hits += pick == best
                         onehot = np.eye(k)[best]
                         ests = {"bootstrap": (old_bootstrap(x, obj.primary.values, rep, args.n_boot), None)}
-                        methods = [("smoothed", False)] + ([("posterior", True)] if name == "mean" else [])
+                        methods = [("smoothed", False), ("posterior", True)]
                         for label, mean in methods:
                             r = pick_confidence(ids, x, ids[pick], obj.primary.values, obj.order, 0.95,
                                                 seed=rep, n_boot=args.n_boot, mean=mean)
@@ -81,12 +90,21 @@ def main() -> None:
                             ind = indist if ind is None else ind
                             rows.setdefault(label, []).append(
                                 (pb[pick], float(((pb - onehot) ** 2).sum()), float(pb[pick] >= 0.995 and ind)))
+                    chosen = "posterior" if name == "mean" else "smoothed"
+                    old_new.append((np.mean([r[1] for r in rows["bootstrap"]]), np.mean([r[1] for r in rows[chosen]])))
                     for label, vals_ in rows.items():
                         a = np.array(vals_)
+                        summary.setdefault(f"{name} {label}", []).append(
+                            (abs(a[:, 0].mean() - truth_hits / args.reps), a[:, 1].mean()))
                         print(f"{name:6} {s:3d} {k:2d} {tau:4.1f} | {label:9} {a[:, 0].mean():8.3f} "
                               f"{truth_hits / args.reps:6.3f} {a[:, 1].mean():6.3f} {a[:, 2].mean():6.3f}")
+    for label, v in summary.items():
+        a = np.array(v)
+        print(f"{label:17} mean |P(pick) - truth| {a[:, 0].mean():.3f} (max {a[:, 0].max():.3f}), Brier {a[:, 1].mean():.3f}")
     print(f"# {args.reps} repetitions per row, {args.n_boot} draws, noise "
           f"{'t(3)' if args.heavy else 'normal'}; {time.perf_counter() - t0:.0f} s")
+    a = np.array(old_new)
+    print(f"ratio={a[:, 0].mean() / a[:, 1].mean():.3f}")
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def pick_confidence(
         d = chal - sub[p]
         sd = d.std(axis=1, ddof=1)
         lb = gap - float(t.ppf(level, s - 1)) * sd / math.sqrt(s)
-        draws = _posterior_draws(d, n_boot, rng)
+        draws = _posterior_draws(d, n_boot, rng, gap)
     else:
         cols = resample_columns(s, n_boot, seed)
         raw = bootstrap_values(sub, value, cols)
@@ -354,12 +354,13 @@ def pick_confidence(
     return PickConfidence(pick, level, s, contenders, indist, p_best, more, method)
 
 
-def _posterior_draws(d: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def _posterior_draws(d: np.ndarray, n: int, rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
     """Draws (n x rows) of the rows' true mean differences given their per-instance differences
     ``d`` (rows x s): under the noninformative prior, a multivariate Student-t on ``s - 1`` degrees
-    of freedom centred on the observed means with scale ``S / s`` (``S`` their sample covariance).
+    of freedom centred on the observed means (``centre``, the criterion's own differences) with
+    scale ``S / s`` (``S`` their sample covariance).
 
-    ``dbar + sqrt(nu / chi2_nu) * Dc^T z / sqrt(s (s - 1))``, ``z ~ N(0, I_s)``: ``Dc^T Dc / (s - 1)``
+    ``centre + sqrt(nu / chi2_nu) * Dc^T z / sqrt(s (s - 1))``, ``z ~ N(0, I_s)``: ``Dc^T Dc / (s - 1)``
     is ``S`` itself, so no factorisation is needed and a singular ``S`` (fewer instances than
     contenders) is fine. One chi-squared per draw, shared by the rows, as the joint law has it."""
     k, s = d.shape
@@ -368,7 +369,7 @@ def _posterior_draws(d: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     dc = d - dbar[:, None]
     z = rng.standard_normal((n, s))
     scale = np.sqrt(nu / rng.chisquare(nu, size=n))
-    return dbar[None, :] + scale[:, None] * (z @ dc.T) / math.sqrt(s * nu)
+    return centre[None, :] + scale[:, None] * (z @ dc.T) / math.sqrt(s * nu)
 
 
 def _bootstrap_sd(diff: np.ndarray, s: int) -> np.ndarray:
@@ -381,19 +382,19 @@ def _bootstrap_sd(diff: np.ndarray, s: int) -> np.ndarray:
 
 def _smoothed_draws(diff: np.ndarray, point: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     """The bootstrap's differences (resamples x rows) made to doubt as the posterior does: each
-    resample's deviation from the bootstrap mean widened by ``sqrt(s / (s - 1))`` and by a
-    ``sqrt(nu / chi2_nu)`` shared across rows, around the observed difference ``point``.
+    resample's deviation from the observed difference ``point`` widened by ``sqrt(s / (s - 1))``
+    and by a ``sqrt(nu / chi2_nu)`` shared across rows.
 
     For the mean this is close to the Student-t posterior (the bootstrap mean is near normal with
     the sample's variance / s); for any criterion it is continuous where the raw bootstrap of a few
-    instances has a handful of values, all on one side of zero when every instance agrees."""
+    instances has a handful of values, all on one side of zero when every instance agrees, and it
+    tends to the plain bootstrap as instances accrue. Centred on ``point`` rather than on the
+    bootstrap's own mean, which keeps the bootstrap's shape (a median's is lumpy and skewed)."""
     n = diff.shape[0]
     nu = s - 1
+    scale = np.sqrt(nu / rng.chisquare(nu, size=n)) * math.sqrt(s / (s - 1.0))
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(diff)
-        centre = np.array([diff[ok[:, j], j].mean() if ok[:, j].any() else 0.0 for j in range(diff.shape[1])])
-        scale = np.sqrt(nu / rng.chisquare(nu, size=n)) * math.sqrt(s / (s - 1.0))
-        out = np.where(ok, point[None, :] + scale[:, None] * (diff - centre[None, :]), diff)
+        out = np.where(np.isfinite(diff), point[None, :] + scale[:, None] * (diff - point[None, :]), diff)
     out[np.isnan(out)] = np.inf  # a criterion undefined on a resample: that contender does not win it
     return out
 
