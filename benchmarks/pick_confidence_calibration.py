@@ -91,7 +91,8 @@ def main() -> None:
                             rows.setdefault(label, []).append(
                                 (pb[pick], float(((pb - onehot) ** 2).sum()), float(pb[pick] >= 0.995 and ind)))
                     chosen = "posterior" if name == "mean" else "smoothed"
-                    old_new.append((np.mean([r[1] for r in rows["bootstrap"]]), np.mean([r[1] for r in rows[chosen]])))
+                    old_new.append((np.mean([r[1] for r in rows["bootstrap"]]),
+                                    np.mean([r[1] for r in rows[chosen]])))
                     for label, vals_ in rows.items():
                         a = np.array(vals_)
                         summary.setdefault(f"{name} {label}", []).append(
@@ -100,7 +101,8 @@ def main() -> None:
                               f"{truth_hits / args.reps:6.3f} {a[:, 1].mean():6.3f} {a[:, 2].mean():6.3f}")
     for label, v in summary.items():
         a = np.array(v)
-        print(f"{label:17} mean |P(pick) - truth| {a[:, 0].mean():.3f} (max {a[:, 0].max():.3f}), Brier {a[:, 1].mean():.3f}")
+        print(f"{label:17} mean |P(pick) - truth| {a[:, 0].mean():.3f} (max {a[:, 0].max():.3f}), "
+              f"Brier {a[:, 1].mean():.3f}")
     print(f"# {args.reps} repetitions per row, {args.n_boot} draws, noise "
           f"{'t(3)' if args.heavy else 'normal'}; {time.perf_counter() - t0:.0f} s")
     a = np.array(old_new)

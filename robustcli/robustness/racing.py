@@ -24,8 +24,8 @@ every test here keeps its validity and most of its power when one loss is 10^4 t
   t-smoothed paired bootstrap for other criteria: both doubt with few instances, where a plain
   resampling share says 100 %), and how many more instances would separate them.
 
-Everything is deterministic: bootstrap resamples and posterior draws come from a seed the caller derives from
-what it is shown (a rule must be a pure function of its view).
+Everything is deterministic: bootstrap resamples and posterior draws come from a seed the caller
+derives from what it is shown (a rule must be a pure function of its view).
 """
 
 from __future__ import annotations
@@ -217,11 +217,13 @@ class PickConfidence:
 
     ``contenders`` are the candidates of the selection's last step (the final survivors and
     those the last step dropped), each with ``instances`` losses. ``indistinguishable`` holds those
-    the data cannot tell from the pick at ``level`` (the pick included): a one-sided paired
-    bootstrap bound on their criterion's excess over the pick's does not exclude zero.
-    ``p_best`` is, per contender, the probability that its criterion is truly the lowest: for the
-    mean, under the posterior of the paired mean differences; for other criteria, under the paired
-    bootstrap over instances widened by the same Student-t factor (see :func:`pick_confidence`). ``more_instances`` estimates, per indistinguishable contender, how many more
+    the data cannot tell from the pick at ``level`` (the pick included): a one-sided paired bound
+    on their criterion's excess over the pick's (the paired t for the mean, bootstrap-t otherwise)
+    does not exclude zero. ``p_best`` is, per contender, the probability that its criterion is
+    truly the lowest: for the mean, under the posterior of the paired mean differences; for other
+    criteria, under the paired bootstrap over instances widened by the same Student-t factor (see
+    :func:`pick_confidence`); ``method`` says which. ``more_instances`` estimates, per
+    indistinguishable contender, how many more
     instances would show the difference at ``level`` (``None`` when its estimated difference is
     zero or favours it, or more than 10^9 would be needed: "never").
     """
