@@ -226,7 +226,8 @@ class SelectionOutcome(TableResult):
 
     @property
     def p_best(self) -> dict[str, float]:
-        """Per candidate of the last step, the (paired bootstrap) probability that it is the best."""
+        """Per candidate of the last step, the probability that it is the best (a Student-t posterior
+        for the mean, a t-smoothed paired bootstrap for other criteria: see ``pick_confidence``)."""
         return self.result.p_best
 
     def as_dict(self) -> dict[str, Any]:

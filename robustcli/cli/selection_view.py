@@ -24,7 +24,8 @@ def render_confidence(report: dict[str, Any], label: Any = None, top: int = 10) 
     indist = set(report["indistinguishable"])
     name = label or (lambda cid: cid)
     rows = confidence_rows(report["p_best"], indist, report.get("more_instances", {}), pick)
-    table = Table(title=f"How sure is the pick? (paired bootstrap over {report.get('steps', '?')} instances of the "
+    method = report.get("confidence_method") or "paired bootstrap over instances"
+    table = Table(title=f"How sure is the pick? ({method}, {report.get('steps', '?')} instances of the "
                         f"{len(report.get('contenders', []))} candidates of the last step)")
     table.add_column("candidate", overflow="fold")
     table.add_column("P(best)", justify="right")

@@ -139,9 +139,11 @@ def _confidence_section(confidence: Mapping[str, Any], pick: str, label: Callabl
             for cid, p, tied, sep in confidence_rows(confidence.get("p_best", {}), indist,
                                                      confidence.get("more_instances", {}), pick)]
     others = len(indist - {pick})
+    # runs written before the method was recorded used a plain paired bootstrap
+    method = html.escape(str(confidence.get("method", "paired bootstrap over instances")))
     text = (f"<h2>How sure is the pick?</h2><p>Over the {confidence.get('instances', '?')} instances of the "
-            f"{confidence.get('contenders', '?')} candidates of the selection's last step, a paired bootstrap "
-            f"(whole instances resampled, every candidate alike) gives each the probability of being the best. "
+            f"{confidence.get('contenders', '?')} candidates of the selection's last step, a {method} "
+            f"(the instances paired, every candidate alike) gives each the probability of being the best. "
             f"{'No other candidate' if not others else f'{others} other candidate(s)'} cannot be told from the pick "
             f"at {level:.0%} confidence; the last column estimates how many more instances would tell them "
             f"apart.</p>")

@@ -20,11 +20,12 @@ every test here keeps its validity and most of its power when one loss is 10^4 t
   the generic test for what ranks cannot test (min, max, a user's function; a spread's "not
   needed" and stop), and the pick's confidence;
 * :func:`pick_confidence` says, when a selection ends, which candidates the data cannot tell
-  from the pick, the bootstrap probability that each is the best, and how many more instances
-  would separate them.
+  from the pick, the probability that each is the best (a Student-t posterior for the mean, a
+  t-smoothed paired bootstrap for other criteria: both doubt with few instances, where a plain
+  resampling share says 100 %), and how many more instances would separate them.
 
-Everything is deterministic: bootstrap resamples are drawn from a seed the caller derives from
-what it is shown (a rule must be a pure function of its view).
+Everything is deterministic: bootstrap resamples and posterior draws come from a seed the caller
+derives from what it is shown (a rule must be a pure function of its view).
 """
 
 from __future__ import annotations
@@ -216,10 +217,13 @@ class PickConfidence:
 
     ``contenders`` are the candidates of the selection's last step (the final survivors and
     those the last step dropped), each with ``instances`` losses. ``indistinguishable`` holds those
-    the data cannot tell from the pick at ``level`` (the pick included): a one-sided paired
-    bootstrap bound on their criterion's excess over the pick's does not exclude zero.
-    ``p_best`` is, per contender, the share of bootstrap resamples of the instances in which it
-    ranks first. ``more_instances`` estimates, per indistinguishable contender, how many more
+    the data cannot tell from the pick at ``level`` (the pick included): a one-sided paired bound
+    on their criterion's excess over the pick's (the paired t for the mean, bootstrap-t otherwise)
+    does not exclude zero. ``p_best`` is, per contender, the probability that its criterion is
+    truly the lowest: for the mean, under the posterior of the paired mean differences; for other
+    criteria, under the paired bootstrap over instances widened by the same Student-t factor (see
+    :func:`pick_confidence`); ``method`` says which. ``more_instances`` estimates, per
+    indistinguishable contender, how many more
     instances would show the difference at ``level`` (``None`` when its estimated difference is
     zero or favours it, or more than 10^9 would be needed: "never").
     """
@@ -231,7 +235,7 @@ class PickConfidence:
     indistinguishable: tuple[str, ...]
     p_best: dict[str, float] = field(default_factory=dict)
     more_instances: dict[str, int | None] = field(default_factory=dict)
-    method: str = "paired bootstrap over instances"
+    method: str = "Student-t posterior of the paired mean differences"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -255,6 +259,9 @@ class PickConfidence:
 
 #: at most this many contenders (the best by the criterion) enter the bootstrap of the pick's confidence
 MAX_CONTENDERS = 64
+#: how P(best) is estimated (``PickConfidence.method``): the criterion is the mean / anything else
+POSTERIOR = "Student-t posterior of the paired mean differences"
+SMOOTHED_BOOTSTRAP = "paired bootstrap over instances, t-smoothed"
 
 
 def pick_confidence(
@@ -270,6 +277,7 @@ def pick_confidence(
     zone: float = 0.0,
     seed: int = 0,
     n_boot: int = 2000,
+    mean: bool = False,
 ) -> PickConfidence:
     """The pick's confidence among ``ids`` (rows of ``losses``, paired columns); see :class:`PickConfidence`.
 
@@ -279,6 +287,14 @@ def pick_confidence(
     and a contender with a blow-up whose criterion exceeds the pick's by more than ``zone`` is
     told apart from the pick, as the race drops it: heavy right tails are what make a
     candidate non-robust, and a right-skewed mean is under- rather than over-estimated.
+
+    P(best) is the share of ``n_boot`` draws of the contenders' true differences to the pick in
+    which each is the lowest (the pick's being 0). With ``mean`` (``value`` is the mean) the draws
+    come from the posterior of the mean differences (:func:`_posterior_draws`) and the bound is the
+    paired t on the same scale; otherwise from the paired bootstrap of ``value``, widened to doubt
+    as that posterior does (:func:`_smoothed_draws`). A raw resampling share cannot doubt: when
+    every instance favours the pick, so does every resample, and 3 instances said "100 %" beside
+    "cannot tell them apart". A contender told apart for a blow-up gets 0.
     """
     x = np.asarray(losses, dtype=float)
     ids = list(ids)
@@ -295,36 +311,101 @@ def pick_confidence(
     sub = x[keep]
     p = sub_ids.index(pick)
     contenders = tuple(sorted(ids))
+    method = POSTERIOR if mean else SMOOTHED_BOOTSTRAP
     if s < 2 or len(keep) < 2:
         p_best = {c: (1.0 if c == pick else 0.0) for c in contenders}
-        return PickConfidence(pick, level, s, contenders, (pick,), p_best, {})
-    cols = resample_columns(s, n_boot, seed)
-    raw = bootstrap_values(sub, value, cols)
-    challenger = bootstrap_values(capped(sub, factor), value, cols) if cap else raw
-    chal_point = np.asarray(value(capped(sub, factor) if cap else sub), dtype=float)
-    lb = t_lower_bounds(challenger, raw[:, p], chal_point - point[pos], s, 1.0 - level)
+        return PickConfidence(pick, level, s, contenders, (pick,), p_best, {}, method)
+    chal = capped(sub, factor) if cap else sub
+    chal_point = np.asarray(value(chal), dtype=float)
+    gap = chal_point - point[pos]
+    rng = np.random.default_rng(seed)
+    if mean:
+        # the paired t: its bound and the posterior below share one scale, so a contender the
+        # data cannot tell apart at ``level`` keeps a posterior chance of at least 1 - level
+        # to be below the pick (exactly so with two contenders)
+        from scipy.stats import t
+
+        d = chal - sub[p]
+        sd = d.std(axis=1, ddof=1)
+        lb = gap - float(t.ppf(level, s - 1)) * sd / math.sqrt(s)
+        draws = _posterior_draws(d, n_boot, rng, gap)
+    else:
+        cols = resample_columns(s, n_boot, seed)
+        raw = bootstrap_values(sub, value, cols)
+        challenger = bootstrap_values(chal, value, cols) if cap else raw
+        lb = t_lower_bounds(challenger, raw[:, p], gap, s, 1.0 - level)
+        with np.errstate(invalid="ignore"):
+            diff = challenger - raw[:, p : p + 1]
+        sd = _bootstrap_sd(diff, s)
+        draws = _smoothed_draws(diff, gap, s, rng)
     blown = blowups(sub, factor) if cap else np.zeros(len(keep), dtype=bool)
     told_apart = (lb > 0) | (blown & (point[keep] > point[pos] + zone))
     told_apart[p] = False
     indist = tuple(sorted(c for c, apart in zip(sub_ids, told_apart) if not apart))
-    # P(best): the share of resamples in which each contender ranks first on the raw losses
-    wins = np.zeros(len(keep))
-    best = np.argmin(np.where(np.isfinite(raw), raw, np.inf) + 0.0, axis=1)
-    np.add.at(wins, best, 1.0)
+    # a contender told apart for a blow-up cannot be the best: its capped losses understate it
+    draws[:, blown & told_apart] = np.inf
+    draws[:, p] = 0.0
+    share = _share_lowest(draws)
     p_best = {c: 0.0 for c in contenders}
-    p_best.update({c: float(w / n_boot) for c, w in zip(sub_ids, wins)})
-    # instances to separate: the paired difference's standard deviation per instance, from the
-    # bootstrap's standard error of the mean (sd = se * sqrt(s)), against the estimated difference
+    p_best.update({c: float(w) for c, w in zip(sub_ids, share)})
     more: dict[str, int | None] = {}
     for i, c in enumerate(sub_ids):
         if c == pick or c not in indist:
             continue
-        d = challenger[:, i] - raw[:, p]
-        d = d[np.isfinite(d)]
-        se = float(d.std(ddof=1)) if d.size > 1 else 0.0
-        gap = float(chal_point[i] - point[pos])
-        more[c] = _instances_to_separate(gap, se * math.sqrt(s) * math.sqrt(s / (s - 1.0)), s, level)
-    return PickConfidence(pick, level, s, contenders, indist, p_best, more)
+        more[c] = _instances_to_separate(float(gap[i]), float(sd[i]), s, level)
+    return PickConfidence(pick, level, s, contenders, indist, p_best, more, method)
+
+
+def _posterior_draws(d: np.ndarray, n: int, rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
+    """Draws (n x rows) of the rows' true mean differences given their per-instance differences
+    ``d`` (rows x s): under the noninformative prior, a multivariate Student-t on ``s - 1`` degrees
+    of freedom centred on the observed means (``centre``, the criterion's own differences) with
+    scale ``S / s`` (``S`` their sample covariance).
+
+    ``centre + sqrt(nu / chi2_nu) * Dc^T z / sqrt(s (s - 1))``, ``z ~ N(0, I_s)``: ``Dc^T Dc / (s - 1)``
+    is ``S`` itself, so no factorisation is needed and a singular ``S`` (fewer instances than
+    contenders) is fine. One chi-squared per draw, shared by the rows, as the joint law has it."""
+    k, s = d.shape
+    nu = s - 1
+    dbar = d.mean(axis=1)
+    dc = d - dbar[:, None]
+    z = rng.standard_normal((n, s))
+    scale = np.sqrt(nu / rng.chisquare(nu, size=n))
+    return centre[None, :] + scale[:, None] * (z @ dc.T) / math.sqrt(s * nu)
+
+
+def _bootstrap_sd(diff: np.ndarray, s: int) -> np.ndarray:
+    """Per row, the per-instance standard deviation that the bootstrap's standard error of the
+    difference stands for (``se * sqrt(s) * sqrt(s / (s - 1))``, as :func:`t_lower_bounds` widens it)."""
+    with np.errstate(invalid="ignore"):
+        se = np.nanstd(np.where(np.isfinite(diff), diff, np.nan), axis=0, ddof=1)
+    return np.nan_to_num(se, nan=0.0) * math.sqrt(s) * math.sqrt(s / (s - 1.0))
+
+
+def _smoothed_draws(diff: np.ndarray, point: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    """The bootstrap's differences (resamples x rows) made to doubt as the posterior does: each
+    resample's deviation from the observed difference ``point`` widened by ``sqrt(s / (s - 1))``
+    and by a ``sqrt(nu / chi2_nu)`` shared across rows.
+
+    For the mean this is close to the Student-t posterior (the bootstrap mean is near normal with
+    the sample's variance / s); for any criterion it is continuous where the raw bootstrap of a few
+    instances has a handful of values, all on one side of zero when every instance agrees, and it
+    tends to the plain bootstrap as instances accrue. Centred on ``point`` rather than on the
+    bootstrap's own mean, which keeps the bootstrap's shape (a median's is lumpy and skewed)."""
+    n = diff.shape[0]
+    nu = s - 1
+    scale = np.sqrt(nu / rng.chisquare(nu, size=n)) * math.sqrt(s / (s - 1.0))
+    with np.errstate(invalid="ignore"):
+        out = np.where(np.isfinite(diff), point[None, :] + scale[:, None] * (diff - point[None, :]), diff)
+    out[np.isnan(out)] = np.inf  # a criterion undefined on a resample: that contender does not win it
+    return out
+
+
+def _share_lowest(draws: np.ndarray) -> np.ndarray:
+    """Per column, the share of rows (draws) in which it is the lowest, exact ties split evenly."""
+    low = draws.min(axis=1, keepdims=True)
+    first = draws == low
+    return (first / first.sum(axis=1, keepdims=True)).sum(axis=0) / draws.shape[0]
 
 
 def _instances_to_separate(gap: float, sd: float, s: int, level: float) -> int | None:

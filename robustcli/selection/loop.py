@@ -296,4 +296,4 @@ def _confidence(view: LossView, pick: str, objective: Objective, level: float) -
     zone = share * abs(float(np.mean(row))) if np.isfinite(row).all() else 0.0
     primary = objective.primary
     return pick_confidence(view.ids, view.losses, pick, primary.values, objective.order, level,
-                           cap=primary.name in CAP_SAFE, zone=zone, seed=view.step)
+                           cap=primary.name in CAP_SAFE, zone=zone, seed=view.step, mean=primary.name == "mean")

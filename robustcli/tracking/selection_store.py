@@ -241,6 +241,7 @@ class MlflowSelectionStore(SelectionStore):
             "indistinguishable": list(sure.indistinguishable)[:50],
             "p_best": dict(cls._top_p_best(result)),
             "more_instances": dict(list(sure.more_instances.items())[:20]),
+            "method": sure.method,
         }
         return {T.CONFIDENCE: json.dumps(payload, sort_keys=True)[:7900]}
 
