@@ -177,17 +177,21 @@ def timings() -> list[str]:
             if row["step"] != "total":
                 start = datetime.fromisoformat(row["start"])
                 spans.append((start, start + timedelta(seconds=s)))
-    if spans:
-        first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    for day in sorted({a.date() for a, _ in spans}):  # one pass per day
+        first = min(a for a, _ in spans if a.date() == day)
+        last = max(b for a, b in spans if a.date() == day)
         wall = int((last - first).total_seconds())
-        out += ["", f"From the first step's start to the last one's end: {wall // 60} min {wall % 60:02d} s ({first:%H:%M} to {last:%H:%M} UTC)."]
-    loads = []
+        out += ["", f"{day}: from the first step's start to the last one's end: {wall // 60} min {wall % 60:02d} s "
+                    f"({first:%H:%M} to {last:%H:%M} UTC)."]
+    loads: dict[str, list[float]] = {}
     with path.open() as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            loads += [float(row[k]) for k in ("load_start", "load_end") if row[k] not in ("", "-")]
-    if loads:
-        out += ["", f"Load average (1 min) at the steps' starts and ends ({len(loads)} readings): mean {sum(loads) / len(loads):.1f}, "
-                    f"min {min(loads):.1f}, max {max(loads):.1f}, on 2 cores shared with other users."]
+            loads.setdefault(row["start"][:10], []).extend(
+                float(row[k]) for k in ("load_start", "load_end") if row[k] not in ("", "-"))
+    for day, day_loads in sorted(loads.items()):
+        out += ["", f"{day}: load average (1 min) at the steps' starts and ends ({len(day_loads)} readings): mean "
+                    f"{sum(day_loads) / len(day_loads):.1f}, min {min(day_loads):.1f}, max {max(day_loads):.1f}, "
+                    "on 2 cores shared with other users."]
     cpu = HERE / "cpu.tsv"
     if cpu.exists():
         out += ["", "CPU time of each step's process (user + system, read from /proc every 5 s by `sample-cpu.sh`; `cpu.tsv`):", "",
@@ -195,6 +199,10 @@ def timings() -> list[str]:
         total = 0.0
         with cpu.open() as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
+                if row["pid"] == "pid":  # the header of a later pass's rows
+                    out.append(f"| total sampled | {total:.0f} ({total / 60:.1f} CPU minutes) |")
+                    total = 0.0
+                    continue
                 total += float(row["cpu_s"])
                 out.append(f"| `{row['command']}` | {float(row['cpu_s']):.0f} |")
         out.append(f"| total sampled | {total:.0f} ({total / 60:.1f} CPU minutes) |")
