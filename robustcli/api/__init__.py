@@ -21,29 +21,72 @@ Results are plain dataclasses with ``as_dict()`` (what ``--json`` prints), ``rec
 one line the CLI prints. Nothing draws progress unless ``progress=True`` (or a :class:`Progress`).
 """
 
-from robustcli.analyses.sample_size import SampleSizeResult
-from robustcli.analyses.variance import VarianceResult
-from robustcli.api.progress import Progress, Silent
-from robustcli.api.report import build_report
-from robustcli.api.reproduce import Reproduction, reproduce_run
-from robustcli.api.results import (
-    Assessment,
-    BaselineFits,
-    CandidateInfo,
-    CandidateSummary,
-    NasOutcome,
-    ReplayOutcome,
-    SelectionOutcome,
-    StudyInfo,
-    StudyReport,
-    StudyRuns,
-    TaskInfo,
-)
-from robustcli.api.selection import replay_selection
-from robustcli.api.store import export_losses, list_studies
-from robustcli.api.study import Study, list_candidates, list_tasks
-from robustcli.errors import InputError, RobustError
-from robustcli.task import Baseline, Candidate, Loss, SearchSpace, Task, TaskData
+from __future__ import annotations
+
+import importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
+    from robustcli.analyses.sample_size import SampleSizeResult
+    from robustcli.analyses.variance import VarianceResult
+    from robustcli.api.progress import Progress, Silent
+    from robustcli.api.report import build_report
+    from robustcli.api.reproduce import Reproduction, reproduce_run
+    from robustcli.api.results import (
+        Assessment,
+        BaselineFits,
+        CandidateInfo,
+        CandidateSummary,
+        NasOutcome,
+        ReplayOutcome,
+        SelectionOutcome,
+        StudyInfo,
+        StudyReport,
+        StudyRuns,
+    )
+    from robustcli.api.selection import replay_selection
+    from robustcli.api.store import export_losses, list_studies
+    from robustcli.api.study import Study, list_candidates
+    from robustcli.api.tasks import TaskInfo, list_tasks
+    from robustcli.errors import InputError, RobustError
+    from robustcli.task import Baseline, Candidate, Loss, SearchSpace, Task, TaskData
+
+# Names are imported on first use (PEP 562): `robust tasks` and `robust --help` import this package
+# and must not pay for numpy, MLflow and the analyses they never touch.
+_HOME = {
+    "Assessment": "robustcli.api.results",
+    "Baseline": "robustcli.task",
+    "BaselineFits": "robustcli.api.results",
+    "Candidate": "robustcli.task",
+    "CandidateInfo": "robustcli.api.results",
+    "CandidateSummary": "robustcli.api.results",
+    "InputError": "robustcli.errors",
+    "Loss": "robustcli.task",
+    "NasOutcome": "robustcli.api.results",
+    "Progress": "robustcli.api.progress",
+    "ReplayOutcome": "robustcli.api.results",
+    "Reproduction": "robustcli.api.reproduce",
+    "RobustError": "robustcli.errors",
+    "SampleSizeResult": "robustcli.analyses.sample_size",
+    "SearchSpace": "robustcli.task",
+    "SelectionOutcome": "robustcli.api.results",
+    "Silent": "robustcli.api.progress",
+    "Study": "robustcli.api.study",
+    "StudyInfo": "robustcli.api.results",
+    "StudyReport": "robustcli.api.results",
+    "StudyRuns": "robustcli.api.results",
+    "Task": "robustcli.task",
+    "TaskData": "robustcli.task",
+    "TaskInfo": "robustcli.api.tasks",
+    "VarianceResult": "robustcli.analyses.variance",
+    "build_report": "robustcli.api.report",
+    "export_losses": "robustcli.api.store",
+    "list_candidates": "robustcli.api.study",
+    "list_studies": "robustcli.api.store",
+    "list_tasks": "robustcli.api.tasks",
+    "replay_selection": "robustcli.api.selection",
+    "reproduce_run": "robustcli.api.reproduce",
+}
 
 __all__ = [
     "Assessment",
@@ -79,3 +122,15 @@ __all__ = [
     "replay_selection",
     "reproduce_run",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

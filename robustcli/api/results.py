@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from robustcli.reporting.analyses import AnalysisSection
 from robustcli.results import TableResult, flat_statistics, plain
@@ -31,7 +31,6 @@ __all__ = [
     "StudyInfo",
     "StudyReport",
     "StudyRuns",
-    "TaskInfo",
 ]
 
 
@@ -377,24 +376,6 @@ class NasOutcome(TableResult):
             out.append({**flat, **{f"param_{k}": v for k, v in r.params.items()}})
         return out
 
-
-@dataclass(repr=False)
-class TaskInfo(TableResult):
-    """An installed task (``list_tasks``): its entry point, status (``ok``, ``broken``) and size."""
-
-    name: str
-    distribution: str
-    version: str
-    entry_point: str
-    status: Literal["ok", "broken"]
-    description: str
-    candidates: int | None
-    warning: str | None = None
-    error: str | None = None
-
-    def summary_line(self) -> str:
-        what = self.description if self.status == "ok" else f"broken: {self.error}"
-        return f"{self.name} ({self.distribution} {self.version}): {what}"
 
 
 @dataclass(repr=False)

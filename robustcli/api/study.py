@@ -22,7 +22,6 @@ from robustcli.api.results import (
     SelectionOutcome,
     StudyReport,
     StudyRuns,
-    TaskInfo,
 )
 from robustcli.config import StudySettings, load_settings, with_overrides
 from robustcli.errors import InputError
@@ -36,7 +35,7 @@ if TYPE_CHECKING:  # torch and the analyses load when a method needs them
     from robustcli.task import Candidate, Task
     from robustcli.tracking.mlflow_store import InstanceRecord
 
-__all__ = ["Study", "list_candidates", "list_tasks"]
+__all__ = ["Study", "list_candidates"]
 
 _Result = TypeVar("_Result", covariant=True)
 
@@ -516,12 +515,3 @@ def list_candidates(task: str | type[Task] | Task, *, where: Mapping[str, Any] |
 
     return _candidate_infos(inline_task(task, options)[0], where)
 
-
-def list_tasks() -> list[TaskInfo]:
-    """The installed tasks (``robust tasks``): name, description, distribution and version,
-    search-space size; a plugin that cannot load is listed with its error, never raised.
-
-    Example: ``[t.name for t in list_tasks() if t.status == "ok"]``"""
-    from robustcli.plugins import task_summaries
-
-    return [TaskInfo(**row) for row in task_summaries()]

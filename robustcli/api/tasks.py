@@ -1,14 +1,44 @@
-"""One installed task in detail (``robust tasks show``) and its conformance checks (``robust check``).
-
-The listing of every installed task is :func:`robustcli.api.list_tasks`.
+"""The installed tasks: their listing (``robust tasks``), one in detail (``robust tasks show``) and
+its conformance checks (``robust check``). Light on purpose: listing tasks imports no numpy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["TaskDetail", "check_task", "describe_task"]
+from robustcli.results import TableResult
+
+__all__ = ["TaskDetail", "TaskInfo", "check_task", "describe_task", "list_tasks"]
+
+
+@dataclass(repr=False)
+class TaskInfo(TableResult):
+    """An installed task (``list_tasks``): its entry point, status (``ok``, ``broken``) and size."""
+
+    name: str
+    distribution: str
+    version: str
+    entry_point: str
+    status: Literal["ok", "broken"]
+    description: str
+    candidates: int | None
+    warning: str | None = None
+    error: str | None = None
+
+    def summary_line(self) -> str:
+        what = self.description if self.status == "ok" else f"broken: {self.error}"
+        return f"{self.name} ({self.distribution} {self.version}): {what}"
+
+
+def list_tasks() -> list[TaskInfo]:
+    """The installed tasks (``robust tasks``): name, description, distribution and version,
+    search-space size; a plugin that cannot load is listed with its error, never raised.
+
+    Example: ``[t.name for t in list_tasks() if t.status == "ok"]``"""
+    from robustcli.plugins import task_summaries
+
+    return [TaskInfo(**row) for row in task_summaries()]
 
 
 @dataclass

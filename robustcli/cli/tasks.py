@@ -25,7 +25,7 @@ def list_tasks(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": json_output}  # `robust tasks --json show X` means `robust tasks show X --json`
         return
-    from robustcli.api import list_tasks
+    from robustcli.api.tasks import list_tasks
 
     # a row says warning or error only where there is one
     rows = [{k: v for k, v in t.as_dict().items() if k not in ("warning", "error") or v is not None} for t in list_tasks()]
