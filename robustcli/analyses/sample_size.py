@@ -10,7 +10,6 @@ for j, as everywhere in ``robust``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

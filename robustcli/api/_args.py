@@ -117,7 +117,7 @@ def out_path(name: str, value: Any, suffixes: Sequence[str] = ()) -> Path | None
 
 def sizes(value: Any) -> list[int] | str:
     """Training-sample sizes: a text as ``--sizes`` reads it, or a list of positive whole numbers."""
-    from robustcli.analyses.sample_size import parse_sizes
+    from robustcli.parsing import parse_sizes
 
     if isinstance(value, str):
         return parse_sizes(value)

@@ -107,10 +107,8 @@ def baseline_row(session: StudySession, name: str, base: Any, instances: int) ->
     """Baseline ``name`` on instances 0..N-1 as :func:`fit_baseline` returns it, read back when a
     run under the session's data settings holds them (as ``assess`` reads instances back), with
     ``fitted_now`` saying which."""
-    logged = logged_baseline_losses(session, name, instances)
-    if logged is not None:
-        return _row(name, base, logged, fitted_now=False)
-    return fit_baseline(session, name, base, instances)
+    losses, fitted_now = baseline_losses(session, name, base, instances)  # under its lock: fitted once
+    return _row(name, base, losses, fitted_now=fitted_now)
 
 
 def logged_baseline_losses(session: StudySession, name: str, instances: int) -> list[float] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from robustcli.config import EngineName, TrainingSettings
 from robustcli.execution.protocol import Job

@@ -34,19 +34,12 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from robustcli.config import EngineName, TrainingSettings
+from robustcli.execution.cores import available_cores
 from robustcli.execution.planning import Unit, plan_units
 from robustcli.execution.protocol import Job, Trained
 from robustcli.task import Task, TaskData
 
-__all__ = ["LocalPoolExecutor", "default_workers", "dumps_payload", "plan_units", "run_unit"]
-
-def default_workers() -> int:
-    """The CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
+__all__ = ["LocalPoolExecutor", "dumps_payload", "plan_units", "run_unit"]
 
 def dumps_payload(task: Task, data: TaskData) -> bytes:
     """The task and its data as bytes for the workers: cloudpickle where installed (it also takes
@@ -158,7 +151,7 @@ class LocalPoolExecutor:
             raise ValueError(f"engine must be 'stacked' or 'plain', got {engine!r}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.workers = int(workers or default_workers())
+        self.workers = int(workers or available_cores())  # the affinity set and the cgroup quota
         self.engine = engine
         self.threads = int(threads)
         self.max_stack = max_stack
