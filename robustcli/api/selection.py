@@ -77,7 +77,7 @@ def run_selection(
     logs a selection run, then trains each survivor up to ``final_instances`` and summarises them."""
     from robustcli.robustness.criteria import make_objective
     from robustcli.selection import make_rule, select
-    from robustcli.session import SessionLosses
+    from robustcli.session.losses import SessionLosses
     from robustcli.task import candidate_label
     from robustcli.tracking.selection_store import MlflowSelectionStore, selection_key
 

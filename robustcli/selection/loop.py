@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from robustcli.errors import InputError, RobustError
+from robustcli.parsing import DEFAULT_DELTA, parse_delta
 from robustcli.robustness.criteria import Criterion, Objective, make_objective
 from robustcli.robustness.racing import CAP_SAFE, PickConfidence, pick_confidence
 from robustcli.selection._base import LossSource, LossView, Rule, SelectionStore, StepRecord
@@ -287,8 +288,6 @@ def _confidence(view: LossView, pick: str, objective: Objective, level: float) -
     """The pick's confidence among the last step's candidates (first criterion; the race's default
     zone, a share of the pick's mean loss, as the one within which a candidate that blew up is
     still told apart)."""
-    from robustcli.selection.rules import DEFAULT_DELTA, parse_delta
-
     if pick not in view.ids:
         return None
     row = view.losses[view.ids.index(pick)]

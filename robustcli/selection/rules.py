@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustcli.errors import InputError, UnknownNameError
-from robustcli.parsing import DEFAULT_DELTA, parse_delta  # noqa: F401 - the race's zone, read in the settings' leaf
+from robustcli.parsing import DEFAULT_DELTA, parse_delta
 from robustcli.robustness.criteria import Criterion, Objective
 from robustcli.robustness.racing import (
     BLOWUP_FACTOR,
@@ -60,7 +60,6 @@ __all__ = [
     "RaceRule",
     "baseline_limit",
     "make_rule",
-    "parse_delta",
 ]
 
 #: the confidence of the race's screening drops (clearly worse than the reference, not needed);

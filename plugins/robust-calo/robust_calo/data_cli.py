@@ -38,18 +38,16 @@ def _check_dataset(value: str) -> str:
 
 
 def _noise_gev(value: str) -> float | None:
-    """``--noise`` as the simulator takes it: a sigma per cell in calibrated GeV, None for LHCb's."""
-    import math
+    """``--noise`` as the simulator takes it, checked as the task's ``noise`` option is: a sigma per
+    cell in calibrated GeV, None for LHCb's."""
+    from robust_calo.task import _noise_option, noise_sigma
 
-    if value.strip().lower() == "lhcb":
-        return None
     try:
-        sigma = float(value)
+        given: float | str = float(value)
     except ValueError:
-        sigma = math.nan
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise InputError(f"--noise {value!r} is not valid; give 0 (none), lhcb, or a sigma >= 0 in calibrated GeV")
-    return sigma
+        given = value
+    refused = lambda _key, _value, why: InputError(f"--noise {value!r} is not valid; {why}")  # noqa: E731
+    return noise_sigma(_noise_option(given, refused))
 
 
 @app.command("make-calo", short_help="Simulate photon showers in an LHCb-like ECAL into a ROOT file.")

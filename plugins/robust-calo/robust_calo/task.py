@@ -41,9 +41,14 @@ def _noise_option(value: Any, bad: Callable[[str, Any, str], InputError]) -> flo
     if isinstance(value, str) and value.strip().lower() == LHCB_NOISE:
         return LHCB_NOISE
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
-        raise bad("noise", value, "expected 0 (none, the default: the paper's cells), lhcb (LHCb's electronic "
-                  "noise) or a per-cell sigma in calibrated GeV")  # fmt: skip
+        raise bad("noise", value, "expected 0 (none), the default, as in the paper's cells; lhcb (LHCb's "
+                  "electronic noise); or a per-cell sigma in calibrated GeV")  # fmt: skip
     return value
+
+
+def noise_sigma(noise: float | int | str) -> float | None:
+    """The simulator's ``noise_gev`` for a checked ``noise`` option: None for LHCb's, else the sigma."""
+    return None if noise == LHCB_NOISE else float(noise)
 
 
 def _noise_words(noise: float | int | str) -> str:
@@ -151,7 +156,7 @@ class CaloTask(Task):
             events = o["events"] if o["events"] is not None else DEFAULT_EVENTS
             path = str(rootio.ensure_default_data(
                 o["dataset"], n_events=events, seed=o["sim_seed"], units=o["units"],
-                noise_gev=None if o["noise"] == LHCB_NOISE else o["noise"],
+                noise_gev=noise_sigma(o["noise"]),
             ))  # fmt: skip
         kwargs: dict[str, Any] = {"branches": o["branches"], "max_events": o["events"]}
         if o["tree"] is not None:
